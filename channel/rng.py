@@ -1,0 +1,93 @@
+"""Counter-based randomness for the emulator's kernels.
+
+Everything here is a pure function of (key, counter): any slot's random value can be computed on
+demand, in any order, by any process, and always gives the same answer. That is what lets nature
+evaluate only the slots that matter while Alice and Bob can still enumerate what they sent.
+
+* ``splitmix64`` is the finaliser of Steele et al.'s SplitMix64 (a bijection on 64-bit words with
+  good avalanche); ``hash2`` combines a key and a counter through it.
+* ``feistel_permute`` is a keyed pseudo-random permutation of ``[0, 2**bits)`` (balanced Feistel
+  network, 4 rounds, ``bits`` even), used to place a frame's classes on its slots.
+* ``KernelRng`` is a tiny sequential generator (SplitMix64 stream) for numba kernels, whose state is
+  a one-element uint64 array so that it can be passed in and out of ``@njit`` functions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_TWO_POW_M53 = 1.0 / 9007199254740992.0
+FEISTEL_ROUNDS = 4
+
+
+@njit(cache=True, inline="always")
+def splitmix64(x: np.uint64) -> np.uint64:
+    """SplitMix64 finaliser: a bijective 64-bit mixer."""
+    z = x + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def hash2(key: np.uint64, counter: np.uint64) -> np.uint64:
+    """A keyed hash of a counter (two SplitMix64 rounds)."""
+    return splitmix64(splitmix64(key) ^ counter)
+
+
+@njit(cache=True, inline="always")
+def to_unit(x: np.uint64) -> float:
+    """Map a 64-bit word to a double in [0, 1) using its top 53 bits."""
+    return float(x >> np.uint64(11)) * _TWO_POW_M53
+
+
+@njit(cache=True)
+def feistel_permute(key: np.uint64, x: np.uint64, bits: int) -> np.uint64:
+    """Keyed bijection of [0, 2**bits) (bits even). Four balanced Feistel rounds."""
+    half = bits // 2
+    mask = (np.uint64(1) << np.uint64(half)) - np.uint64(1)
+    left = (x >> np.uint64(half)) & mask
+    right = x & mask
+    for r in range(FEISTEL_ROUNDS):
+        f = hash2(key ^ np.uint64(r + 1), right) & mask
+        left, right = right, left ^ f
+    return (left << np.uint64(half)) | right
+
+
+@njit(cache=True, inline="always")
+def next_u64(state: np.ndarray) -> np.uint64:
+    """Advance a SplitMix64 stream held in ``state[0]`` and return the next word."""
+    state[0] = state[0] + _GOLDEN
+    z = state[0]
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def next_uniform(state: np.ndarray) -> float:
+    """Uniform double in (0, 1] (never 0, so log() is always defined)."""
+    return 1.0 - to_unit(next_u64(state))
+
+
+@njit(cache=True, inline="always")
+def next_normal(state: np.ndarray) -> float:
+    """Standard normal by Box–Muller (one of the pair; simplicity over speed, used rarely)."""
+    u1 = next_uniform(state)
+    u2 = next_uniform(state)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def make_state(seed: int) -> np.ndarray:
+    """A kernel RNG state from an integer seed (mixed, so nearby seeds give unrelated streams)."""
+    s = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
+    return np.array([s[0]], dtype=np.uint64)
+
+
+def derive_key(seed_sequence: np.random.SeedSequence) -> np.uint64:
+    """A 64-bit hash key from a SeedSequence child."""
+    return np.uint64(seed_sequence.generate_state(1, dtype=np.uint64)[0])

@@ -1,0 +1,235 @@
+"""Per-slot source settings: basis, bit and intensity class, from a counter-based generator.
+
+A user's settings are organised in *frames* of ``2**frame_bits`` slots. For each frame the number
+of slots of every (intensity class, basis) *combo* is drawn from the multinomial law (a Philox
+generator keyed by the user's key and the frame number), and the combos are laid on the frame's
+slots through a keyed Feistel permutation: slot ``s`` gets the combo whose cumulative-count range
+contains ``perm(s mod frame)``. The bit of each slot is the top bit of a keyed hash of ``s``.
+
+Consequences (ARCHITECTURE.md §6):
+* the number of pulses sent in every class is known exactly, per frame, without enumerating slots;
+* any slot's settings cost O(log combos), so nature can evaluate only the slots that click;
+* the joint law equals i.i.d. draws up to the permutation's pseudo-randomness.
+
+Combos are numbered ``combo = 2 * intensity_index + basis`` with basis 0 = Z, 1 = X.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+from numba import njit
+
+from channel.rng import feistel_permute, hash2
+
+BASIS_Z = 0
+BASIS_X = 1
+BASIS_NAMES = ("Z", "X")
+DEFAULT_FRAME_BITS = 20  # 1 048 576 slots, about 1 ms at 1 GHz
+
+
+@dataclass(frozen=True)
+class IntensityClass:
+    """One intensity of the source.
+
+    ``mean_photon_number`` is the mean photon number per pulse leaving the source; ``probability``
+    the probability that a slot uses this intensity; ``z_probability`` the probability that such a
+    slot is prepared in the Z basis (the rest are X).
+    """
+
+    name: str
+    mean_photon_number: float
+    probability: float
+    z_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.mean_photon_number >= 0.0:
+            raise ValueError(f"intensity {self.name!r}: mean_photon_number must be >= 0, "
+                             f"got {self.mean_photon_number}")
+        for attr in ("probability", "z_probability"):
+            value = getattr(self, attr)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"intensity {self.name!r}: {attr} must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class SettingsPlan:
+    """What one user's source is configured to send (the distribution of settings)."""
+
+    intensities: tuple[IntensityClass, ...]
+
+    def __post_init__(self) -> None:
+        if not self.intensities:
+            raise ValueError("at least one intensity class is required")
+        total = sum(c.probability for c in self.intensities)
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"intensity probabilities must sum to 1, got {total}")
+        names = [c.name for c in self.intensities]
+        if len(set(names)) != len(names):
+            raise ValueError(f"intensity class names must be unique, got {names}")
+
+    @property
+    def n_combos(self) -> int:
+        return 2 * len(self.intensities)
+
+    @cached_property
+    def combo_probabilities(self) -> np.ndarray:
+        """P(combo) for combo = 2*intensity + basis."""
+        p = np.empty(self.n_combos)
+        for i, c in enumerate(self.intensities):
+            p[2 * i] = c.probability * c.z_probability
+            p[2 * i + 1] = c.probability * (1.0 - c.z_probability)
+        return p
+
+    @cached_property
+    def mean_photon_numbers(self) -> np.ndarray:
+        return np.array([c.mean_photon_number for c in self.intensities], dtype=np.float64)
+
+    @classmethod
+    def fixed(cls, mean_photon_number: float, basis: int) -> SettingsPlan:
+        """A source that always sends one intensity in one basis (random bits)."""
+        return cls((IntensityClass("fixed", mean_photon_number, 1.0,
+                                   1.0 if basis == BASIS_Z else 0.0),))
+
+
+@dataclass(frozen=True)
+class SlotSettings:
+    """Settings of a batch of slots (plain arrays)."""
+
+    basis: np.ndarray  # uint8, 0 = Z, 1 = X
+    bit: np.ndarray  # uint8
+    intensity: np.ndarray  # uint8 index into the plan's intensities
+
+
+@dataclass(frozen=True)
+class FrameTable:
+    """Cumulative combo counts of a contiguous run of frames, in the layout the kernels read."""
+
+    first_frame: int
+    frame_keys: np.ndarray  # (n_frames,) uint64 Feistel keys
+    cum_counts: np.ndarray  # (n_frames, n_combos) int64, cumulative counts per frame
+
+
+@dataclass
+class SettingsGenerator:
+    """Counter-based settings of one user (Alice or Bob).
+
+    ``key`` is the user's secret 64-bit key (derive it from a SeedSequence child). Two generators
+    with the same plan and key produce the same settings for every slot, in any order.
+    """
+
+    plan: SettingsPlan
+    key: int
+    frame_bits: int = DEFAULT_FRAME_BITS
+    _counts_cache: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.frame_bits % 2 or not 2 <= self.frame_bits <= 40:
+            raise ValueError(f"frame_bits must be even and in [2, 40], got {self.frame_bits}")
+        self.key = int(self.key) & 0xFFFFFFFFFFFFFFFF
+
+    @property
+    def frame_size(self) -> int:
+        return 1 << self.frame_bits
+
+    def frame_counts(self, frame: int) -> np.ndarray:
+        """Number of slots of each combo in ``frame`` (a multinomial draw keyed by the frame)."""
+        counts = self._counts_cache.get(frame)
+        if counts is None:
+            gen = np.random.Generator(np.random.Philox(key=[self.key, frame]))
+            counts = gen.multinomial(self.frame_size, self.plan.combo_probabilities)
+            counts = counts.astype(np.int64)
+            if len(self._counts_cache) > 4096:
+                self._counts_cache.clear()
+            self._counts_cache[frame] = counts
+        return counts
+
+    def frame_key(self, frame: int) -> np.uint64:
+        return hash2(np.uint64(self.key), np.uint64(frame))
+
+    def table(self, first_frame: int, last_frame: int) -> FrameTable:
+        """Kernel tables for frames ``first_frame .. last_frame`` inclusive."""
+        frames = range(first_frame, last_frame + 1)
+        cum = np.array([np.cumsum(self.frame_counts(f)) for f in frames], dtype=np.int64)
+        keys = np.array([self.frame_key(f) for f in frames], dtype=np.uint64)
+        return FrameTable(first_frame, keys, cum.reshape(len(frames), self.plan.n_combos))
+
+    def table_for_slots(self, start: int, stop: int) -> FrameTable:
+        if stop <= start:
+            raise ValueError(f"empty slot range [{start}, {stop})")
+        return self.table(start >> self.frame_bits, (stop - 1) >> self.frame_bits)
+
+    def settings_at(self, slots: np.ndarray) -> SlotSettings:
+        """Settings of arbitrary slots (vectorized)."""
+        slots = np.asarray(slots, dtype=np.int64)
+        if slots.size == 0:
+            empty = np.zeros(0, np.uint8)
+            return SlotSettings(empty, empty, empty)
+        if slots.min() < 0:
+            raise ValueError("slot indices must be non-negative")
+        table = self.table(int(slots.min()) >> self.frame_bits, int(slots.max()) >> self.frame_bits)
+        combo = np.empty(slots.size, dtype=np.int64)
+        bit = np.empty(slots.size, dtype=np.uint8)
+        _lookup_many(slots, table.first_frame, table.frame_keys, table.cum_counts,
+                     self.frame_bits, np.uint64(self.key), combo, bit)
+        return SlotSettings((combo & 1).astype(np.uint8), bit, (combo >> 1).astype(np.uint8))
+
+    def sent_counts(self, start: int, stop: int) -> np.ndarray:
+        """Exact number of pulses sent per combo in slots ``[start, stop)``.
+
+        Whole frames cost O(1) each; the partial frames at either end are enumerated.
+        """
+        if stop < start or start < 0:
+            raise ValueError(f"invalid slot range [{start}, {stop})")
+        counts = np.zeros(self.plan.n_combos, dtype=np.int64)
+        if stop == start:
+            return counts
+        size = self.frame_size
+        first_full = -(-start // size)
+        last_full = stop // size  # exclusive
+        if first_full >= last_full:  # no whole frame inside
+            return self._enumerate_counts(start, stop)
+        for f in range(first_full, last_full):
+            counts += self.frame_counts(f)
+        if start < first_full * size:
+            counts += self._enumerate_counts(start, first_full * size)
+        if last_full * size < stop:
+            counts += self._enumerate_counts(last_full * size, stop)
+        return counts
+
+    def _enumerate_counts(self, start: int, stop: int) -> np.ndarray:
+        counts = np.zeros(self.plan.n_combos, dtype=np.int64)
+        chunk = 1 << 22
+        for a in range(start, stop, chunk):
+            s = self.settings_at(np.arange(a, min(stop, a + chunk), dtype=np.int64))
+            combo = 2 * s.intensity.astype(np.int64) + s.basis
+            counts += np.bincount(combo, minlength=self.plan.n_combos)
+        return counts
+
+
+@njit(cache=True, inline="always")
+def lookup_combo(slot: np.int64, first_frame: np.int64, frame_keys: np.ndarray,
+                 cum_counts: np.ndarray, frame_bits: int) -> np.int64:
+    """Combo of one slot from a frame table."""
+    frame = slot >> frame_bits
+    local = np.uint64(slot & ((np.int64(1) << frame_bits) - 1))
+    pos = np.int64(feistel_permute(frame_keys[frame - first_frame], local, frame_bits))
+    row = cum_counts[frame - first_frame]
+    c = 0
+    while pos >= row[c]:  # combos are few (2 per intensity): a linear scan beats bisection
+        c += 1
+    return c
+
+
+@njit(cache=True, inline="always")
+def lookup_bit(slot: np.int64, key: np.uint64) -> np.uint8:
+    return np.uint8(hash2(key ^ np.uint64(0xB17B17B17B17B17B), np.uint64(slot)) >> np.uint64(63))
+
+
+@njit(cache=True)
+def _lookup_many(slots, first_frame, frame_keys, cum_counts, frame_bits, key, combo_out, bit_out):
+    for i in range(slots.size):
+        combo_out[i] = lookup_combo(slots[i], first_frame, frame_keys, cum_counts, frame_bits)
+        bit_out[i] = lookup_bit(slots[i], key)
