@@ -17,7 +17,7 @@ SPEED_IN_FIBER_KM_PER_S = 2.0e5  # c / n with n ≈ 1.5
 
 
 def su2(axis: np.ndarray, angle_rad: float) -> np.ndarray:
-    """exp(−i angle/2 · axis·σ): a rotation of the Poincaré sphere by ``angle_rad`` about ``axis``."""
+    """exp(−i angle/2 · axis·σ): rotate the Poincaré sphere by ``angle_rad`` about ``axis``."""
     axis = np.asarray(axis, dtype=np.float64)
     norm = np.linalg.norm(axis)
     if norm == 0.0 or angle_rad == 0.0:
@@ -80,7 +80,8 @@ class Fiber:
         if not self.length_km >= 0:
             raise ValueError(f"length_km must be >= 0, got {self.length_km}")
         if not self.attenuation_db_per_km >= 0:
-            raise ValueError(f"attenuation_db_per_km must be >= 0, got {self.attenuation_db_per_km}")
+            raise ValueError("attenuation_db_per_km must be >= 0, got "
+                             f"{self.attenuation_db_per_km}")
         if not self.extra_loss_db >= 0:
             raise ValueError(f"extra_loss_db must be >= 0, got {self.extra_loss_db}")
         if self.rotation is not None:

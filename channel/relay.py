@@ -152,9 +152,3 @@ def announce(records: DetectionRecords, coincidence_window_ps: float) -> np.ndar
     t_max = np.where(clicked, records.time_ps, -big).max(axis=1)
     return np.where(t_max - t_min <= coincidence_window_ps, bell, FAIL).astype(np.uint8)
 
-
-def bob_flips(basis: np.ndarray, bell: np.ndarray) -> np.ndarray:
-    """Bob's flip rule (LCQ Table I): flip every success except (X basis, ψ⁺)."""
-    from channel.settings import BASIS_X
-
-    return ((bell != FAIL) & ~((basis == BASIS_X) & (bell == PSI_PLUS))).astype(np.uint8)

@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from channel.link import FramePhysics, Link
-from channel.relay import NO_CLICK_TIME, N_DETECTORS, DetectionRecords, RelayOutput
+from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
 from channel.rng import make_state, next_normal, next_uniform
 from channel.settings import SettingsGenerator, lookup_bit, lookup_combo
 from channel.source import FLUCTUATION_CLIP_SIGMAS, JONES
@@ -33,7 +33,7 @@ _POPCOUNT16 = np.array([bin(i).count("1") for i in range(16)], dtype=np.int64)
 _MULTI_PATTERNS = np.array([c for c in range(16) if _POPCOUNT16[c] >= 2], dtype=np.int64)
 
 
-class UnsupportedPhysics(ValueError):
+class UnsupportedPhysicsError(ValueError):
     """The requested sampler cannot emulate this configuration exactly."""
 
 
@@ -111,8 +111,8 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
         bob_slots = slots + physics.bob_slot_offset[fi]
         bob_present = bob_slots >= 0
         sb = bob.settings_at(np.where(bob_present, bob_slots, 0))
-        mu_a = mu_a_values[sa.intensity] * _fluctuation(rng, link.source_a.intensity_fluctuation_rel,
-                                                        slots.size)
+        fluct_a = _fluctuation(rng, link.source_a.intensity_fluctuation_rel, slots.size)
+        mu_a = mu_a_values[sa.intensity] * fluct_a
         mu_b = (mu_b_values[sb.intensity] * bob_present
                 * _fluctuation(rng, link.source_b.intensity_fluctuation_rel, slots.size))
         bit_a = sa.bit ^ (rng.random(slots.size) < link.source_a.bit_flip_probability)
@@ -273,7 +273,7 @@ def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
     """Exact thinning to coincidences (the default sampler)."""
     _check_range(start, stop)
     if link.relay.has_memory:
-        raise UnsupportedPhysics("the fast sampler does not emulate detector dead time or "
+        raise UnsupportedPhysicsError("the fast sampler does not emulate detector dead time or "
                                  "afterpulsing; use the reference sampler (--sampler reference)")
     if alice.frame_bits != link.frame_bits or bob.frame_bits != link.frame_bits:
         raise ValueError("settings generators and link must use the same frame_bits")

@@ -233,3 +233,15 @@ def _lookup_many(slots, first_frame, frame_keys, cum_counts, frame_bits, key, co
     for i in range(slots.size):
         combo_out[i] = lookup_combo(slots[i], first_frame, frame_keys, cum_counts, frame_bits)
         bit_out[i] = lookup_bit(slots[i], key)
+
+
+def three_intensity_plan(mu: float = 0.4, nu: float = 0.1, omega: float = 0.0,
+                         probabilities: tuple[float, float, float] = (0.5, 0.25, 0.25),
+                         z_probability: float = 0.5) -> SettingsPlan:
+    """The usual signal / decoy / weak-decoy source, every intensity in both bases."""
+    if not mu > nu > omega >= 0:
+        raise ValueError(f"intensities must satisfy mu > nu > omega >= 0, got {mu}, {nu}, {omega}")
+    names = ("mu", "nu", "omega")
+    return SettingsPlan(tuple(IntensityClass(n, m, p, z_probability)
+                              for n, m, p in zip(names, (mu, nu, omega), probabilities,
+                                                 strict=True)))

@@ -1,0 +1,200 @@
+"""Both samplers against the exact analytic model (PHYSICS.md §5, §7).
+
+Each configuration runs with its own seed; measured detections and sifted errors become binomial
+z-scores against the general formula, and each set of z-scores must pass χ²/dof and max|z| at a
+false-alarm level of 1e-4 (tests/stats.py). The fast sampler gets ~2×10⁴ expected detections per
+configuration; the reference sampler, ~10³ (it simulates every slot), its long distances are slow.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from classical.sifting import bob_flip
+
+from channel.analytic import exact_class_statistics
+from channel.fiber import Fiber
+from channel.link import Link
+from channel.relay import Detector, RelayOptics, announce
+from channel.samplers import (
+    UnsupportedPhysicsError,
+    sample,
+    sample_fast,
+    sample_reference,
+    singles_probabilities,
+)
+from channel.settings import SettingsGenerator, SettingsPlan, three_intensity_plan
+from channel.source import Source
+from orchestration.options import SimulateOptions
+from orchestration.simulate import build_fixed_link, simulate
+from tests.stats import assert_z_scores_consistent, binomial_z
+
+# (total km, mu_a, mu_b, rotation_a, rotation_b, gamma, flip e_d)
+CONFIGS = [
+    (0, 0.4, 0.4, 0, 0, 1.0, 0.0),
+    (0, 0.3, 0.05, 0, 0, 1.0, 0.015),
+    (50, 0.4, 0.4, 0, 0, 1.0, 0.015),
+    (50, 0.5, 0.1, 0.15, 0, 1.0, 0.0),
+    (50, 0.3, 0.3, 0.1, -0.2, 1.0, 0.0),
+    (50, 0.4, 0.2, 0, 0, 0.8, 0.0),
+    (100, 0.4, 0.4, 0, 0, 1.0, 0.015),
+    (100, 0.2, 0.6, 0.3, 0.1, 0.9, 0.01),
+    (150, 0.5, 0.5, 0, 0, 1.0, 0.015),
+    (150, 0.4, 0.1, 0, 0.2, 0.95, 0.0),
+]
+
+
+def _options(cfg, basis: str, sampler: str, seed: int, target: float, cap: int) -> SimulateOptions:
+    km, mu_a, mu_b, rot_a, rot_b, gamma, ed = cfg
+    o = SimulateOptions.model_validate(dict(
+        basis=basis, distance_a_km=km / 2, distance_b_km=km / 2, mu_a=mu_a, mu_b=mu_b,
+        rotation_a=rot_a, rotation_b=rot_b, gamma=gamma, misalignment=ed, slots=1, seed=seed,
+        sampler=sampler))
+    link, _, _ = build_fixed_link(o)
+    q = exact_class_statistics(0 if basis == "Z" else 1, mu_a, mu_b, link.fiber_a.transmittance,
+                               link.fiber_b.transmittance, link.fiber_a.static_unitary,
+                               link.fiber_b.static_unitary, 0.145, 3e-6, gamma, ed).gain
+    return o.model_copy(update={"slots": int(min(cap, target / q))})
+
+
+def _z_scores(configs, sampler: str, target: float, cap: int, seed0: int) -> list[float]:
+    z = []
+    for i, cfg in enumerate(configs):
+        for j, basis in enumerate("ZX"):
+            row = simulate(_options(cfg, basis, sampler, seed0 + 10 * i + j, target, cap))[
+                "classes"][0]
+            assert row["detections"] > 50, row
+            z += [row["z_Q"], row["z_E"]]
+    return z
+
+
+def test_fast_sampler_matches_exact_model_everywhere():
+    z = _z_scores(CONFIGS, "fast", target=2e4, cap=4 * 10**10, seed0=1000)
+    assert_z_scores_consistent(z, "fast sampler")
+
+
+def test_reference_sampler_matches_exact_model_short_links():
+    short = [c for c in CONFIGS if c[0] <= 50]
+    z = _z_scores(short, "reference", target=1.5e3, cap=8 * 10**6, seed0=2000)
+    assert_z_scores_consistent(z, "reference sampler")
+
+
+@pytest.mark.slow
+def test_reference_sampler_matches_exact_model_long_links():
+    long = [c for c in CONFIGS if c[0] >= 100]
+    z = _z_scores(long, "reference", target=2e2, cap=10**8, seed0=3000)
+    assert_z_scores_consistent(z, "reference sampler (long links)")
+
+
+def _random_setting_counts(sampler: str, slots: int, arm_km: float, seed: int):
+    plan = three_intensity_plan(0.5, 0.1, 0.02)
+    link = Link(Source(plan), Source(plan), Fiber(arm_km), Fiber(arm_km), frame_bits=16)
+    alice = SettingsGenerator(plan, 100 + seed, frame_bits=16)
+    bob = SettingsGenerator(plan, 200 + seed, frame_bits=16)
+    out = sample(link, alice, bob, 0, slots, seed, sampler)
+    bell = announce(out.records, link.relay.coincidence_window_ps)
+    ok = bell != 0
+    sa, sb = alice.settings_at(out.records.slot[ok]), bob.settings_at(out.records.slot[ok])
+    same = sa.basis == sb.basis
+    bits_b = sb.bit ^ bob_flip(sb.basis, bell[ok])
+    return link, plan, out, sa, sb, same, bits_b
+
+
+@pytest.mark.parametrize(("sampler", "slots", "arm_km"),
+                         [("fast", 4 * 10**9, 25.0), ("reference", 6 * 10**6, 0.0)])
+def test_random_three_intensity_settings_per_class(sampler, slots, arm_km):
+    link, plan, out, sa, sb, same, bits_b = _random_setting_counts(sampler, slots, arm_km, 5)
+    t = link.fiber_a.transmittance
+    p = plan.combo_probabilities
+    z = []
+    for ia, mu_a in enumerate(plan.mean_photon_numbers):
+        for ib, mu_b in enumerate(plan.mean_photon_numbers):
+            for basis in (0, 1):
+                st = exact_class_statistics(basis, mu_a, mu_b, t, t)
+                sel = same & (sa.basis == basis) & (sa.intensity == ia) & (sb.intensity == ib)
+                n_pairs = slots * p[2 * ia + basis] * p[2 * ib + basis]
+                d = int(sel.sum())
+                if n_pairs * st.gain < 30:
+                    continue
+                z.append(binomial_z(d, n_pairs, st.gain))
+                z.append(binomial_z(int((sa.bit[sel] != bits_b[sel]).sum()), d, st.error_rate))
+    assert len(z) >= 12
+    assert_z_scores_consistent(z, f"{sampler} sampler, random settings")
+
+
+@pytest.mark.parametrize("sampler", ["fast", "reference"])
+def test_singles_follow_the_averaged_click_probability(sampler):
+    slots = 4 * 10**6
+    plan = three_intensity_plan()
+    link = Link(Source(plan), Source(plan), Fiber(10), Fiber(10), frame_bits=16)
+    alice = SettingsGenerator(plan, 1, frame_bits=16)
+    bob = SettingsGenerator(plan, 2, frame_bits=16)
+    out = sample(link, alice, bob, 0, slots, 3, sampler)
+    p = singles_probabilities(link, link.physics(0, slots), alice, bob)[0]
+    z = [binomial_z(out.singles[k], slots, p[k]) for k in range(4)]
+    assert_z_scores_consistent(z, f"{sampler} singles")
+
+
+def _dark_only_link(dead: int, afterpulse: float):
+    plan = SettingsPlan.fixed(0.0, 0)
+    det = Detector(efficiency=0.5, dark_count_probability=0.01, dead_time_slots=dead,
+                   afterpulsing_probability=afterpulse)
+    link = Link(Source(plan), Source(plan), Fiber(0), Fiber(0), relay=RelayOptics((det,) * 4))
+    return link, SettingsGenerator(plan, 1), SettingsGenerator(plan, 2)
+
+
+@pytest.mark.parametrize(("dead", "afterpulse"), [(10, 0.0), (5, 0.2)])
+def test_reference_dead_time_and_afterpulsing_follow_renewal_theory(dead, afterpulse):
+    """Dark clicks only (p = 0.01 per slot): mean renewal cycle D + 1 + (1−a)(1−p)/p slots."""
+    link, alice, bob = _dark_only_link(dead, afterpulse)
+    slots = 2 * 10**6
+    out = sample_reference(link, alice, bob, 0, slots, 9)
+    p = 0.01
+    rate = 1.0 / (dead + 1 + (1 - afterpulse) * (1 - p) / p)
+    # renewal counts have variance below Poisson; 5σ of the Poisson error is a loose, safe bound
+    tol = 5 * np.sqrt(slots * rate)
+    assert np.all(np.abs(out.singles - slots * rate) < tol), (out.singles, slots * rate)
+
+
+def test_fast_sampler_refuses_detector_memory():
+    link, alice, bob = _dark_only_link(10, 0.0)
+    with pytest.raises(UnsupportedPhysicsError, match="reference"):
+        sample_fast(link, alice, bob, 0, 1000, 0)
+
+
+def test_same_seed_same_records_and_different_seed_differs():
+    o = SimulateOptions.model_validate(dict(slots=10**8, seed=4))
+    link, alice, bob = build_fixed_link(o)
+    a = sample_fast(link, alice, bob, 0, 10**8, 4)
+    b = sample_fast(link, alice, bob, 0, 10**8, 4)
+    c = sample_fast(link, alice, bob, 0, 10**8, 5)
+    assert np.array_equal(a.records.slot, b.records.slot)
+    assert np.array_equal(a.records.pattern, b.records.pattern)
+    assert np.array_equal(a.singles, b.singles)
+    assert not np.array_equal(a.records.slot[:100], c.records.slot[:100])
+
+
+def test_records_carry_no_settings():
+    """Charles's view (ARCHITECTURE.md §3): slot, click pattern, click times, nothing else."""
+    from channel.relay import DetectionRecords
+
+    assert set(DetectionRecords.__dataclass_fields__) == {"slot", "pattern", "time_ps"}
+
+
+def test_clock_offset_beyond_a_slot_decorrelates_the_users():
+    """Bob's clock one slot late: pulses of different slots meet and the sifted QBER is 1/2."""
+    from channel.clock import Clock
+
+    plan = three_intensity_plan()
+    link = Link(Source(plan), Source(plan), Fiber(5), Fiber(5), clock_b=Clock(offset_ps=1000.0),
+                frame_bits=16)
+    alice = SettingsGenerator(plan, 1, frame_bits=16)
+    bob = SettingsGenerator(plan, 2, frame_bits=16)
+    assert link.physics(0, 10).bob_slot_offset.tolist() == [-1]
+    out = sample_fast(link, alice, bob, 0, 4 * 10**8, 1)
+    bell = announce(out.records, link.relay.coincidence_window_ps)
+    ok = bell != 0
+    sa, sb = alice.settings_at(out.records.slot[ok]), bob.settings_at(out.records.slot[ok])
+    same = sa.basis == sb.basis
+    errors = (sa.bit != sb.bit ^ bob_flip(sb.basis, bell[ok]))[same]
+    assert abs(binomial_z(int(errors.sum()), errors.size, 0.5)) < 4.5

@@ -1,0 +1,70 @@
+"""Counter-based settings: exact counts, order independence, a true permutation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from channel.rng import feistel_permute
+from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan, three_intensity_plan
+
+
+def test_feistel_is_a_permutation():
+    bits = 10
+    image = {int(feistel_permute(np.uint64(42), np.uint64(x), bits)) for x in range(1 << bits)}
+    assert image == set(range(1 << bits))
+
+
+def test_sent_counts_equal_enumeration_over_partial_frames():
+    gen = SettingsGenerator(three_intensity_plan(), key=7, frame_bits=10)
+    start, stop = 333, 5 * 1024 + 77
+    s = gen.settings_at(np.arange(start, stop))
+    enumerated = np.bincount(2 * s.intensity.astype(int) + s.basis, minlength=6)
+    assert gen.sent_counts(start, stop).tolist() == enumerated.tolist()
+
+
+def test_settings_do_not_depend_on_query_order():
+    gen = SettingsGenerator(three_intensity_plan(), key=99, frame_bits=12)
+    slots = np.random.default_rng(0).integers(0, 1 << 20, 5000)
+    a = gen.settings_at(slots)
+    order = np.argsort(slots)
+    b = SettingsGenerator(three_intensity_plan(), key=99, frame_bits=12).settings_at(slots[order])
+    assert np.array_equal(a.bit[order], b.bit)
+    assert np.array_equal(a.intensity[order], b.intensity)
+    assert np.array_equal(a.basis[order], b.basis)
+
+
+def test_class_frequencies_follow_the_plan():
+    plan = three_intensity_plan(probabilities=(0.6, 0.3, 0.1), z_probability=0.8)
+    gen = SettingsGenerator(plan, key=3)
+    counts = gen.sent_counts(0, 64 << 20)
+    n = counts.sum()
+    expected = plan.combo_probabilities * n
+    z = (counts - expected) / np.sqrt(expected * (1 - plan.combo_probabilities))
+    assert np.abs(z).max() < 5  # multinomial: per-combo false alarm < 1e-6
+    bits = gen.settings_at(np.arange(1 << 20)).bit
+    assert abs(bits.mean() - 0.5) < 5 * 0.5 / 1024
+
+
+def test_different_keys_give_different_settings():
+    a = SettingsGenerator(three_intensity_plan(), 1).settings_at(np.arange(4096))
+    b = SettingsGenerator(three_intensity_plan(), 2).settings_at(np.arange(4096))
+    assert (a.bit != b.bit).mean() > 0.4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"name": "x", "mean_photon_number": -1, "probability": 1}, "mean_photon_number"),
+     ({"name": "x", "mean_photon_number": 1, "probability": 1.5}, "probability"),
+     ({"name": "x", "mean_photon_number": 1, "probability": 1, "z_probability": -0.1},
+      "z_probability")])
+def test_bad_intensity_classes_name_the_field(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        IntensityClass(**kwargs)
+
+
+def test_probabilities_must_sum_to_one():
+    with pytest.raises(ValueError, match="sum to 1"):
+        SettingsPlan((IntensityClass("a", 0.5, 0.5), IntensityClass("b", 0.1, 0.4)))
+    with pytest.raises(ValueError, match="mu > nu > omega"):
+        three_intensity_plan(mu=0.1, nu=0.2)

@@ -1,0 +1,33 @@
+"""Statistical acceptance helpers shared by the physics tests.
+
+Every assertion built from these has a stated false-alarm probability (``ALPHA`` per assertion):
+a correct sampler fails a test with probability at most ALPHA, an incorrect one shows up as
+large |z| or χ²/dof.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+ALPHA = 1e-4
+
+
+def binomial_z(observed: float, trials: float, p: float) -> float:
+    var = trials * p * (1 - p)
+    return (observed - trials * p) / math.sqrt(var)
+
+
+def assert_z_scores_consistent(z: list[float] | np.ndarray, label: str = "") -> None:
+    """χ²/dof and max |z| of independent standard-normal z-scores, each at level ALPHA."""
+    z = np.asarray(z, dtype=np.float64)
+    dof = z.size
+    chi2 = float((z**2).sum())
+    chi2_limit = stats.chi2.isf(ALPHA, dof)
+    z_limit = stats.norm.isf(ALPHA / (2 * dof))  # Bonferroni over the set
+    detail = f"{label}: chi2/dof = {chi2 / dof:.2f} (limit {chi2_limit / dof:.2f}), " \
+             f"max|z| = {np.abs(z).max():.2f} (limit {z_limit:.2f}), z = {np.round(z, 2).tolist()}"
+    assert chi2 <= chi2_limit, detail
+    assert np.abs(z).max() <= z_limit, detail
