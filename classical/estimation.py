@@ -1,0 +1,526 @@
+"""Parameter estimation: decoy-state bounds on single-photon pairs, and the secure key length.
+
+Input: :class:`DecoyObservations` — for every (Alice intensity, Bob intensity, basis, Bell state)
+class the detections, the sifted errors and the sent pulse pairs (``classical.sifting``). Output:
+a frozen :class:`Estimate`, or an :class:`Abort` with a reason a person can read. Indices follow
+``classical.decoy``: intensity 0 = signal μ, 1 = decoy ν, 2 = decoy ω; basis 0 = Z, 1 = X; the last
+axis is the Bell state (0 = ψ⁺, 1 = ψ⁻). The key is the Z basis at (μ_a, μ_b); the X basis tests
+the phase error.
+
+Modes
+-----
+``"asymptotic"`` — observed gains Q = n / N go straight into the three-intensity bounds of
+Xu, Curty, Qi, Lo, NJP 15, 113007 (2013), Eqs. 6–7 (``classical.decoy``), and
+ℓ = ⌊s11 [1 − h(e11)] − λ_EC⌋ with s11 = N_μμ μ_a e^−μ_a μ_b e^−μ_b Y11^L (LCQ Eq. 1 per round).
+
+``"finite"`` (method name ``"finite-chernoff"``) — the key length of Curty et al., Nat. Commun. 5,
+3732 (2014) (PHYSICS.md §6), per block:
+
+    ℓ = ⌊ s11^{Z,L} [1 − h(e_ph^U)] − λ_EC − log₂(8/ε_cor) − 2 log₂(2/(ε′ε̂)) − 2 log₂(1/(2ε_PA)) ⌋
+
+1. Every observed count χ that enters a bound (detections and X-basis errors of each class with a
+   non-zero coefficient) becomes an interval on its expectation with the multiplicative Chernoff
+   bound in the form of Zhang et al., PRA 95, 012333 (2017): E^L = χ/(1+δ₁), E^U = χ/(1−δ₂) with
+   [e^δ₁/(1+δ₁)^(1+δ₁)]^(χ/(1+δ₁)) = ε_PE/2 and [e^−δ₂/(1−δ₂)^(1−δ₂)]^(χ/(1−δ₂)) = ε_PE/2. Both
+   are the two roots m of the Poisson divergence m − χ + χ ln(χ/m) = ln(2/ε_PE), which is how they
+   are solved here (and which gives E^U = ln(2/ε_PE) for χ = 0, where the δ₂ form has no root).
+2. The decoy bounds are linear in the gains; each gain enters as its lower bound where its
+   coefficient is positive and as its upper bound where it is negative (worst case). This gives
+   Y11^L (from the Z and from the X gains; both bound the same basis-independent yield, the larger
+   is used) and the single-photon error gain (e11·Y11)^U from the X-basis error gains; the decoy
+   phase-error bound reported is e11^{X,U} = (e11·Y11)^U / Y11^L.
+3. The expectations of the number of single-photon-pair detections in the key class,
+   N_μμ p₁₁ Y11^L, and of their phase errors, N_μμ p₁₁ (e11·Y11)^U (p₁₁ = μ_a e^−μ_a μ_b e^−μ_b),
+   become bounds on the *realised* numbers with the multiplicative Chernoff tails once more:
+   s11^{Z,L} = m − √(2 m ln(2/ε_PE)) and k^U = m + [L + √(L² + 8 L m)]/2, L = ln(2/ε_PE);
+   e_ph^U = k^U / s11^{Z,L}. This is the realised phase error of the key's single-photon pairs,
+   which is what the entropic bound needs; s(1 − h(k/s)) grows with s and falls with k (k/s < ½),
+   so the lower and upper bounds go in the right places.
+
+Security parameters (defaults in :class:`SecurityParameters`): ε_cor = 1e-15, ε′ = ε̂ = ε_PA =
+1e-10, ε_PE = 1e-10 per bounded count (both tails together). With K counts bounded in a block the
+estimation failure is ε_e = K·ε_PE (union bound) and the block's secrecy is taken as
+ε_sec = 2(ε′ + 2ε_e + ε̂) + ε_PA, the composition stated by Curty et al. 2014 as we read it; every
+ε is reported by name so that the accounting can be checked. The Chernoff bounds hold for
+independent trials (the emulated physics, or collective attacks); coherent attacks need a
+martingale bound (e.g. Kato's inequality) in their place.
+
+Per Bell state. The published analysis treats ψ⁺ and ψ⁻ as two keys, each with its own counts,
+error rates and leakage, and sums the lengths. :func:`estimate` does that when the leakage is given
+per Bell state (a pair). When the key was reconciled as one block (a single leakage number) the
+disclosed parities concern both Bell states together, so the counts are merged over the Bell
+states and one length is computed for the union (block name ``"psi+-"``).
+
+Where it runs. The length needs λ_EC, the bits reconciliation and verification actually disclosed,
+so the deciding call comes after them. A call before reconciliation, with
+:func:`predicted_leakage` in place of λ_EC, tells early whether a round can possibly give a key.
+
+QBER_Z. The key-class Z errors are taken from the reconciled key: the number of bits
+reconciliation corrected (Cascade reveals it anyway, and verification confirms it), filled into
+``errors[0, 0, 0, :]`` by the caller. Nothing of the key is sacrificed to estimate E_Z, and the
+length formula needs no bound on it: E_Z enters only through λ_EC, which is measured (the bits
+actually disclosed). :func:`choose_test_positions` is offered for a pre-reconciliation sample
+(e.g. to size Cascade's first block); sampled bits must then be removed from the key by the
+caller. :func:`predicted_leakage` (f·n·h(E)) is for planning only, never for the length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from classical.decoy import MU, NU, OMEGA, single_photon_error_upper, single_photon_yield_lower
+
+Mode = Literal["asymptotic", "finite"]
+MODES: tuple[str, ...] = ("asymptotic", "finite")
+METHOD_NAMES = {"asymptotic": "asymptotic", "finite": "finite-chernoff"}
+BASIS_Z, BASIS_X = 0, 1
+BELL_BLOCK_NAMES = ("psi+", "psi-")
+MERGED_BLOCK_NAME = "psi+-"
+#: Default error-correction inefficiency f (PHYSICS.md §0), for predictions only.
+DEFAULT_EC_INEFFICIENCY = 1.16
+_BISECTION_STEPS = 200
+
+Intensities = tuple[float, float, float]
+
+
+def binary_entropy(p: float) -> float:
+    """h(p) in bits; h(0) = h(1) = 0; p is clipped to [0, 1]."""
+    p = min(max(float(p), 0.0), 1.0)
+    if p in (0.0, 1.0):
+        return 0.0
+    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def predicted_leakage(n: int, qber: float, f: float = DEFAULT_EC_INEFFICIENCY) -> float:
+    """f · n · h(E): the leakage to expect when reconciling ``n`` bits at error rate ``qber``."""
+    if n < 0 or f < 1.0:
+        raise ValueError(f"need n >= 0 and f >= 1, got n={n}, f={f}")
+    return f * n * binary_entropy(qber)
+
+
+def choose_test_positions(n: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted distinct positions of ``round(fraction · n)`` bits drawn without replacement."""
+    if n < 0 or not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"need n >= 0 and 0 <= fraction <= 1, got n={n}, fraction={fraction}")
+    k = int(round(fraction * n))
+    return np.sort(rng.choice(n, size=k, replace=False)).astype(np.int64)
+
+
+# --- Chernoff bounds ---------------------------------------------------------------------------
+
+
+def _poisson_divergence(m: np.ndarray, chi: np.ndarray) -> np.ndarray:
+    """m − χ + χ ln(χ/m) ≥ 0, zero at m = χ (with 0 ln 0 = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_term = np.where(chi > 0, chi * np.log1p((chi - m) / m), 0.0)
+    return m - chi + log_term
+
+
+def chernoff_bounds(observed: np.ndarray | float,
+                    epsilon: float) -> tuple[np.ndarray, np.ndarray]:
+    """(E^L, E^U): bounds on the expectation of each observed count, failing with prob. ≤ ε.
+
+    Multiplicative Chernoff bound, each tail at ε/2 (Zhang et al. 2017); solved by bisection on
+    the equivalent divergence equation (module docstring). Vectorized over ``observed``.
+    """
+    if not 0.0 < epsilon < 1.0:
+        raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+    chi = np.asarray(observed, dtype=np.float64)
+    if np.any(chi < 0):
+        raise ValueError("observed counts must be >= 0")
+    target = math.log(2.0 / epsilon)
+    # lower root in (0, χ]: the divergence decreases from +∞ to 0
+    lo, hi = np.zeros_like(chi), chi.copy()
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (lo + hi)
+        above = _poisson_divergence(np.maximum(mid, 1e-300), chi) > target
+        lo = np.where(above, mid, lo)
+        hi = np.where(above, hi, mid)
+    lower = np.where(chi > 0, lo, 0.0)
+    # upper root in [χ, ∞): the divergence increases from 0
+    a = chi.copy()
+    b = chi + target + 2.0 * np.sqrt(2.0 * chi * target) + 1.0
+    while np.any(short := _poisson_divergence(b, chi) < target):
+        b = np.where(short, chi + 2.0 * (b - chi), b)
+    for _ in range(_BISECTION_STEPS):
+        mid = 0.5 * (a + b)
+        below = _poisson_divergence(mid, chi) < target
+        a = np.where(below, mid, a)
+        b = np.where(below, b, mid)
+    return lower, b
+
+
+def realised_lower(expected: float, epsilon: float) -> float:
+    """Lower bound on a sum of independent Bernoullis from its expectation (fails ≤ ε/2)."""
+    L = math.log(2.0 / epsilon)
+    if expected <= 0:
+        return 0.0
+    return max(0.0, expected - math.sqrt(2.0 * expected * L))
+
+
+def realised_upper(expected: float, epsilon: float) -> float:
+    """Upper bound on a sum of independent Bernoullis from its expectation (fails ≤ ε/2)."""
+    L = math.log(2.0 / epsilon)
+    m = max(expected, 0.0)
+    return m + 0.5 * (L + math.sqrt(L * L + 8.0 * L * m))
+
+
+# --- inputs and outputs ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecurityParameters:
+    """Security parameters (ε) and abort thresholds of parameter estimation.
+
+    ``epsilon_pe`` is the failure probability of each Chernoff-bounded count (both tails);
+    ``max_qber_z`` the Z-basis QBER above which a round aborts; ``min_key_detections`` the fewest
+    key-class detections (both Bell states) worth estimating from.
+    """
+
+    epsilon_correctness: float = 1e-15
+    epsilon_prime: float = 1e-10
+    epsilon_smoothing: float = 1e-10
+    epsilon_pa: float = 1e-10
+    epsilon_pe: float = 1e-10
+    max_qber_z: float = 0.11
+    min_key_detections: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("epsilon_correctness", "epsilon_prime", "epsilon_smoothing", "epsilon_pa",
+                     "epsilon_pe"):
+            value = getattr(self, name)
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {value}")
+        if not 0.0 < self.max_qber_z <= 0.5:
+            raise ValueError(f"max_qber_z must be in (0, 0.5], got {self.max_qber_z}")
+        if self.min_key_detections < 1:
+            raise ValueError(f"min_key_detections must be >= 1, got {self.min_key_detections}")
+
+    @property
+    def finite_key_cost_bits(self) -> float:
+        """log₂(8/ε_cor) + 2 log₂(2/(ε′ε̂)) + 2 log₂(1/(2ε_PA)): the ε terms of one block."""
+        return (math.log2(8.0 / self.epsilon_correctness)
+                + 2.0 * math.log2(2.0 / (self.epsilon_prime * self.epsilon_smoothing))
+                + 2.0 * math.log2(1.0 / (2.0 * self.epsilon_pa)))
+
+
+@dataclass(frozen=True)
+class DecoyObservations:
+    """What one round observed, per (i_a, i_b, basis, Bell state) class; arrays are copied.
+
+    ``pairs`` (3, 3, 2): sent pulse pairs with matching bases (``sifting.sent_pairs``; may be
+    fractional). ``detections`` (3, 3, 2, 2): kept detections. ``errors`` (3, 3, 2, 2): sifted
+    errors; the X-basis entries come from the disclosed X bits, the key-class Z entries
+    ``errors[0, 0, 0, :]`` from the bits reconciliation corrected; other Z entries are unused.
+    Counts may be non-integer (expected counts from an analytic model, asymptotic mode).
+    """
+
+    intensities_a: Intensities
+    intensities_b: Intensities
+    pairs: np.ndarray
+    detections: np.ndarray
+    errors: np.ndarray
+
+    def __post_init__(self) -> None:
+        shapes = {"pairs": (3, 3, 2), "detections": (3, 3, 2, 2), "errors": (3, 3, 2, 2)}
+        for name, shape in shapes.items():
+            value = np.array(getattr(self, name), dtype=np.float64)
+            if value.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+            if np.any(value < 0) or not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} must be finite and >= 0")
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        if np.any(self.errors > self.detections):
+            raise ValueError("errors cannot exceed detections in any class")
+        for name in ("intensities_a", "intensities_b"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 3 or not values[0] > values[1] > values[2] >= 0:
+                raise ValueError(f"{name} must be (mu, nu, omega) with mu > nu > omega >= 0, "
+                                 f"got {values}")
+            object.__setattr__(self, name, values)
+
+    def merged(self) -> DecoyObservations:
+        """The same observations with ψ⁺ and ψ⁻ merged (kept as the first Bell index)."""
+        det = np.zeros_like(self.detections)
+        err = np.zeros_like(self.errors)
+        det[..., 0] = self.detections.sum(axis=-1)
+        err[..., 0] = self.errors.sum(axis=-1)
+        return DecoyObservations(self.intensities_a, self.intensities_b, self.pairs, det, err)
+
+
+@dataclass(frozen=True)
+class SinglePhotonBounds:
+    """Decoy-state bounds of one block (one Bell state, or both merged).
+
+    ``y11_*_lower`` are per-pulse-pair yields of this block's announcements; ``e11_x_upper`` is
+    the decoy bound on the single-photon error rate; ``s11_z_lower`` and ``phase_error_upper``
+    concern the key class's realised single-photon-pair detections (their expectations in the
+    asymptotic mode). ``bounded_counts`` is the number of Chernoff-bounded counts (0 asymptotic).
+    """
+
+    name: str
+    n_z: float
+    z_errors: float
+    qber_z: float
+    qber_x: float
+    y11_z_lower: float
+    y11_x_lower: float
+    e11_x_upper: float
+    s11_z_lower: float
+    phase_error_upper: float
+    bounded_counts: int
+
+
+@dataclass(frozen=True)
+class BlockEstimate:
+    """A block's bounds, its leakage and its length ⌊…⌋ (may be ≤ 0: the block yields no key)."""
+
+    bounds: SinglePhotonBounds
+    leakage_bits: float
+    length: int
+
+    @property
+    def name(self) -> str:
+        return self.bounds.name
+
+    @property
+    def kept(self) -> bool:
+        return self.length > 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The outcome of parameter estimation when a key can be extracted.
+
+    ``secure_length`` = Σ over kept blocks of their lengths; ``per_block`` has one entry per Bell
+    state (or one merged entry). ``e11_x_upper`` is the s11-weighted mean of the blocks' bounds
+    (for display; lengths use each block's own). ``epsilons`` names every ε (empty asymptotically);
+    ``epsilon_security`` and ``epsilon_correctness`` are the totals over kept blocks.
+    """
+
+    method: str
+    secure_length: int
+    s11_z_lower: float
+    e11_x_upper: float
+    qber_z: float
+    qber_x: float
+    n_z: int
+    leakage_bits: float
+    per_block: tuple[BlockEstimate, ...]
+    epsilons: dict[str, float] = field(default_factory=dict)
+    epsilon_security: float = 0.0
+    epsilon_correctness: float = 0.0
+
+    def block(self, name: str) -> BlockEstimate:
+        for b in self.per_block:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Parameter estimation refuses the round: ``reason`` says why; ``per_block`` carries what was
+    computed before the decision (possibly nothing), for traces and metrics."""
+
+    reason: str
+    method: str
+    per_block: tuple[BlockEstimate, ...] = ()
+
+
+# --- the bounds --------------------------------------------------------------------------------
+
+
+def _unit(i: int, j: int) -> np.ndarray:
+    e = np.zeros((3, 3))
+    e[i, j] = 1.0
+    return e
+
+
+def _yield_coefficients(ia: Intensities, ib: Intensities) -> np.ndarray:
+    """c[i, j] with Y11^L = Σ c_ij Q_ij (the decoy bound is linear in the gains)."""
+    return np.array([[single_photon_yield_lower(ia, ib, _unit(i, j)) for j in range(3)]
+                     for i in range(3)])
+
+
+#: Signs of the X error gains in the numerator of e11 (Xu13 Eq. 7): +νν +ωω −νω −ων.
+_ERROR_SIGNS = {(NU, NU): 1, (OMEGA, OMEGA): 1, (NU, OMEGA): -1, (OMEGA, NU): -1}
+
+
+def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
+                  epsilon_pe: float) -> SinglePhotonBounds:
+    ia, ib = obs.intensities_a, obs.intensities_b
+    det = obs.detections[..., bell]
+    err = obs.errors[..., bell]
+    pairs = obs.pairs
+    coef = _yield_coefficients(ia, ib)
+    used = coef != 0.0
+    bounded = 0
+
+    def interval(counts: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nonlocal bounded
+        if mode == "asymptotic":
+            return counts, counts
+        lo, hi = chernoff_bounds(counts, epsilon_pe)
+        bounded += int(mask.sum())
+        return lo, hi
+
+    def gains(counts: np.ndarray, basis: int,
+              mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = interval(counts, mask)
+        n_pairs = np.where(mask, pairs[..., basis], 1.0)
+        return np.where(mask, lo / n_pairs, 0.0), np.where(mask, hi / n_pairs, 0.0)
+
+    y11 = {}
+    for basis in (BASIS_Z, BASIS_X):
+        q_lo, q_hi = gains(det[..., basis], basis, used)
+        y11[basis] = float((coef * np.where(coef > 0, q_lo, q_hi)).sum())
+    y11_lower = max(y11[BASIS_Z], y11[BASIS_X])
+
+    err_used = np.zeros((3, 3), dtype=bool)
+    for i, j in _ERROR_SIGNS:
+        err_used[i, j] = True
+    eq_lo, eq_hi = gains(err[..., BASIS_X], BASIS_X, err_used)
+    eq = eq_hi.copy()
+    for (i, j), sign in _ERROR_SIGNS.items():
+        if sign < 0:
+            eq[i, j] = eq_lo[i, j]
+    error_gain_upper = single_photon_error_upper(ia, ib, eq, 1.0)  # (e11·Y11)^U, clipped ≥ 0
+    e11_upper = single_photon_error_upper(ia, ib, eq, y11_lower)
+
+    p11 = ia[MU] * math.exp(-ia[MU]) * ib[MU] * math.exp(-ib[MU])
+    key_pairs = float(pairs[MU, MU, BASIS_Z])
+    n_z = float(det[MU, MU, BASIS_Z])
+    s_mean = key_pairs * p11 * max(y11_lower, 0.0)
+    k_mean = key_pairs * p11 * error_gain_upper
+    if mode == "asymptotic":
+        s11, k = s_mean, k_mean
+    else:
+        s11 = min(realised_lower(s_mean, epsilon_pe), n_z)
+        k = realised_upper(k_mean, epsilon_pe)
+        bounded += 2
+    phase = min(k / s11, 0.5) if s11 > 0 else 0.5
+    x_det = float(det[MU, MU, BASIS_X])
+    return SinglePhotonBounds(
+        name=name, n_z=n_z, z_errors=float(err[MU, MU, BASIS_Z]),
+        qber_z=float(err[MU, MU, BASIS_Z]) / n_z if n_z > 0 else math.nan,
+        qber_x=float(err[MU, MU, BASIS_X]) / x_det if x_det > 0 else math.nan,
+        y11_z_lower=y11[BASIS_Z], y11_x_lower=y11[BASIS_X], e11_x_upper=e11_upper,
+        s11_z_lower=s11, phase_error_upper=phase, bounded_counts=bounded)
+
+
+def decoy_bounds(observations: DecoyObservations, mode: Mode = "finite",
+                 epsilon_pe: float = SecurityParameters.epsilon_pe,
+                 merge_bell_states: bool = False) -> tuple[SinglePhotonBounds, ...]:
+    """Single-photon bounds per Bell state (ψ⁺, ψ⁻), or for the merged block."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    needed = _yield_coefficients(observations.intensities_a, observations.intensities_b) != 0
+    for basis in (BASIS_Z, BASIS_X):
+        if np.any(observations.pairs[..., basis][needed] <= 0):
+            raise ValueError(f"no pulse pairs in a {'ZX'[basis]}-basis class the bounds need")
+    if merge_bell_states:
+        return (_block_bounds(MERGED_BLOCK_NAME, observations.merged(), 0, mode, epsilon_pe),)
+    return tuple(_block_bounds(name, observations, bell, mode, epsilon_pe)
+                 for bell, name in enumerate(BELL_BLOCK_NAMES))
+
+
+# --- the decision ------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def _block_length(bounds: SinglePhotonBounds, leakage: float, mode: str,
+                  params: SecurityParameters) -> int:
+    value = bounds.s11_z_lower * (1.0 - binary_entropy(bounds.phase_error_upper)) - leakage
+    if mode == "finite":
+        value -= params.finite_key_cost_bits
+    return math.floor(value)
+
+
+def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[float],
+             mode: Mode = "finite",
+             parameters: SecurityParameters | None = None) -> Estimate | Abort:
+    """Bound the single-photon pairs and decide the secure length, or abort with a reason.
+
+    ``leakage_bits``: bits disclosed by reconciliation and verification (the leakage ledger),
+    either per Bell state ``(λ_ψ⁺, λ_ψ⁻)`` — one key per Bell state, lengths summed — or one number
+    for a key reconciled as one block (counts merged over the Bell states). Checks, in order: too
+    few key-class or X (ν, ν) detections; QBER_Z above ``max_qber_z``; Y11^L ≤ 0 in every block;
+    secure length ≤ 0.
+    """
+    params = parameters or SecurityParameters()
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    method = METHOD_NAMES[mode]
+    per_bell = np.ndim(leakage_bits) > 0
+    leak = [float(x) for x in np.atleast_1d(np.asarray(leakage_bits, dtype=np.float64))]
+    if len(leak) != (2 if per_bell else 1) or any(x < 0 for x in leak):
+        raise ValueError("leakage_bits must be one number >= 0 or a pair (psi+, psi-) of them, "
+                         f"got {leakage_bits!r}")
+
+    det, err = observations.detections, observations.errors
+    n_z = float(det[MU, MU, BASIS_Z].sum())
+    if n_z < params.min_key_detections:
+        return Abort(f"too few counts: {_fmt(n_z)} detections in the key class (Z, mu, mu), "
+                     f"need at least {params.min_key_detections}", method)
+    if det[NU, NU, BASIS_X].sum() <= 0:
+        return Abort("too few counts: no detections in the X-basis (nu, nu) class", method)
+    z_errors = float(err[MU, MU, BASIS_Z].sum())
+    qber_z = z_errors / n_z
+    if qber_z > params.max_qber_z:
+        return Abort(f"QBER_Z {_fmt(qber_z)} above threshold {_fmt(params.max_qber_z)}", method)
+
+    try:
+        bounds = decoy_bounds(observations, mode, params.epsilon_pe,
+                              merge_bell_states=not per_bell)
+    except ValueError as exc:
+        return Abort(f"too few counts: {exc}", method)
+    blocks = tuple(BlockEstimate(b, lam, _block_length(b, lam, mode, params))
+                   for b, lam in zip(bounds, leak, strict=True))
+    if all(b.y11_z_lower <= 0 and b.y11_x_lower <= 0 for b in bounds):
+        detail = ", ".join(f"{b.name}: {_fmt(max(b.y11_z_lower, b.y11_x_lower))}" for b in bounds)
+        return Abort(f"single-photon yield lower bound <= 0 ({detail})", method, blocks)
+    kept = [b for b in blocks if b.kept]
+    if not kept:
+        detail = ", ".join(f"{b.name}: {b.length}" for b in blocks)
+        return Abort(f"secure length <= 0 ({detail})", method, blocks)
+
+    s11 = sum(b.bounds.s11_z_lower for b in blocks)
+    e11 = (sum(b.bounds.s11_z_lower * b.bounds.e11_x_upper for b in blocks) / s11
+           if s11 > 0 else 0.5)
+    x_det = float(det[MU, MU, BASIS_X].sum())
+    qber_x = float(err[MU, MU, BASIS_X].sum()) / x_det if x_det > 0 else math.nan
+    epsilons: dict[str, float] = {}
+    eps_sec = eps_cor = 0.0
+    if mode == "finite":
+        epsilons = {"correctness": params.epsilon_correctness, "prime": params.epsilon_prime,
+                    "smoothing": params.epsilon_smoothing,
+                    "privacy_amplification": params.epsilon_pa,
+                    "parameter_estimation_per_count": params.epsilon_pe}
+        for b in kept:
+            eps_e = b.bounds.bounded_counts * params.epsilon_pe
+            epsilons[f"parameter_estimation_{b.name}"] = eps_e
+            eps_sec += (2.0 * (params.epsilon_prime + 2.0 * eps_e + params.epsilon_smoothing)
+                        + params.epsilon_pa)
+            eps_cor += params.epsilon_correctness
+    return Estimate(
+        method=method, secure_length=sum(b.length for b in kept), s11_z_lower=s11,
+        e11_x_upper=e11, qber_z=qber_z, qber_x=qber_x, n_z=int(round(n_z)),
+        leakage_bits=sum(leak), per_block=blocks, epsilons=epsilons, epsilon_security=eps_sec,
+        epsilon_correctness=eps_cor)
+
+
+__all__ = [
+    "MODES", "Abort", "BlockEstimate", "DecoyObservations", "Estimate", "SecurityParameters",
+    "SinglePhotonBounds", "binary_entropy", "chernoff_bounds", "choose_test_positions",
+    "decoy_bounds", "estimate", "predicted_leakage", "realised_lower", "realised_upper",
+]
