@@ -1,0 +1,110 @@
+"""The classical protocol's messages: one frozen type per kind.
+
+Every message names its round. Arrays are numpy arrays (the codec carries them as raw buffers);
+scalars are ints, floats, bools, strings or bytes. ``KIND`` is the one-byte wire type; the codec
+and the routers key on it, and ``MESSAGE_TYPES`` lists every kind exactly once.
+
+Who sends what (one key round, ARCHITECTURE.md §5):
+
+    Charles → Alice, Bob   Announcement         successful Bell-state slots of the round
+    Alice ⇄ Bob            SiftingInfo          own basis and intensity at those slots
+    Alice ⇄ Bob            XBasisBits           own X-basis sifted bits (the phase-error test)
+    Bob → Alice            CascadeStart         reconciliation plan (key length, seed, QBER)
+    Bob → Alice            ParityQuery          one batch of block parities to disclose
+    Alice → Bob            ParityAnswer         Alice's parities for that batch
+    Alice → Bob            VerifyRequest        ε_cor-universal hash key and tag of her key
+    Bob → Alice            VerifyResult         whether Bob's key has the same tag
+    Alice → Bob            Amplify              privacy-amplification seed, output length, key id
+    either                 RoundAbort           the round stops, with the reason
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Message:
+    KIND: ClassVar[int] = 0
+    round_id: int
+
+
+@dataclass(frozen=True)
+class Announcement(Message):
+    KIND: ClassVar[int] = 1
+    start_slot: int
+    stop_slot: int
+    slots: np.ndarray  # int64, sorted
+    bell: np.ndarray  # uint8: 1 = ψ⁺, 2 = ψ⁻ (failures are not announced)
+
+
+@dataclass(frozen=True)
+class SiftingInfo(Message):
+    KIND: ClassVar[int] = 2
+    basis: np.ndarray  # uint8 per announced slot
+    intensity: np.ndarray  # uint8 per announced slot
+
+
+@dataclass(frozen=True)
+class XBasisBits(Message):
+    KIND: ClassVar[int] = 3
+    bits: np.ndarray  # uint8, sender's X-basis sifted bits in sifted order
+
+
+@dataclass(frozen=True)
+class CascadeStart(Message):
+    KIND: ClassVar[int] = 4
+    key_bits: int
+    qber_estimate: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ParityQuery(Message):
+    KIND: ClassVar[int] = 5
+    pass_index: np.ndarray  # int16
+    start: np.ndarray  # int32 (block start in the pass order)
+    end: np.ndarray  # int32 (exclusive)
+
+
+@dataclass(frozen=True)
+class ParityAnswer(Message):
+    KIND: ClassVar[int] = 6
+    parities: np.ndarray  # uint8 0/1
+
+
+@dataclass(frozen=True)
+class VerifyRequest(Message):
+    KIND: ClassVar[int] = 7
+    hash_key: np.ndarray  # uint64 field elements
+    tag: np.ndarray  # uint64
+    tag_bits: int
+
+
+@dataclass(frozen=True)
+class VerifyResult(Message):
+    KIND: ClassVar[int] = 8
+    matched: bool
+
+
+@dataclass(frozen=True)
+class Amplify(Message):
+    KIND: ClassVar[int] = 9
+    seed: bytes
+    output_bits: int
+    key_id: str
+
+
+@dataclass(frozen=True)
+class RoundAbort(Message):
+    KIND: ClassVar[int] = 10
+    reason: str
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.KIND: cls for cls in (Announcement, SiftingInfo, XBasisBits, CascadeStart, ParityQuery,
+                              ParityAnswer, VerifyRequest, VerifyResult, Amplify, RoundAbort)
+}
