@@ -6,9 +6,9 @@ Two samplers with the same output law (PHYSICS.md §5, §7):
   mean photon numbers at the four detectors, independent threshold clicks. Handles detector
   memory (dead time, afterpulsing) with a numba pass over the chunk.
 * ``sample_fast`` — exact thinning to coincidences (numba). P(≥2 clicks | φ, settings) ≤
-  B = (Σ_k p_d,k + η_max(T_a μ_a,max + T_b μ_b,max))²/2 for every slot, so candidates are drawn at
-  geometric gaps of rate B and each is accepted with P(≥2 | φ, settings)/B, its settings read from
-  the counter-based generators; the pattern is then drawn from the exact conditional law. Singles
+  B (``coincidence_bound``) for every slot, so candidates are drawn at geometric gaps of rate B
+  and each is accepted with P(≥2 | φ, settings)/B, its settings read from the counter-based
+  generators; the pattern is then drawn from the exact conditional law. Singles
   are drawn per frame from the exact phase- and settings-averaged marginal (Binomial(N, p̄_k), the
   exact law of i.i.d. slots); their joint law with the coincidence records is not reproduced (they
   are a monitoring quantity) and intensity fluctuation is ignored in them.
@@ -152,19 +152,36 @@ def _fluctuation(rng: np.random.Generator, rel: float, n: int) -> np.ndarray | f
 # --- fast sampler -----------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
+def abs2(z):
+    return z.real * z.real + z.imag * z.imag
+
+
+@njit(cache=True, inline="always")
+def _multi_click_bound(dark_max, eff_max, light):
+    """max P(≥2 clicks) over phases for total light M at the detectors (see coincidence_bound)."""
+    em = eff_max * light
+    return 6.0 * dark_max * dark_max + 3.0 * dark_max * em + 0.375 * em * em
+
+
+@njit(cache=True, error_model="numpy")
 def _fast_kernel(position, stop, bound, rng_state,
                  frame_bits, phys_first_frame, trans_a, trans_b, unit_a, unit_b, gamma, bob_off,
                  a_first, a_keys, a_cum, a_bitkey, a_mu, a_fluct, a_flip,
                  b_first, b_keys, b_cum, b_bitkey, b_mu, b_fluct, b_flip,
                  eff, pd, phase_randomized, jones, multi_patterns, out_slot, out_pattern):
-    """Thinning kernel. Returns (next position, number of records written)."""
+    """Thinning kernel. Returns (next position, number of records written).
+
+    A candidate slot is accepted with probability P(≥2 | φ, settings)/bound using one uniform u:
+    it is rejected early, before the optics, when u·bound exceeds the slot's own bound (which
+    needs only the intensities), since P(≥2 | φ) never does.
+    """
     log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
+    dark_max = pd.max()
+    eff_max = eff.max()
     n_out = 0
     capacity = out_slot.size
     s = position
-    x = np.empty(4, np.complex128)
-    y = np.empty(4, np.complex128)
     p = np.empty(4)
     q = np.empty(4)
     while n_out < capacity:
@@ -175,30 +192,31 @@ def _fast_kernel(position, stop, bound, rng_state,
         cur = s
         s += 1
         fi = (cur >> frame_bits) - phys_first_frame
-        # Alice's pulse
         combo = lookup_combo(cur, a_first, a_keys, a_cum, frame_bits)
-        bit = lookup_bit(cur, a_bitkey)
         mu_a = a_mu[combo >> 1]
         if a_fluct > 0.0:
-            z = min(max(next_normal(rng_state), -5.0), 5.0)
-            mu_a *= 1.0 + a_fluct * z
+            mu_a *= 1.0 + a_fluct * min(max(next_normal(rng_state), -5.0), 5.0)
+        bs = cur + bob_off[fi]
+        mu_b = 0.0
+        combo_b = 0
+        if bs >= 0:
+            combo_b = lookup_combo(bs, b_first, b_keys, b_cum, frame_bits)
+            mu_b = b_mu[combo_b >> 1]
+            if b_fluct > 0.0:
+                mu_b *= 1.0 + b_fluct * min(max(next_normal(rng_state), -5.0), 5.0)
+        u = next_uniform(rng_state) * bound
+        if u > _multi_click_bound(dark_max, eff_max, trans_a[fi] * mu_a + trans_b[fi] * mu_b):
+            continue  # cheap rejection: this slot's intensities cannot reach u
+        bit = lookup_bit(cur, a_bitkey)
         if a_flip > 0.0 and next_uniform(rng_state) <= a_flip:
             bit ^= 1
         basis = combo & 1
         ua0 = unit_a[fi, 0, 0] * jones[basis, bit, 0] + unit_a[fi, 0, 1] * jones[basis, bit, 1]
         ua1 = unit_a[fi, 1, 0] * jones[basis, bit, 0] + unit_a[fi, 1, 1] * jones[basis, bit, 1]
-        # Bob's pulse (the one that meets Alice's slot at the relay)
-        bs = cur + bob_off[fi]
-        mu_b = 0.0
         vb0 = 0.0 + 0.0j
         vb1 = 0.0 + 0.0j
         if bs >= 0:
-            combo_b = lookup_combo(bs, b_first, b_keys, b_cum, frame_bits)
             bit_b = lookup_bit(bs, b_bitkey)
-            mu_b = b_mu[combo_b >> 1]
-            if b_fluct > 0.0:
-                z = min(max(next_normal(rng_state), -5.0), 5.0)
-                mu_b *= 1.0 + b_fluct * z
             if b_flip > 0.0 and next_uniform(rng_state) <= b_flip:
                 bit_b ^= 1
             basis_b = combo_b & 1
@@ -208,32 +226,36 @@ def _fast_kernel(position, stop, bound, rng_state,
                    + unit_b[fi, 1, 1] * jones[basis_b, bit_b, 1])
         amp_a = np.sqrt(trans_a[fi] * mu_a * 0.5)
         amp_b = np.sqrt(trans_b[fi] * mu_b * 0.5)
-        x[0] = amp_a * ua0
-        x[1] = amp_a * ua1
-        x[2] = amp_a * ua0
-        x[3] = amp_a * ua1
-        y[0] = amp_b * vb0
-        y[1] = amp_b * vb1
-        y[2] = -amp_b * vb0
-        y[3] = -amp_b * vb1
         if phase_randomized:
             phi = 2.0 * np.pi * next_uniform(rng_state)
             ph = np.cos(phi) + 1j * np.sin(phi)
         else:
             ph = 1.0 + 0.0j
         g = gamma[fi]
+        # fields at cH, cV, dH, dV: x ± γ y e^{iφ}, plus the incoherent part (1−γ²)|y|²
+        xh, xv = amp_a * ua0, amp_a * ua1
+        yh, yv = (g * amp_b) * vb0 * ph, (g * amp_b) * vb1 * ph
+        inc = (1.0 - g * g) * amp_b * amp_b
+        inc_h = inc * (vb0.real * vb0.real + vb0.imag * vb0.imag)
+        inc_v = inc * (vb1.real * vb1.real + vb1.imag * vb1.imag)
+        n0 = abs2(xh + yh) + inc_h
+        n1 = abs2(xv + yv) + inc_v
+        n2 = abs2(xh - yh) + inc_h
+        n3 = abs2(xv - yv) + inc_v
+        q[0] = (1.0 - pd[0]) * np.exp(-n0 * eff[0])
+        q[1] = (1.0 - pd[1]) * np.exp(-n1 * eff[1])
+        q[2] = (1.0 - pd[2]) * np.exp(-n2 * eff[2])
+        q[3] = (1.0 - pd[3]) * np.exp(-n3 * eff[3])
+        p_none = q[0] * q[1] * q[2] * q[3]
+        p_one = 0.0
         for k in range(4):
-            f = x[k] + g * y[k] * ph
-            n_k = (f.real * f.real + f.imag * f.imag
-                   + (1.0 - g * g) * (y[k].real * y[k].real + y[k].imag * y[k].imag)) * eff[k]
-            q[k] = (1.0 - pd[k]) * np.exp(-n_k)
             p[k] = 1.0 - q[k]
+            p_one += p[k] * (p_none / q[k]) if q[k] > 0.0 else 0.0
+        if u > 1.0 - p_none - p_one:  # accept with probability P(≥2 | φ) / bound
+            continue
         p_multi = 0.0
         for c in multi_patterns:
             p_multi += _pattern_prob(c, p, q)
-        u = next_uniform(rng_state) * bound
-        if u > p_multi:  # u in (0, bound]; accept with probability p_multi / bound
-            continue
         target = next_uniform(rng_state) * p_multi
         acc = 0.0
         chosen = multi_patterns[multi_patterns.size - 1]
@@ -258,14 +280,21 @@ def _pattern_prob(c, p, q):
 
 def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerator,
                       bob: SettingsGenerator) -> float:
-    """B: an upper bound on P(≥2 clicks) for every slot, phase and setting of the range."""
-    eff_max = float(link.relay.efficiencies.max())
+    """B: an upper bound on P(≥2 clicks) for every slot, phase and setting of the range.
+
+    Detector k clicks with p_k = 1 − (1−d_k)e^{−η_k n_k} ≤ d + η n_k (d, η the largest dark
+    probability and efficiency), P(≥2) ≤ Σ_{i<j} p_i p_j (union bound over pairs), and
+    Σ_k n_k = M = T_a μ_a + T_b μ_b for every phase, state and overlap (the cross terms of the
+    beam splitter cancel), so Σ_{i<j} n_i n_j = (M² − Σ n_k²)/2 ≤ 3M²/8. Hence
+    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range.
+    """
     light = (physics.transmittance_a.max() * alice.plan.mean_photon_numbers.max()
              * link.source_a.max_fluctuation_factor
              + physics.transmittance_b.max() * bob.plan.mean_photon_numbers.max()
              * link.source_b.max_fluctuation_factor)
-    total = float(link.relay.dark_count_probabilities.sum()) + eff_max * float(light)
-    return min(1.0, total * total / 2.0)
+    bound = _multi_click_bound(float(link.relay.dark_count_probabilities.max()),
+                               float(link.relay.efficiencies.max()), float(light))
+    return min(1.0, bound)
 
 
 def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,

@@ -12,8 +12,8 @@ Who sends what (one key round, ARCHITECTURE.md §5):
     Bob → Alice            CascadeStart         reconciliation plan (key length, seed, QBER)
     Bob → Alice            ParityQuery          one batch of block parities to disclose
     Alice → Bob            ParityAnswer         Alice's parities for that batch
-    Alice → Bob            VerifyRequest        ε_cor-universal hash key and tag of her key
-    Bob → Alice            VerifyResult         whether Bob's key has the same tag
+    Bob → Alice            VerifyRequest        ε_cor-universal hash key and tag of his key
+    Alice → Bob            VerifyResult         whether Alice's key has the same tag
     Alice → Bob            Amplify              privacy-amplification seed, output length, key id
     either                 RoundAbort           the round stops, with the reason
 """
@@ -46,6 +46,7 @@ class SiftingInfo(Message):
     KIND: ClassVar[int] = 2
     basis: np.ndarray  # uint8 per announced slot
     intensity: np.ndarray  # uint8 per announced slot
+    sent_counts: np.ndarray  # int64 (frames, combos): pulses sent per class in each frame
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,9 @@ class CascadeStart(Message):
     KIND: ClassVar[int] = 4
     key_bits: int
     qber_estimate: float
-    seed: int
+    seed: str  # decimal: shuffle seeds may exceed JSON's safe integers
+    block_sizes: np.ndarray  # int64, one per permutation pass
+    bipartition_passes: int
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class VerifyRequest(Message):
     hash_key: np.ndarray  # uint64 field elements
     tag: np.ndarray  # uint64
     tag_bits: int
+    corrected_bits: int  # bits Bob's reconciliation flipped (Cascade reveals it anyway)
 
 
 @dataclass(frozen=True)

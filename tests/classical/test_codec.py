@@ -26,13 +26,14 @@ from classical.messages import (
 
 SAMPLES = [
     Announcement(1, 0, 1 << 30, np.array([3, 9, 2**40], np.int64), np.array([1, 2, 1], np.uint8)),
-    SiftingInfo(2, np.array([0, 1], np.uint8), np.array([2, 0], np.uint8)),
+    SiftingInfo(2, np.array([0, 1], np.uint8), np.array([2, 0], np.uint8),
+                np.arange(12, dtype=np.int64).reshape(2, 6)),
     XBasisBits(2, np.zeros(0, np.uint8)),
-    CascadeStart(3, 100_000, 0.021, 2**63 - 1),
+    CascadeStart(3, 100_000, 0.021, str(2**100), np.array([38, 190], np.int64), 8),
     ParityQuery(3, np.array([0, 1], np.int16), np.array([0, 7], np.int32),
                 np.array([7, 9], np.int32)),
     ParityAnswer(3, np.array([1, 0, 1], np.uint8)),
-    VerifyRequest(4, np.array([2**61 - 2], np.uint64), np.array([12345], np.uint64), 61),
+    VerifyRequest(4, np.array([2**61 - 2], np.uint64), np.array([12345], np.uint64), 61, 17),
     VerifyResult(4, True),
     Amplify(5, b"\x00\xff" * 16, 4096, "r5-abc"),
     RoundAbort(6, "QBER_Z 0.31 above threshold 0.11"),

@@ -1,0 +1,347 @@
+"""One key round between Alice and Bob, after Charles's announcement: the protocol logic.
+
+Transport-agnostic (STYLE.md §1): each side talks to a ``Peer`` (send a message; receive one of
+the expected kinds) and reports its stages to an ``Observer``. ``classical.pipeline`` runs both
+sides over in-memory queues; ``nodes`` runs them over ZeroMQ with OpenTelemetry spans.
+
+Stages, in order (ARCHITECTURE.md §5): sift → estimate (pre-check with predicted leakage) →
+reconcile (Cascade, Bob drives, Alice answers) → verify (Bob's ε_cor-universal tag, Alice
+compares) → estimate (final, with the bits actually disclosed) → amplify (Alice's Toeplitz seed).
+
+Both sides compute the estimates from identical public data (announcement, both users' bases and
+intensities, both users' X-basis bits, the sent-pulse counts, the disclosed bits), so they reach
+the same decision without a message; a side that fails for a local reason sends ``RoundAbort``.
+Keys are the Z-basis signal-signal class with ψ⁺ and ψ⁻ reconciled as one block (the estimate
+merges the two Bell states accordingly, ``classical.estimation``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+import numpy as np
+
+from classical.amplification import seed_from_bytes, toeplitz_hash
+from classical.cascade import CascadeParameters, plan_cascade, run_cascade
+from classical.estimation import (
+    Abort,
+    DecoyObservations,
+    Estimate,
+    SecurityParameters,
+    estimate,
+    predicted_leakage,
+)
+from classical.messages import (
+    Amplify,
+    Announcement,
+    CascadeStart,
+    Message,
+    ParityAnswer,
+    ParityQuery,
+    RoundAbort,
+    SiftingInfo,
+    VerifyRequest,
+    VerifyResult,
+    XBasisBits,
+)
+from classical.reconciliation_channel import AliceParityOracle, CascadePlan, ParityQueries
+from classical.sifting import BASIS_X, SiftedData, class_errors, sent_pairs, sift
+from classical.verification import draw_hash_key, tag_bits_for, verification_tag, verify
+
+M = TypeVar("M", bound=Message)
+Role = Literal["alice", "bob"]
+
+
+class PeerAborted(Exception):
+    """The peer sent ``RoundAbort``."""
+
+
+class ProtocolError(Exception):
+    """The peer sent something the protocol does not allow here."""
+
+
+class Peer(Protocol):
+    def send(self, message: Message) -> None: ...
+
+    def receive(self, *expected: type[M]) -> M:
+        """Next message of one of the ``expected`` kinds; raises ``PeerAborted`` on RoundAbort
+        and ``ProtocolError`` on any other kind."""
+        ...
+
+
+class Stage(Protocol):
+    def set(self, **attributes: Any) -> None: ...
+
+
+class Observer(Protocol):
+    def stage(self, name: str) -> Any:  # a context manager yielding a Stage
+        ...
+
+
+@dataclass
+class _RecordedStage:
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def set(self, **attributes: Any) -> None:
+        self.attributes.update(attributes)
+
+
+@dataclass
+class RecordingObserver:
+    """Keeps every stage's attributes and wall time (the round report's source)."""
+
+    stages: list[_RecordedStage] = field(default_factory=list)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[_RecordedStage]:
+        record = _RecordedStage(name)
+        self.stages.append(record)
+        t0 = time.perf_counter()
+        try:
+            yield record
+        finally:
+            record.seconds = time.perf_counter() - t0
+
+    def report(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for s in self.stages:
+            out.update(s.attributes)
+        out["timings_s"] = {s.name: round(s.seconds, 6) for s in self.stages}
+        return out
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    """What both users agreed on before the round (public)."""
+
+    intensities_a: tuple[float, float, float]
+    intensities_b: tuple[float, float, float]
+    frame_slots: int
+    mode: Literal["finite", "asymptotic"] = "finite"
+    security: SecurityParameters = field(default_factory=SecurityParameters)
+    cascade: CascadeParameters = field(default_factory=CascadeParameters)
+    ec_efficiency_prediction: float = 1.16
+
+
+@dataclass(frozen=True)
+class LocalView:
+    """One user's private knowledge of the round: own settings at the announced slots."""
+
+    basis: np.ndarray
+    bit: np.ndarray
+    intensity: np.ndarray
+    sent_counts: np.ndarray  # (frames, combos) pulses sent per class in each frame
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    round_id: int
+    key: np.ndarray | None  # final key bits (uint8), None when aborted
+    key_id: str | None
+    abort_reason: str | None
+    report: dict[str, Any]
+
+    @property
+    def aborted(self) -> bool:
+        return self.key is None
+
+
+class _Abort(Exception):
+    def __init__(self, reason: str, notify_peer: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.notify_peer = notify_peer
+
+
+def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
+                   st: Stage) -> tuple[SiftedData, DecoyObservations]:
+    peer.send(SiftingInfo(ann.round_id, local.basis.astype(np.uint8),
+                          local.intensity.astype(np.uint8), local.sent_counts.astype(np.int64)))
+    other = peer.receive(SiftingInfo)
+    n = ann.slots.size
+    if other.basis.shape != (n,) or other.intensity.shape != (n,):
+        raise ProtocolError(f"peer's sifting info covers {other.basis.size} slots, expected {n}")
+    if other.sent_counts.shape != local.sent_counts.shape:
+        raise ProtocolError("peer's sent counts cover different frames")
+    sifted = sift(role, ann.bell, local.basis, local.bit, local.intensity, other.basis,
+                  other.intensity, slots=ann.slots)
+    x_mask = sifted.basis == BASIS_X
+    peer.send(XBasisBits(ann.round_id, sifted.bits[x_mask]))
+    peer_x = peer.receive(XBasisBits).bits
+    if peer_x.shape != (int(x_mask.sum()),):
+        raise ProtocolError(f"peer disclosed {peer_x.size} X bits, expected {int(x_mask.sum())}")
+    peer_bits = np.zeros(len(sifted), dtype=np.uint8)
+    peer_bits[x_mask] = peer_x
+    errors = class_errors(sifted, peer_bits, where=x_mask)
+    sent_a, sent_b = ((local.sent_counts, other.sent_counts) if role == "alice"
+                      else (other.sent_counts, local.sent_counts))
+    pairs = sent_pairs(sent_a, sent_b, cfg.frame_slots)
+    obs = DecoyObservations(cfg.intensities_a, cfg.intensities_b, pairs, sifted.detections, errors)
+    st.set(announced=int(n), sifted=len(sifted), key_bits_raw=int(sifted.key_mask().sum()),
+           x_bits=int(x_mask.sum()), qber_x=float(errors[:, :, 1].sum() / max(1, x_mask.sum())))
+    return sifted, obs
+
+
+def _with_z_errors(obs: DecoyObservations, errors: float) -> DecoyObservations:
+    err = np.array(obs.errors)
+    det = obs.detections
+    total = det[0, 0, 0].sum()
+    share = det[0, 0, 0] / total if total > 0 else np.array([0.5, 0.5])
+    err[0, 0, 0] = np.minimum(det[0, 0, 0], errors * share)
+    return DecoyObservations(obs.intensities_a, obs.intensities_b, obs.pairs, det, err)
+
+
+def _estimate(obs: DecoyObservations, z_errors: float, leakage: float, cfg: RoundConfig,
+              st: Stage) -> Estimate:
+    result = estimate(_with_z_errors(obs, z_errors), leakage, cfg.mode, cfg.security)
+    if isinstance(result, Abort):
+        st.set(abort_reason=result.reason)
+        raise _Abort(result.reason, notify_peer=False)
+    st.set(method=result.method, secure_length=int(result.secure_length),
+           s11_z_lower=float(result.s11_z_lower), e11_x_upper=float(result.e11_x_upper),
+           qber_z=float(result.qber_z), leakage_bits=float(leakage))
+    return result
+
+
+def _precheck(obs: DecoyObservations, n_key: int, qber_prior: float, cfg: RoundConfig,
+              observer: Observer) -> None:
+    with observer.stage("estimate") as st:
+        leak = predicted_leakage(n_key, qber_prior, cfg.ec_efficiency_prediction)
+        st.set(phase="precheck", predicted_leakage_bits=float(leak))
+        _estimate(obs, qber_prior * n_key, leak, cfg, st)
+
+
+def _finish(role: Role, ann: Announcement, obs: DecoyObservations, key: np.ndarray,
+            corrected: int, disclosed: int, cfg: RoundConfig, peer: Peer, rng: np.random.Generator,
+            observer: Observer) -> tuple[np.ndarray, str]:
+    with observer.stage("estimate") as st:
+        st.set(phase="final", corrected_bits=int(corrected))
+        est = _estimate(obs, corrected, disclosed, cfg, st)
+    with observer.stage("amplify") as st:
+        length = int(est.secure_length)
+        if role == "alice":
+            seed = rng.bytes(32)
+            key_id = f"r{ann.round_id}-{seed[:6].hex()}"
+            peer.send(Amplify(ann.round_id, seed, length, key_id))
+        else:
+            msg = peer.receive(Amplify)
+            if msg.output_bits != length:
+                raise _Abort(f"Alice amplifies to {msg.output_bits} bits, Bob's estimate allows "
+                             f"{length}", notify_peer=True)
+            seed, key_id = msg.seed, msg.key_id
+        final = toeplitz_hash(key, seed_from_bytes(seed, key.size, length), length)
+        st.set(input_bits=int(key.size), output_bits=length, key_id=key_id)
+    return final, key_id
+
+
+class _PeerParityChannel:
+    """Cascade's ParityChannel over the round's peer (Bob's side)."""
+
+    def __init__(self, peer: Peer, round_id: int) -> None:
+        self.peer, self.round_id = peer, round_id
+
+    def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> np.ndarray:
+        self.peer.send(ParityQuery(self.round_id, queries.pass_index, queries.start, queries.end))
+        return self.peer.receive(ParityAnswer).parities
+
+
+def run_alice_round(ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
+                    rng: np.random.Generator, observer: Observer,
+                    qber_prior: float = 0.02) -> RoundOutcome:
+    return _run("alice", ann, local, cfg, peer, rng, observer, qber_prior)
+
+
+def run_bob_round(ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
+                  rng: np.random.Generator, observer: Observer,
+                  qber_prior: float = 0.02) -> RoundOutcome:
+    return _run("bob", ann, local, cfg, peer, rng, observer, qber_prior)
+
+
+def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
+         rng: np.random.Generator, observer: Observer, qber_prior: float) -> RoundOutcome:
+    report_observer = observer if isinstance(observer, RecordingObserver) else None
+    try:
+        with observer.stage("sift") as st:
+            sifted, obs = _sift_and_test(role, ann, local, cfg, peer, st)
+        key = sifted.bits[sifted.key_mask()]
+        if key.size == 0:
+            raise _Abort("no key-class detections", notify_peer=False)
+        _precheck(obs, key.size, qber_prior, cfg, observer)
+        if role == "alice":
+            key, corrected, disclosed = _alice_reconcile(ann, key, cfg, peer, observer)
+        else:
+            key, corrected, disclosed = _bob_reconcile(ann, key, qber_prior, cfg, peer, rng,
+                                                       observer)
+        final, key_id = _finish(role, ann, obs, key, corrected, disclosed, cfg, peer, rng,
+                                observer)
+        report = report_observer.report() if report_observer else {}
+        return RoundOutcome(ann.round_id, final, key_id, None, report)
+    except (_Abort, PeerAborted, ProtocolError) as e:
+        reason = e.reason if isinstance(e, _Abort) else f"{type(e).__name__}: {e}"
+        if isinstance(e, ProtocolError) or (isinstance(e, _Abort) and e.notify_peer):
+            peer.send(RoundAbort(ann.round_id, reason))
+        report = report_observer.report() if report_observer else {}
+        return RoundOutcome(ann.round_id, None, None, reason, report)
+
+
+def _bob_reconcile(ann: Announcement, key: np.ndarray, qber_prior: float, cfg: RoundConfig,
+                   peer: Peer, rng: np.random.Generator,
+                   observer: Observer) -> tuple[np.ndarray, int, int]:
+    with observer.stage("reconcile") as st:
+        plan = plan_cascade(key.size, qber_prior, rng, cfg.cascade)
+        peer.send(CascadeStart(ann.round_id, key.size, qber_prior, str(plan.seed),
+                               np.asarray(plan.block_sizes, np.int64), plan.bipartition_passes))
+        result = run_cascade(key, plan, _PeerParityChannel(peer, ann.round_id), cfg.cascade)
+        st.set(disclosed_bits=result.disclosed_bits, round_trips=result.round_trips,
+               corrected_bits=result.corrected_bits, passes=result.passes)
+    with observer.stage("verify") as st:
+        tag_bits = tag_bits_for(key.size, cfg.security.epsilon_correctness)
+        hash_key = draw_hash_key(rng, tag_bits)
+        tag = verification_tag(result.corrected_key, hash_key, tag_bits)
+        peer.send(VerifyRequest(ann.round_id, hash_key, tag, tag_bits, result.corrected_bits))
+        matched = peer.receive(VerifyResult).matched
+        st.set(matched=bool(matched), tag_bits=tag_bits)
+        if not matched:
+            raise _Abort("verification failed: reconciled keys differ", notify_peer=False)
+    return result.corrected_key, result.corrected_bits, result.disclosed_bits + tag_bits
+
+
+def _alice_reconcile(ann: Announcement, key: np.ndarray, cfg: RoundConfig, peer: Peer,
+                     observer: Observer) -> tuple[np.ndarray, int, int]:
+    with observer.stage("reconcile") as st:
+        start = peer.receive(CascadeStart)
+        if start.key_bits != key.size:
+            raise ProtocolError(f"Bob reconciles {start.key_bits} bits, Alice holds {key.size}")
+        try:
+            plan = CascadePlan(key.size, int(start.seed),
+                               tuple(int(k) for k in start.block_sizes), start.bipartition_passes)
+        except ValueError as e:
+            raise ProtocolError(f"bad Cascade plan: {e}") from None
+        oracle = AliceParityOracle(key, plan)
+        disclosed = round_trips = 0
+        while True:
+            msg = peer.receive(ParityQuery, VerifyRequest)
+            if isinstance(msg, VerifyRequest):
+                break
+            try:
+                queries = ParityQueries(msg.pass_index, msg.start, msg.end)
+                answers = oracle.answer(queries)
+            except ValueError as e:
+                raise ProtocolError(f"bad parity query: {e}") from None
+            peer.send(ParityAnswer(ann.round_id, answers))
+            disclosed += len(queries)
+            round_trips += 1
+        st.set(disclosed_bits=disclosed, round_trips=round_trips)
+    with observer.stage("verify") as st:
+        outcome = verify(key, msg.hash_key, msg.tag_bits, msg.tag)
+        peer.send(VerifyResult(ann.round_id, bool(outcome.matched)))
+        st.set(matched=bool(outcome.matched), tag_bits=int(msg.tag_bits))
+        if not outcome.matched:
+            raise _Abort("verification failed: reconciled keys differ", notify_peer=False)
+    return key, int(msg.corrected_bits), disclosed + int(outcome.leaked_bits)
