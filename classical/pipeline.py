@@ -29,21 +29,23 @@ from classical.rounds import (
 )
 from classical.secure import REJECTED_FRAME_ERRORS, LinkKeys, SecureLink, wegman_carter_link
 
-Wire = Callable[[bytes], bytes | None]  # returns the frame to deliver, or None to drop it
+Wire = Callable[[str, bytes], bytes | None]
+"""(direction "alice->bob" or "bob->alice", frame) → the frame to deliver, or None to drop it."""
 
 
 class QueuePeer:
     """A ``Peer`` over two queues of frames (one per direction)."""
 
     def __init__(self, link: SecureLink, outbox: queue.Queue[bytes], inbox: queue.Queue[bytes],
-                 timeout_s: float = 60.0, wire: Wire | None = None) -> None:
+                 timeout_s: float = 60.0, wire: Wire | None = None,
+                 direction: str = "") -> None:
         self.link, self.outbox, self.inbox = link, outbox, inbox
-        self.timeout_s, self.wire = timeout_s, wire
+        self.timeout_s, self.wire, self.direction = timeout_s, wire, direction
 
     def send(self, message: Message) -> None:
         frame = self.link.pack(message)
         if self.wire is not None:
-            frame = self.wire(frame)
+            frame = self.wire(self.direction, frame)
             if frame is None:
                 return
         self.outbox.put(frame)
@@ -93,8 +95,10 @@ def run_key_round(announcement: Announcement, alice: LocalView, bob: LocalView, 
         keys = shared_link_keys(1 << 16, np.random.default_rng(seeds[2]))
     a_to_b: queue.Queue[bytes] = queue.Queue()
     b_to_a: queue.Queue[bytes] = queue.Queue()
-    peers = (QueuePeer(wegman_carter_link(keys[0]), a_to_b, b_to_a, timeout_s, wire),
-             QueuePeer(wegman_carter_link(keys[1]), b_to_a, a_to_b, timeout_s, wire))
+    peers = (QueuePeer(wegman_carter_link(keys[0]), a_to_b, b_to_a, timeout_s, wire,
+                       "alice->bob"),
+             QueuePeer(wegman_carter_link(keys[1]), b_to_a, a_to_b, timeout_s, wire,
+                       "bob->alice"))
     outcomes: dict[str, RoundOutcome] = {}
     errors: list[BaseException] = []
 

@@ -271,7 +271,7 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
             sifted, obs = _sift_and_test(role, ann, local, cfg, peer, st)
         key = sifted.bits[sifted.key_mask()]
         if key.size == 0:
-            raise _Abort("no key-class detections", notify_peer=False)
+            raise _Abort("too few counts: no key-class detections", notify_peer=False)
         _precheck(obs, key.size, qber_prior, cfg, observer)
         if role == "alice":
             key, corrected, disclosed = _alice_reconcile(ann, key, cfg, peer, observer)

@@ -1,0 +1,680 @@
+"""Cascade information reconciliation, Bob's side: batched, vectorised, with a leakage ledger.
+
+Bob holds the noisy key and drives the dialogue; Alice only answers parity queries (see
+:mod:`classical.reconciliation_channel`, which defines the plan, the shuffles, the queries and
+Alice's pure answering function). Nothing here opens a socket: the transport is an injected
+:class:`~classical.reconciliation_channel.ParityChannel`, and every call to it is one round trip.
+
+The protocol
+------------
+Cascade (Brassard & Salvail, EUROCRYPT '93) runs passes. In pass ``i`` both keys are shuffled by
+the pass's permutation and cut into top-level blocks; a block whose parities differ holds an odd
+number of errors, and bisection (BINARY) finds one of them with ``log2(block size)`` parities.
+Correcting a bit changes the parity of every block containing it in earlier passes, which may
+expose an error hidden there as an even pair: the *cascade effect*.
+
+Parameter choice (why these block sizes)
+----------------------------------------
+Cascade's leakage and its number of round trips pull against each other: small blocks disclose
+more top-level parities; large blocks make the cascade effect chain through many errors one
+bisection at a time, and each bisection level is a round trip. Variants (``p`` = QBER estimate):
+
+* ``"yanetal"`` (default): Yan et al. (2008) as "Cascade opt. (2)" in Martinez-Mateo, Pacher,
+  Peev, Ciurana & Martin, *Demystifying the information reconciliation protocol Cascade*, Quantum
+  Inf. Comput. 15 (2015), arXiv:1407.3257: ``k1 = ceil(0.8/p)``, ``k2 = 5 k1``, then 8 passes of
+  two half-key blocks (10 passes). cascade-python reports f ~ 1.05 for it.
+* ``"option8"``: that paper's best proposal, "Cascade opt. (8)", with the block sizes of
+  Rijsman's cascade-python: ``alpha = log2(1/p) - 1/2``, ``k1 = 2**ceil(alpha)``,
+  ``k2 = 2**ceil((alpha + 12) / 2)``, ``k3 = 4096``, then 11 half-key passes (14 passes). The
+  least leakage, but its large second-pass blocks make the cascade chains long (several hundred
+  round trips per 10^5-bit frame when run in strict pass order; see ``initial_passes``).
+* ``"option7"``: opt. (7): ``k1 = 2**ceil(log2(1/p))``, ``k2 = 4 k1``, then 12 half-key passes.
+* ``"original"``: Brassard & Salvail: ``k1 = ceil(0.73/p)``, doubling, 4 passes.
+* ``"lowlatency"`` (ours, not from the literature): ``k1 = ceil(0.75/p)``, ``k2 = 2 k1``,
+  ``k3 = 4096``, then 11 half-key passes. Short chains: about a third of ``"yanetal"``'s round
+  trips, for a few percent more leakage (figures in :mod:`classical.bench_cascade`).
+
+All variants use *sub-block reuse* (every sub-block whose parity is known, not just top-level
+blocks, takes part in the cascade effect), which is what the paper's optimised variants rely on.
+Half-key passes cost one disclosed bit each when they find nothing and drive the frame error rate
+down cheaply. ``biconf_passes`` appends further BICONF passes (a random half of the key and its
+complement, corrected with cascading). Block sizes are capped at the key length, so a QBER
+estimate of ~0 degenerates to "compare the whole key's parity, then random halves".
+
+Batching (what one round trip carries)
+--------------------------------------
+* Round trip 1 asks for the top-level parities of *every* pass at once. Standard Cascade discloses
+  all of them anyway, and Alice's parity of a fixed block does not depend on Bob's corrections, so
+  asking early costs no extra leakage and saves one round trip per pass. By default Bob still
+  processes the passes strictly in order (a pass starts when no block of an earlier pass is odd);
+  ``initial_passes`` / ``overlap_queries`` let later passes start earlier, trading leakage
+  (concurrent bisections sometimes chase the same error) for round trips.
+* Each later round trip bisects *all* currently odd blocks of all started passes by one level,
+  cascade-effect blocks included: one query per odd block (the parity of its left half; the right
+  half's parity is inferred as block XOR left, never asked).
+* Parities that follow from earlier answers are never asked: besides the right halves, the last
+  top-level block of every pass after the first is inferred from the whole key's parity (known
+  after pass 1), so a half-key pass discloses exactly one bit.
+
+Data structures (why no loop per bit in Python)
+-----------------------------------------------
+For every started pass Bob keeps, in shuffled positions, the partition into *known blocks that have
+not been split* (leaves of the bisection trees) with one flag: does Bob's parity differ from
+Alice's over that leaf? Internal nodes need no flag (their discrepancy is the XOR of their
+children's), so correcting bit ``x`` toggles exactly one leaf per pass, found by walking down the
+tree from ``x``'s top-level block (``O(log k)``). Odd leaves are the work list; a size-1 odd leaf is
+an error. The per-round work (select odd leaves, apply flips, split leaves with Alice's answers)
+is done by numba kernels over whole arrays; Python only loops per round trip and per pass. Half-key
+passes are tracked with their bit masks and only get a position order when one of their halves
+turns odd.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+from classical.leakage import LeakageLedger
+from classical.reconciliation_channel import (
+    CascadePlan,
+    ParityChannel,
+    ParityQueries,
+    as_key_bits,
+    bipartition_masks,
+    pass_order,
+)
+
+__all__ = [
+    "CascadeParameters",
+    "CascadeResult",
+    "CascadeVariant",
+    "binary_entropy",
+    "cascade_block_sizes",
+    "plan_cascade",
+    "reconcile",
+    "run_cascade",
+]
+
+CascadeVariant = Literal["yanetal", "option8", "option7", "original", "lowlatency"]
+_VARIANTS: tuple[str, ...] = ("yanetal", "option8", "option7", "original", "lowlatency")
+_MIN_QBER = 1e-6  # block sizes for smaller estimates are capped at the key length anyway
+
+
+@dataclass(frozen=True)
+class CascadeParameters:
+    """Which Cascade to run.
+
+    Attributes:
+        variant: block-size schedule (see the module docstring); ``"yanetal"`` by default.
+        biconf_passes: extra BICONF passes (random half of the key + complement, cascading) after
+            the variant's own passes; each costs one disclosed bit when it finds nothing.
+        initial_passes: passes started together at the beginning (1 = textbook order).
+        overlap_queries: a further pass starts as soon as a round would carry at most this many
+            bisection queries (0 = only when every started pass is quiet, textbook order).
+            Overlap cuts round trips and costs leakage; e.g. ``variant="option8",
+            initial_passes=2, overlap_queries=2`` roughly halves opt. (8)'s round trips for ~2 %
+            more disclosed bits.
+    """
+
+    variant: CascadeVariant = "yanetal"
+    biconf_passes: int = 0
+    initial_passes: int = 1
+    overlap_queries: int = 0
+
+    def __post_init__(self) -> None:
+        if self.variant not in _VARIANTS:
+            raise ValueError(f"variant must be one of {_VARIANTS}, got {self.variant!r}")
+        if self.biconf_passes < 0:
+            raise ValueError(f"biconf_passes must be >= 0, got {self.biconf_passes}")
+        if self.initial_passes < 1:
+            raise ValueError(f"initial_passes must be >= 1, got {self.initial_passes}")
+        if self.overlap_queries < 0:
+            raise ValueError(f"overlap_queries must be >= 0, got {self.overlap_queries}")
+
+
+@dataclass(frozen=True)
+class CascadeResult:
+    """Outcome of one Cascade run (Bob's side).
+
+    Attributes:
+        corrected_key: Bob's key after correction (uint8 0/1, a new array).
+        disclosed_bits: parities Alice disclosed in this run (= bits leaked to Eve).
+        round_trips: classical round trips (``ask_parities`` calls) in this run.
+        passes: passes run (all passes of the plan).
+        corrected_bits: bits Bob flipped.
+        plan: the public plan that was announced (seed, block sizes).
+    """
+
+    corrected_key: NDArray[np.uint8]
+    disclosed_bits: int
+    round_trips: int
+    passes: int
+    corrected_bits: int
+    plan: CascadePlan
+
+
+def binary_entropy(p: float) -> float:
+    """Binary entropy h(p) in bits (0 at p = 0 or 1)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    if p in (0.0, 1.0):
+        return 0.0
+    return -p * math.log2(p) - (1.0 - p) * math.log2(1.0 - p)
+
+
+def _check_qber(qber_estimate: float) -> float:
+    q = float(qber_estimate)
+    if not math.isfinite(q) or not 0.0 <= q < 0.5:
+        raise ValueError(f"qber_estimate must be finite and in [0, 0.5), got {qber_estimate!r}")
+    return q
+
+
+def cascade_block_sizes(
+    qber_estimate: float, n_bits: int, parameters: CascadeParameters | None = None
+) -> tuple[tuple[int, ...], int]:
+    """Block sizes of the permutation passes and the number of half-key passes.
+
+    Returns ``(block_sizes, bipartition_passes)`` for a key of ``n_bits`` bits whose QBER is
+    estimated at ``qber_estimate``; every block size is capped at ``n_bits``.
+
+    Raises:
+        ValueError: if ``qber_estimate`` is not in ``[0, 0.5)`` or ``n_bits < 1``.
+    """
+    p = max(_check_qber(qber_estimate), _MIN_QBER)
+    if int(n_bits) != n_bits or n_bits < 1:
+        raise ValueError(f"n_bits must be a positive integer, got {n_bits!r}")
+    params = parameters or CascadeParameters()
+    if params.variant == "option8":
+        alpha = math.log2(1.0 / p) - 0.5
+        sizes = [2 ** math.ceil(alpha), 2 ** math.ceil((alpha + 12.0) / 2.0), 4096]
+        halves = 11
+    elif params.variant == "option7":
+        k1 = 2 ** math.ceil(math.log2(1.0 / p))
+        sizes, halves = [k1, 4 * k1], 12
+    elif params.variant == "yanetal":
+        k1 = math.ceil(0.80 / p)
+        sizes, halves = [k1, 5 * k1], 8
+    elif params.variant == "lowlatency":
+        k1 = math.ceil(0.75 / p)
+        sizes, halves = [k1, 2 * k1, 4096], 11
+    else:  # original
+        k1 = math.ceil(0.73 / p)
+        sizes, halves = [k1, 2 * k1, 4 * k1, 8 * k1], 0
+    capped = tuple(int(max(1, min(k, n_bits))) for k in sizes)
+    return capped, halves + params.biconf_passes
+
+
+def plan_cascade(
+    n_bits: int,
+    qber_estimate: float,
+    rng: np.random.Generator,
+    parameters: CascadeParameters | None = None,
+) -> CascadePlan:
+    """Bob's public plan: block sizes from the QBER estimate and a fresh shuffle seed from rng."""
+    block_sizes, halves = cascade_block_sizes(qber_estimate, n_bits, parameters)
+    seed = int(rng.integers(0, 2**63))
+    return CascadePlan(
+        n_bits=int(n_bits), seed=seed, block_sizes=block_sizes, bipartition_passes=halves
+    )
+
+
+def reconcile(
+    bob_key: NDArray[np.generic],
+    qber_estimate: float,
+    channel: ParityChannel,
+    rng: np.random.Generator,
+    parameters: CascadeParameters | None = None,
+    ledger: LeakageLedger | None = None,
+) -> CascadeResult:
+    """Reconcile Bob's key with Alice's over ``channel`` (plan from the QBER estimate, then run).
+
+    Args:
+        bob_key: Bob's noisy key, 1-D array of 0/1 (not modified).
+        qber_estimate: estimated QBER from parameter estimation, in ``[0, 0.5)``.
+        channel: transport to Alice; one ``ask_parities`` call per round trip.
+        rng: source of the shuffle seed.
+        parameters: Cascade variant and schedule (default: Yan et al., strict pass order).
+        ledger: if given, every round trip and disclosed parity is also recorded there.
+
+    Raises:
+        ValueError: on a malformed key, a QBER estimate outside ``[0, 0.5)``, or a channel answer
+            of the wrong shape.
+    """
+    key = as_key_bits(bob_key, "bob_key")
+    plan = plan_cascade(key.size, qber_estimate, rng, parameters)
+    return run_cascade(key, plan, channel, parameters, ledger)
+
+
+def run_cascade(
+    bob_key: NDArray[np.generic],
+    plan: CascadePlan,
+    channel: ParityChannel,
+    parameters: CascadeParameters | None = None,
+    ledger: LeakageLedger | None = None,
+) -> CascadeResult:
+    """Run Cascade under an already announced ``plan`` (Bob's side).
+
+    ``parameters`` only matters here through its scheduling fields (``initial_passes``,
+    ``overlap_queries``); the block sizes are the plan's. Alice must answer under the same plan
+    (a network transport sends it to her before the first query).
+
+    Raises:
+        ValueError: on a malformed key or one whose length differs from ``plan.n_bits``, or a
+            channel answer that is not one 0/1 parity per query.
+    """
+    key = as_key_bits(bob_key, "bob_key")
+    if key.size != plan.n_bits:
+        raise ValueError(f"bob_key has {key.size} bits but plan.n_bits is {plan.n_bits}")
+    params = parameters or CascadeParameters()
+    local = LeakageLedger()
+
+    def ask(queries: ParityQueries) -> NDArray[np.uint8]:
+        answers = np.asarray(channel.ask_parities(plan, queries))
+        if answers.shape != (len(queries),):
+            raise ValueError(
+                f"channel returned {answers.shape} parities for {len(queries)} queries"
+            )
+        if answers.size and (answers.min() < 0 or answers.max() > 1):
+            raise ValueError("channel returned parities other than 0 and 1")
+        local.record_round_trip(len(queries))
+        if ledger is not None:
+            ledger.record_round_trip(len(queries))
+        return answers.astype(np.uint8, copy=False)
+
+    engine = _BobEngine(key.copy(), plan)
+    top = engine.top_level_queries()
+    engine.set_top_level_parities(top, ask(top))
+    queries = _NO_QUERIES
+    next_pass = 0
+    while True:
+        if next_pass < plan.n_passes and (
+            next_pass < params.initial_passes or len(queries) <= params.overlap_queries
+        ):
+            queries = engine.activate(next_pass, queries)
+            next_pass += 1
+        elif len(queries):
+            queries = engine.step(queries, ask(queries))
+        else:
+            break
+    return CascadeResult(
+        corrected_key=engine.bob,
+        disclosed_bits=local.disclosed_bits,
+        round_trips=local.round_trips,
+        passes=plan.n_passes,
+        corrected_bits=engine.flips,
+        plan=plan,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Bob's engine: state arrays + numba kernels
+#
+# Per pass i, ``meta[i] = (kind, top, slot, started)``: kind 0 = permutation (top = block size),
+# 1 = bipartition (top = subset size); slot = row block of the position arrays, -1 if none yet.
+# Position arrays, for slot s at offset s * n: ints[0] order (position -> key index), ints[1] pos
+# (key index -> position), ints[2] leaf (size of the unsplit known block starting at a position,
+# 0 if none starts there); flags[0] odd (Bob's parity differs from Alice's on that leaf), flags[1]
+# queued (a bisection query for that leaf is in flight). Bipartition passes without a slot are
+# tracked by ``half_odd[i] = (subset odd, complement odd)`` and their packed ``masks``.
+# --------------------------------------------------------------------------------------------
+
+_KIND, _TOP, _SLOT, _STARTED = 0, 1, 2, 3
+_PERMUTATION, _BIPARTITION = 0, 1
+_NO_QUERIES = ParityQueries(np.empty(0, np.int16), np.empty(0, np.int32), np.empty(0, np.int32))
+
+
+@njit(cache=True, inline="always")
+def _locate_leaf(p, i, n, meta, leaf, base):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Start of the unsplit known block of pass ``i`` that contains shuffled position ``p``."""
+    top = meta[i, _TOP]
+    if meta[i, _KIND] == _PERMUTATION:
+        s = (p // top) * top
+        e = min(s + top, n)
+    elif p < top:
+        s, e = 0, top
+    else:
+        s, e = top, n
+    while leaf[base + s] != e - s:
+        mid = s + (e - s) // 2
+        if p < mid:
+            e = mid
+        else:
+            s = mid
+    return s
+
+
+@njit(cache=True)
+def _flip(x, n, n_perm, bob, meta, ints, flags, masks, half_odd, cp, cs, nc):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Correct bit ``x``: toggle its leaf in every tracked pass; append leaves that turned odd."""
+    pos = ints[1]
+    leaf = ints[2]
+    odd = flags[0]
+    bob[x] ^= 1
+    for i in range(meta.shape[0]):
+        sl = meta[i, _SLOT]
+        if sl < 0:
+            if meta[i, _KIND] == _BIPARTITION:
+                half = 1 - ((masks[i - n_perm, x >> 3] >> (x & 7)) & 1)
+                half_odd[i, half] ^= 1
+                if meta[i, _STARTED] == 1 and half_odd[i, half] == 1:
+                    cp[nc] = i
+                    cs[nc] = 0 if half == 0 else meta[i, _TOP]
+                    nc += 1
+            continue
+        base = sl * n
+        s = _locate_leaf(pos[base + x], i, n, meta, leaf, base)
+        odd[base + s] ^= 1
+        if odd[base + s] == 1:
+            cp[nc] = i
+            cs[nc] = s
+            nc += 1
+    return nc
+
+
+@njit(cache=True)
+def _select(cp_in, cs_in, n, n_perm, bob, meta, ints, flags, masks, half_odd):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Correct every odd single-bit leaf, then one bisection query per odd leaf (deduplicated).
+
+    Returns (query pass, start, mid, deferred pass, deferred start, corrections). Deferred
+    candidates are leaves of bipartition passes that have no position order yet.
+    """
+    order = ints[0]
+    leaf = ints[2]
+    odd = flags[0]
+    queued = flags[1]
+    m = cp_in.size
+    cap = m * (meta.shape[0] + 1) + 1
+    cp = np.empty(cap, np.int64)
+    cs = np.empty(cap, np.int64)
+    cp[:m] = cp_in
+    cs[:m] = cs_in
+    nc = m
+    flips = 0
+    for j in range(m):  # flips never create odd single-bit leaves, so one sweep suffices
+        sl = meta[cp[j], _SLOT]
+        if sl < 0:
+            continue
+        at = sl * n + cs[j]
+        if leaf[at] == 1 and odd[at] == 1:
+            nc = _flip(order[at], n, n_perm, bob, meta, ints, flags, masks, half_odd, cp, cs, nc)
+            flips += 1
+    qp = np.empty(nc, np.int16)
+    qs = np.empty(nc, np.int32)
+    qm = np.empty(nc, np.int32)
+    dp = np.empty(nc, np.int64)
+    ds = np.empty(nc, np.int64)
+    nq = 0
+    nd = 0
+    for j in range(nc):
+        i = cp[j]
+        s = cs[j]
+        sl = meta[i, _SLOT]
+        if sl < 0:
+            dp[nd] = i
+            ds[nd] = s
+            nd += 1
+            continue
+        at = sl * n + s
+        size = leaf[at]
+        if size <= 1 or odd[at] == 0 or queued[at] == 1:
+            continue
+        queued[at] = 1
+        qp[nq] = i
+        qs[nq] = s
+        qm[nq] = s + size // 2
+        nq += 1
+    return qp[:nq], qs[:nq], qm[:nq], dp[:nd], ds[:nd], flips
+
+
+@njit(cache=True)
+def _apply(qp, qs, qm, alice, n, bob, meta, ints, flags):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Split each queried leaf at ``mid`` using Alice's left-half parity; return odd children."""
+    order = ints[0]
+    leaf = ints[2]
+    odd = flags[0]
+    queued = flags[1]
+    m = qp.size
+    cp = np.empty(2 * m, np.int64)
+    cs = np.empty(2 * m, np.int64)
+    nc = 0
+    for j in range(m):
+        i = qp[j]
+        s = qs[j]
+        mid = qm[j]
+        base = meta[i, _SLOT] * n
+        e = s + leaf[base + s]
+        par = 0
+        for p in range(base + s, base + mid):
+            par ^= bob[order[p]]
+        d_left = (alice[j] ^ par) & 1
+        d_right = odd[base + s] ^ d_left
+        leaf[base + s] = mid - s
+        leaf[base + mid] = e - mid
+        odd[base + s] = d_left
+        odd[base + mid] = d_right
+        queued[base + s] = 0
+        if d_left == 1:
+            cp[nc] = i
+            cs[nc] = s
+            nc += 1
+        if d_right == 1:
+            cp[nc] = i
+            cs[nc] = mid
+            nc += 1
+    return cp[:nc], cs[:nc]
+
+
+@njit(cache=True)
+def _apply_select(qp, qs, qm, alice, n, n_perm, bob, meta, ints, flags, masks, half_odd):  # type: ignore[no-untyped-def] # pragma: no cover
+    """One round of Bob's work between two round trips: apply answers, pick the next queries."""
+    cp, cs = _apply(qp, qs, qm, alice, n, bob, meta, ints, flags)
+    return _select(cp, cs, n, n_perm, bob, meta, ints, flags, masks, half_odd)
+
+
+@njit(cache=True)
+def _requeue(qp, qs, n, meta, flags):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Withdraw unsent queries; return their leaves as candidates."""
+    cp = np.empty(qp.size, np.int64)
+    cs = np.empty(qp.size, np.int64)
+    for j in range(qp.size):
+        flags[1, meta[qp[j], _SLOT] * n + qs[j]] = 0
+        cp[j] = qp[j]
+        cs[j] = qs[j]
+    return cp, cs
+
+
+@njit(cache=True)
+def _start_permutation(i, order_i, alice_top, n, bob, meta, ints, flags):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Install pass ``i``'s order and top-level blocks; return its odd top-level blocks."""
+    order = ints[0]
+    pos = ints[1]
+    leaf = ints[2]
+    odd = flags[0]
+    base = meta[i, _SLOT] * n
+    k = meta[i, _TOP]
+    n_blocks = (n + k - 1) // k
+    cp = np.empty(n_blocks, np.int64)
+    cs = np.empty(n_blocks, np.int64)
+    nc = 0
+    for b in range(n_blocks):
+        s = b * k
+        e = min(s + k, n)
+        par = 0
+        for p in range(s, e):
+            x = order_i[p]
+            order[base + p] = x
+            pos[base + x] = p
+            par ^= bob[x]
+        d = (par ^ alice_top[b]) & 1
+        leaf[base + s] = e - s
+        odd[base + s] = d
+        if d == 1:
+            cp[nc] = i
+            cs[nc] = s
+            nc += 1
+    return cp[:nc], cs[:nc]
+
+
+@njit(cache=True)
+def _materialize_bipartition(i, mask, n, meta, ints, flags, half_odd):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Give a bipartition pass its position order: subset ascending, then complement ascending."""
+    order = ints[0]
+    pos = ints[1]
+    leaf = ints[2]
+    odd = flags[0]
+    base = meta[i, _SLOT] * n
+    h = meta[i, _TOP]
+    a = 0
+    b = h
+    for x in range(n):
+        if (mask[x >> 3] >> (x & 7)) & 1:
+            order[base + a] = x
+            pos[base + x] = a
+            a += 1
+        else:
+            order[base + b] = x
+            pos[base + x] = b
+            b += 1
+    if h > 0:
+        leaf[base] = h
+        odd[base] = half_odd[i, 0]
+    if h < n:
+        leaf[base + h] = n - h
+        odd[base + h] = half_odd[i, 1]
+
+
+class _BobEngine:
+    """Bob's Cascade state for one frame. Private: :func:`run_cascade` drives it."""
+
+    def __init__(self, bob: NDArray[np.uint8], plan: CascadePlan) -> None:
+        n = plan.n_bits
+        n_perm = len(plan.block_sizes)
+        n_pass = plan.n_passes
+        self.bob = bob
+        self.plan = plan
+        self.n = n
+        self.n_perm = n_perm
+        self.flips = 0
+        self.meta = np.zeros((n_pass, 4), np.int64)
+        self.meta[:, _SLOT] = -1
+        self.meta[n_perm:, _KIND] = _BIPARTITION
+        self.meta[:n_perm, _TOP] = plan.block_sizes
+        self.half_odd = np.zeros((n_pass, 2), np.uint8)
+        self.masks = bipartition_masks(plan)
+        self.meta[n_perm:, _TOP] = np.bitwise_count(self.masks).sum(axis=1)
+        self.alice_top: list[NDArray[np.uint8]] = []
+        self.slots_used = 0
+        self.ints = np.zeros((3, 0), np.int32)
+        self.flags = np.zeros((2, 0), np.uint8)
+
+    # -- storage ---------------------------------------------------------------------------
+
+    def _new_slot(self, i: int) -> None:
+        if self.slots_used * self.n == self.ints.shape[1]:
+            # Room for every permutation pass and one bipartition pass; then double.
+            grow = max(self.n_perm + 1, self.slots_used) * self.n
+            ints, flags = np.zeros((3, grow), np.int32), np.zeros((2, grow), np.uint8)
+            if self.slots_used:
+                ints = np.concatenate([self.ints, ints], axis=1)
+                flags = np.concatenate([self.flags, flags], axis=1)
+            self.ints, self.flags = ints, flags
+        self.meta[i, _SLOT] = self.slots_used
+        self.slots_used += 1
+
+    # -- round trip 1: every pass's top-level parities -------------------------------------
+
+    def top_level_queries(self) -> ParityQueries:
+        """Top-level blocks of all passes, minus those inferable from the whole key's parity."""
+        n = self.n
+        passes, starts, ends = [], [], []
+        for i, k in enumerate(self.plan.block_sizes):
+            s = np.arange(0, n, k, dtype=np.int64)
+            if i > 0:
+                s = s[:-1]  # last block = total parity XOR the others
+            passes.append(np.full(s.size, i, np.int64))
+            starts.append(s)
+            ends.append(np.minimum(s + k, n))
+        for i in range(self.n_perm, self.plan.n_passes):
+            h = int(self.meta[i, _TOP])
+            if 0 < h < n:  # the complement is inferred; h in {0, n} discloses nothing new
+                passes.append(np.array([i]))
+                starts.append(np.array([0]))
+                ends.append(np.array([h]))
+        return ParityQueries(np.concatenate(passes), np.concatenate(starts), np.concatenate(ends))
+
+    def set_top_level_parities(self, queries: ParityQueries, answers: NDArray[np.uint8]) -> None:
+        """Store Alice's top-level parities (inferring the omitted ones); seed half-key flags."""
+        first = answers[queries.pass_index == 0]
+        total = _xor_all(first)
+        for i in range(self.n_perm):
+            got = answers[queries.pass_index == i]
+            last = total ^ _xor_all(got)
+            self.alice_top.append(got if i == 0 else np.append(got, np.uint8(last)))
+        packed_bob = np.packbits(self.bob, bitorder="little")
+        bob_total = _byte_parity(packed_bob)
+        for i in range(self.n_perm, self.plan.n_passes):
+            h = int(self.meta[i, _TOP])
+            sel = queries.pass_index == i
+            alice_subset = int(answers[sel][0]) if sel.any() else (total if h == self.n else 0)
+            bob_subset = _byte_parity(packed_bob & self.masks[i - self.n_perm])
+            self.half_odd[i, 0] = alice_subset ^ bob_subset
+            self.half_odd[i, 1] = (total ^ alice_subset) ^ (bob_total ^ bob_subset)
+
+    # -- passes and rounds -----------------------------------------------------------------
+
+    def activate(self, i: int, pending: ParityQueries) -> ParityQueries:
+        """Start pass ``i``; return the next batch (``pending`` plus the new pass's odd blocks)."""
+        cp, cs = _requeue(pending.pass_index, pending.start, self.n, self.meta, self.flags)
+        self.meta[i, _STARTED] = 1
+        if i < self.n_perm:
+            self._new_slot(i)
+            new_p, new_s = _start_permutation(
+                i, pass_order(self.plan, i), self.alice_top[i], self.n, self.bob, self.meta,
+                self.ints, self.flags,
+            )
+        else:
+            h = int(self.meta[i, _TOP])
+            starts = [s for half, s in ((0, 0), (1, h)) if self.half_odd[i, half]]
+            new_p, new_s = np.full(len(starts), i, np.int64), np.array(starts, np.int64)
+        return self._select(np.concatenate([cp, new_p]), np.concatenate([cs, new_s]))
+
+    def step(self, queries: ParityQueries, answers: NDArray[np.uint8]) -> ParityQueries:
+        """Apply one round trip's answers; return the next batch of bisection queries."""
+        out = _apply_select(
+            queries.pass_index, queries.start, queries.end, answers, self.n, self.n_perm,
+            self.bob, self.meta, self.ints, self.flags, self.masks, self.half_odd,
+        )
+        return self._finish(out)
+
+    def _select(self, cp: NDArray[np.int64], cs: NDArray[np.int64]) -> ParityQueries:
+        out = _select(cp, cs, self.n, self.n_perm, self.bob, self.meta, self.ints, self.flags,
+                      self.masks, self.half_odd)
+        return self._finish(out)
+
+    def _finish(self, out: tuple[NDArray, ...]) -> ParityQueries:  # type: ignore[type-arg]
+        qp, qs, qm, dp, ds, flips = out
+        self.flips += int(flips)
+        if dp.size:
+            # Odd halves of bipartition passes without a position order: build it, retry.
+            for i in np.unique(dp).tolist():
+                if self.meta[i, _SLOT] < 0 and self.half_odd[i].any():
+                    self._new_slot(i)
+                    _materialize_bipartition(i, self.masks[i - self.n_perm], self.n, self.meta,
+                                             self.ints, self.flags, self.half_odd)
+            keep = self.meta[dp, _SLOT] >= 0
+            cp, cs = _requeue(qp, qs, self.n, self.meta, self.flags)
+            return self._select(np.concatenate([cp, dp[keep]]), np.concatenate([cs, ds[keep]]))
+        return ParityQueries._trusted(qp, qs, qm)
+
+
+def _xor_all(bits: NDArray[np.uint8]) -> int:
+    return int(np.bitwise_xor.reduce(bits, initial=np.uint8(0)))
+
+
+def _byte_parity(packed: NDArray[np.uint8]) -> int:
+    return _xor_all(packed).bit_count() & 1

@@ -1,0 +1,436 @@
+"""The Cascade dialogue as data: the public plan, the shuffles, parity queries and Alice's answers.
+
+Cascade (see :mod:`classical.cascade`) is driven by Bob; Alice only ever answers one kind of
+question: *"what is the parity of your key over these positions of pass ``i``'s shuffled order?"*.
+This module holds everything both sides must agree on, and Alice's half of the protocol, with no
+transport in it:
+
+* :class:`CascadePlan` -- the public parameters Bob announces: key length, the shuffle seed, the
+  top-level block size of each permutation pass and the number of random-bipartition passes.
+* the shuffles (:func:`pass_order`), each a pure function of ``(plan.seed, pass index)``;
+* :class:`ParityQueries` -- one batch of questions, three compact arrays (pass index, start, end),
+  never one message per bit;
+* :func:`answer_parity_queries` -- Alice's side as a pure function of her key, the plan and a batch;
+  :class:`AliceParityOracle` is the same computation with its per-pass tables memoised, which is
+  what a long-lived transport endpoint should hold for one frame;
+* :class:`ParityChannel` -- the transport interface (one ``ask_parities`` call = one round trip),
+  and :class:`InMemoryParityChannel`, which answers from Alice's key in-process.
+
+Why a seed travels instead of the permutation
+---------------------------------------------
+A pass's shuffle is a permutation of ``n`` positions: sending it would cost ``n log2 n`` bits per
+pass (about 2 MB for 14 passes of a 10^5-bit frame) and would have to be authenticated, i.e. paid
+for with key from the pool. Both sides can instead expand the same 64-bit seed into the same
+permutation, so the announcement is a few bytes. The shuffle does not need to be secret (Cascade's
+leakage is the disclosed parities, counted one bit each whatever the shuffle is) and it only needs
+to look random with respect to the error pattern, which a seed chosen by Bob after the quantum phase
+guarantees. Expansion uses ``PCG64(SeedSequence(seed, spawn_key=...))`` (see
+:func:`pass_seed_sequence`), so each pass has its own independent, reproducible stream
+(``SeedSequence`` spawn keys are the documented way to derive independent children) and nothing
+global is touched.
+
+Two kinds of pass
+-----------------
+* *Permutation passes* (small blocks): a random permutation by Fisher--Yates, run in numba and
+  driven by the pass's PCG64 stream (see :func:`pass_order`). ``Generator.permutation`` would give
+  a different but equally valid permutation; ours is several times faster, which matters because
+  shuffling is one of the dominant costs of a frame.
+* *Bipartition passes* (the late passes of the optimised Cascade, whose two top-level blocks are
+  "half of the key"): the pass is a uniformly random subset ``S`` of the positions, drawn as one
+  random bit per position (``Generator.bytes``; all bipartition passes from one stream). Its order
+  lists ``S`` in increasing index, then the complement in increasing index, so the top-level
+  blocks are ``S`` and its complement. This is the BICONF construction (random subset, complement
+  corrected too) and costs ``n/8`` bytes of randomness instead of a full permutation; the order
+  inside a half only affects how bisection walks it, not which error patterns the pass detects.
+
+Queries and parity positions
+----------------------------
+A query ``(pass i, start, end)`` asks for ``XOR of key[order_i[start:end]]``. Alice answers from a
+prefix-XOR table of her key in pass ``i``'s order, so a batch costs ``O(len(batch))`` after the
+table is built once per pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+from numba import njit
+from numpy.typing import NDArray
+
+__all__ = [
+    "AliceParityOracle",
+    "CascadePlan",
+    "InMemoryParityChannel",
+    "ParityChannel",
+    "ParityQueries",
+    "answer_parity_queries",
+    "as_key_bits",
+    "bipartition_masks",
+    "pass_order",
+    "pass_seed_sequence",
+]
+
+_MAX_BITS = 2**31 - 1
+_MAX_SEED = 2**128
+
+
+@dataclass(frozen=True)
+class CascadePlan:
+    """The public parameters of one Cascade run, announced by Bob before the first query.
+
+    Attributes:
+        n_bits: key length (bits), ``1 <= n_bits < 2**31``.
+        seed: non-negative integer (< 2**128) from which every pass's shuffle is expanded.
+        block_sizes: top-level block size (bits) of each permutation pass, in pass order; each in
+            ``[1, n_bits]``. Pass ``i < len(block_sizes)`` is a permutation pass.
+        bipartition_passes: number of random-bipartition passes that follow (two top-level blocks:
+            a random subset of the key and its complement).
+    """
+
+    n_bits: int
+    seed: int
+    block_sizes: tuple[int, ...]
+    bipartition_passes: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_bits <= _MAX_BITS:
+            raise ValueError(f"n_bits must be in [1, 2**31), got {self.n_bits}")
+        if not 0 <= self.seed < _MAX_SEED:
+            raise ValueError(f"seed must be in [0, 2**128), got {self.seed}")
+        if not self.block_sizes:
+            raise ValueError("block_sizes must name at least one permutation pass")
+        for k in self.block_sizes:
+            if not 1 <= k <= self.n_bits:
+                raise ValueError(f"block_sizes entries must be in [1, n_bits], got {k}")
+        if self.bipartition_passes < 0:
+            raise ValueError(f"bipartition_passes must be >= 0, got {self.bipartition_passes}")
+
+    @property
+    def n_passes(self) -> int:
+        """Total number of passes (permutation passes, then bipartition passes)."""
+        return len(self.block_sizes) + self.bipartition_passes
+
+    def is_bipartition(self, pass_index: int) -> bool:
+        """Whether pass ``pass_index`` is a random-bipartition pass."""
+        return pass_index >= len(self.block_sizes)
+
+
+@dataclass(frozen=True)
+class ParityQueries:
+    """One batch of parity questions (one round trip).
+
+    Row ``j`` asks for the parity of Alice's key over positions ``start[j]:end[j]`` (half-open) of
+    pass ``pass_index[j]``'s shuffled order. Arrays are 1-D, equal length, int16/int32/int32.
+    """
+
+    pass_index: NDArray[np.int16]
+    start: NDArray[np.int32]
+    end: NDArray[np.int32]
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("pass_index", np.int16), ("start", np.int32), ("end", np.int32)):
+            object.__setattr__(self, name, _as_index_array(getattr(self, name), dtype, name))
+        if not (self.pass_index.ndim == self.start.ndim == self.end.ndim == 1):
+            raise ValueError("ParityQueries arrays must be one-dimensional")
+        if not (self.pass_index.size == self.start.size == self.end.size):
+            raise ValueError("ParityQueries arrays must have equal lengths")
+
+    @classmethod
+    def _trusted(
+        cls, pass_index: NDArray[np.int16], start: NDArray[np.int32], end: NDArray[np.int32]
+    ) -> ParityQueries:
+        """Wrap arrays already of the right dtypes and shapes (Bob's own kernels), unchecked."""
+        queries = object.__new__(cls)
+        object.__setattr__(queries, "pass_index", pass_index)
+        object.__setattr__(queries, "start", start)
+        object.__setattr__(queries, "end", end)
+        return queries
+
+    def __len__(self) -> int:
+        return int(self.pass_index.size)
+
+    def validate(self, plan: CascadePlan) -> None:
+        """Raise ``ValueError`` unless every row is a non-empty range of an existing pass."""
+        if len(self) == 0:
+            return
+        if self.pass_index.min() < 0 or self.pass_index.max() >= plan.n_passes:
+            raise ValueError("queries.pass_index out of range for the plan")
+        if self.start.min() < 0 or self.end.max() > plan.n_bits or np.any(self.end <= self.start):
+            raise ValueError("queries.start/end must satisfy 0 <= start < end <= n_bits")
+
+
+def _as_index_array(values: object, dtype: type[np.integer], name: str) -> NDArray[np.integer]:
+    """Contiguous ``dtype`` copy of ``values``; refuses values that the cast would wrap."""
+    arr = np.asarray(values)
+    if arr.dtype != dtype:
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"queries.{name} must hold integers, got dtype {arr.dtype}")
+        info = np.iinfo(dtype)
+        if arr.size and (int(arr.min()) < info.min or int(arr.max()) > info.max):
+            raise ValueError(f"queries.{name} out of range for {np.dtype(dtype).name}")
+        arr = arr.astype(dtype)
+    return np.ascontiguousarray(arr)
+
+
+@runtime_checkable
+class ParityChannel(Protocol):
+    """Bob's view of Alice: one call is one round trip, whatever the batch size.
+
+    Implementations carry ``plan`` to Alice (a network transport may send it once per frame and
+    refer to it afterwards) and return her parities, one ``uint8`` (0/1) per query row, in order.
+    """
+
+    def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> NDArray[np.uint8]:
+        """Return Alice's parity for each row of ``queries``."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Shuffles
+# --------------------------------------------------------------------------------------------
+
+
+def pass_seed_sequence(plan: CascadePlan, pass_index: int) -> np.random.SeedSequence:
+    """The ``SeedSequence`` child that expands into pass ``pass_index``'s shuffle.
+
+    Permutation pass ``i`` uses spawn key ``(0, i)``; all bipartition passes share the child
+    ``(1,)``, whose byte stream is cut into one mask per pass in pass order (one generator set-up
+    instead of one per pass -- it is ~20 us each, not negligible next to a 10^5-bit frame).
+    """
+    if not 0 <= pass_index < plan.n_passes:
+        raise ValueError(f"pass_index must be in [0, {plan.n_passes}), got {pass_index}")
+    key = (1,) if plan.is_bipartition(pass_index) else (0, pass_index)
+    return np.random.SeedSequence(plan.seed, spawn_key=key)
+
+
+def _bit_generator(plan: CascadePlan, pass_index: int) -> np.random.PCG64:
+    return np.random.PCG64(pass_seed_sequence(plan, pass_index))
+
+
+@njit(cache=True)
+def _fisher_yates(raw: NDArray[np.uint64], n: int) -> NDArray[np.int32]:  # pragma: no cover - numba
+    order = np.arange(n, dtype=np.int32)
+    for i in range(n - 1, 0, -1):
+        word = raw[i >> 1]
+        u32 = (word >> np.uint64(32)) if (i & 1) else (word & np.uint64(0xFFFFFFFF))
+        j = (u32 * np.uint64(i + 1)) >> np.uint64(32)  # Lemire's multiply-shift, j in [0, i]
+        t = order[i]
+        order[i] = order[j]
+        order[j] = t
+    return order
+
+
+@njit(cache=True)
+def _bipartition_order(mask: NDArray[np.uint8], n: int) -> NDArray[np.int32]:  # pragma: no cover
+    members = 0
+    for x in range(n):
+        members += (mask[x >> 3] >> (x & 7)) & 1
+    order = np.empty(n, dtype=np.int32)
+    a = 0
+    b = members
+    for x in range(n):
+        if (mask[x >> 3] >> (x & 7)) & 1:
+            order[a] = x
+            a += 1
+        else:
+            order[b] = x
+            b += 1
+    return order
+
+
+def bipartition_masks(plan: CascadePlan) -> NDArray[np.uint8]:
+    """Subsets of all bipartition passes, bit-packed: row ``j`` is pass ``len(block_sizes) + j``.
+
+    Bit ``x`` of the key is in the subset iff ``(row[x >> 3] >> (x & 7)) & 1`` (little-endian bit
+    order, as ``np.packbits(..., bitorder="little")``); padding bits past ``n_bits`` are zero.
+    """
+    n_bytes = (plan.n_bits + 7) // 8
+    rows = plan.bipartition_passes
+    if rows == 0:
+        return np.zeros((0, n_bytes), np.uint8)
+    gen = np.random.Generator(_bit_generator(plan, len(plan.block_sizes)))
+    masks = np.frombuffer(gen.bytes(rows * n_bytes), np.uint8).reshape(rows, n_bytes).copy()
+    tail = plan.n_bits & 7
+    if tail:
+        masks[:, -1] &= np.uint8((1 << tail) - 1)
+    return masks
+
+
+def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
+    """Pass ``pass_index``'s shuffled order: ``order[position] = key index`` (int32, length n).
+
+    Permutation passes: Fisher--Yates driven by the pass's PCG64 stream, two 32-bit draws per
+    64-bit word, ``j = (u32 * (i + 1)) >> 32``; the non-uniformity of that map is below
+    ``n / 2**32`` relative per draw (2e-5 at 10^5 bits), immaterial for a public shuffle.
+    Bipartition passes: subset in increasing key index, then the complement likewise.
+    """
+    if plan.is_bipartition(pass_index) and pass_index < plan.n_passes:
+        mask = bipartition_masks(plan)[pass_index - len(plan.block_sizes)]
+        return _bipartition_order(mask, plan.n_bits)
+    n = plan.n_bits
+    raw = _bit_generator(plan, pass_index).random_raw((n + 1) // 2)
+    return _fisher_yates(raw, n)
+
+
+# --------------------------------------------------------------------------------------------
+# Alice
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _prefix_xor_into(key, order, out):  # type: ignore[no-untyped-def] # pragma: no cover
+    acc = np.uint8(0)
+    out[0] = acc
+    for p in range(order.size):
+        acc ^= key[order[p]]
+        out[p + 1] = acc
+
+
+@njit(cache=True)
+def _answer(pass_index, start, end, n, table_row, split, top_parity, prefix, out):  # type: ignore[no-untyped-def] # pragma: no cover
+    """Fill ``out``; return -2 on an invalid row, the pass that lacks a table, or -1 when done.
+
+    ``table_row[i] >= 0``: row of ``prefix`` holding pass ``i``'s prefix XOR. Otherwise pass ``i``
+    is a bipartition answered from ``split[i]`` (subset size) and ``top_parity[i]`` (subset parity,
+    total parity) when the query is one of its two halves.
+    """
+    n_pass = table_row.size
+    for j in range(pass_index.size):
+        i = pass_index[j]
+        s = start[j]
+        e = end[j]
+        if i < 0 or i >= n_pass or s < 0 or e > n or e <= s:
+            return -2
+        r = table_row[i]
+        if r >= 0:
+            out[j] = prefix[r, e] ^ prefix[r, s]
+        elif split[i] >= 0 and s == 0 and e == split[i]:
+            out[j] = top_parity[i, 0]
+        elif split[i] >= 0 and s == split[i] and e == n:
+            out[j] = top_parity[i, 0] ^ top_parity[i, 1]
+        else:
+            return i
+    return -1
+
+
+def _packed_parity(packed: NDArray[np.uint8]) -> int:
+    return int(np.bitwise_xor.reduce(packed, initial=np.uint8(0)).item()).bit_count() & 1
+
+
+def as_key_bits(key: NDArray[np.generic], name: str) -> NDArray[np.uint8]:
+    """``key`` as a contiguous 1-D uint8 array of 0/1; ``ValueError`` naming ``name`` otherwise."""
+    arr = np.asarray(key)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of bits")
+    if arr.dtype != np.uint8:
+        if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+            raise ValueError(f"{name} must hold integers 0/1, got dtype {arr.dtype}")
+        if arr.dtype != np.bool_ and arr.min() < 0:
+            raise ValueError(f"{name} must contain only 0 and 1")
+        if arr.max() > 1:
+            raise ValueError(f"{name} must contain only 0 and 1")
+        arr = arr.astype(np.uint8)
+    elif arr.max() > 1:
+        raise ValueError(f"{name} must contain only 0 and 1")
+    return np.ascontiguousarray(arr)
+
+
+class AliceParityOracle:
+    """Alice's side for one frame: ``answer_parity_queries`` with per-pass tables memoised.
+
+    Tables are built on first use: a prefix XOR of the key in the pass's order for permutation
+    passes; for bipartition passes just the subset size and the two top-level parities, until a
+    query inside a half forces the prefix table too. Holds a private read-only copy of the key;
+    answers are a pure function of (key, plan, queries).
+    """
+
+    def __init__(self, alice_key: NDArray[np.generic], plan: CascadePlan) -> None:
+        key = as_key_bits(alice_key, "alice_key").copy()
+        if key.size != plan.n_bits:
+            raise ValueError(f"alice_key has {key.size} bits but plan.n_bits is {plan.n_bits}")
+        key.setflags(write=False)
+        self._key = key
+        self.plan = plan
+        n_pass = plan.n_passes
+        self._table_row = np.full(n_pass, -1, np.int64)
+        self._split = np.full(n_pass, -1, np.int64)
+        self._top_parity = np.zeros((n_pass, 2), np.uint8)
+        self._prefix = np.zeros((0, plan.n_bits + 1), np.uint8)
+        self._rows_used = 0
+
+    def answer(self, queries: ParityQueries) -> NDArray[np.uint8]:
+        """Parities (uint8 0/1) of Alice's key for each row of ``queries``.
+
+        Raises:
+            ValueError: if a row is not a non-empty range ``0 <= start < end <= n_bits`` of an
+                existing pass.
+        """
+        out = np.empty(len(queries), dtype=np.uint8)
+        while True:
+            status = _answer(
+                queries.pass_index, queries.start, queries.end, self.plan.n_bits, self._table_row,
+                self._split, self._top_parity, self._prefix, out,
+            )
+            if status == -1:
+                return out
+            if status == -2:
+                queries.validate(self.plan)  # raises with a precise message
+                raise ValueError("invalid parity query")  # pragma: no cover - validate raised
+            self._build(int(status))
+
+    def _build(self, pass_index: int) -> None:
+        plan = self.plan
+        if plan.is_bipartition(pass_index) and self._split[pass_index] < 0:
+            # All half-key passes at once, from packed bits: n/8 byte operations per pass.
+            masks = bipartition_masks(plan)
+            packed = np.packbits(self._key, bitorder="little")
+            rows = slice(len(plan.block_sizes), plan.n_passes)
+            self._split[rows] = np.bitwise_count(masks).sum(axis=1)
+            subset = np.bitwise_xor.reduce(packed & masks, axis=1)
+            self._top_parity[rows, 0] = np.bitwise_count(subset) & 1
+            self._top_parity[rows, 1] = _packed_parity(packed)
+            return
+        if self._rows_used == self._prefix.shape[0]:
+            grow = max(2, len(plan.block_sizes) + 1 - self._rows_used)
+            extra = np.zeros((grow, plan.n_bits + 1), np.uint8)
+            self._prefix = extra if self._rows_used == 0 else np.concatenate([self._prefix, extra])
+        row = self._rows_used
+        _prefix_xor_into(self._key, pass_order(plan, pass_index), self._prefix[row])
+        self._rows_used += 1
+        self._table_row[pass_index] = row
+
+
+def answer_parity_queries(
+    alice_key: NDArray[np.generic], plan: CascadePlan, queries: ParityQueries
+) -> NDArray[np.uint8]:
+    """Alice's answer to one batch: the parity of her key over each queried range.
+
+    A pure function: no state survives the call and the inputs are not modified. It rebuilds the
+    tables of the passes it touches (``O(n)`` each); an endpoint serving a whole dialogue should
+    keep an :class:`AliceParityOracle` per frame instead, which computes the same thing.
+
+    Raises:
+        ValueError: if the key is not a 1-D 0/1 array of ``plan.n_bits`` bits, or a query row is
+            not a non-empty range of an existing pass.
+    """
+    return AliceParityOracle(alice_key, plan).answer(queries)
+
+
+class InMemoryParityChannel:
+    """A :class:`ParityChannel` that answers from Alice's key in the same process.
+
+    Keeps one :class:`AliceParityOracle` per plan (a new plan -- a new frame or seed -- starts a
+    fresh one). It counts nothing: the leakage ledger belongs to the caller.
+    """
+
+    def __init__(self, alice_key: NDArray[np.generic]) -> None:
+        self._key = as_key_bits(alice_key, "alice_key").copy()
+        self._oracle: AliceParityOracle | None = None
+
+    def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> NDArray[np.uint8]:
+        """Return Alice's parities for ``queries`` under ``plan`` (one round trip)."""
+        if self._oracle is None or self._oracle.plan != plan:
+            self._oracle = AliceParityOracle(self._key, plan)
+        return self._oracle.answer(queries)
