@@ -18,6 +18,10 @@ Both return ``RelayOutput`` with the records of every slot with ≥ 2 clicks.
 
 from __future__ import annotations
 
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numba import njit
 
@@ -46,8 +50,12 @@ def _records(slots: np.ndarray, patterns: np.ndarray, physics: FramePhysics, lin
     n = slots.size
     frame_idx = (slots >> physics.frame_bits) - physics.first_frame
     base = slots.astype(np.float64) * link.slot_ps + physics.residual_offset_ps[frame_idx] / 2
-    jitter = rng.normal(size=(n, N_DETECTORS)) * link.relay.jitters_ps
-    times = np.rint(base[:, None] + jitter).astype(np.int64)
+    jitters = link.relay.jitters_ps
+    if jitters.any():
+        times = np.rint(base[:, None] + rng.normal(size=(n, N_DETECTORS)) * jitters)
+    else:
+        times = np.broadcast_to(np.rint(base)[:, None], (n, N_DETECTORS))
+    times = times.astype(np.int64)
     clicked = (patterns[:, None].astype(np.int64) >> np.arange(N_DETECTORS)) & 1
     times = np.where(clicked == 1, times, NO_CLICK_TIME)
     return DetectionRecords(slots.astype(np.int64), patterns.astype(np.uint8), times)
@@ -164,7 +172,7 @@ def _multi_click_bound(dark_max, eff_max, light):
     return 6.0 * dark_max * dark_max + 3.0 * dark_max * em + 0.375 * em * em
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _fast_kernel(position, stop, bound, rng_state,
                  frame_bits, phys_first_frame, trans_a, trans_b, unit_a, unit_b, gamma, bob_off,
                  a_first, a_keys, a_cum, a_bitkey, a_mu, a_fluct, a_flip,
@@ -297,45 +305,65 @@ def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerato
     return min(1.0, bound)
 
 
+#: The fast sampler splits a range at multiples of this many slots; each chunk has its own random
+#: stream keyed by (seed, chunk start), so results do not depend on how many threads run them nor
+#: on how a caller splits a range along chunk boundaries.
+FAST_CHUNK_SLOTS = 1 << 28
+
+
 def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
-                start: int, stop: int, seed: int) -> RelayOutput:
-    """Exact thinning to coincidences (the default sampler)."""
+                start: int, stop: int, seed: int, workers: int | None = None) -> RelayOutput:
+    """Exact thinning to coincidences (the default sampler); chunks run on ``workers`` threads
+    (numba releases the GIL), by default one per core."""
     _check_range(start, stop)
     if link.relay.has_memory:
         raise UnsupportedPhysicsError("the fast sampler does not emulate detector dead time or "
-                                 "afterpulsing; use the reference sampler (--sampler reference)")
+                                      "afterpulsing; use the reference sampler "
+                                      "(--sampler reference)")
     if alice.frame_bits != link.frame_bits or bob.frame_bits != link.frame_bits:
         raise ValueError("settings generators and link must use the same frame_bits")
     physics = link.physics(start, stop)
     rng = np.random.default_rng(seed)
-    state = make_state(int(rng.integers(0, 2**63)))
     ta = alice.table_for_slots(start, stop)
     tb = bob.table_for_slots(*_bob_slot_bounds(physics, start, stop))
     bound = coincidence_bound(link, physics, alice, bob)
-    capacity = int(min(1 << 22, bound * (stop - start) * 1.2 + 1024))
-    slots_parts, pattern_parts = [], []
-    position = start
-    while position < stop:
-        out_slot = np.empty(capacity, dtype=np.int64)
-        out_pattern = np.empty(capacity, dtype=np.uint8)
-        position, n = _fast_kernel(
-            np.int64(position), np.int64(stop), bound, state,
-            physics.frame_bits, physics.first_frame, physics.transmittance_a,
-            physics.transmittance_b, physics.unitary_a, physics.unitary_b, physics.gamma,
-            physics.bob_slot_offset,
-            ta.first_frame, ta.frame_keys, ta.cum_counts, np.uint64(alice.key),
-            alice.plan.mean_photon_numbers, link.source_a.intensity_fluctuation_rel,
-            link.source_a.bit_flip_probability,
-            tb.first_frame, tb.frame_keys, tb.cum_counts, np.uint64(bob.key),
-            bob.plan.mean_photon_numbers, link.source_b.intensity_fluctuation_rel,
-            link.source_b.bit_flip_probability,
-            link.relay.efficiencies, link.relay.dark_count_probabilities,
-            link.source_a.phase_randomized or link.source_b.phase_randomized,
-            JONES, _MULTI_PATTERNS, out_slot, out_pattern)
-        slots_parts.append(out_slot[:n])
-        pattern_parts.append(out_pattern[:n])
-    slots = np.concatenate(slots_parts)
-    patterns = np.concatenate(pattern_parts)
+    edges = [start, *range((start // FAST_CHUNK_SLOTS + 1) * FAST_CHUNK_SLOTS, stop,
+                           FAST_CHUNK_SLOTS), stop]
+    shared = (physics.frame_bits, physics.first_frame, physics.transmittance_a,
+              physics.transmittance_b, physics.unitary_a, physics.unitary_b, physics.gamma,
+              physics.bob_slot_offset,
+              ta.first_frame, ta.frame_keys, ta.cum_counts, np.uint64(alice.key),
+              alice.plan.mean_photon_numbers, link.source_a.intensity_fluctuation_rel,
+              link.source_a.bit_flip_probability,
+              tb.first_frame, tb.frame_keys, tb.cum_counts, np.uint64(bob.key),
+              bob.plan.mean_photon_numbers, link.source_b.intensity_fluctuation_rel,
+              link.source_b.bit_flip_probability,
+              link.relay.efficiencies, link.relay.dark_count_probabilities,
+              link.source_a.phase_randomized or link.source_b.phase_randomized,
+              JONES, _MULTI_PATTERNS)
+
+    def run_chunk(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        state = make_state(seed * 1_000_003 + lo // FAST_CHUNK_SLOTS)
+        capacity = int(min(1 << 22, bound * (hi - lo) * 1.2 + 1024))
+        slots_parts, pattern_parts = [], []
+        position = lo
+        while position < hi:
+            out_slot = np.empty(capacity, dtype=np.int64)
+            out_pattern = np.empty(capacity, dtype=np.uint8)
+            position, n = _fast_kernel(np.int64(position), np.int64(hi), bound, state, *shared,
+                                       out_slot, out_pattern)
+            slots_parts.append(out_slot[:n])
+            pattern_parts.append(out_pattern[:n])
+        return np.concatenate(slots_parts), np.concatenate(pattern_parts)
+
+    n_workers = min(len(edges) - 1, workers or os.cpu_count() or 1)
+    if n_workers <= 1:
+        parts = [run_chunk(lo, hi) for lo, hi in itertools.pairwise(edges)]
+    else:
+        with ThreadPoolExecutor(n_workers) as pool:
+            parts = list(pool.map(lambda e: run_chunk(*e), itertools.pairwise(edges)))
+    slots = np.concatenate([p[0] for p in parts])
+    patterns = np.concatenate([p[1] for p in parts])
     singles = _sample_singles(link, physics, alice, bob, start, stop, rng)
     return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng), singles)
 
