@@ -345,11 +345,20 @@ class Sealer:
 
 
 class Opener:
-    """Receiving end of one direction: tag first, then format, then strict sequence order."""
+    """Receiving end of one direction: tag first, then format, then sequence order.
 
-    def __init__(self, authenticator: MessageAuthenticator, *, first_seq: int = 0) -> None:
+    By default the sequence must be exactly the next one. With ``allow_gaps`` a later sequence
+    number is accepted and the frames skipped are counted in ``skipped`` (a frame dropped or
+    rejected on the way must not wedge the direction for good); replays and reorders (a number
+    at or below the last accepted one) are still rejected.
+    """
+
+    def __init__(self, authenticator: MessageAuthenticator, *, first_seq: int = 0,
+                 allow_gaps: bool = False) -> None:
         self._authenticator = authenticator
         self.expected_seq = first_seq
+        self.allow_gaps = allow_gaps
+        self.skipped = 0
 
     def open(self, frame: bytes, decode: Callable[[bytes], Any] | None = None) -> OpenedFrame:
         """Authenticate ``frame`` and return ``(seq, payload)``, payload passed through ``decode``.
@@ -375,9 +384,10 @@ class Opener:
             raise FrameFormatError(f"unsupported frame version {version}")
         if length != len(payload):
             raise FrameFormatError(f"length field {length} != payload size {len(payload)}")
-        if seq != self.expected_seq:
+        if seq < self.expected_seq or (seq > self.expected_seq and not self.allow_gaps):
             kind = "replay" if seq < self.expected_seq else "reorder"
             raise ReplayError(f"{kind}: got seq {seq}, expected {self.expected_seq}")
+        self.skipped += seq - self.expected_seq
         self.expected_seq = seq + 1
         body = bytes(payload)
         return OpenedFrame(seq, body if decode is None else decode(body))

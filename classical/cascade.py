@@ -279,12 +279,16 @@ def run_cascade(
             raise ValueError(
                 f"channel returned {answers.shape} parities for {len(queries)} queries"
             )
-        if answers.size and (answers.min() < 0 or answers.max() > 1):
+        if answers.dtype != np.uint8:
+            if answers.size and (answers.min() < 0 or answers.max() > 1):
+                raise ValueError("channel returned parities other than 0 and 1")
+            answers = answers.astype(np.uint8)
+        elif answers.size and answers.max() > 1:
             raise ValueError("channel returned parities other than 0 and 1")
         local.record_round_trip(len(queries))
         if ledger is not None:
             ledger.record_round_trip(len(queries))
-        return answers.astype(np.uint8, copy=False)
+        return answers
 
     engine = _BobEngine(key.copy(), plan)
     top = engine.top_level_queries()
@@ -323,13 +327,19 @@ def run_cascade(
 # tracked by ``half_odd[i] = (subset odd, complement odd)`` and their packed ``masks``.
 # --------------------------------------------------------------------------------------------
 
+_I64 = NDArray[np.int64]
+_I32 = NDArray[np.int32]
+_I16 = NDArray[np.int16]
+_U8 = NDArray[np.uint8]
 _KIND, _TOP, _SLOT, _STARTED = 0, 1, 2, 3
 _PERMUTATION, _BIPARTITION = 0, 1
 _NO_QUERIES = ParityQueries(np.empty(0, np.int16), np.empty(0, np.int32), np.empty(0, np.int32))
 
 
 @njit(cache=True, inline="always")
-def _locate_leaf(p, i, n, meta, leaf, base):  # type: ignore[no-untyped-def] # pragma: no cover
+def _locate_leaf(  # pragma: no cover - numba
+    p: int, i: int, n: int, meta: _I64, leaf: _I32, base: int
+) -> int:
     """Start of the unsplit known block of pass ``i`` that contains shuffled position ``p``."""
     top = meta[i, _TOP]
     if meta[i, _KIND] == _PERMUTATION:
@@ -349,7 +359,20 @@ def _locate_leaf(p, i, n, meta, leaf, base):  # type: ignore[no-untyped-def] # p
 
 
 @njit(cache=True)
-def _flip(x, n, n_perm, bob, meta, ints, flags, masks, half_odd, cp, cs, nc):  # type: ignore[no-untyped-def] # pragma: no cover
+def _flip(  # pragma: no cover - numba
+    x: int,
+    n: int,
+    n_perm: int,
+    bob: _U8,
+    meta: _I64,
+    ints: _I32,
+    flags: _U8,
+    masks: _U8,
+    half_odd: _U8,
+    cp: _I64,
+    cs: _I64,
+    nc: int,
+) -> int:
     """Correct bit ``x``: toggle its leaf in every tracked pass; append leaves that turned odd."""
     pos = ints[1]
     leaf = ints[2]
@@ -377,7 +400,18 @@ def _flip(x, n, n_perm, bob, meta, ints, flags, masks, half_odd, cp, cs, nc):  #
 
 
 @njit(cache=True)
-def _select(cp_in, cs_in, n, n_perm, bob, meta, ints, flags, masks, half_odd):  # type: ignore[no-untyped-def] # pragma: no cover
+def _select(  # pragma: no cover - numba
+    cp_in: _I64,
+    cs_in: _I64,
+    n: int,
+    n_perm: int,
+    bob: _U8,
+    meta: _I64,
+    ints: _I32,
+    flags: _U8,
+    masks: _U8,
+    half_odd: _U8,
+) -> tuple[_I16, _I32, _I32, _I64, _I64, int]:
     """Correct every odd single-bit leaf, then one bisection query per odd leaf (deduplicated).
 
     Returns (query pass, start, mid, deferred pass, deferred start, corrections). Deferred
@@ -432,7 +466,9 @@ def _select(cp_in, cs_in, n, n_perm, bob, meta, ints, flags, masks, half_odd):  
 
 
 @njit(cache=True)
-def _apply(qp, qs, qm, alice, n, bob, meta, ints, flags):  # type: ignore[no-untyped-def] # pragma: no cover
+def _apply(  # pragma: no cover - numba
+    qp: _I16, qs: _I32, qm: _I32, alice: _U8, n: int, bob: _U8, meta: _I64, ints: _I32, flags: _U8
+) -> tuple[_I64, _I64]:
     """Split each queried leaf at ``mid`` using Alice's left-half parity; return odd children."""
     order = ints[0]
     leaf = ints[2]
@@ -470,14 +506,29 @@ def _apply(qp, qs, qm, alice, n, bob, meta, ints, flags):  # type: ignore[no-unt
 
 
 @njit(cache=True)
-def _apply_select(qp, qs, qm, alice, n, n_perm, bob, meta, ints, flags, masks, half_odd):  # type: ignore[no-untyped-def] # pragma: no cover
+def _apply_select(  # pragma: no cover - numba
+    qp: _I16,
+    qs: _I32,
+    qm: _I32,
+    alice: _U8,
+    n: int,
+    n_perm: int,
+    bob: _U8,
+    meta: _I64,
+    ints: _I32,
+    flags: _U8,
+    masks: _U8,
+    half_odd: _U8,
+) -> tuple[_I16, _I32, _I32, _I64, _I64, int]:
     """One round of Bob's work between two round trips: apply answers, pick the next queries."""
     cp, cs = _apply(qp, qs, qm, alice, n, bob, meta, ints, flags)
     return _select(cp, cs, n, n_perm, bob, meta, ints, flags, masks, half_odd)
 
 
 @njit(cache=True)
-def _requeue(qp, qs, n, meta, flags):  # type: ignore[no-untyped-def] # pragma: no cover
+def _requeue(  # pragma: no cover - numba
+    qp: _I16, qs: _I32, n: int, meta: _I64, flags: _U8
+) -> tuple[_I64, _I64]:
     """Withdraw unsent queries; return their leaves as candidates."""
     cp = np.empty(qp.size, np.int64)
     cs = np.empty(qp.size, np.int64)
@@ -489,7 +540,9 @@ def _requeue(qp, qs, n, meta, flags):  # type: ignore[no-untyped-def] # pragma: 
 
 
 @njit(cache=True)
-def _start_permutation(i, order_i, alice_top, n, bob, meta, ints, flags):  # type: ignore[no-untyped-def] # pragma: no cover
+def _start_permutation(  # pragma: no cover - numba
+    i: int, order_i: _I32, alice_top: _U8, n: int, bob: _U8, meta: _I64, ints: _I32, flags: _U8
+) -> tuple[_I64, _I64]:
     """Install pass ``i``'s order and top-level blocks; return its odd top-level blocks."""
     order = ints[0]
     pos = ints[1]
@@ -521,7 +574,9 @@ def _start_permutation(i, order_i, alice_top, n, bob, meta, ints, flags):  # typ
 
 
 @njit(cache=True)
-def _materialize_bipartition(i, mask, n, meta, ints, flags, half_odd):  # type: ignore[no-untyped-def] # pragma: no cover
+def _materialize_bipartition(  # pragma: no cover - numba
+    i: int, mask: _U8, n: int, meta: _I64, ints: _I32, flags: _U8, half_odd: _U8
+) -> None:
     """Give a bipartition pass its position order: subset ascending, then complement ascending."""
     order = ints[0]
     pos = ints[1]
@@ -634,8 +689,14 @@ class _BobEngine:
         if i < self.n_perm:
             self._new_slot(i)
             new_p, new_s = _start_permutation(
-                i, pass_order(self.plan, i), self.alice_top[i], self.n, self.bob, self.meta,
-                self.ints, self.flags,
+                i,
+                pass_order(self.plan, i),
+                self.alice_top[i],
+                self.n,
+                self.bob,
+                self.meta,
+                self.ints,
+                self.flags,
             )
         else:
             h = int(self.meta[i, _TOP])
@@ -646,17 +707,37 @@ class _BobEngine:
     def step(self, queries: ParityQueries, answers: NDArray[np.uint8]) -> ParityQueries:
         """Apply one round trip's answers; return the next batch of bisection queries."""
         out = _apply_select(
-            queries.pass_index, queries.start, queries.end, answers, self.n, self.n_perm,
-            self.bob, self.meta, self.ints, self.flags, self.masks, self.half_odd,
+            queries.pass_index,
+            queries.start,
+            queries.end,
+            answers,
+            self.n,
+            self.n_perm,
+            self.bob,
+            self.meta,
+            self.ints,
+            self.flags,
+            self.masks,
+            self.half_odd,
         )
         return self._finish(out)
 
     def _select(self, cp: NDArray[np.int64], cs: NDArray[np.int64]) -> ParityQueries:
-        out = _select(cp, cs, self.n, self.n_perm, self.bob, self.meta, self.ints, self.flags,
-                      self.masks, self.half_odd)
+        out = _select(
+            cp,
+            cs,
+            self.n,
+            self.n_perm,
+            self.bob,
+            self.meta,
+            self.ints,
+            self.flags,
+            self.masks,
+            self.half_odd,
+        )
         return self._finish(out)
 
-    def _finish(self, out: tuple[NDArray, ...]) -> ParityQueries:  # type: ignore[type-arg]
+    def _finish(self, out: tuple[_I16, _I32, _I32, _I64, _I64, int]) -> ParityQueries:
         qp, qs, qm, dp, ds, flips = out
         self.flips += int(flips)
         if dp.size:
@@ -664,8 +745,15 @@ class _BobEngine:
             for i in np.unique(dp).tolist():
                 if self.meta[i, _SLOT] < 0 and self.half_odd[i].any():
                     self._new_slot(i)
-                    _materialize_bipartition(i, self.masks[i - self.n_perm], self.n, self.meta,
-                                             self.ints, self.flags, self.half_odd)
+                    _materialize_bipartition(
+                        i,
+                        self.masks[i - self.n_perm],
+                        self.n,
+                        self.meta,
+                        self.ints,
+                        self.flags,
+                        self.half_odd,
+                    )
             keep = self.meta[dp, _SLOT] >= 0
             cp, cs = _requeue(qp, qs, self.n, self.meta, self.flags)
             return self._select(np.concatenate([cp, dp[keep]]), np.concatenate([cs, ds[keep]]))

@@ -6,6 +6,7 @@ and the routers key on it, and ``MESSAGE_TYPES`` lists every kind exactly once.
 
 Who sends what (one key round, ARCHITECTURE.md §5):
 
+    Alice → Bob            RoundStart           the round's slot range (Bob emits on it)
     Charles → Alice, Bob   Announcement         successful Bell-state slots of the round
     Alice ⇄ Bob            SiftingInfo          own basis and intensity at those slots
     Alice ⇄ Bob            XBasisBits           own X-basis sifted bits (the phase-error test)
@@ -16,6 +17,7 @@ Who sends what (one key round, ARCHITECTURE.md §5):
     Alice → Bob            VerifyResult         whether Alice's key has the same tag
     Alice → Bob            Amplify              privacy-amplification seed, output length, key id
     either                 RoundAbort           the round stops, with the reason
+    Alice → Bob, Charles   EndOfRun             no more rounds: stop cleanly
 """
 
 from __future__ import annotations
@@ -30,6 +32,19 @@ import numpy as np
 class Message:
     KIND: ClassVar[int] = 0
     round_id: int
+
+
+@dataclass(frozen=True)
+class RoundStart(Message):
+    KIND: ClassVar[int] = 11
+    start_slot: int
+    stop_slot: int
+
+
+@dataclass(frozen=True)
+class EndOfRun(Message):
+    KIND: ClassVar[int] = 12
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,7 @@ class RoundAbort(Message):
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.KIND: cls for cls in (Announcement, SiftingInfo, XBasisBits, CascadeStart, ParityQuery,
-                              ParityAnswer, VerifyRequest, VerifyResult, Amplify, RoundAbort)
+    cls.KIND: cls for cls in (RoundStart, EndOfRun, Announcement, SiftingInfo, XBasisBits,
+                              CascadeStart, ParityQuery, ParityAnswer, VerifyRequest, VerifyResult,
+                              Amplify, RoundAbort)
 }

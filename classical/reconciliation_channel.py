@@ -19,9 +19,10 @@ transport in it:
 Why a seed travels instead of the permutation
 ---------------------------------------------
 A pass's shuffle is a permutation of ``n`` positions: sending it would cost ``n log2 n`` bits per
-pass (about 2 MB for 14 passes of a 10^5-bit frame) and would have to be authenticated, i.e. paid
-for with key from the pool. Both sides can instead expand the same 64-bit seed into the same
-permutation, so the announcement is a few bytes. The shuffle does not need to be secret (Cascade's
+pass (about 200 kB per pass of a 10^5-bit frame, 17 times the key itself), all of it to be
+serialised, hashed and authenticated. Both sides can instead expand the same 64-bit seed into the
+same permutation, so the announcement is a few bytes and the expansion costs less than receiving
+the indices would. The shuffle does not need to be secret (Cascade's
 leakage is the disclosed parities, counted one bit each whatever the shuffle is) and it only needs
 to look random with respect to the error pattern, which a seed chosen by Bob after the quantum phase
 guarantees. Expansion uses ``PCG64(SeedSequence(seed, spawn_key=...))`` (see
@@ -106,6 +107,8 @@ class CascadePlan:
                 raise ValueError(f"block_sizes entries must be in [1, n_bits], got {k}")
         if self.bipartition_passes < 0:
             raise ValueError(f"bipartition_passes must be >= 0, got {self.bipartition_passes}")
+        if self.n_passes > np.iinfo(np.int16).max:
+            raise ValueError(f"at most 32767 passes (int16 pass index), got {self.n_passes}")
 
     @property
     def n_passes(self) -> int:
@@ -210,7 +213,7 @@ def _bit_generator(plan: CascadePlan, pass_index: int) -> np.random.PCG64:
 
 
 @njit(cache=True)
-def _fisher_yates(raw: NDArray[np.uint64], n: int) -> NDArray[np.int32]:  # pragma: no cover - numba
+def _fisher_yates(raw: NDArray[np.uint64], n: int) -> NDArray[np.int32]:  # pragma: no cover
     order = np.arange(n, dtype=np.int32)
     for i in range(n - 1, 0, -1):
         word = raw[i >> 1]
@@ -280,7 +283,9 @@ def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
 
 
 @njit(cache=True)
-def _prefix_xor_into(key, order, out):  # type: ignore[no-untyped-def] # pragma: no cover
+def _prefix_xor_into(  # pragma: no cover - numba
+    key: NDArray[np.uint8], order: NDArray[np.int32], out: NDArray[np.uint8]
+) -> None:
     acc = np.uint8(0)
     out[0] = acc
     for p in range(order.size):
@@ -289,7 +294,17 @@ def _prefix_xor_into(key, order, out):  # type: ignore[no-untyped-def] # pragma:
 
 
 @njit(cache=True)
-def _answer(pass_index, start, end, n, table_row, split, top_parity, prefix, out):  # type: ignore[no-untyped-def] # pragma: no cover
+def _answer(  # pragma: no cover - numba
+    pass_index: NDArray[np.int16],
+    start: NDArray[np.int32],
+    end: NDArray[np.int32],
+    n: int,
+    table_row: NDArray[np.int64],
+    split: NDArray[np.int64],
+    top_parity: NDArray[np.uint8],
+    prefix: NDArray[np.uint8],
+    out: NDArray[np.uint8],
+) -> int:
     """Fill ``out``; return -2 on an invalid row, the pass that lacks a table, or -1 when done.
 
     ``table_row[i] >= 0``: row of ``prefix`` holding pass ``i``'s prefix XOR. Otherwise pass ``i``
@@ -370,8 +385,15 @@ class AliceParityOracle:
         out = np.empty(len(queries), dtype=np.uint8)
         while True:
             status = _answer(
-                queries.pass_index, queries.start, queries.end, self.plan.n_bits, self._table_row,
-                self._split, self._top_parity, self._prefix, out,
+                queries.pass_index,
+                queries.start,
+                queries.end,
+                self.plan.n_bits,
+                self._table_row,
+                self._split,
+                self._top_parity,
+                self._prefix,
+                out,
             )
             if status == -1:
                 return out

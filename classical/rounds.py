@@ -81,6 +81,10 @@ class Observer(Protocol):
     def stage(self, name: str) -> Any:  # a context manager yielding a Stage
         ...
 
+    def report(self) -> dict[str, Any]:
+        """Every stage's attributes merged, plus ``timings_s`` per stage name."""
+        ...
+
 
 @dataclass
 class _RecordedStage:
@@ -112,7 +116,10 @@ class RecordingObserver:
         out: dict[str, Any] = {}
         for s in self.stages:
             out.update(s.attributes)
-        out["timings_s"] = {s.name: round(s.seconds, 6) for s in self.stages}
+        timings: dict[str, float] = {}
+        for s in self.stages:
+            timings[s.name] = round(timings.get(s.name, 0.0) + s.seconds, 6)
+        out["timings_s"] = timings
         return out
 
 
@@ -265,7 +272,9 @@ def run_bob_round(ann: Announcement, local: LocalView, cfg: RoundConfig, peer: P
 
 def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
          rng: np.random.Generator, observer: Observer, qber_prior: float) -> RoundOutcome:
-    report_observer = observer if isinstance(observer, RecordingObserver) else None
+    def report() -> dict[str, Any]:
+        return observer.report() if hasattr(observer, "report") else {}
+
     try:
         with observer.stage("sift") as st:
             sifted, obs = _sift_and_test(role, ann, local, cfg, peer, st)
@@ -280,14 +289,12 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
                                                        observer)
         final, key_id = _finish(role, ann, obs, key, corrected, disclosed, cfg, peer, rng,
                                 observer)
-        report = report_observer.report() if report_observer else {}
-        return RoundOutcome(ann.round_id, final, key_id, None, report)
+        return RoundOutcome(ann.round_id, final, key_id, None, report())
     except (_Abort, PeerAborted, ProtocolError) as e:
         reason = e.reason if isinstance(e, _Abort) else f"{type(e).__name__}: {e}"
         if isinstance(e, ProtocolError) or (isinstance(e, _Abort) and e.notify_peer):
             peer.send(RoundAbort(ann.round_id, reason))
-        report = report_observer.report() if report_observer else {}
-        return RoundOutcome(ann.round_id, None, None, reason, report)
+        return RoundOutcome(ann.round_id, None, None, reason, report())
 
 
 def _bob_reconcile(ann: Announcement, key: np.ndarray, qber_prior: float, cfg: RoundConfig,

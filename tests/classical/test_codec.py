@@ -15,9 +15,11 @@ from classical.messages import (
     Amplify,
     Announcement,
     CascadeStart,
+    EndOfRun,
     ParityAnswer,
     ParityQuery,
     RoundAbort,
+    RoundStart,
     SiftingInfo,
     XBasisBits,
     VerifyRequest,
@@ -25,6 +27,8 @@ from classical.messages import (
 )
 
 SAMPLES = [
+    RoundStart(0, 0, 3000 << 20),
+    EndOfRun(3, "all rounds done"),
     Announcement(1, 0, 1 << 30, np.array([3, 9, 2**40], np.int64), np.array([1, 2, 1], np.uint8)),
     SiftingInfo(2, np.array([0, 1], np.uint8), np.array([2, 0], np.uint8),
                 np.arange(12, dtype=np.int64).reshape(2, 6)),
@@ -85,7 +89,7 @@ def test_corrupted_frames_raise_decode_error_or_decode_cleanly(message, position
 
 
 def test_truncation_is_named():
-    data = encode(SAMPLES[0])
+    data = encode(next(m for m in SAMPLES if isinstance(m, Announcement)))
     with pytest.raises(MessageDecodeError, match="Announcement"):
         decode(data[:-3])
 

@@ -1,0 +1,66 @@
+"""What every node process has: ZeroMQ context, a mailbox, outboxes to its peers, authenticated
+links, counters, a stop flag and a tracer. Built by ``orchestration.node_main``."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+from opentelemetry import trace
+
+from classical.secure import SecureLink
+from nodes.tracing import current_traceparent
+from nodes.transport import Counters, Mailbox, Outbox, ZmqPeer
+
+NODE_NAMES = ("alice", "bob", "charles")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """``tcp://host:port`` of each node's classical mailbox and of the relay's pulse input."""
+
+    mailbox: dict[str, str]
+    pulses: str
+
+
+@dataclass
+class NodeContext:
+    name: str
+    endpoints: Endpoints
+    links: dict[str, SecureLink]  # peer name → authenticated link with it
+    tracer: trace.Tracer
+    run_dir: Path
+    timeout_s: float = 300.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self.zmq = zmq.Context()
+        self.mailbox = Mailbox(self.zmq, self.endpoints.mailbox[self.name], list(self.links),
+                               self.counters, self.stop)
+        self.outboxes = {p: Outbox(self.zmq, self.endpoints.mailbox[p], self.name)
+                         for p in self.links}
+        self.peers = {p: ZmqPeer(p, link, self.mailbox, self.outboxes[p], self.counters,
+                                 self.stop, self.timeout_s, current_traceparent)
+                      for p, link in self.links.items()}
+        self.node_dir = self.run_dir / self.name
+        self.node_dir.mkdir(parents=True, exist_ok=True)
+
+    def write_metrics(self, extra: dict[str, object] | None = None) -> None:
+        data: dict[str, object] = dict(sorted(self.counters.values.items()))
+        for peer, link in self.links.items():
+            for kind, n in link.rejected.items():
+                data[f"rejected_from_{peer}_{kind}"] = n
+            data[f"frames_skipped_from_{peer}"] = link.opener.skipped
+        data.update(extra or {})
+        (self.node_dir / "metrics.json").write_text(json.dumps(data, indent=2, default=float))
+
+    def close(self) -> None:
+        self.stop.set()
+        for o in self.outboxes.values():
+            o.close()
+        self.mailbox.close()
+        self.zmq.term()

@@ -1,0 +1,155 @@
+"""Alice and Bob: emit pulses, receive the relay's announcement, run the key round, store keys.
+
+Alice leads: she starts each round (``RoundStart`` to Bob, which also carries the round's trace
+context), and ends the run (``EndOfRun``). Everything else is the same for both users and lives in
+``UserNode``; the protocol itself is ``classical.rounds``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from opentelemetry.trace import SpanKind
+
+from channel.settings import SettingsGenerator
+from classical.messages import Announcement, EndOfRun, RoundStart
+from classical.rounds import RoundConfig, RoundOutcome, run_alice_round, run_bob_round
+from nodes.base import NodeContext
+from nodes.keystore import KeyStore
+from nodes.tracing import SpanObserver, context_from, current_traceparent
+from nodes.transport import PulseBatch, PulseSender
+from nodes.user import local_view
+
+
+@dataclass(frozen=True)
+class UserPlan:
+    """Plain values a user node runs on."""
+
+    role: Literal["alice", "bob"]
+    settings: SettingsGenerator
+    round_config: RoundConfig
+    rounds: int
+    round_frames: int
+    batch_frames: int
+    protocol_seed: int
+    qber_prior: float
+    clock_rate_hz: float
+
+
+class UserNode:
+    def __init__(self, ctx: NodeContext, plan: UserPlan) -> None:
+        self.ctx, self.plan = ctx, plan
+        self.peer_name = "bob" if plan.role == "alice" else "alice"
+        self.pulses = PulseSender(ctx.zmq, ctx.endpoints.pulses)
+        self.store = KeyStore(ctx.node_dir / "keys.sqlite")
+        self.rounds_log = (ctx.node_dir / "rounds.jsonl").open("a")
+        self.qber_prior = plan.qber_prior
+
+    # --- one round --------------------------------------------------------------------------
+
+    def _round_range(self, round_id: int) -> tuple[int, int]:
+        slots = self.plan.round_frames * self.plan.settings.frame_size
+        return round_id * slots, (round_id + 1) * slots
+
+    def emit(self, round_id: int) -> None:
+        gen, plan = self.plan.settings, self.plan
+        first = round_id * plan.round_frames
+        with self.ctx.tracer.start_as_current_span("emit", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("mdiqkd.round", round_id)
+            span.set_attribute("mdiqkd.frames", plan.round_frames)
+            span.set_attribute("mdiqkd.slots", plan.round_frames * gen.frame_size)
+            tp = current_traceparent()
+            for f in range(first, first + plan.round_frames, plan.batch_frames):
+                n = min(plan.batch_frames, first + plan.round_frames - f)
+                counts = np.array([gen.frame_counts(i) for i in range(f, f + n)], np.int64)
+                last = f + n == first + plan.round_frames
+                self.pulses.send(PulseBatch(plan.role, round_id, f, counts, gen.key, last, tp),
+                                 self.ctx.stop)
+                self.ctx.counters.add("pulses_emitted_total", n * gen.frame_size)
+
+    def key_round(self, round_id: int) -> RoundOutcome:
+        charles = self.ctx.peers["charles"]
+        charles.round_id = round_id
+        ann = charles.receive(Announcement)
+        peer = self.ctx.peers[self.peer_name]
+        peer.round_id = round_id
+        observer = SpanObserver(self.ctx.tracer, round_id)
+        run = run_alice_round if self.plan.role == "alice" else run_bob_round
+        rng = np.random.default_rng([self.plan.protocol_seed, round_id])
+        outcome = run(ann, local_view(self.plan.settings, ann), self.plan.round_config, peer, rng,
+                      observer, self.qber_prior)
+        with self.ctx.tracer.start_as_current_span("store") as span:
+            span.set_attribute("mdiqkd.round", round_id)
+            if outcome.key is not None and outcome.key_id is not None:
+                self.store.put(outcome.key_id, round_id, outcome.key)
+                self.ctx.counters.add("secure_bits_total", int(outcome.key.size))
+                span.set_attribute("mdiqkd.stored_bits", int(outcome.key.size))
+                qber = outcome.report.get("qber_z")
+                if qber:  # the next round's Cascade starts from the last measured QBER
+                    self.qber_prior = float(min(max(qber, 1e-3), 0.2))
+            else:
+                self.ctx.counters.add("rounds_aborted_total")
+                span.set_attribute("mdiqkd.abort_reason", outcome.abort_reason or "")
+        self.ctx.counters.add("rounds_total")
+        self._log(round_id, ann, outcome)
+        return outcome
+
+    def _log(self, round_id: int, ann: Announcement, outcome: RoundOutcome) -> None:
+        start, stop = self._round_range(round_id)
+        record = {"round": round_id, "start_slot": start, "stop_slot": stop,
+                  "emulated_seconds": (stop - start) / self.plan.clock_rate_hz,
+                  "announced": int(ann.slots.size), "aborted": outcome.aborted,
+                  "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
+                  "secure_bits": 0 if outcome.key is None else int(outcome.key.size),
+                  **{k: v for k, v in outcome.report.items() if k != "key_id"}}
+        self.rounds_log.write(json.dumps(record, default=float) + "\n")
+        self.rounds_log.flush()
+
+    # --- the run ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        if self.plan.role == "alice":
+            self._run_alice()
+        else:
+            self._run_bob()
+
+    def _run_alice(self) -> None:
+        bob, charles = self.ctx.peers["bob"], self.ctx.peers["charles"]
+        for r in range(self.plan.rounds):
+            with self.ctx.tracer.start_as_current_span("round") as span:
+                span.set_attribute("mdiqkd.round", r)
+                start, stop = self._round_range(r)
+                bob.send(RoundStart(r, start, stop))
+                self.emit(r)
+                outcome = self.key_round(r)
+                span.set_attribute("mdiqkd.secure_bits",
+                                   0 if outcome.key is None else int(outcome.key.size))
+        for peer in (bob, charles):
+            peer.send(EndOfRun(self.plan.rounds, "all rounds done"))
+
+    def _run_bob(self) -> None:
+        alice = self.ctx.peers["alice"]
+        while True:
+            msg = alice.receive(RoundStart, EndOfRun)
+            if isinstance(msg, EndOfRun):
+                return
+            expected = self._round_range(msg.round_id)
+            if (msg.start_slot, msg.stop_slot) != expected:
+                raise RuntimeError(f"Alice's round {msg.round_id} covers [{msg.start_slot}, "
+                                   f"{msg.stop_slot}), Bob expects {expected}")
+            parent = context_from(alice.last_traceparent)
+            with self.ctx.tracer.start_as_current_span("round", context=parent) as span:
+                span.set_attribute("mdiqkd.round", msg.round_id)
+                self.emit(msg.round_id)
+                outcome = self.key_round(msg.round_id)
+                span.set_attribute("mdiqkd.secure_bits",
+                                   0 if outcome.key is None else int(outcome.key.size))
+
+    def close(self) -> None:
+        self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})
+        self.rounds_log.close()
+        self.store.close()
+        self.pulses.close()

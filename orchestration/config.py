@@ -1,0 +1,244 @@
+"""Scenario files and the resolved run configuration (pydantic, at the edge).
+
+A scenario is YAML. ``load_scenario`` reports a bad file with the file name, the field's path and
+its line (``quickstart.yaml:14: alice.source.intensities.0.probability: ...``). After loading,
+``build_*`` functions turn the models into the plain values ``channel``/``classical``/``nodes`` use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from channel.clock import Clock
+from channel.fiber import Fiber, PolarizationDrift, linear_rotation
+from channel.link import Link
+from channel.relay import Detector, RelayOptics
+from channel.settings import DEFAULT_FRAME_BITS, IntensityClass, SettingsGenerator, SettingsPlan
+from channel.source import Source
+from classical.cascade import CascadeParameters
+from classical.estimation import SecurityParameters
+from classical.rounds import RoundConfig
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+DEFAULT_SCENARIO = SCENARIO_DIR / "quickstart.yaml"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntensityModel(_Model):
+    name: str
+    mean_photon_number: float = Field(ge=0.0, le=10.0)
+    probability: float = Field(ge=0.0, le=1.0)
+    z_probability: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class SourceModel(_Model):
+    intensities: list[IntensityModel] = Field(min_length=3, max_length=3)
+    intensity_fluctuation_rel: float = Field(0.0, ge=0.0, lt=0.2)
+    encoder_flip_probability: float = Field(
+        0.0, ge=0.0, le=0.5, description="the papers' flip-model misalignment e_d")
+
+    @model_validator(mode="after")
+    def _decoy_order(self) -> SourceModel:
+        mu, nu, om = (i.mean_photon_number for i in self.intensities)
+        if not mu > nu > om >= 0:
+            raise ValueError(f"intensities must be ordered signal > decoy > weak decoy >= 0, "
+                             f"got {mu}, {nu}, {om}")
+        total = sum(i.probability for i in self.intensities)
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"intensity probabilities must sum to 1, got {total}")
+        return self
+
+
+class ArmModel(_Model):
+    length_km: float = Field(ge=0.0)
+    attenuation_db_per_km: float = Field(0.2, ge=0.0)
+    extra_loss_db: float = Field(0.0, ge=0.0)
+    rotation_rad: float = 0.0
+    drift_rad_per_sqrt_s: float = Field(0.0, ge=0.0)
+    ramp_rad_per_s: float = Field(0.0, ge=0.0)
+
+
+class ClockModel(_Model):
+    offset_ps: float = 0.0
+    frequency_offset_ppm: float = 0.0
+    drift_ppm_per_s: float = 0.0
+    jitter_ps: float = Field(0.0, ge=0.0)
+
+
+class UserModel(_Model):
+    source: SourceModel
+    arm: ArmModel
+    clock: ClockModel = ClockModel()
+
+
+class DetectorModel(_Model):
+    efficiency: float = Field(0.145, gt=0.0, le=1.0)
+    dark_count_probability: float = Field(3e-6, ge=0.0, le=1.0)
+    jitter_ps: float = Field(0.0, ge=0.0)
+
+
+class RelayModel(_Model):
+    detectors: DetectorModel | list[DetectorModel] = DetectorModel()
+    coincidence_window_ps: float = Field(1000.0, gt=0.0)
+    pulse_rms_ps: float = Field(50.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _four(self) -> RelayModel:
+        if isinstance(self.detectors, list) and len(self.detectors) != 4:
+            raise ValueError("detectors: give one detector model or a list of four (cH, cV, dH, "
+                             "dV)")
+        return self
+
+
+class PostprocessingModel(_Model):
+    mode: Literal["finite", "asymptotic"] = "finite"
+    qber_prior: float = Field(0.02, gt=0.0, lt=0.5)
+    cascade_variant: Literal["yanetal", "option8", "option7", "original", "lowlatency"] = "yanetal"
+    epsilon_correctness: float = Field(1e-15, gt=0.0, lt=1.0)
+    epsilon_pa: float = Field(1e-10, gt=0.0, lt=1.0)
+    epsilon_pe: float = Field(1e-10, gt=0.0, lt=1.0)
+    max_qber_z: float = Field(0.11, gt=0.0, le=0.5)
+
+
+class AuthenticationModel(_Model):
+    mode: Literal["wegman-carter", "hmac"] = "wegman-carter"
+    initial_pool_bytes: int = Field(1 << 20, ge=1024)
+
+
+class Scenario(_Model):
+    title: str
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    clock_rate_hz: float = Field(1e9, gt=0.0)
+    rounds: int = Field(gt=0)
+    round_frames: int = Field(gt=0, description="frames of 2**frame_bits slots per key round")
+    batch_frames: int = Field(256, gt=0, description="frames per pulse batch on the wire")
+    frame_bits: int = Field(DEFAULT_FRAME_BITS, ge=10, le=30)
+    alice: UserModel
+    bob: UserModel
+    relay: RelayModel = RelayModel()
+    postprocessing: PostprocessingModel = PostprocessingModel()
+    authentication: AuthenticationModel = AuthenticationModel()
+    tracing: bool = True
+
+    @model_validator(mode="after")
+    def _even_frame_bits(self) -> Scenario:
+        if self.frame_bits % 2:
+            raise ValueError(f"frame_bits must be even, got {self.frame_bits}")
+        return self
+
+    @property
+    def round_slots(self) -> int:
+        return self.round_frames << self.frame_bits
+
+    @property
+    def emulated_seconds_per_round(self) -> float:
+        return self.round_slots / self.clock_rate_hz
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; the message names the file, field and line."""
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        if node is None:
+            return None
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        raise ScenarioError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a scenario must be a mapping of fields")
+    data.update(overrides or {})
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+            line = _line_of(root, loc)
+            where = f"{path.name}:{line}" if line else path.name
+            field = ".".join(str(p) for p in loc) or "(top level)"
+            lines.append(f"{where}: {field}: {err['msg'].removeprefix('Value error, ')}")
+        raise ScenarioError("\n".join(lines)) from None
+
+
+# --- building plain values --------------------------------------------------------------------
+
+
+def _plan(source: SourceModel) -> SettingsPlan:
+    return SettingsPlan(tuple(IntensityClass(i.name, i.mean_photon_number, i.probability,
+                                             i.z_probability) for i in source.intensities))
+
+
+def _fiber(arm: ArmModel) -> Fiber:
+    return Fiber(arm.length_km, arm.attenuation_db_per_km, arm.extra_loss_db,
+                 rotation=linear_rotation(arm.rotation_rad),
+                 drift=PolarizationDrift(arm.drift_rad_per_sqrt_s, arm.ramp_rad_per_s))
+
+
+def build_link(s: Scenario) -> Link:
+    dets = s.relay.detectors if isinstance(s.relay.detectors, list) else [s.relay.detectors] * 4
+    relay = RelayOptics(tuple(Detector(d.efficiency, d.dark_count_probability,
+                                       jitter_ps=d.jitter_ps) for d in dets),
+                        s.relay.coincidence_window_ps)
+    return Link(
+        source_a=Source(_plan(s.alice.source),
+                        intensity_fluctuation_rel=s.alice.source.intensity_fluctuation_rel,
+                        bit_flip_probability=s.alice.source.encoder_flip_probability),
+        source_b=Source(_plan(s.bob.source),
+                        intensity_fluctuation_rel=s.bob.source.intensity_fluctuation_rel,
+                        bit_flip_probability=s.bob.source.encoder_flip_probability),
+        fiber_a=_fiber(s.alice.arm), fiber_b=_fiber(s.bob.arm), relay=relay,
+        clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
+        clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
+        frame_bits=s.frame_bits, drift_seed=s.seed)
+
+
+def user_keys(s: Scenario) -> dict[str, int]:
+    """Each user's secret settings key and protocol seed, derived from the scenario seed."""
+    children = np.random.SeedSequence(s.seed).spawn(5)
+    names = ("alice_settings", "bob_settings", "alice_protocol", "bob_protocol", "nature")
+    return {n: int(c.generate_state(1, np.uint64)[0]) for n, c in zip(names, children,
+                                                                        strict=True)}
+
+
+def build_settings(s: Scenario, user: Literal["alice", "bob"]) -> SettingsGenerator:
+    model = s.alice if user == "alice" else s.bob
+    return SettingsGenerator(_plan(model.source), user_keys(s)[f"{user}_settings"], s.frame_bits)
+
+
+def build_round_config(s: Scenario) -> RoundConfig:
+    p = s.postprocessing
+    ints_a = tuple(i.mean_photon_number for i in s.alice.source.intensities)
+    ints_b = tuple(i.mean_photon_number for i in s.bob.source.intensities)
+    return RoundConfig(ints_a, ints_b, 1 << s.frame_bits, p.mode,  # type: ignore[arg-type]
+                       SecurityParameters(epsilon_correctness=p.epsilon_correctness,
+                                          epsilon_pa=p.epsilon_pa, epsilon_pe=p.epsilon_pe,
+                                          max_qber_z=p.max_qber_z),
+                       CascadeParameters(variant=p.cascade_variant))
