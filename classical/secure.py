@@ -62,6 +62,8 @@ def wegman_carter_link(keys: LinkKeys) -> SecureLink:
                       Opener(WegmanCarterAuthenticator(keys.incoming)))
 
 
-def hmac_link(secret: bytes) -> SecureLink:
-    """Computational mode (HMAC-SHA256 with a long-term secret): consumes no key."""
-    return SecureLink(Sealer(HmacAuthenticator(secret)), Opener(HmacAuthenticator(secret)))
+def hmac_link(send_secret: bytes, receive_secret: bytes) -> SecureLink:
+    """Computational mode (HMAC-SHA256, one long-term secret per direction so that a frame cannot
+    be reflected back to its sender): consumes no key."""
+    return SecureLink(Sealer(HmacAuthenticator(send_secret)),
+                      Opener(HmacAuthenticator(receive_secret)))

@@ -225,11 +225,13 @@ class PulseReceiver:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(endpoint)
 
-    def receive(self, stop: threading.Event) -> list[Any]:
-        while not stop.is_set():
-            if self.socket.poll(POLL_MS, zmq.POLLIN):
-                return self.socket.recv_multipart(copy=False)
-        raise NodeStopped()
+    def receive_or_none(self, stop: threading.Event) -> list[Any] | None:
+        """One multipart message, or None after a poll interval without one (check other work)."""
+        if stop.is_set():
+            raise NodeStopped()
+        if self.socket.poll(POLL_MS, zmq.POLLIN):
+            return self.socket.recv_multipart(copy=False)
+        return None
 
     def close(self) -> None:
         self.socket.close(linger=0)

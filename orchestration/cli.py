@@ -175,5 +175,126 @@ def bench_sampler_cmd(
     _emit(data, as_json, table)
 
 
+trace_app = typer.Typer(help="Inspect a run's OpenTelemetry traces.", no_args_is_help=True)
+app.add_typer(trace_app, name="trace")
+
+
+@app.command()
+def run(
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML (default: the quick start).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory to create (default: runs/<time>).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override the number of key rounds.")] = None,
+    fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Add a SHA-256 over all delivered keys to summary.json.")] = False,
+    otlp_endpoint: Annotated[str | None, typer.Option(help="Also export spans over OTLP/HTTP to this URL.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a scenario: Alice, Bob and Charles as three local processes over ZeroMQ."""
+    import time as _time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestration.config import DEFAULT_SCENARIO, ScenarioError, load_scenario
+    from orchestration.run import RunFailed, execute, prepare_run_dir
+
+    overrides: dict[str, Any] = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if rounds is not None:
+        overrides["rounds"] = rounds
+    try:
+        sc = load_scenario(scenario or DEFAULT_SCENARIO, overrides)
+    except ScenarioError as e:
+        _fail(str(e))
+    out = out or Path("runs") / _time.strftime("%Y%m%d-%H%M%S")
+    try:
+        run_dir = prepare_run_dir(sc, out, otlp_endpoint)
+    except FileExistsError as e:
+        _fail(str(e))
+    err_console.print(f"[bold]{sc.title}[/] → {run_dir}", highlight=False)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total} rounds · {task.fields[bits]} key bits · "
+            "{task.fields[emulated]:.1f} s emulated"), TimeElapsedColumn(),
+            console=err_console, transient=as_json) as progress:
+        task = progress.add_task("key rounds", total=sc.rounds, bits=0, emulated=0.0)
+
+        def show(p):  # type: ignore[no-untyped-def]
+            progress.update(task, completed=p.rounds_done, bits=p.secure_bits,
+                            emulated=p.emulated_seconds)
+
+        try:
+            summary = execute(sc, run_dir, on_progress=show, fingerprint=fingerprint)
+        except RunFailed as e:
+            _fail(f"run failed: {e}")
+        show_final = summary["rounds"]
+        progress.update(task, completed=show_final)
+    table = Table(title=f"run summary ({run_dir})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k in ("rounds", "aborted", "secure_bits", "key_rate_bps_emulated", "keys_match",
+              "emulated_seconds", "wall_seconds", "realtime_factor"):
+        table.add_row(k, _fmt(summary[k]))
+    table.add_row("qber Z / X", " / ".join(_fmt(v) for v in summary["qber"].values()))
+    for reason in summary["abort_reasons"]:
+        table.add_row("abort reason", reason)
+    _emit(summary, as_json, table)
+    if not summary["keys_match"] and summary["secure_bits"] == 0 and summary["aborted"] < summary["rounds"]:
+        raise typer.Exit(code=1)
+
+
+@trace_app.command("show")
+def trace_show(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mdiqkd run`.")],
+    round_: Annotated[int | None, typer.Option("--round", help="Round number (default: all).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show key rounds as span trees across the nodes, with timings and attributes."""
+    from rich.tree import Tree
+
+    from orchestration.traces import load_spans, round_trees
+
+    try:
+        rounds = round_trees(load_spans(run_dir))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    wanted = sorted(r for r in rounds if r >= 0) if round_ is None else [round_]
+    if round_ is not None and round_ not in rounds:
+        _fail(f"--round: no round {round_} in {run_dir} (rounds: "
+              f"{', '.join(map(str, sorted(r for r in rounds if r >= 0)))})")
+
+    def as_dict(s):  # type: ignore[no-untyped-def]
+        return {"name": s.name, "service": s.service, "kind": s.kind, "trace_id": s.trace_id,
+                "duration_ms": round(s.duration_ms, 3), "attributes": s.attributes,
+                "links": s.links, "children": [as_dict(c) for c in s.children]}
+
+    if as_json:
+        typer.echo(json.dumps({str(r): [as_dict(s) for s in rounds[r]] for r in wanted},
+                              indent=2))
+        return
+
+    def add(tree, s):  # type: ignore[no-untyped-def]
+        attrs = " ".join(f"{k.removeprefix('mdiqkd.')}={_fmt(v)}" for k, v in s.attributes.items()
+                         if k != "mdiqkd.round")
+        link = f" [dim]links={len(s.links)}[/]" if s.links else ""
+        node = tree.add(f"[bold]{s.name}[/] [cyan]{s.service}[/] {s.duration_ms:.1f} ms"
+                        f"{link} [dim]{attrs}[/]")
+        for c in s.children:
+            add(node, c)
+
+    for r in wanted:
+        roots = rounds[r]
+        tree = Tree(f"round {r} · trace {roots[0].trace_id} · "
+                    f"{sum(1 for _ in _walk(roots))} spans")
+        for s in roots:
+            add(tree, s)
+        console.print(tree)
+
+
+def _walk(spans):  # type: ignore[no-untyped-def]
+    for s in spans:
+        yield s
+        yield from _walk(s.children)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

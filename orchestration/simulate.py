@@ -6,7 +6,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from classical.sifting import bob_flip
 
 from channel.analytic import exact_class_statistics
 from channel.fiber import Fiber, linear_rotation
@@ -15,6 +14,7 @@ from channel.relay import RelayOptics, announce
 from channel.samplers import sample
 from channel.settings import BASIS_NAMES, SettingsGenerator, SettingsPlan
 from channel.source import Source
+from classical.sifting import bob_flip
 from orchestration.options import SimulateOptions
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from classical.sifting import bob_flip
 
 from channel.analytic import exact_class_statistics
 from channel.fiber import Fiber
@@ -25,6 +24,7 @@ from channel.samplers import (
 )
 from channel.settings import SettingsGenerator, SettingsPlan, three_intensity_plan
 from channel.source import Source
+from classical.sifting import bob_flip
 from orchestration.options import SimulateOptions
 from orchestration.simulate import build_fixed_link, simulate
 from tests.stats import assert_z_scores_consistent, binomial_z

@@ -1,0 +1,60 @@
+"""Where nodes run. ``LocalProcessLauncher``: three OS processes on this machine (the default).
+
+A launcher starts the three node programs for a prepared run directory and reports their state;
+the run loop (``orchestration.run``) watches them and fails loudly, naming the node, when one dies.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+NODE_ORDER = ("charles", "bob", "alice")  # Alice leads, so she starts last
+
+
+class Launcher(Protocol):
+    def start(self, run_dir: Path) -> None: ...
+
+    def poll(self) -> dict[str, int | None]:
+        """Exit code per node (None while running)."""
+        ...
+
+    def stop(self, grace_s: float = 5.0) -> None: ...
+
+
+@dataclass
+class LocalProcessLauncher:
+    python: str = sys.executable
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, run_dir: Path) -> None:
+        logs = run_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        for name in NODE_ORDER:
+            log = (logs / f"{name}.log").open("wb")
+            self.processes[name] = subprocess.Popen(
+                [self.python, "-m", "orchestration.node_main", name, str(run_dir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            log.close()
+
+    def poll(self) -> dict[str, int | None]:
+        return {n: p.poll() for n, p in self.processes.items()}
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        for p in self.processes.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for p in self.processes.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

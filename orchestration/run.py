@@ -1,0 +1,158 @@
+"""`mdiqkd run`: prepare a run directory, launch the three nodes, watch them, summarise.
+
+Run directory::
+
+    config.json          resolved scenario and endpoints (what the nodes read)
+    rounds.jsonl         one line per key round (Alice's view, with Bob's outcome beside it)
+    summary.json         rounds, aborted, secure_bits, key_rate_bps_emulated, qber, keys_match …
+    traces/<node>.jsonl  OpenTelemetry spans, one JSON object per line
+    <node>/metrics.json  counters of each node; alice/ and bob/ also hold keys.sqlite
+    logs/<node>.log      each process's output
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodes.keystore import KeyStore
+from orchestration.config import Scenario
+from orchestration.launchers import Launcher, LocalProcessLauncher
+from orchestration.runconfig import local_run_config
+
+
+class RunFailed(RuntimeError):
+    """A node died or the run did not finish in time; the message names the node."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    rounds_done: int
+    rounds_total: int
+    secure_bits: int
+    emulated_seconds: float
+
+
+def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.iterdir()):
+        raise FileExistsError(f"run directory {out} is not empty; choose another --out")
+    run = local_run_config(out.resolve(), otlp_endpoint)
+    config = {"run": json.loads(run.model_dump_json()), "scenario": scenario.model_dump()}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            break
+    return rows
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
+            on_progress: Callable[[Progress], None] | None = None,
+            timeout_s: float | None = None, fingerprint: bool = False) -> dict[str, Any]:
+    """Launch the nodes on a prepared run directory and wait; returns the summary."""
+    launcher = launcher or LocalProcessLauncher()
+    timeout_s = timeout_s or 120.0 + 300.0 * scenario.rounds
+    t0 = time.monotonic()
+    launcher.start(run_dir)
+    try:
+        while True:
+            codes = launcher.poll()
+            failed = {n: c for n, c in codes.items() if c not in (None, 0)}
+            if failed:
+                name, code = next(iter(failed.items()))
+                raise RunFailed(f"node {name} exited with code {code}; its log "
+                                f"({run_dir / 'logs' / f'{name}.log'}) ends with:\n"
+                                f"{_tail(run_dir / 'logs' / f'{name}.log')}")
+            if on_progress is not None:
+                rows = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
+                on_progress(Progress(len(rows), scenario.rounds,
+                                     sum(r["secure_bits"] for r in rows),
+                                     sum(r["emulated_seconds"] for r in rows)))
+            if all(c == 0 for c in codes.values()):
+                break
+            if time.monotonic() - t0 > timeout_s:
+                running = [n for n, c in codes.items() if c is None]
+                raise RunFailed(f"run did not finish within {timeout_s:.0f} s; still running: "
+                                f"{', '.join(running)}")
+            time.sleep(0.2)
+    finally:
+        launcher.stop()
+    wall = time.monotonic() - t0
+    return summarise(scenario, run_dir, wall, fingerprint)
+
+
+def _store_items(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    store = KeyStore(path)
+    try:
+        return {key_id: bits for key_id, _, bits in store.items()}
+    finally:
+        store.close()
+
+
+def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
+              fingerprint: bool = False) -> dict[str, Any]:
+    alice_rounds = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
+    bob_rounds = {r["round"]: r for r in _read_jsonl(run_dir / "bob" / "rounds.jsonl")}
+    keys_a = _store_items(run_dir / "alice" / "keys.sqlite")
+    keys_b = _store_items(run_dir / "bob" / "keys.sqlite")
+    keys_match = bool(keys_a) and keys_a.keys() == keys_b.keys() and all(
+        (keys_a[k] == keys_b[k]).all() for k in keys_a)
+    rows = []
+    for r in alice_rounds:
+        b = bob_rounds.get(r["round"], {})
+        rows.append({**r, "bob_aborted": b.get("aborted"), "bob_abort_reason":
+                     b.get("abort_reason"), "bob_secure_bits": b.get("secure_bits")})
+    with (run_dir / "rounds.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    emulated = sum(r["emulated_seconds"] for r in alice_rounds)
+    secure = sum(int(v.size) for v in keys_a.values()) if keys_match else 0
+    qber_z = [r["qber_z"] for r in alice_rounds if r.get("qber_z") is not None and
+              not r["aborted"]]
+    qber_x = [r["qber_x"] for r in alice_rounds if r.get("qber_x") is not None]
+    summary: dict[str, Any] = {
+        "title": scenario.title,
+        "seed": scenario.seed,
+        "rounds": len(alice_rounds),
+        "aborted": sum(1 for r in alice_rounds if r["aborted"]),
+        "abort_reasons": sorted({r["abort_reason"] for r in alice_rounds if r["aborted"]}),
+        "secure_bits": secure,
+        "emulated_seconds": emulated,
+        "key_rate_bps_emulated": secure / emulated if emulated else 0.0,
+        "qber": {"Z": sum(qber_z) / len(qber_z) if qber_z else None,
+                 "X": sum(qber_x) / len(qber_x) if qber_x else None},
+        "keys_match": keys_match,
+        "wall_seconds": wall_seconds,
+        "realtime_factor": emulated / wall_seconds if wall_seconds else None,
+    }
+    if fingerprint and keys_match:
+        h = hashlib.sha256()
+        for key_id in sorted(keys_a):
+            h.update(key_id.encode())
+            h.update(keys_a[key_id].tobytes())
+        summary["determinism_fingerprint"] = h.hexdigest()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
