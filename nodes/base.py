@@ -20,10 +20,15 @@ NODE_NAMES = ("alice", "bob", "charles")
 
 @dataclass(frozen=True)
 class Endpoints:
-    """``tcp://host:port`` of each node's classical mailbox and of the relay's pulse input."""
+    """``tcp://host:port`` of each node's classical mailbox (where it binds) and of the relay's
+    pulse input; ``connect`` optionally routes a node's peers elsewhere (a proxy at the edge)."""
 
     mailbox: dict[str, str]
     pulses: str
+    connect: dict[str, str] = field(default_factory=dict)
+
+    def peer_address(self, name: str) -> str:
+        return self.connect.get(name, self.mailbox[name])
 
 
 @dataclass
@@ -41,7 +46,7 @@ class NodeContext:
         self.zmq = zmq.Context()
         self.mailbox = Mailbox(self.zmq, self.endpoints.mailbox[self.name], list(self.links),
                                self.counters, self.stop)
-        self.outboxes = {p: Outbox(self.zmq, self.endpoints.mailbox[p], self.name)
+        self.outboxes = {p: Outbox(self.zmq, self.endpoints.peer_address(p), self.name)
                          for p in self.links}
         self.peers = {p: ZmqPeer(p, link, self.mailbox, self.outboxes[p], self.counters,
                                  self.stop, self.timeout_s, current_traceparent)

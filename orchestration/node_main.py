@@ -36,7 +36,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 def build_node(role: str, run: RunConfig, scenario: Scenario, tracer):  # type: ignore[no-untyped-def]
     from nodes.base import Endpoints, NodeContext
 
-    endpoints = Endpoints(run.mailboxes, run.pulses)
+    endpoints = Endpoints(run.mailboxes, run.pulses, run.connect)
     ctx = NodeContext(role, endpoints, secure_links(role, run, scenario), tracer, run.run_dir,
                       timeout_s=run.message_timeout_s)
     if role == "charles":

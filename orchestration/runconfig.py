@@ -21,6 +21,7 @@ class RunConfig(BaseModel):
     run_dir: Path
     mailboxes: dict[str, str]
     pulses: str
+    connect: dict[str, str] = {}
     message_timeout_s: float = 300.0
     otlp_endpoint: str | None = None
 

@@ -1,0 +1,150 @@
+"""Alice, Bob and Charles as three real processes over ZeroMQ on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from nodes.keystore import KeyStore
+from orchestration.config import DEFAULT_SCENARIO, load_scenario
+from orchestration.faults import MailboxProxy, flip_byte
+from orchestration.launchers import LocalProcessLauncher
+from orchestration.run import RunFailed, execute, prepare_run_dir
+from orchestration.runconfig import HOST, free_ports
+from orchestration.traces import load_spans, round_trees
+
+SMALL = {"round_frames": 256, "rounds": 1}  # a quick round: it aborts for too few counts
+
+
+def _run(tmp: Path, name: str, **overrides):
+    scenario = load_scenario(DEFAULT_SCENARIO, overrides)
+    run_dir = prepare_run_dir(scenario, tmp / name)
+    return scenario, run_dir
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    scenario, run_dir = _run(tmp_path_factory.mktemp("runs"), "quick", rounds=2)
+    summary = execute(scenario, run_dir, fingerprint=True)
+    return scenario, run_dir, summary
+
+
+def test_identical_keys_on_both_sides_of_the_estimated_length(quickstart_run):
+    _, run_dir, summary = quickstart_run
+    assert summary["rounds"] == 2 and summary["aborted"] == 0
+    assert summary["keys_match"] is True and summary["secure_bits"] > 0
+    rounds = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    a, b = KeyStore(run_dir / "alice" / "keys.sqlite"), KeyStore(run_dir / "bob" / "keys.sqlite")
+    for r in rounds:
+        assert a.get(r["key_id"]).tolist() == b.get(r["key_id"]).tolist()
+        assert a.get(r["key_id"]).size == r["secure_length"] == r["output_bits"]
+    assert summary["secure_bits"] == sum(r["secure_bits"] for r in rounds)
+    assert summary["key_rate_bps_emulated"] == pytest.approx(
+        summary["secure_bits"] / summary["emulated_seconds"])
+
+
+def test_one_trace_per_round_spans_all_three_nodes(quickstart_run):
+    _, run_dir, _ = quickstart_run
+    spans = load_spans(run_dir)
+    trees = round_trees(spans)
+    assert sorted(r for r in trees if r >= 0) == [0, 1]
+    for r in (0, 1):
+        (root,) = trees[r]  # Alice's round span is the only root of the round
+        trace_spans = [s for s in spans if s.trace_id == root.trace_id]
+        assert {s.service for s in trace_spans} == {"alice", "bob", "charles"}
+        names = {(s.service, s.name) for s in trace_spans}
+        for stage in ("emit", "sift", "estimate", "reconcile", "verify", "amplify", "store"):
+            assert ("alice", stage) in names and ("bob", stage) in names
+        assert ("charles", "announce") in names
+        measures = [s for s in trace_spans if s.name == "measure"]
+        assert measures and all(len(m.links) == 2 and m.kind == "CONSUMER" for m in measures)
+        emits = {s.span_id for s in trace_spans if s.name == "emit"}
+        assert all(set(m.links) == emits for m in measures)  # linked to both senders' frames
+
+
+def test_spans_carry_no_key_material(quickstart_run):
+    _, run_dir, _ = quickstart_run
+    store = KeyStore(run_dir / "alice" / "keys.sqlite")
+    key_hex = [bits[:256].tobytes().hex() for _, _, bits in store.items()]
+    packed_hex = [__import__("numpy").packbits(bits[:256]).tobytes().hex()
+                  for _, _, bits in store.items()]
+    text = "".join(p.read_text() for p in (run_dir / "traces").glob("*.jsonl"))
+    text += "".join(p.read_text() for p in run_dir.glob("*/metrics.json"))
+    for k in key_hex + packed_hex:
+        assert k[:64] not in text
+
+
+def test_same_scenario_and_seed_give_the_same_keys(quickstart_run, tmp_path):
+    scenario, run_dir, summary = quickstart_run
+    again = prepare_run_dir(scenario, tmp_path / "again")
+    second = execute(scenario, again, fingerprint=True)
+    assert second["determinism_fingerprint"] == summary["determinism_fingerprint"]
+    first_rounds = (run_dir / "rounds.jsonl").read_text().splitlines()
+    second_rounds = (again / "rounds.jsonl").read_text().splitlines()
+    for x, y in zip(first_rounds, second_rounds, strict=True):
+        x, y = json.loads(x), json.loads(y)
+        for key in ("announced", "sifted", "key_bits_raw", "disclosed_bits", "secure_bits"):
+            assert x[key] == y[key]
+
+
+def test_too_few_counts_abort_with_the_reason_and_store_nothing(tmp_path):
+    scenario, run_dir = _run(tmp_path, "small", **SMALL)
+    summary = execute(scenario, run_dir)
+    assert summary["aborted"] == 1 and summary["secure_bits"] == 0
+    assert summary["keys_match"] is False
+    (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert row["abort_reason"] and row["bob_abort_reason"] == row["abort_reason"]
+    assert list(KeyStore(run_dir / "alice" / "keys.sqlite").items()) == []
+
+
+def test_a_classical_frame_altered_on_the_wire_aborts_the_round(tmp_path):
+    scenario, run_dir = _run(tmp_path, "tampered", **SMALL)
+    config = json.loads((run_dir / "config.json").read_text())
+    proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
+    config["run"]["connect"] = {"alice": proxy_address}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"]["alice"],
+                         flip_byte("bob", index=0))  # Bob's first frame: his sifting info
+    try:
+        summary = execute(scenario, run_dir)
+    finally:
+        proxy.close()
+    assert proxy.altered == 1
+    assert summary["aborted"] == 1 and summary["secure_bits"] == 0
+    (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert "AuthenticationError" in row["abort_reason"]
+    metrics = json.loads((run_dir / "alice" / "metrics.json").read_text())
+    assert metrics["rejected_from_bob_AuthenticationError"] == 1
+    assert list(KeyStore(run_dir / "bob" / "keys.sqlite").items()) == []
+
+
+def test_a_crashed_node_fails_the_run_naming_it(tmp_path):
+    scenario, run_dir = _run(tmp_path, "crash", rounds=3)
+
+    class KillBob(LocalProcessLauncher):
+        def poll(self):  # type: ignore[no-untyped-def]
+            if time.monotonic() - started > 3 and self.processes["bob"].poll() is None:
+                self.processes["bob"].kill()
+            return super().poll()
+
+    started = time.monotonic()
+    with pytest.raises(RunFailed, match="node bob exited"):
+        execute(scenario, run_dir, launcher=KillBob(), timeout_s=120)
+
+
+def test_nodes_stop_cleanly_on_sigterm(tmp_path):
+    scenario, run_dir = _run(tmp_path, "sigterm", rounds=3)
+    launcher = LocalProcessLauncher()
+    launcher.start(run_dir)
+    time.sleep(4)
+    for p in launcher.processes.values():
+        p.send_signal(signal.SIGTERM)
+    codes = {n: p.wait(timeout=30) for n, p in launcher.processes.items()}
+    assert codes == {"alice": 0, "bob": 0, "charles": 0}
+    for n in ("alice", "bob", "charles"):
+        assert "stopped by SIGTERM" in (run_dir / "logs" / f"{n}.log").read_text()
+        assert (run_dir / n / "metrics.json").exists()
