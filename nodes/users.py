@@ -8,6 +8,7 @@ context), and ends the run (``EndOfRun``). Everything else is the same for both 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,6 +48,7 @@ class UserNode:
         self.store = KeyStore(ctx.node_dir / "keys.sqlite")
         self.rounds_log = (ctx.node_dir / "rounds.jsonl").open("a")
         self.qber_prior = plan.qber_prior
+        self._round_started = time.perf_counter()
 
     # --- one round --------------------------------------------------------------------------
 
@@ -55,6 +57,7 @@ class UserNode:
         return round_id * slots, (round_id + 1) * slots
 
     def emit(self, round_id: int) -> None:
+        self._round_started = time.perf_counter()
         gen, plan = self.plan.settings, self.plan
         first = round_id * plan.round_frames
         with self.ctx.tracer.start_as_current_span("emit", kind=SpanKind.PRODUCER) as span:
@@ -101,6 +104,7 @@ class UserNode:
         start, stop = self._round_range(round_id)
         record = {"round": round_id, "start_slot": start, "stop_slot": stop,
                   "emulated_seconds": (stop - start) / self.plan.clock_rate_hz,
+                  "round_wall_seconds": time.perf_counter() - self._round_started,
                   "announced": int(ann.slots.size), "aborted": outcome.aborted,
                   "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
                   "secure_bits": 0 if outcome.key is None else int(outcome.key.size),

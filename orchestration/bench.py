@@ -1,7 +1,10 @@
 """Benchmarks reported as ratios against a baseline measured in the same run.
 
-`mdiqkd bench sampler`: emulated slots per second on one core of the reference (per-slot numpy)
-and the fast (thinning, numba) sampler, random three-intensity settings on both sides.
+* `mdiqkd bench sampler`: emulated slots per second on one core of the reference (per-slot numpy)
+  and the fast (thinning, numba) sampler, random three-intensity settings on both sides.
+* `mdiqkd bench postprocess`: Cascade, Toeplitz privacy amplification and authentication, each
+  beside a plain reference measured in the same run (``classical.bench_*``).
+* `mdiqkd bench e2e`: the quick-start scenario with three processes, tracing on and off.
 """
 
 from __future__ import annotations
@@ -35,16 +38,66 @@ def _rate(fn: Callable[..., object], slots: int, repeats: int) -> float:
 
 def bench_sampler(arm_kms: tuple[float, ...] = (25.0, 50.0), reference_slots: int = 2_000_000,
                   fast_slots: int = 10_000_000_000, repeats: int = 2) -> dict:
+    """One core each: the fast sampler runs with one worker thread here."""
     cases = []
     for arm_km in arm_kms:
         link, alice, bob = _bench_link(arm_km)
         # warm up: numba compilation and caches are not part of the measurement
-        sample_fast(link, alice, bob, 0, 1 << 20, 0)
+        sample_fast(link, alice, bob, 0, 1 << 20, 0, workers=1)
         sample_reference(link, alice, bob, 0, 1 << 16, 0)
         ref = _rate(lambda a, b, lk=link, al=alice, bo=bob: sample_reference(lk, al, bo, a, b, 1),
                     reference_slots, repeats)
-        fast = _rate(lambda a, b, lk=link, al=alice, bo=bob: sample_fast(lk, al, bo, a, b, 1),
+        fast = _rate(lambda a, b, lk=link, al=alice, bo=bob: sample_fast(lk, al, bo, a, b, 1,
+                                                                          workers=1),
                      fast_slots, repeats)
         cases.append({"arm_km": arm_km, "reference_slots_per_s": ref, "fast_slots_per_s": fast,
                       "ratio": fast / ref})
     return {"cases": cases}
+
+
+def bench_postprocess(cascade_frames: int = 10, quick: bool = False) -> dict:
+    from classical.bench_cascade import bench_cascade
+    from classical.bench_postprocess_parts import bench_amplification, bench_authentication
+
+    rng = np.random.default_rng(2026)
+    blocks = (10**5,) if quick else (10**5, 10**6)
+    frames = {10**5: cascade_frames, 10**6: max(1, cascade_frames // 5)}
+    cascade = bench_cascade(block_bits=blocks, frames=frames, rng=rng,
+                            reference_bits=5_000 if quick else 20_000)
+    keep = ("qber", "block_bits", "efficiency", "frame_error_rate", "round_trips", "mbit_per_s",
+            "round_trips_max", "efficiency_max", "reference_mbit_per_s")
+    amp = bench_amplification(rng, (10**5, 10**6) if quick else (10**6, 10**7))
+    auth = bench_authentication(rng, message_bytes=(1 << 16) if quick else (1 << 20))
+    return {"cascade": [{k: row[k] for k in keep if k in row} for row in cascade],
+            "amplification": amp, "authentication": auth}
+
+
+def bench_e2e(rounds: int = 2, round_frames: int | None = None) -> dict:
+    """Three processes on the quick-start link: real-time factor (tracing on) and the wall-time
+    ratio tracing-on / tracing-off, from the rounds' own wall times (process start-up excluded)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from orchestration.config import DEFAULT_SCENARIO, load_scenario
+    from orchestration.run import execute, prepare_run_dir
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
+        for tracing in (True, False):
+            overrides: dict[str, object] = {"rounds": rounds, "tracing": tracing}
+            if round_frames:
+                overrides["round_frames"] = round_frames
+            scenario = load_scenario(DEFAULT_SCENARIO, overrides)
+            run_dir = prepare_run_dir(scenario, Path(tmp) / f"tracing-{tracing}")
+            execute(scenario, run_dir)
+            rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
+                    .splitlines()]
+            results[tracing] = (sum(r["emulated_seconds"] for r in rows),
+                                sum(r["round_wall_seconds"] for r in rows))
+    emulated, wall_on = results[True]
+    _, wall_off = results[False]
+    return {"realtime_factor": emulated / wall_on, "tracing_overhead_ratio": wall_on / wall_off,
+            "clock_rate_hz": scenario.clock_rate_hz, "arm_km": scenario.alice.arm.length_km,
+            "rounds": rounds, "emulated_seconds": emulated, "wall_seconds_tracing_on": wall_on,
+            "wall_seconds_tracing_off": wall_off}

@@ -175,6 +175,59 @@ def bench_sampler_cmd(
     _emit(data, as_json, table)
 
 
+@bench_app.command("postprocess")
+def bench_postprocess_cmd(
+    frames: Annotated[int, typer.Option(help="Cascade frames per 10^5-bit row (10^6: a fifth).")] = 10,
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (a smoke run).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cascade, privacy amplification and authentication throughput beside plain references."""
+    from orchestration.bench import bench_postprocess
+
+    if frames <= 0:
+        _fail("--frames must be > 0")
+    with console.status("benchmarking post-processing…"):
+        data = bench_postprocess(frames, quick)
+    tables = []
+    for section, cols in (("cascade", ("qber", "block_bits", "efficiency", "frame_error_rate",
+                                       "round_trips", "mbit_per_s", "reference_mbit_per_s")),
+                          ("amplification", ("input_bits", "output_bits", "mbit_per_s",
+                                             "reference_mbit_per_s", "ratio")),
+                          ("authentication", ("mode", "mbit_per_s", "reference_mbit_per_s"))):
+        t = Table(title=section)
+        for c in cols:
+            t.add_column(c, justify="right", min_width=len(c))
+        for row in data[section]:
+            t.add_row(*(_fmt(row.get(c, "")) for c in cols))
+        tables.append(t)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=float))
+    else:
+        for t in tables:
+            console.print(t)
+
+
+@bench_app.command("e2e")
+def bench_e2e_cmd(
+    rounds: Annotated[int, typer.Option(help="Key rounds per run (two runs: tracing on, off).")] = 2,
+    round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Real-time factor of the quick-start link with three processes, and tracing overhead."""
+    from orchestration.bench import bench_e2e
+
+    if rounds <= 0:
+        _fail("--rounds must be > 0")
+    with console.status("running the quick-start scenario twice (tracing on, off)…"):
+        data = bench_e2e(rounds, round_frames)
+    table = Table(title="end to end (three processes, 127.0.0.1)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in data.items():
+        table.add_row(k, _fmt(v))
+    _emit(data, as_json, table)
+
+
 trace_app = typer.Typer(help="Inspect a run's OpenTelemetry traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
 
