@@ -46,11 +46,13 @@ class UnsupportedPhysicsError(ValueError):
 
 def _records(slots: np.ndarray, patterns: np.ndarray, physics: FramePhysics, link: Link,
              rng: np.random.Generator) -> DetectionRecords:
-    """Attach click times: slot time + Alice–Bob mid-point offset + per-detector Gaussian jitter."""
+    """Attach click times: slot time + Alice–Bob mid-point offset + Gaussian jitter, the detector's
+    and the two sources' clock jitter added in quadrature."""
     n = slots.size
     frame_idx = (slots >> physics.frame_bits) - physics.first_frame
     base = slots.astype(np.float64) * link.slot_ps + physics.residual_offset_ps[frame_idx] / 2
-    jitters = link.relay.jitters_ps
+    clock_var = (link.clock_a.jitter_ps ** 2 + link.clock_b.jitter_ps ** 2) / 2
+    jitters = np.sqrt(link.relay.jitters_ps ** 2 + clock_var)
     if jitters.any():
         times = np.rint(base[:, None] + rng.normal(size=(n, N_DETECTORS)) * jitters)
     else:

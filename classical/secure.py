@@ -9,6 +9,9 @@ parses the payload (``classical.codec``), so a forged or replayed frame is never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
 
 from classical.authentication import (
     AuthenticationError,
@@ -32,6 +35,7 @@ class SecureLink:
     sealer: Sealer
     opener: Opener
     rejected: dict[str, int] = field(default_factory=dict)
+    keys: LinkKeys | None = None  # the pools behind a Wegman–Carter link (None for HMAC)
 
     def pack(self, message: Message, traceparent: str | None = None) -> bytes:
         return self.sealer.seal(encode(message, traceparent))
@@ -59,7 +63,29 @@ class LinkKeys:
 
 def wegman_carter_link(keys: LinkKeys) -> SecureLink:
     return SecureLink(Sealer(WegmanCarterAuthenticator(keys.outgoing)),
-                      Opener(WegmanCarterAuthenticator(keys.incoming)))
+                      Opener(WegmanCarterAuthenticator(keys.incoming)), keys=keys)
+
+
+def repay_key_debt(keys: LinkKeys, key: np.ndarray,
+                   role: Literal["alice", "bob"]) -> tuple[np.ndarray, int]:
+    """Replenish the Alice–Bob pools from the head of a fresh final key; return (net key, bits).
+
+    Each pool is topped up by what it has consumed beyond what was already replenished, A→B
+    first, then B→A, so both users take the same bits for the same pools: at the end of a
+    successful round both have processed every frame of both directions (the last ones are
+    Bob's VerifyRequest and Alice's Amplify), so their pools' counters agree. What is left is the
+    net key: the key rate reported and stored is after authentication's consumption.
+    """
+    a_to_b, b_to_a = ((keys.outgoing, keys.incoming) if role == "alice"
+                      else (keys.incoming, keys.outgoing))
+    used = 0
+    for pool in (a_to_b, b_to_a):
+        debt = pool.consumed_bytes - pool.replenished_bytes
+        take = min(max(debt, 0), (key.size - used) // 8)
+        if take > 0:
+            pool.replenish(np.packbits(key[used:used + 8 * take]).tobytes())
+            used += 8 * take
+    return key[used:], used
 
 
 def hmac_link(send_secret: bytes, receive_secret: bytes) -> SecureLink:

@@ -18,6 +18,7 @@ from opentelemetry.trace import SpanKind
 from channel.settings import SettingsGenerator
 from classical.messages import Announcement, EndOfRun, RoundStart
 from classical.rounds import RoundConfig, RoundOutcome, run_alice_round, run_bob_round
+from classical.secure import repay_key_debt
 from nodes.base import NodeContext
 from nodes.keystore import KeyStore
 from nodes.tracing import SpanObserver, context_from, current_traceparent
@@ -87,12 +88,23 @@ class UserNode:
         with self.ctx.tracer.start_as_current_span("store") as span:
             span.set_attribute("mdiqkd.round", round_id)
             if outcome.key is not None and outcome.key_id is not None:
-                self.store.put(outcome.key_id, round_id, outcome.key)
-                self.ctx.counters.add("secure_bits_total", int(outcome.key.size))
-                span.set_attribute("mdiqkd.stored_bits", int(outcome.key.size))
+                net, used = outcome.key, 0
+                keys = self.ctx.links[self.peer_name].keys
+                if keys is not None:  # authentication's key comes back out of the new key
+                    net, used = repay_key_debt(keys, outcome.key, self.plan.role)
+                outcome.report["auth_key_bits_replenished"] = used
+                outcome.report["net_secure_bits"] = int(net.size)
+                span.set_attribute("mdiqkd.auth_key_bits_replenished", used)
+                span.set_attribute("mdiqkd.stored_bits", int(net.size))
+                if net.size:
+                    self.store.put(outcome.key_id, round_id, net)
+                self.ctx.counters.add("secure_bits_total", int(net.size))
+                self.ctx.counters.add("auth_key_bits_replenished_total", used)
                 qber = outcome.report.get("qber_z")
-                if qber:  # the next round's Cascade starts from the last measured QBER
-                    self.qber_prior = float(min(max(qber, 1e-3), 0.2))
+                if qber:  # next round's Cascade: the last measured QBER, floored by the
+                    # configured estimate (larger blocks mean more round trips, and every
+                    # message costs authentication key)
+                    self.qber_prior = float(min(max(qber, self.plan.qber_prior), 0.2))
             else:
                 self.ctx.counters.add("rounds_aborted_total")
                 span.set_attribute("mdiqkd.abort_reason", outcome.abort_reason or "")
@@ -107,7 +119,7 @@ class UserNode:
                   "round_wall_seconds": time.perf_counter() - self._round_started,
                   "announced": int(ann.slots.size), "aborted": outcome.aborted,
                   "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
-                  "secure_bits": 0 if outcome.key is None else int(outcome.key.size),
+                  "secure_bits": int(outcome.report.get("net_secure_bits", 0)),
                   **{k: v for k, v in outcome.report.items() if k != "key_id"}}
         self.rounds_log.write(json.dumps(record, default=float) + "\n")
         self.rounds_log.flush()
@@ -130,7 +142,7 @@ class UserNode:
                 self.emit(r)
                 outcome = self.key_round(r)
                 span.set_attribute("mdiqkd.secure_bits",
-                                   0 if outcome.key is None else int(outcome.key.size))
+                                   int(outcome.report.get("net_secure_bits", 0)))
         for peer in (bob, charles):
             peer.send(EndOfRun(self.plan.rounds, "all rounds done"))
 
@@ -150,7 +162,7 @@ class UserNode:
                 self.emit(msg.round_id)
                 outcome = self.key_round(msg.round_id)
                 span.set_attribute("mdiqkd.secure_bits",
-                                   0 if outcome.key is None else int(outcome.key.size))
+                                   int(outcome.report.get("net_secure_bits", 0)))
 
     def close(self) -> None:
         self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})

@@ -41,7 +41,10 @@ def test_identical_keys_on_both_sides_of_the_estimated_length(quickstart_run):
     a, b = KeyStore(run_dir / "alice" / "keys.sqlite"), KeyStore(run_dir / "bob" / "keys.sqlite")
     for r in rounds:
         assert a.get(r["key_id"]).tolist() == b.get(r["key_id"]).tolist()
-        assert a.get(r["key_id"]).size == r["secure_length"] == r["output_bits"]
+        assert r["secure_length"] == r["output_bits"]
+        # the stored key is the amplified key less what repaid authentication's key pools
+        assert 0 < r["auth_key_bits_replenished"] < 0.5 * r["secure_length"]
+        assert a.get(r["key_id"]).size == r["secure_length"] - r["auth_key_bits_replenished"]
     assert summary["secure_bits"] == sum(r["secure_bits"] for r in rounds)
     assert summary["key_rate_bps_emulated"] == pytest.approx(
         summary["secure_bits"] / summary["emulated_seconds"])
