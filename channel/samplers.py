@@ -1,6 +1,6 @@
 """Samplers: nature's draw of the relay's detector clicks for a range of slots.
 
-Two samplers with the same output law (PHYSICS.md §5, §7):
+Three samplers with the same output law (PHYSICS.md §5, §7):
 
 * ``sample_reference`` — every slot simulated, vectorized numpy over chunks: settings, phases,
   mean photon numbers at the four detectors, independent threshold clicks. Handles detector
@@ -13,7 +13,11 @@ Two samplers with the same output law (PHYSICS.md §5, §7):
   exact law of i.i.d. slots); their joint law with the coincidence records is not reproduced (they
   are a monitoring quantity) and intensity fluctuation is ignored in them.
 
-Both return ``RelayOutput`` with the records of every slot with ≥ 2 clicks.
+* ``sample_skip_empty`` — the same thinning kernel accepting every slot with ≥ 1 click (bound
+  1 − (1−d)⁴e^{−ηM}): all clicks are drawn, so singles are exact and jointly distributed with
+  the coincidences, at the cost of drawing every single click.
+
+All return ``RelayOutput`` with the records of every slot with ≥ 2 clicks.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from channel.rng import make_state, next_normal, next_uniform
 from channel.settings import SettingsGenerator, lookup_bit, lookup_combo
 from channel.source import FLUCTUATION_CLIP_SIGMAS, JONES
 
-SAMPLERS = ("fast", "reference")
+SAMPLERS = ("fast", "skip-empty", "reference")
 _REFERENCE_CHUNK = 1 << 18
 _POPCOUNT16 = np.array([bin(i).count("1") for i in range(16)], dtype=np.int64)
 _MULTI_PATTERNS = np.array([c for c in range(16) if _POPCOUNT16[c] >= 2], dtype=np.int64)
+_ANY_PATTERNS = np.arange(1, 16, dtype=np.int64)
 
 
 class UnsupportedPhysicsError(ValueError):
@@ -168,6 +173,14 @@ def abs2(z):
 
 
 @njit(cache=True, inline="always")
+def _slot_bound(min_clicks, dark_max, eff_max, light):
+    """max over phases of P(≥ min_clicks clicks) for total light M at the detectors."""
+    if min_clicks == 1:  # 1 − Π(1−d_k)e^{−η_k n_k} ≤ 1 − (1−d)^4 e^{−ηM}
+        return 1.0 - (1.0 - dark_max) ** 4 * np.exp(-eff_max * light)
+    return _multi_click_bound(dark_max, eff_max, light)
+
+
+@njit(cache=True, inline="always")
 def _multi_click_bound(dark_max, eff_max, light):
     """max P(≥2 clicks) over phases for total light M at the detectors (see coincidence_bound)."""
     em = eff_max * light
@@ -179,8 +192,12 @@ def _fast_kernel(position, stop, bound, rng_state,
                  frame_bits, phys_first_frame, trans_a, trans_b, unit_a, unit_b, gamma, bob_off,
                  a_first, a_keys, a_cum, a_bitkey, a_mu, a_fluct, a_flip,
                  b_first, b_keys, b_cum, b_bitkey, b_mu, b_fluct, b_flip,
-                 eff, pd, phase_randomized, jones, multi_patterns, out_slot, out_pattern):
+                 eff, pd, phase_randomized, jones, multi_patterns, min_clicks, out_slot,
+                 out_pattern):
     """Thinning kernel. Returns (next position, number of records written).
+
+    ``min_clicks`` = 2 thins to coincidences; 1 skips only the empty slots (every click is drawn).
+    ``multi_patterns`` lists the patterns with at least ``min_clicks`` clicks.
 
     A candidate slot is accepted with probability P(≥2 | φ, settings)/bound using one uniform u:
     it is rejected early, before the optics, when u·bound exceeds the slot's own bound (which
@@ -215,7 +232,8 @@ def _fast_kernel(position, stop, bound, rng_state,
             if b_fluct > 0.0:
                 mu_b *= 1.0 + b_fluct * min(max(next_normal(rng_state), -5.0), 5.0)
         u = next_uniform(rng_state) * bound
-        if u > _multi_click_bound(dark_max, eff_max, trans_a[fi] * mu_a + trans_b[fi] * mu_b):
+        light = trans_a[fi] * mu_a + trans_b[fi] * mu_b
+        if u > _slot_bound(min_clicks, dark_max, eff_max, light):
             continue  # cheap rejection: this slot's intensities cannot reach u
         bit = lookup_bit(cur, a_bitkey)
         if a_flip > 0.0 and next_uniform(rng_state) <= a_flip:
@@ -261,7 +279,8 @@ def _fast_kernel(position, stop, bound, rng_state,
         for k in range(4):
             p[k] = 1.0 - q[k]
             p_one += p[k] * (p_none / q[k]) if q[k] > 0.0 else 0.0
-        if u > 1.0 - p_none - p_one:  # accept with probability P(≥2 | φ) / bound
+        p_accept = 1.0 - p_none if min_clicks == 1 else 1.0 - p_none - p_one
+        if u > p_accept:  # accept with probability P(≥ min_clicks | φ) / bound
             continue
         p_multi = 0.0
         for c in multi_patterns:
@@ -289,21 +308,22 @@ def _pattern_prob(c, p, q):
 
 
 def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerator,
-                      bob: SettingsGenerator) -> float:
+                      bob: SettingsGenerator, min_clicks: int = 2) -> float:
     """B: an upper bound on P(≥2 clicks) for every slot, phase and setting of the range.
 
     Detector k clicks with p_k = 1 − (1−d_k)e^{−η_k n_k} ≤ d + η n_k (d, η the largest dark
     probability and efficiency), P(≥2) ≤ Σ_{i<j} p_i p_j (union bound over pairs), and
     Σ_k n_k = M = T_a μ_a + T_b μ_b for every phase, state and overlap (the cross terms of the
     beam splitter cancel), so Σ_{i<j} n_i n_j = (M² − Σ n_k²)/2 ≤ 3M²/8. Hence
-    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range.
+    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range. With ``min_clicks=1``
+    (skip empty slots): P(≥1) ≤ 1 − (1−d)⁴ e^{−ηM}.
     """
     light = (physics.transmittance_a.max() * alice.plan.mean_photon_numbers.max()
              * link.source_a.max_fluctuation_factor
              + physics.transmittance_b.max() * bob.plan.mean_photon_numbers.max()
              * link.source_b.max_fluctuation_factor)
-    bound = _multi_click_bound(float(link.relay.dark_count_probabilities.max()),
-                               float(link.relay.efficiencies.max()), float(light))
+    bound = _slot_bound(min_clicks, float(link.relay.dark_count_probabilities.max()),
+                        float(link.relay.efficiencies.max()), float(light))
     return min(1.0, bound)
 
 
@@ -316,7 +336,20 @@ FAST_CHUNK_SLOTS = 1 << 28
 def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
                 start: int, stop: int, seed: int, workers: int | None = None) -> RelayOutput:
     """Exact thinning to coincidences (the default sampler); chunks run on ``workers`` threads
-    (numba releases the GIL), by default one per core."""
+    (numba releases the GIL), by default one per core. Singles per frame from the marginal."""
+    return _thin(link, alice, bob, start, stop, seed, workers, min_clicks=2)
+
+
+def sample_skip_empty(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
+                      start: int, stop: int, seed: int, workers: int | None = None) -> RelayOutput:
+    """Skip only the empty slots (PHYSICS.md §7): every click is drawn, so singles and
+    coincidences come from one exact joint law. Slower than ``sample_fast`` by the ratio of
+    single clicks to coincidences."""
+    return _thin(link, alice, bob, start, stop, seed, workers, min_clicks=1)
+
+
+def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int, stop: int,
+          seed: int, workers: int | None, min_clicks: int) -> RelayOutput:
     _check_range(start, stop)
     if link.relay.has_memory:
         raise UnsupportedPhysicsError("the fast sampler does not emulate detector dead time or "
@@ -328,7 +361,8 @@ def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
     rng = np.random.default_rng(seed)
     ta = alice.table_for_slots(start, stop)
     tb = bob.table_for_slots(*_bob_slot_bounds(physics, start, stop))
-    bound = coincidence_bound(link, physics, alice, bob)
+    bound = coincidence_bound(link, physics, alice, bob, min_clicks)
+    patterns = _MULTI_PATTERNS if min_clicks == 2 else _ANY_PATTERNS
     edges = [start, *range((start // FAST_CHUNK_SLOTS + 1) * FAST_CHUNK_SLOTS, stop,
                            FAST_CHUNK_SLOTS), stop]
     shared = (physics.frame_bits, physics.first_frame, physics.transmittance_a,
@@ -342,7 +376,7 @@ def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
               link.source_b.bit_flip_probability,
               link.relay.efficiencies, link.relay.dark_count_probabilities,
               link.source_a.phase_randomized or link.source_b.phase_randomized,
-              JONES, _MULTI_PATTERNS)
+              JONES, patterns, min_clicks)
 
     def run_chunk(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         state = make_state(seed * 1_000_003 + lo // FAST_CHUNK_SLOTS)
@@ -365,9 +399,15 @@ def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
         with ThreadPoolExecutor(n_workers) as pool:
             parts = list(pool.map(lambda e: run_chunk(*e), itertools.pairwise(edges)))
     slots = np.concatenate([p[0] for p in parts])
-    patterns = np.concatenate([p[1] for p in parts])
-    singles = _sample_singles(link, physics, alice, bob, start, stop, rng)
-    return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng), singles)
+    found = np.concatenate([p[1] for p in parts])
+    if min_clicks == 1:  # every click is here: singles are exact counts, records the multiples
+        clicks = (found[:, None].astype(np.int64) >> np.arange(N_DETECTORS)) & 1
+        singles = clicks.sum(axis=0).astype(np.int64)
+        multi = _POPCOUNT16[found] >= 2
+        slots, found = slots[multi], found[multi]
+    else:
+        singles = _sample_singles(link, physics, alice, bob, start, stop, rng)
+    return RelayOutput(start, stop, _records(slots, found, physics, link, rng), singles)
 
 
 def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
@@ -421,6 +461,8 @@ def sample(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: 
     """Dispatch to a sampler by name (``fast`` is the default)."""
     if sampler == "fast":
         return sample_fast(link, alice, bob, start, stop, seed)
+    if sampler == "skip-empty":
+        return sample_skip_empty(link, alice, bob, start, stop, seed)
     if sampler == "reference":
         return sample_reference(link, alice, bob, start, stop, seed)
     raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")

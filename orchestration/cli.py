@@ -125,7 +125,7 @@ def simulate(
     gamma: Annotated[float, typer.Option(help="Mode overlap |γ| of the two pulses.")] = 1.0,
     slots: Annotated[int, typer.Option(help="Number of slots to emulate.")] = 1_000_000_000,
     seed: Annotated[int, typer.Option(help="Seed (settings and nature).")] = 0,
-    sampler: Annotated[str, typer.Option(help="fast or reference.")] = "fast",
+    sampler: Annotated[str, typer.Option(help="fast, skip-empty or reference.")] = "fast",
     eta_d: Annotated[float, typer.Option(help="Detector efficiency.")] = 0.145,
     dark_count: Annotated[float, typer.Option(help="Dark-count probability per detector per pulse.")] = 3e-6,
     misalignment: Annotated[float, typer.Option(help="Flip-model misalignment e_d.")] = 0.0,

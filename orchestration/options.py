@@ -55,7 +55,7 @@ class SimulateOptions(PhysicsOptions):
     gamma: float = Field(1.0, ge=0.0, le=1.0, alias="--gamma")
     slots: int = Field(10**9, gt=0, alias="--slots")
     seed: int = Field(0, ge=0, alias="--seed")
-    sampler: Literal["fast", "reference"] = Field("fast", alias="--sampler")
+    sampler: Literal["fast", "skip-empty", "reference"] = Field("fast", alias="--sampler")
 
 
 def describe_validation_error(err: ValidationError) -> str:

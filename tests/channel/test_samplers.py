@@ -73,6 +73,11 @@ def test_fast_sampler_matches_exact_model_everywhere():
     assert_z_scores_consistent(z, "fast sampler")
 
 
+def test_skip_empty_sampler_matches_exact_model_everywhere():
+    z = _z_scores(CONFIGS, "skip-empty", target=5e3, cap=2 * 10**10, seed0=4000)
+    assert_z_scores_consistent(z, "skip-empty sampler")
+
+
 def test_reference_sampler_matches_exact_model_short_links():
     short = [c for c in CONFIGS if c[0] <= 50]
     z = _z_scores(short, "reference", target=1.5e3, cap=8 * 10**6, seed0=2000)
@@ -103,7 +108,8 @@ def _random_setting_counts(sampler: str, slots: int, arm_km: float, seed: int):
 
 
 @pytest.mark.parametrize(("sampler", "slots", "arm_km"),
-                         [("fast", 4 * 10**9, 25.0), ("reference", 6 * 10**6, 0.0)])
+                         [("fast", 4 * 10**9, 25.0), ("skip-empty", 10**9, 25.0),
+                          ("reference", 6 * 10**6, 0.0)])
 def test_random_three_intensity_settings_per_class(sampler, slots, arm_km):
     link, plan, out, sa, sb, same, bits_b = _random_setting_counts(sampler, slots, arm_km, 5)
     t = link.fiber_a.transmittance
@@ -124,7 +130,7 @@ def test_random_three_intensity_settings_per_class(sampler, slots, arm_km):
     assert_z_scores_consistent(z, f"{sampler} sampler, random settings")
 
 
-@pytest.mark.parametrize("sampler", ["fast", "reference"])
+@pytest.mark.parametrize("sampler", ["fast", "skip-empty", "reference"])
 def test_singles_follow_the_averaged_click_probability(sampler):
     slots = 4 * 10**6
     plan = three_intensity_plan()
