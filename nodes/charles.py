@@ -22,6 +22,7 @@ from channel.relay import DetectionRecords
 from channel.samplers import sample
 from channel.settings import SettingsGenerator, SettingsPlan
 from classical.messages import EndOfRun
+from classical.rounds import PeerAborted, ProtocolError
 from nodes.base import NodeContext
 from nodes.relay_software import announce_round
 from nodes.tracing import context_from, link_to
@@ -69,8 +70,12 @@ class CharlesNode:
         alice_q = self.ctx.mailbox.queues["alice"]
         while True:
             if not alice_q.empty():  # Alice's EndOfRun (authenticated like everything else)
-                self.ctx.peers["alice"].receive(EndOfRun)
-                return
+                try:
+                    self.ctx.peers["alice"].receive(EndOfRun)
+                    return
+                except (ProtocolError, PeerAborted) as e:  # counted and dropped
+                    self.ctx.counters.add("unexpected_messages_from_alice")
+                    print(f"charles: dropped a message from alice: {e}", flush=True)
             parts = self.pulses.receive_or_none(self.ctx.stop)
             if parts is None:
                 continue

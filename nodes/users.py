@@ -16,8 +16,15 @@ import numpy as np
 from opentelemetry.trace import SpanKind
 
 from channel.settings import SettingsGenerator
-from classical.messages import Announcement, EndOfRun, RoundStart
-from classical.rounds import RoundConfig, RoundOutcome, run_alice_round, run_bob_round
+from classical.messages import Announcement, EndOfRun, RoundAbort, RoundStart
+from classical.rounds import (
+    PeerAborted,
+    ProtocolError,
+    RoundConfig,
+    RoundOutcome,
+    run_alice_round,
+    run_bob_round,
+)
 from classical.secure import repay_key_debt
 from nodes.base import NodeContext
 from nodes.keystore import KeyStore
@@ -77,9 +84,21 @@ class UserNode:
     def key_round(self, round_id: int) -> RoundOutcome:
         charles = self.ctx.peers["charles"]
         charles.round_id = round_id
-        ann = charles.receive(Announcement)
         peer = self.ctx.peers[self.peer_name]
         peer.round_id = round_id
+        try:
+            ann = charles.receive(Announcement)
+        except (ProtocolError, PeerAborted) as e:
+            reason = f"no announcement from charles ({e})"
+            peer.send(RoundAbort(round_id, reason))  # the other user stops waiting at once
+            start, stop = self._round_range(round_id)
+            empty = Announcement(round_id, start, stop, np.zeros(0, np.int64),
+                                 np.zeros(0, np.uint8))
+            outcome = RoundOutcome(round_id, None, None, reason, {})
+            self.ctx.counters.add("rounds_aborted_total")
+            self.ctx.counters.add("rounds_total")
+            self._log(round_id, empty, outcome)
+            return outcome
         observer = SpanObserver(self.ctx.tracer, round_id)
         run = run_alice_round if self.plan.role == "alice" else run_bob_round
         rng = np.random.default_rng([self.plan.protocol_seed, round_id])
@@ -149,7 +168,12 @@ class UserNode:
     def _run_bob(self) -> None:
         alice = self.ctx.peers["alice"]
         while True:
-            msg = alice.receive(RoundStart, EndOfRun)
+            try:
+                msg = alice.receive(RoundStart, EndOfRun)
+            except (ProtocolError, PeerAborted) as e:  # counted by the peer; keep waiting
+                self.ctx.counters.add("unexpected_messages_between_rounds")
+                print(f"bob: between rounds: {e}", flush=True)
+                continue
             if isinstance(msg, EndOfRun):
                 return
             expected = self._round_range(msg.round_id)

@@ -211,15 +211,16 @@ def bench_postprocess_cmd(
 def bench_e2e_cmd(
     rounds: Annotated[int, typer.Option(help="Key rounds per run (two runs: tracing on, off).")] = 2,
     round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
+    repeats: Annotated[int, typer.Option(help="Alternating off/on runs; the fastest of each.")] = 2,
     as_json: JsonOpt = False,
 ) -> None:
     """Real-time factor of the quick-start link with three processes, and tracing overhead."""
     from orchestration.bench import bench_e2e
 
-    if rounds <= 0:
-        _fail("--rounds must be > 0")
-    with console.status("running the quick-start scenario twice (tracing on, off)…"):
-        data = bench_e2e(rounds, round_frames)
+    if rounds <= 0 or repeats <= 0:
+        _fail("--rounds and --repeats must be > 0")
+    with console.status("running the quick-start scenario (tracing off, on, alternating)…"):
+        data = bench_e2e(rounds, round_frames, repeats)
     table = Table(title="end to end (three processes, 127.0.0.1)")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -151,3 +151,22 @@ def test_nodes_stop_cleanly_on_sigterm(tmp_path):
     for n in ("alice", "bob", "charles"):
         assert "stopped by SIGTERM" in (run_dir / "logs" / f"{n}.log").read_text()
         assert (run_dir / n / "metrics.json").exists()
+
+
+def test_a_tampered_announcement_aborts_the_round_on_both_sides_without_a_crash(tmp_path):
+    scenario, run_dir = _run(tmp_path, "announcement", **SMALL)
+    config = json.loads((run_dir / "config.json").read_text())
+    proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
+    config["run"]["connect"] = {"alice": proxy_address}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"]["alice"],
+                         flip_byte("charles", index=0, offset=40))
+    try:
+        summary = execute(scenario, run_dir)  # every node exits 0
+    finally:
+        proxy.close()
+    (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
+    assert "no announcement from charles" in row["abort_reason"]
+    assert "AuthenticationError" in row["abort_reason"]
+    assert row["bob_aborted"] and "no announcement from charles" in row["bob_abort_reason"]
+    assert summary["secure_bits"] == 0
