@@ -330,7 +330,7 @@ def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerato
 #: The fast sampler splits a range at multiples of this many slots; each chunk has its own random
 #: stream keyed by (seed, chunk start), so results do not depend on how many threads run them nor
 #: on how a caller splits a range along chunk boundaries.
-FAST_CHUNK_SLOTS = 1 << 28
+FAST_CHUNK_SLOTS = 1 << 26
 
 
 def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,

@@ -5,8 +5,9 @@ Two parts, kept apart on purpose (ARCHITECTURE.md §3):
 * ``ChannelEmulator`` — nature. Receives the users' pulse batches on the quantum-event channel,
   holds the link's live state (``channel.link.Link``) and samples the detectors with the exact
   sampler. It returns ``DetectionRecords`` and singles counts, nothing else.
-* ``CharlesNode`` — Charles's software. Gets the records of each round, decides the Bell states
-  (``nodes.relay_software``) and announces them, authenticated, to Alice and Bob.
+* ``CharlesNode`` — Charles's software. Decides the Bell states of each batch's records as they
+  come (``nodes.relay_software``), keeps the successes, and at the end of a round announces them,
+  authenticated, to Alice and Bob.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import numpy as np
 from opentelemetry.trace import SpanKind
 
 from channel.link import Link
-from channel.relay import DetectionRecords
+from channel.relay import PSI_MINUS, PSI_PLUS, DetectionRecords
 from channel.samplers import sample
 from channel.settings import SettingsGenerator, SettingsPlan
-from classical.messages import EndOfRun
+from classical.messages import Announcement, EndOfRun
 from classical.rounds import PeerAborted, ProtocolError
 from nodes.base import NodeContext
-from nodes.relay_software import announce_round
+from nodes.relay_software import bell_successes
 from nodes.tracing import context_from, link_to
 from nodes.transport import PulseBatch, PulseReceiver
 
@@ -62,7 +63,9 @@ class CharlesNode:
         self.ctx, self.nature = ctx, nature
         self.pulses = PulseReceiver(ctx.zmq, ctx.endpoints.pulses)
         self.waiting: dict[str, dict[int, PulseBatch]] = {"alice": {}, "bob": {}}
-        self.records: dict[int, list[DetectionRecords]] = defaultdict(list)
+        # Charles decides each batch's Bell states as it is measured and keeps only successes
+        self.successes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.coincidences: dict[int, int] = defaultdict(int)
         self.done: dict[int, set[str]] = defaultdict(set)
         self.bounds: dict[int, tuple[int, int]] = {}
 
@@ -111,7 +114,9 @@ class CharlesNode:
                 "measure", context=context_from(a.traceparent), kind=SpanKind.CONSUMER,
                 links=links) as span:
             records = self.nature.measure(a, b)
-            self.records[a.round_id].append(records)
+            slots, bell = bell_successes(records, self.nature.link.relay.coincidence_window_ps)
+            self.successes[a.round_id].append((slots, bell))
+            self.coincidences[a.round_id] += len(records)
             size = 1 << self.nature.link.frame_bits
             lo, hi = a.first_frame * size, (a.first_frame + a.n_frames) * size
             old = self.bounds.get(a.round_id, (lo, hi))
@@ -120,21 +125,24 @@ class CharlesNode:
             span.set_attribute("mdiqkd.first_frame", a.first_frame)
             span.set_attribute("mdiqkd.frames", a.n_frames)
             span.set_attribute("mdiqkd.coincidences", len(records))
+            span.set_attribute("mdiqkd.bell_successes", int(slots.size))
         self.ctx.counters.add("coincidence_records_total", len(records))
 
     def _announce(self, round_id: int, traceparent: str | None) -> None:
-        records = DetectionRecords.concatenate(self.records.pop(round_id))
+        parts = self.successes.pop(round_id)
+        coincidences = self.coincidences.pop(round_id)
         self.done.pop(round_id, None)
         start, stop = self.bounds.pop(round_id)
         with self.ctx.tracer.start_as_current_span(
                 "announce", context=context_from(traceparent), kind=SpanKind.PRODUCER) as span:
-            ann = announce_round(round_id, start, stop, records,
-                                 self.nature.link.relay.coincidence_window_ps)
+            ann = Announcement(round_id, start, stop,
+                               np.concatenate([p[0] for p in parts]).astype(np.int64),
+                               np.concatenate([p[1] for p in parts]).astype(np.uint8))
             span.set_attribute("mdiqkd.round", round_id)
-            span.set_attribute("mdiqkd.coincidences", len(records))
+            span.set_attribute("mdiqkd.coincidences", coincidences)
             span.set_attribute("mdiqkd.announced", int(ann.slots.size))
-            span.set_attribute("mdiqkd.psi_plus", int((ann.bell == 1).sum()))
-            span.set_attribute("mdiqkd.psi_minus", int((ann.bell == 2).sum()))
+            span.set_attribute("mdiqkd.psi_plus", int((ann.bell == PSI_PLUS).sum()))
+            span.set_attribute("mdiqkd.psi_minus", int((ann.bell == PSI_MINUS).sum()))
             for user in ("alice", "bob"):
                 self.ctx.peers[user].send(ann)
         self.ctx.counters.add("rounds_announced_total")

@@ -12,10 +12,16 @@ from channel.relay import FAIL, DetectionRecords, announce
 from classical.messages import Announcement
 
 
+def bell_successes(records: DetectionRecords,
+                   coincidence_window_ps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(slots, Bell state) of the records Charles announces as ψ⁺ or ψ⁻."""
+    bell = announce(records, coincidence_window_ps)
+    ok = bell != FAIL
+    return (np.ascontiguousarray(records.slot[ok], dtype=np.int64),
+            np.ascontiguousarray(bell[ok], dtype=np.uint8))
+
+
 def announce_round(round_id: int, start_slot: int, stop_slot: int, records: DetectionRecords,
                    coincidence_window_ps: float) -> Announcement:
-    bell = announce(records, coincidence_window_ps)
-    success = bell != FAIL
-    return Announcement(round_id, int(start_slot), int(stop_slot),
-                        np.ascontiguousarray(records.slot[success], dtype=np.int64),
-                        np.ascontiguousarray(bell[success], dtype=np.uint8))
+    slots, bell = bell_successes(records, coincidence_window_ps)
+    return Announcement(round_id, int(start_slot), int(stop_slot), slots, bell)
