@@ -13,7 +13,7 @@ from classical.messages import Announcement
 from classical.pipeline import PipelineResult, run_key_round
 from classical.rounds import LocalView, RoundConfig
 from nodes.relay_software import announce_round
-from nodes.user import local_view
+from nodes.users import local_view
 
 
 @dataclass(frozen=True)
