@@ -26,6 +26,19 @@ def _run(tmp: Path, name: str, **overrides):
     return scenario, run_dir
 
 
+def _execute_behind_proxy(scenario, run_dir: Path, mutation):
+    """Run with a fault-injecting proxy in front of Alice's mailbox (every node exits 0)."""
+    config = json.loads((run_dir / "config.json").read_text())
+    proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
+    config["run"]["connect"] = {"alice": proxy_address}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"]["alice"], mutation)
+    try:
+        return execute(scenario, run_dir), proxy
+    finally:
+        proxy.close()
+
+
 @pytest.fixture(scope="module")
 def quickstart_run(tmp_path_factory):
     scenario, run_dir = _run(tmp_path_factory.mktemp("runs"), "quick", rounds=2)
@@ -106,16 +119,8 @@ def test_too_few_counts_abort_with_the_reason_and_store_nothing(tmp_path):
 
 def test_a_classical_frame_altered_on_the_wire_aborts_the_round(tmp_path):
     scenario, run_dir = _run(tmp_path, "tampered", **SMALL)
-    config = json.loads((run_dir / "config.json").read_text())
-    proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
-    config["run"]["connect"] = {"alice": proxy_address}
-    (run_dir / "config.json").write_text(json.dumps(config))
-    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"]["alice"],
-                         flip_byte("bob", index=0))  # Bob's first frame: his sifting info
-    try:
-        summary = execute(scenario, run_dir)
-    finally:
-        proxy.close()
+    # Bob's first frame to Alice (his sifting info) gets one bit flipped on the wire
+    summary, proxy = _execute_behind_proxy(scenario, run_dir, flip_byte("bob", index=0))
     assert proxy.altered == 1
     assert summary["aborted"] == 1 and summary["secure_bits"] == 0
     (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
@@ -155,16 +160,8 @@ def test_nodes_stop_cleanly_on_sigterm(tmp_path):
 
 def test_a_tampered_announcement_aborts_the_round_on_both_sides_without_a_crash(tmp_path):
     scenario, run_dir = _run(tmp_path, "announcement", **SMALL)
-    config = json.loads((run_dir / "config.json").read_text())
-    proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
-    config["run"]["connect"] = {"alice": proxy_address}
-    (run_dir / "config.json").write_text(json.dumps(config))
-    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"]["alice"],
-                         flip_byte("charles", index=0, offset=40))
-    try:
-        summary = execute(scenario, run_dir)  # every node exits 0
-    finally:
-        proxy.close()
+    summary, _ = _execute_behind_proxy(scenario, run_dir,
+                                       flip_byte("charles", index=0, offset=40))
     (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert "no announcement from charles" in row["abort_reason"]
     assert "AuthenticationError" in row["abort_reason"]
