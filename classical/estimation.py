@@ -74,10 +74,13 @@ from typing import Literal
 import numpy as np
 
 from classical.decoy import MU, NU, OMEGA, single_photon_error_upper, single_photon_yield_lower
+from classical.decoy_lp import lp_bounds
 
 Mode = Literal["asymptotic", "finite"]
 MODES: tuple[str, ...] = ("asymptotic", "finite")
 METHOD_NAMES = {"asymptotic": "asymptotic", "finite": "finite-chernoff"}
+DecoyMethod = Literal["analytic", "lp"]
+DECOY_METHODS: tuple[str, ...] = ("analytic", "lp")
 BASIS_Z, BASIS_X = 0, 1
 BELL_BLOCK_NAMES = ("psi+", "psi-")
 MERGED_BLOCK_NAME = "psi+-"
@@ -354,13 +357,13 @@ _ERROR_SIGNS = {(NU, NU): 1, (OMEGA, OMEGA): 1, (NU, OMEGA): -1, (OMEGA, NU): -1
 
 
 def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
-                  epsilon_pe: float) -> SinglePhotonBounds:
+                  epsilon_pe: float, decoy_method: str = "analytic") -> SinglePhotonBounds:
     ia, ib = obs.intensities_a, obs.intensities_b
     det = obs.detections[..., bell]
     err = obs.errors[..., bell]
     pairs = obs.pairs
     coef = _yield_coefficients(ia, ib)
-    used = coef != 0.0
+    used = coef != 0.0 if decoy_method == "analytic" else np.ones((3, 3), dtype=bool)
     bounded = 0
 
     def interval(counts: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -377,22 +380,35 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
         n_pairs = np.where(mask, pairs[..., basis], 1.0)
         return np.where(mask, lo / n_pairs, 0.0), np.where(mask, hi / n_pairs, 0.0)
 
-    y11 = {}
-    for basis in (BASIS_Z, BASIS_X):
-        q_lo, q_hi = gains(det[..., basis], basis, used)
-        y11[basis] = float((coef * np.where(coef > 0, q_lo, q_hi)).sum())
-    y11_lower = max(y11[BASIS_Z], y11[BASIS_X])
+    if decoy_method == "lp":
+        # every class of both bases and every X error gain constrains the yields jointly
+        mask = {b: pairs[..., b] > 0 for b in (BASIS_Z, BASIS_X)}
+        z_lo, z_hi = gains(det[..., BASIS_Z], BASIS_Z, mask[BASIS_Z])
+        x_lo, x_hi = gains(det[..., BASIS_X], BASIS_X, mask[BASIS_X])
+        e_lo, e_hi = gains(err[..., BASIS_X], BASIS_X, mask[BASIS_X])
+        lp = lp_bounds(ia, ib, np.stack([z_lo, x_lo], -1), np.stack([z_hi, x_hi], -1),
+                       np.stack([mask[BASIS_Z], mask[BASIS_X]], -1), e_lo, e_hi, mask[BASIS_X])
+        y11 = {BASIS_Z: lp.y11_lower, BASIS_X: lp.y11_lower}
+        y11_lower = lp.y11_lower
+        error_gain_upper = lp.error_yield11_upper
+        e11_upper = lp.e11_upper
+    else:
+        y11 = {}
+        for basis in (BASIS_Z, BASIS_X):
+            q_lo, q_hi = gains(det[..., basis], basis, used)
+            y11[basis] = float((coef * np.where(coef > 0, q_lo, q_hi)).sum())
+        y11_lower = max(y11[BASIS_Z], y11[BASIS_X])
 
-    err_used = np.zeros((3, 3), dtype=bool)
-    for i, j in _ERROR_SIGNS:
-        err_used[i, j] = True
-    eq_lo, eq_hi = gains(err[..., BASIS_X], BASIS_X, err_used)
-    eq = eq_hi.copy()
-    for (i, j), sign in _ERROR_SIGNS.items():
-        if sign < 0:
-            eq[i, j] = eq_lo[i, j]
-    error_gain_upper = single_photon_error_upper(ia, ib, eq, 1.0)  # (e11·Y11)^U, clipped ≥ 0
-    e11_upper = single_photon_error_upper(ia, ib, eq, y11_lower)
+        err_used = np.zeros((3, 3), dtype=bool)
+        for i, j in _ERROR_SIGNS:
+            err_used[i, j] = True
+        eq_lo, eq_hi = gains(err[..., BASIS_X], BASIS_X, err_used)
+        eq = eq_hi.copy()
+        for (i, j), sign in _ERROR_SIGNS.items():
+            if sign < 0:
+                eq[i, j] = eq_lo[i, j]
+        error_gain_upper = single_photon_error_upper(ia, ib, eq, 1.0)  # (e11·Y11)^U, ≥ 0
+        e11_upper = single_photon_error_upper(ia, ib, eq, y11_lower)
 
     p11 = ia[MU] * math.exp(-ia[MU]) * ib[MU] * math.exp(-ib[MU])
     key_pairs = float(pairs[MU, MU, BASIS_Z])
@@ -417,17 +433,27 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
 
 def decoy_bounds(observations: DecoyObservations, mode: Mode = "finite",
                  epsilon_pe: float = SecurityParameters.epsilon_pe,
-                 merge_bell_states: bool = False) -> tuple[SinglePhotonBounds, ...]:
-    """Single-photon bounds per Bell state (ψ⁺, ψ⁻), or for the merged block."""
+                 merge_bell_states: bool = False,
+                 decoy_method: DecoyMethod = "analytic") -> tuple[SinglePhotonBounds, ...]:
+    """Single-photon bounds per Bell state (ψ⁺, ψ⁻), or for the merged block.
+
+    ``decoy_method``: ``"analytic"`` (Xu13's closed-form three-intensity bounds, worst case of
+    each interval) or ``"lp"`` (``classical.decoy_lp``: all classes of both bases as joint
+    linear constraints on the photon-number yields; never looser, more counts bounded).
+    """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if decoy_method not in DECOY_METHODS:
+        raise ValueError(f"unknown decoy_method {decoy_method!r}; choose one of "
+                         f"{', '.join(DECOY_METHODS)}")
     needed = _yield_coefficients(observations.intensities_a, observations.intensities_b) != 0
     for basis in (BASIS_Z, BASIS_X):
         if np.any(observations.pairs[..., basis][needed] <= 0):
             raise ValueError(f"no pulse pairs in a {'ZX'[basis]}-basis class the bounds need")
     if merge_bell_states:
-        return (_block_bounds(MERGED_BLOCK_NAME, observations.merged(), 0, mode, epsilon_pe),)
-    return tuple(_block_bounds(name, observations, bell, mode, epsilon_pe)
+        return (_block_bounds(MERGED_BLOCK_NAME, observations.merged(), 0, mode, epsilon_pe,
+                              decoy_method),)
+    return tuple(_block_bounds(name, observations, bell, mode, epsilon_pe, decoy_method)
                  for bell, name in enumerate(BELL_BLOCK_NAMES))
 
 
@@ -448,7 +474,8 @@ def _block_length(bounds: SinglePhotonBounds, leakage: float, mode: str,
 
 def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[float],
              mode: Mode = "finite",
-             parameters: SecurityParameters | None = None) -> Estimate | Abort:
+             parameters: SecurityParameters | None = None,
+             decoy_method: DecoyMethod = "analytic") -> Estimate | Abort:
     """Bound the single-photon pairs and decide the secure length, or abort with a reason.
 
     ``leakage_bits``: bits disclosed by reconciliation and verification (the leakage ledger),
@@ -460,7 +487,7 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
     params = parameters or SecurityParameters()
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    method = METHOD_NAMES[mode]
+    method = METHOD_NAMES[mode] + ("-lp" if decoy_method == "lp" else "")
     per_bell = np.ndim(leakage_bits) > 0
     leak = [float(x) for x in np.atleast_1d(np.asarray(leakage_bits, dtype=np.float64))]
     if len(leak) != (2 if per_bell else 1) or any(x < 0 for x in leak):
@@ -481,7 +508,7 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
 
     try:
         bounds = decoy_bounds(observations, mode, params.epsilon_pe,
-                              merge_bell_states=not per_bell)
+                              merge_bell_states=not per_bell, decoy_method=decoy_method)
     except ValueError as exc:
         return Abort(f"too few counts: {exc}", method)
     blocks = tuple(BlockEstimate(b, lam, _block_length(b, lam, mode, params))

@@ -134,6 +134,7 @@ class RoundConfig:
     security: SecurityParameters = field(default_factory=SecurityParameters)
     cascade: CascadeParameters = field(default_factory=CascadeParameters)
     ec_efficiency_prediction: float = 1.16
+    decoy_method: Literal["analytic", "lp"] = "analytic"
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,8 @@ def _with_z_errors(obs: DecoyObservations, errors: float) -> DecoyObservations:
 
 def _estimate(obs: DecoyObservations, z_errors: float, leakage: float, cfg: RoundConfig,
               st: Stage) -> Estimate:
-    result = estimate(_with_z_errors(obs, z_errors), leakage, cfg.mode, cfg.security)
+    result = estimate(_with_z_errors(obs, z_errors), leakage, cfg.mode, cfg.security,
+                      cfg.decoy_method)
     if isinstance(result, Abort):
         st.set(abort_reason=result.reason)
         raise _Abort(result.reason, notify_peer=False)

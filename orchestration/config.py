@@ -102,6 +102,7 @@ class PostprocessingModel(_Model):
     mode: Literal["finite", "asymptotic"] = "finite"
     qber_prior: float = Field(0.02, gt=0.0, lt=0.5)
     cascade_variant: Literal["yanetal", "option8", "option7", "original", "lowlatency"] = "yanetal"
+    decoy_method: Literal["analytic", "lp"] = "lp"
     epsilon_correctness: float = Field(1e-15, gt=0.0, lt=1.0)
     epsilon_pa: float = Field(1e-10, gt=0.0, lt=1.0)
     epsilon_pe: float = Field(1e-10, gt=0.0, lt=1.0)
@@ -241,4 +242,5 @@ def build_round_config(s: Scenario) -> RoundConfig:
                        SecurityParameters(epsilon_correctness=p.epsilon_correctness,
                                           epsilon_pa=p.epsilon_pa, epsilon_pe=p.epsilon_pe,
                                           max_qber_z=p.max_qber_z),
-                       CascadeParameters(variant=p.cascade_variant))
+                       CascadeParameters(variant=p.cascade_variant),
+                       decoy_method=p.decoy_method)
