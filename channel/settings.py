@@ -146,6 +146,18 @@ class SettingsGenerator:
             self._counts_cache[frame] = counts
         return counts
 
+    def preload(self, first_frame: int, counts: np.ndarray) -> None:
+        """Use the given per-frame class counts (e.g. as received with the pulses) for frames
+        ``first_frame, first_frame + 1, …`` instead of drawing them."""
+        counts = np.asarray(counts, dtype=np.int64)
+        if counts.ndim != 2 or counts.shape[1] != self.plan.n_combos:
+            raise ValueError(f"counts must have shape (frames, {self.plan.n_combos}), "
+                             f"got {counts.shape}")
+        if np.any(counts.sum(axis=1) != self.frame_size) or np.any(counts < 0):
+            raise ValueError(f"each frame's counts must be >= 0 and sum to {self.frame_size}")
+        for i, row in enumerate(counts):
+            self._counts_cache[first_frame + i] = row
+
     def frame_key(self, frame: int) -> np.uint64:
         return hash2(np.uint64(self.key), np.uint64(frame))
 

@@ -322,6 +322,9 @@ def _clmul_software(a: np.uint64, b: np.uint64) -> tuple[np.uint64, np.uint64]:
 # Leaves: out[o0 : o0 + K] ^= middle product of S[s0 : s0 + 2K] and V[v0 : v0 + K].
 # Word t of the full product S * V receives lo(S[a] V[b]) for a + b = t and hi(...) for
 # a + b = t - 1; the middle product is words K .. 2K - 1.
+# _leaf_pclmul and _leaf_software differ only in the carry-less multiply they inline: numba
+# cannot take the intrinsic as an argument without an indirect call per word, so each backend
+# gets its own copy of this short loop (cached compilation also rules out a closure factory).
 
 
 @njit(cache=True)

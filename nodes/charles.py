@@ -2,9 +2,10 @@
 
 Two parts, kept apart on purpose (ARCHITECTURE.md §3):
 
-* ``ChannelEmulator`` — nature. Receives the users' pulse batches on the quantum-event channel,
-  holds the link's live state (``channel.link.Link``) and samples the detectors with the exact
-  sampler. It returns ``DetectionRecords`` and singles counts, nothing else.
+* ``ChannelEmulator`` — nature. Takes the users' pulse batches from the quantum-event channel,
+  pairs them, holds the link's live state (``channel.link.Link``) and samples the detectors with
+  the exact sampler. Charles's software learns only ``ReadyFrames`` (round, slot range, trace
+  contexts) and the resulting ``DetectionRecords``; singles stay with the emulator's metrics.
 * ``CharlesNode`` — Charles's software. Decides the Bell states of each batch's records as they
   come (``nodes.relay_software``), keeps the successes, and at the end of a round announces them,
   authenticated, to Alice and Bob.
@@ -30,21 +31,77 @@ from nodes.tracing import context_from, link_to
 from nodes.transport import PulseBatch, PulseReceiver
 
 
+@dataclass(frozen=True)
+class ReadyFrames:
+    """Frames for which both users' pulses have arrived: what Charles's software learns of them.
+
+    Only the round, the slot range and the users' trace contexts (for span links); the pulses
+    stay with the emulator, which measures them on ``ChannelEmulator.measure_ready(ready)``.
+    There is no basis, bit, intensity or settings key here.
+    """
+
+    round_id: int
+    first_slot: int
+    stop_slot: int
+    round_complete: bool
+    traceparents: tuple[str | None, str | None]
+    handle: int
+
+
 @dataclass
 class ChannelEmulator:
-    """Nature at the relay: pulses in, detector clicks out."""
+    """Nature at the relay: pulse batches in, detector clicks out.
+
+    Pairs Alice's and Bob's batches of the same frames and samples them together; the pulse
+    descriptions never leave it.
+    """
 
     link: Link
     plans: dict[str, SettingsPlan]
     seed: int
     sampler: str = "fast"
     singles: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    waiting: dict[str, dict[int, PulseBatch]] = field(
+        default_factory=lambda: {"alice": {}, "bob": {}})
+    finished: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    _ready: dict[int, tuple[PulseBatch, PulseBatch]] = field(default_factory=dict)
 
     def _settings(self, batch: PulseBatch) -> SettingsGenerator:
         gen = SettingsGenerator(self.plans[batch.user], batch.settings_key, self.link.frame_bits)
-        for i in range(batch.n_frames):  # the pulses as sent: the batch's class counts
-            gen._counts_cache[batch.first_frame + i] = batch.frame_counts[i]
+        gen.preload(batch.first_frame, batch.frame_counts)  # the pulses as sent
         return gen
+
+    def accept(self, parts: list[object]) -> ReadyFrames | None:
+        """One wire message; ``ReadyFrames`` once both users' batches of its frames are in.
+
+        Raises ValueError (or KeyError/TypeError) for a malformed batch; the caller counts it.
+        """
+        batch = PulseBatch.from_parts(parts)
+        if batch.user not in self.waiting:
+            raise ValueError(f"unknown user {batch.user!r}")
+        other = "bob" if batch.user == "alice" else "alice"
+        partner = self.waiting[other].pop(batch.first_frame, None)
+        if partner is None:
+            self.waiting[batch.user][batch.first_frame] = batch
+            return None
+        a, b = (batch, partner) if batch.user == "alice" else (partner, batch)
+        if (a.first_frame, a.n_frames, a.round_id) != (b.first_frame, b.n_frames, b.round_id):
+            raise ValueError(f"pulse batches do not cover the same frames: alice "
+                             f"{a.first_frame}+{a.n_frames}, bob {b.first_frame}+{b.n_frames}")
+        for user, x in (("alice", a), ("bob", b)):
+            if x.last_in_round:
+                self.finished[x.round_id].add(user)
+        complete = self.finished[a.round_id] == {"alice", "bob"}
+        if complete:
+            self.finished.pop(a.round_id)
+        handle = a.first_frame
+        self._ready[handle] = (a, b)
+        size = 1 << self.link.frame_bits
+        return ReadyFrames(a.round_id, a.first_frame * size, (a.first_frame + a.n_frames) * size,
+                           complete, (a.traceparent, b.traceparent), handle)
+
+    def measure_ready(self, ready: ReadyFrames) -> DetectionRecords:
+        return self.measure(*self._ready.pop(ready.handle))
 
     def measure(self, a: PulseBatch, b: PulseBatch) -> DetectionRecords:
         if (a.first_frame, a.n_frames) != (b.first_frame, b.n_frames):
@@ -59,14 +116,14 @@ class ChannelEmulator:
 
 
 class CharlesNode:
+    """Charles's software: sees ``ReadyFrames`` and detection records, and announces."""
+
     def __init__(self, ctx: NodeContext, nature: ChannelEmulator) -> None:
         self.ctx, self.nature = ctx, nature
         self.pulses = PulseReceiver(ctx.zmq, ctx.endpoints.pulses)
-        self.waiting: dict[str, dict[int, PulseBatch]] = {"alice": {}, "bob": {}}
         # Charles decides each batch's Bell states as it is measured and keeps only successes
         self.successes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.coincidences: dict[int, int] = defaultdict(int)
-        self.done: dict[int, set[str]] = defaultdict(set)
         self.bounds: dict[int, tuple[int, int]] = {}
 
     def run(self) -> None:
@@ -82,48 +139,33 @@ class CharlesNode:
             parts = self.pulses.receive_or_none(self.ctx.stop)
             if parts is None:
                 continue
+            self.ctx.counters.add("pulse_batches_received_total")
             try:
-                batch = PulseBatch.from_parts(parts)
-                if batch.user not in self.waiting:
-                    raise ValueError(f"unknown user {batch.user!r}")
+                ready = self.nature.accept(parts)
             except (ValueError, KeyError, TypeError) as e:
                 self.ctx.counters.add("pulse_batches_dropped_malformed")
                 self.ctx.counters.add(f"pulse_batch_error_{type(e).__name__}")
                 continue
-            self._accept(batch)
+            if ready is not None:
+                self._measure(ready)
+                if ready.round_complete:
+                    self._announce(ready.round_id, ready.traceparents[0])
 
-    def _accept(self, batch: PulseBatch) -> None:
-        other = "bob" if batch.user == "alice" else "alice"
-        self.ctx.counters.add(f"pulse_frames_received_from_{batch.user}", batch.n_frames)
-        partner = self.waiting[other].pop(batch.first_frame, None)
-        if partner is None:
-            self.waiting[batch.user][batch.first_frame] = batch
-            return
-        a, b = (batch, partner) if batch.user == "alice" else (partner, batch)
-        self._measure(a, b)
-        if a.last_in_round:
-            self.done[a.round_id].add("alice")
-        if b.last_in_round:
-            self.done[b.round_id].add("bob")
-        if self.done[a.round_id] == {"alice", "bob"}:
-            self._announce(a.round_id, a.traceparent)
-
-    def _measure(self, a: PulseBatch, b: PulseBatch) -> None:
-        links = [x for x in (link_to(a.traceparent), link_to(b.traceparent)) if x is not None]
+    def _measure(self, ready: ReadyFrames) -> None:
+        links = [x for x in map(link_to, ready.traceparents) if x is not None]
         with self.ctx.tracer.start_as_current_span(
-                "measure", context=context_from(a.traceparent), kind=SpanKind.CONSUMER,
+                "measure", context=context_from(ready.traceparents[0]), kind=SpanKind.CONSUMER,
                 links=links) as span:
-            records = self.nature.measure(a, b)
+            records = self.nature.measure_ready(ready)
             slots, bell = bell_successes(records, self.nature.link.relay.coincidence_window_ps)
-            self.successes[a.round_id].append((slots, bell))
-            self.coincidences[a.round_id] += len(records)
-            size = 1 << self.nature.link.frame_bits
-            lo, hi = a.first_frame * size, (a.first_frame + a.n_frames) * size
-            old = self.bounds.get(a.round_id, (lo, hi))
-            self.bounds[a.round_id] = (min(old[0], lo), max(old[1], hi))
-            span.set_attribute("mdiqkd.round", a.round_id)
-            span.set_attribute("mdiqkd.first_frame", a.first_frame)
-            span.set_attribute("mdiqkd.frames", a.n_frames)
+            self.successes[ready.round_id].append((slots, bell))
+            self.coincidences[ready.round_id] += len(records)
+            old = self.bounds.get(ready.round_id, (ready.first_slot, ready.stop_slot))
+            self.bounds[ready.round_id] = (min(old[0], ready.first_slot),
+                                           max(old[1], ready.stop_slot))
+            span.set_attribute("mdiqkd.round", ready.round_id)
+            span.set_attribute("mdiqkd.first_slot", ready.first_slot)
+            span.set_attribute("mdiqkd.slots", ready.stop_slot - ready.first_slot)
             span.set_attribute("mdiqkd.coincidences", len(records))
             span.set_attribute("mdiqkd.bell_successes", int(slots.size))
         self.ctx.counters.add("coincidence_records_total", len(records))
@@ -131,7 +173,6 @@ class CharlesNode:
     def _announce(self, round_id: int, traceparent: str | None) -> None:
         parts = self.successes.pop(round_id)
         coincidences = self.coincidences.pop(round_id)
-        self.done.pop(round_id, None)
         start, stop = self.bounds.pop(round_id)
         with self.ctx.tracer.start_as_current_span(
                 "announce", context=context_from(traceparent), kind=SpanKind.PRODUCER) as span:

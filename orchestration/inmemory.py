@@ -10,7 +10,6 @@ from channel.link import Link
 from channel.samplers import sample
 from channel.settings import SettingsGenerator
 from classical.messages import Announcement
-from classical.pipeline import PipelineResult, run_key_round
 from classical.rounds import LocalView, RoundConfig
 from nodes.relay_software import announce_round
 from nodes.users import local_view
@@ -37,10 +36,3 @@ def round_config(alice: SettingsGenerator, bob: SettingsGenerator, **kwargs: obj
     ib = tuple(float(m) for m in bob.plan.mean_photon_numbers)
     return RoundConfig(ia, ib, alice.frame_size, **kwargs)  # type: ignore[arg-type]
 
-
-def run_inmemory_round(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
-                       round_id: int, start_slot: int, stop_slot: int, seed: int,
-                       cfg: RoundConfig | None = None, **kwargs: object) -> PipelineResult:
-    r = emulate_round(link, alice, bob, round_id, start_slot, stop_slot, seed)
-    return run_key_round(r.announcement, r.alice, r.bob, cfg or round_config(alice, bob), seed,
-                         **kwargs)  # type: ignore[arg-type]

@@ -68,3 +68,13 @@ def test_probabilities_must_sum_to_one():
         SettingsPlan((IntensityClass("a", 0.5, 0.5), IntensityClass("b", 0.1, 0.4)))
     with pytest.raises(ValueError, match="mu > nu > omega"):
         three_intensity_plan(mu=0.1, nu=0.2)
+
+
+def test_preloaded_counts_are_the_ones_used_and_are_checked():
+    gen = SettingsGenerator(three_intensity_plan(), key=5, frame_bits=10)
+    counts = np.array([[1024, 0, 0, 0, 0, 0]])
+    gen.preload(3, counts)
+    s = gen.settings_at(np.arange(3 * 1024, 4 * 1024))
+    assert set(s.intensity.tolist()) == {0} and set(s.basis.tolist()) == {0}
+    with pytest.raises(ValueError, match="sum to 1024"):
+        gen.preload(0, np.array([[1, 0, 0, 0, 0, 0]]))

@@ -1,0 +1,31 @@
+"""The relay's split: the channel emulator pairs pulse batches; Charles sees no settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nodes.charles import ChannelEmulator, ReadyFrames
+from nodes.transport import PulseBatch
+from orchestration.config import DEFAULT_SCENARIO, build_link, build_settings, load_scenario
+
+
+def _batch(user: str, gen, first: int, n: int, last: bool) -> list:
+    counts = np.array([gen.frame_counts(f) for f in range(first, first + n)])
+    return PulseBatch(user, 0, first, counts, gen.key, last, None).to_parts()
+
+
+def test_emulator_pairs_batches_and_charles_learns_no_settings():
+    scenario = load_scenario(DEFAULT_SCENARIO, {"frame_bits": 12})
+    alice, bob = build_settings(scenario, "alice"), build_settings(scenario, "bob")
+    nature = ChannelEmulator(build_link(scenario), {"alice": alice.plan, "bob": bob.plan}, 1)
+    assert nature.accept(_batch("alice", alice, 0, 4, True)) is None  # waits for Bob
+    ready = nature.accept(_batch("bob", bob, 0, 4, True))
+    assert isinstance(ready, ReadyFrames) and ready.round_complete
+    assert (ready.first_slot, ready.stop_slot) == (0, 4 << 12)
+    assert {f.name for f in dataclasses.fields(ReadyFrames)} == {
+        "round_id", "first_slot", "stop_slot", "round_complete", "traceparents", "handle"}
+    records = nature.measure_ready(ready)
+    assert set(dataclasses.asdict(records)) == {"slot", "pattern", "time_ps"}
+    assert len(records) > 0 and nature.singles.sum() > 0
