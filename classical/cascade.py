@@ -33,6 +33,15 @@ bisection at a time, and each bisection level is a round trip. Variants (``p`` =
 * ``"lowlatency"`` (ours, not from the literature): ``k1 = ceil(0.75/p)``, ``k2 = 2 k1``,
   ``k3 = 4096``, then 11 half-key passes. Short chains: about a third of ``"yanetal"``'s round
   trips, for a few percent more leakage (figures in :mod:`classical.bench_cascade`).
+* ``"pow2"`` (ours): ``k1 = 2**round(log2(0.8/p))`` (so ``k1 p`` lies in ``[0.57, 1.13]``),
+  ``k2 = 2 k1``, ``k3 = 4096``, then 11 half-key passes, with wide splits in the tail (below).
+  Why powers of two: a bisection of a ``k``-bit block takes ``ceil(log2 k)`` round trips, and
+  every link of a cascade chain (a correction in one pass exposing an even pair in another) is
+  one full bisection, so a chain of ``c`` links costs ``c ceil(log2 k)`` round trips; ``k = 2**d``
+  is the largest block for ``d`` levels (``"lowlatency"``'s ``k1 = 75`` at 1 % needs 7 levels,
+  64 needs 6). The frame's round trips are those of its longest chain, so one level less per
+  link is several round trips less per frame. Measured: about 45-50 round trips at 10^5 bits,
+  f 1.07-1.09 (figures in :mod:`classical.bench_cascade`).
 
 All variants use *sub-block reuse* (every sub-block whose parity is known, not just top-level
 blocks, takes part in the cascade effect), which is what the paper's optimised variants rely on.
@@ -55,6 +64,19 @@ Batching (what one round trip carries)
 * Parities that follow from earlier answers are never asked: besides the right halves, the last
   top-level block of every pass after the first is inferred from the whole key's parity (known
   after pass 1), so a half-key pass discloses exactly one bit.
+
+Wide splits in the tail (``tail_queries``)
+------------------------------------------
+A frame's round trips are set by its longest cascade chain and, now and then, by a late half-key
+pass whose bisection is ~16 levels deep at 10^5 bits: the last tens of round trips each carry only
+a handful of queries. When a round would bisect few leaves (``3 L <= tail_queries`` for ``L``
+leaves), each leaf is instead split ``2**m`` ways in one round trip: the ``2**m - 1`` left-half
+parities of its bisection tree ``m`` levels deep (``m`` as large as keeps the round within
+``tail_queries``), parents before children, at the same binary midpoints, so the answers are
+applied by the same per-query split as a binary round. Every one of these parities is asked of
+Alice and counted in the ledger; the price is ``2**m - 1 - m`` extra bits per leaf and round trip
+(4-way: one bit per leaf per round trip saved), paid only where the round would be almost
+empty. The known sub-blocks take part in the cascade effect like any other.
 
 Data structures (why no loop per bit in Python)
 -----------------------------------------------
@@ -100,8 +122,9 @@ __all__ = [
     "run_cascade",
 ]
 
-CascadeVariant = Literal["yanetal", "option8", "option7", "original", "lowlatency"]
-_VARIANTS: tuple[str, ...] = ("yanetal", "option8", "option7", "original", "lowlatency")
+CascadeVariant = Literal["yanetal", "option8", "option7", "original", "lowlatency", "pow2"]
+_VARIANTS: tuple[str, ...] = ("yanetal", "option8", "option7", "original", "lowlatency", "pow2")
+_DEFAULT_TAIL_QUERIES = {"pow2": 16}
 _MIN_QBER = 1e-6  # block sizes for smaller estimates are capped at the key length anyway
 
 
@@ -119,16 +142,31 @@ class CascadeParameters:
             Overlap cuts round trips and costs leakage; e.g. ``variant="option8",
             initial_passes=2, overlap_queries=2`` roughly halves opt. (8)'s round trips for ~2 %
             more disclosed bits.
+        tail_queries: budget of a *wide* round: when a round would bisect at most a third of
+            this many leaves, each leaf is split ``2**m`` ways instead of two (``2**m - 1``
+            parities, ``m`` as large as keeps the round within the budget). ``None`` takes the
+            variant's default: 16 for ``"pow2"``, 0 (always binary) for the others. See
+            "Wide splits in the tail" in the module docstring.
     """
+
+    @property
+    def wide_split_budget(self) -> int:
+        """``tail_queries`` with the variant's default filled in."""
+        if self.tail_queries is not None:
+            return self.tail_queries
+        return _DEFAULT_TAIL_QUERIES.get(self.variant, 0)
 
     variant: CascadeVariant = "yanetal"
     biconf_passes: int = 0
     initial_passes: int = 1
     overlap_queries: int = 0
+    tail_queries: int | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in _VARIANTS:
             raise ValueError(f"variant must be one of {_VARIANTS}, got {self.variant!r}")
+        if self.tail_queries is not None and self.tail_queries < 0:
+            raise ValueError(f"tail_queries must be >= 0, got {self.tail_queries}")
         if self.biconf_passes < 0:
             raise ValueError(f"biconf_passes must be >= 0, got {self.biconf_passes}")
         if self.initial_passes < 1:
@@ -201,6 +239,9 @@ def cascade_block_sizes(
         sizes, halves = [k1, 5 * k1], 8
     elif params.variant == "lowlatency":
         k1 = math.ceil(0.75 / p)
+        sizes, halves = [k1, 2 * k1, 4096], 11
+    elif params.variant == "pow2":
+        k1 = 2 ** round(math.log2(0.8 / p))
         sizes, halves = [k1, 2 * k1, 4096], 11
     else:  # original
         k1 = math.ceil(0.73 / p)
@@ -294,6 +335,7 @@ def run_cascade(
     top = engine.top_level_queries()
     engine.set_top_level_parities(top, ask(top))
     queries = _NO_QUERIES
+    budget = params.wide_split_budget
     next_pass = 0
     while True:
         if next_pass < plan.n_passes and (
@@ -302,6 +344,8 @@ def run_cascade(
             queries = engine.activate(next_pass, queries)
             next_pass += 1
         elif len(queries):
+            if 3 * len(queries) <= budget:
+                queries = engine.widen(queries, budget)
             queries = engine.step(queries, ask(queries))
         else:
             break
@@ -506,6 +550,59 @@ def _apply(  # pragma: no cover - numba
 
 
 @njit(cache=True)
+def _widen(  # pragma: no cover - numba
+    qp: _I16, qs: _I32, qm: _I32, budget: int, n: int, meta: _I64, ints: _I32
+) -> tuple[_I16, _I32, _I32]:
+    """Split each queried leaf ``2**m`` ways at once: its binary tree ``m`` levels deep.
+
+    ``m`` is the largest depth with ``len(queries) * (2**m - 1) <= budget``. Each leaf's queries
+    are the left halves of the tree's nodes in breadth-first order, parent before child, so
+    :func:`_apply`, which splits one leaf per query in order at the same binary midpoints, finds
+    every node a leaf when its query comes. Sub-blocks of fewer than two bits are not queried.
+    """
+    m_leaves = qp.size
+    depth = 1
+    while m_leaves * ((1 << (depth + 1)) - 1) <= budget:
+        depth += 1
+    if depth == 1:
+        return qp, qs, qm
+    per = (1 << depth) - 1
+    op = np.empty(m_leaves * per, np.int16)
+    os_ = np.empty(m_leaves * per, np.int32)
+    om = np.empty(m_leaves * per, np.int32)
+    lo = np.empty(2 * per + 1, np.int64)
+    hi = np.empty(2 * per + 1, np.int64)
+    leaf = ints[2]
+    k = 0
+    for j in range(m_leaves):
+        i = qp[j]
+        s = qs[j]
+        lo[0] = s
+        hi[0] = s + leaf[meta[i, _SLOT] * n + s]
+        head = 0
+        tail = 1
+        for _ in range(depth):
+            level_end = tail
+            while head < level_end:
+                a = lo[head]
+                b = hi[head]
+                head += 1
+                if b - a < 2:
+                    continue
+                mid = a + (b - a) // 2
+                op[k] = i
+                os_[k] = a
+                om[k] = mid
+                k += 1
+                lo[tail] = a
+                hi[tail] = mid
+                lo[tail + 1] = mid
+                hi[tail + 1] = b
+                tail += 2
+    return op[:k], os_[:k], om[:k]
+
+
+@njit(cache=True)
 def _apply_select(  # pragma: no cover - numba
     qp: _I16,
     qs: _I32,
@@ -703,6 +800,13 @@ class _BobEngine:
             starts = [s for half, s in ((0, 0), (1, h)) if self.half_odd[i, half]]
             new_p, new_s = np.full(len(starts), i, np.int64), np.array(starts, np.int64)
         return self._select(np.concatenate([cp, new_p]), np.concatenate([cs, new_s]))
+
+    def widen(self, queries: ParityQueries, budget: int) -> ParityQueries:
+        """The same leaves, each split ``2**m`` ways (at most ``budget`` queries in all)."""
+        qp, qs, qm = _widen(
+            queries.pass_index, queries.start, queries.end, budget, self.n, self.meta, self.ints
+        )
+        return ParityQueries._trusted(qp, qs, qm)
 
     def step(self, queries: ParityQueries, answers: NDArray[np.uint8]) -> ParityQueries:
         """Apply one round trip's answers; return the next batch of bisection queries."""

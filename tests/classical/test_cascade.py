@@ -88,7 +88,9 @@ def test_corrects_iid_errors(n_bits: int, qber: float) -> None:
     assert failures <= 1
 
 
-@pytest.mark.parametrize("variant", ["yanetal", "option8", "option7", "original", "lowlatency"])
+@pytest.mark.parametrize(
+    "variant", ["yanetal", "option8", "option7", "original", "lowlatency", "pow2"]
+)
 def test_every_variant_corrects(variant: str) -> None:
     rng = np.random.default_rng(5)
     params = CascadeParameters(variant=variant)  # type: ignore[arg-type]
@@ -111,6 +113,45 @@ def test_overlapping_schedule_corrects_with_fewer_round_trips() -> None:
     assert np.array_equal(a.corrected_key, alice)
     assert np.array_equal(b.corrected_key, alice)
     assert b.round_trips < a.round_trips
+
+
+def test_wide_splits_cut_round_trips_and_every_parity_is_counted() -> None:
+    # Same plan, same keys: wide tail splits (2**m - 1 parities per leaf in a near-empty round)
+    # must reconcile to Alice's key in fewer round trips, and the ledger must still equal the
+    # parities Alice answered, wide rounds included.
+    rng = np.random.default_rng(12)
+    alice, bob = _frame(rng, 50_000, 0.02)
+    binary = CascadeParameters(variant="pow2", tail_queries=0)
+    wide = CascadeParameters(variant="pow2", tail_queries=32)
+    plan = plan_cascade(alice.size, 0.02, rng, binary)
+    runs = []
+    for params in (binary, wide):
+        channel = RecordingChannel(InMemoryParityChannel(alice))
+        ledger = LeakageLedger()
+        result = run_cascade(bob, plan, channel, params, ledger)
+        assert np.array_equal(result.corrected_key, alice)
+        assert result.disclosed_bits == ledger.disclosed_bits == channel.parities
+        assert result.round_trips == ledger.round_trips == len(channel.batches)
+        runs.append((result, channel))
+    (narrow_result, _), (wide_result, wide_channel) = runs
+    assert wide_result.round_trips < narrow_result.round_trips
+    # Some round really was wide: more queries than distinct leaves split to a depth of one.
+    assert any(len(b) > 1 and np.unique(b.start).size < len(b) for b in wide_channel.batches[1:])
+
+
+def test_wide_split_budget_defaults_by_variant() -> None:
+    assert CascadeParameters(variant="pow2").wide_split_budget == 16
+    assert CascadeParameters().wide_split_budget == 0
+    assert CascadeParameters(variant="pow2", tail_queries=0).wide_split_budget == 0
+    with pytest.raises(ValueError, match="tail_queries"):
+        CascadeParameters(tail_queries=-1)
+
+
+def test_pow2_block_sizes_are_powers_of_two() -> None:
+    params = CascadeParameters(variant="pow2")
+    for qber, k1 in ((0.01, 64), (0.02, 32), (0.03, 32), (0.05, 16), (0.1, 8)):
+        sizes, halves = cascade_block_sizes(qber, 10**6, params)
+        assert sizes == (k1, 2 * k1, 4096) and halves == 11
 
 
 def test_identical_keys_need_no_corrections() -> None:
@@ -138,17 +179,18 @@ def test_does_not_modify_inputs() -> None:
     qber=st.floats(0.0, 0.12),
     estimate=st.floats(0.0, 0.2),
     seed=st.integers(0, 2**32 - 1),
-    variant=st.sampled_from(["yanetal", "option8", "lowlatency"]),
+    variant=st.sampled_from(["yanetal", "option8", "lowlatency", "pow2"]),
+    tail_queries=st.sampled_from([None, 0, 7, 64]),
 )
 def test_final_key_agrees_with_every_disclosed_parity(
-    n_bits: int, qber: float, estimate: float, seed: int, variant: str
+    n_bits: int, qber: float, estimate: float, seed: int, variant: str, tail_queries: int | None
 ) -> None:
     # Always true, whatever the estimate: Cascade stops only when no known block is odd, so
     # Bob's output matches Alice on every parity she disclosed (and on the inferred ones).
     rng = np.random.default_rng(seed)
     alice, bob = _frame(rng, n_bits, qber)
     channel = RecordingChannel(InMemoryParityChannel(alice))
-    params = CascadeParameters(variant=variant)  # type: ignore[arg-type]
+    params = CascadeParameters(variant=variant, tail_queries=tail_queries)  # type: ignore[arg-type]
     result = reconcile(bob, estimate, channel, rng, params)
     for queries, answers in zip(channel.batches, channel.answers, strict=True):
         for p in np.unique(queries.pass_index).tolist():
@@ -169,12 +211,14 @@ def test_final_key_agrees_with_every_disclosed_parity(
 # ------------------------------------------------------------------------------------------
 
 
-def test_ledger_counts_exactly_the_parities_exchanged() -> None:
+@pytest.mark.parametrize("variant", ["yanetal", "pow2"])
+def test_ledger_counts_exactly_the_parities_exchanged(variant: str) -> None:
     rng = np.random.default_rng(3)
     alice, bob = _frame(rng, 10_000, 0.03)
     channel = RecordingChannel(InMemoryParityChannel(alice))
     ledger = LeakageLedger(disclosed_bits=7, round_trips=2)  # earlier stages of the round
-    result = reconcile(bob, 0.03, channel, rng, ledger=ledger)
+    params = CascadeParameters(variant=variant)  # type: ignore[arg-type]
+    result = reconcile(bob, 0.03, channel, rng, params, ledger=ledger)
     assert result.disclosed_bits == channel.parities
     assert result.round_trips == len(channel.batches)
     assert ledger.disclosed_bits == 7 + channel.parities
