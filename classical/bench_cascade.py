@@ -34,9 +34,16 @@ lowlatency          10^5    1.069 1.083 1.092     58   67   51            0
 lowlatency          10^6    1.077 1.088 1.093     79   82   63            0
 option8             10^5    1.035 1.036 1.041    452  490  392            0
 option8, overlap    10^5    1.059 1.058 1.059    180  180  155            0
+pow2                10^5    1.074 1.084 1.078     44   43   52            0
+pow2                10^6    1.076 1.085 1.081     59   55   66            0
 ==================  ======  ===================  =======================  =====
 
-("option8, overlap" is ``initial_passes=2, overlap_queries=2``.) Throughput of the default at
+("option8, overlap" is ``initial_passes=2, overlap_queries=2``.) The ``pow2`` rows were measured
+later, on the same VM while other jobs shared both cores (load average ~2): worst frames 59 / 56
+/ 73 round trips at 10^5 bits and 67 / 61 / 75 at 10^6; wall-clock throughput of 7-13 Mbit/s
+there is the load's, the CPU time of the process gives 16-18 Mbit/s for both sides at 10^5 bits,
+of which ~4 ms per frame is fixed cost (six shuffles, Bob's and Alice's per-pass tables) that
+does not depend on the number of round trips. Throughput of the default at
 10^5 bits: 8-14 Mbit/s for both sides together, 10-16 Mbit/s for Bob alone; the pure-Python
 baseline: 0.3-0.45 Mbit/s, with f = 1.06-1.21 and one round trip per parity (1,800-7,000
 round trips for 2*10^4 bits).

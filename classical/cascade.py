@@ -730,7 +730,10 @@ class _BobEngine:
         if self.slots_used * self.n == self.ints.shape[1]:
             # Room for every permutation pass and one bipartition pass; then double.
             grow = max(self.n_perm + 1, self.slots_used) * self.n
-            ints, flags = np.zeros((3, grow), np.int32), np.zeros((2, grow), np.uint8)
+            # Rows 0-1 (order, pos) are written in full when a slot is installed; only the
+            # leaf sizes and the flags must start at zero.
+            ints, flags = np.empty((3, grow), np.int32), np.zeros((2, grow), np.uint8)
+            ints[2] = 0
             if self.slots_used:
                 ints = np.concatenate([self.ints, ints], axis=1)
                 flags = np.concatenate([self.flags, flags], axis=1)
