@@ -9,9 +9,10 @@ the phase error.
 
 Modes
 -----
-``"asymptotic"`` — observed gains Q = n / N go straight into the three-intensity bounds of
-Xu, Curty, Qi, Lo, NJP 15, 113007 (2013), Eqs. 6–7 (``classical.decoy``), and
-ℓ = ⌊s11 [1 − h(e11)] − λ_EC⌋ with s11 = N_μμ μ_a e^−μ_a μ_b e^−μ_b Y11^L (LCQ Eq. 1 per round).
+``"asymptotic"`` — observed gains Q = n / N go straight into the decoy bounds (the three-intensity
+bounds of Xu, Curty, Qi, Lo, NJP 15, 113007 (2013), Eqs. 6–7 (``classical.decoy``), or the LP), and
+ℓ = ⌊s11 [1 − h(e11)] − λ_EC⌋ with s11 = N_ss s_a e^−s_a s_b e^−s_b Y11^L (LCQ Eq. 1 per round;
+s = the key class's intensities, μ in the three-intensity layout).
 
 ``"finite"`` (method name ``"finite-chernoff"``) — the key length of Curty et al., Nat. Commun. 5,
 3732 (2014) (PHYSICS.md §6), per block:
@@ -30,7 +31,7 @@ Xu, Curty, Qi, Lo, NJP 15, 113007 (2013), Eqs. 6–7 (``classical.decoy``), and
    is used) and the single-photon error gain (e11·Y11)^U from the X-basis error gains; the decoy
    phase-error bound reported is e11^{X,U} = (e11·Y11)^U / Y11^L.
 3. The expectations of the number of single-photon-pair detections in the key class,
-   N_μμ p₁₁ Y11^L, and of their phase errors, N_μμ p₁₁ (e11·Y11)^U (p₁₁ = μ_a e^−μ_a μ_b e^−μ_b),
+   N_ss p₁₁ Y11^L, and of their phase errors, N_ss p₁₁ (e11·Y11)^U (p₁₁ = s_a e^−s_a s_b e^−s_b),
    become bounds on the *realised* numbers with the multiplicative Chernoff tails once more:
    s11^{Z,L} = m − √(2 m ln(2/ε_PE)) and k^U = m + [L + √(L² + 8 L m)]/2, L = ln(2/ε_PE);
    e_ph^U = k^U / s11^{Z,L}. This is the realised phase error of the key's single-photon pairs,
@@ -57,11 +58,16 @@ so the deciding call comes after them. A call before reconciliation, with
 
 QBER_Z. The key-class Z errors are taken from the reconciled key: the number of bits
 reconciliation corrected (Cascade reveals it anyway, and verification confirms it), filled into
-``errors[0, 0, 0, :]`` by the caller. Nothing of the key is sacrificed to estimate E_Z, and the
-length formula needs no bound on it: E_Z enters only through λ_EC, which is measured (the bits
-actually disclosed). :func:`choose_test_positions` is offered for a pre-reconciliation sample
-(e.g. to size Cascade's first block); sampled bits must then be removed from the key by the
-caller. :func:`predicted_leakage` (f·n·h(E)) is for planning only, never for the length.
+``errors[k_a, k_b, 0, :]`` (the key class) by the caller. Nothing of the key is sacrificed to
+estimate E_Z, and the length formula needs no bound on it: E_Z enters only through λ_EC, which
+is measured (the bits actually disclosed). :func:`choose_test_positions` is offered for a
+pre-reconciliation sample (e.g. to size Cascade's first block); sampled bits must then be
+removed from the key by the caller. :func:`predicted_leakage` (f·n·h(E)) is for planning only,
+never for the length.
+
+QBER_X (reported, not used in the length) is that of the key class's X basis when the key
+intensities are also sent in X (three-intensity layout), else that of all X-basis classes pooled
+(four-intensity layout, where the signal never goes in X).
 """
 
 from __future__ import annotations
@@ -88,7 +94,9 @@ MERGED_BLOCK_NAME = "psi+-"
 DEFAULT_EC_INEFFICIENCY = 1.16
 _BISECTION_STEPS = 200
 
-Intensities = tuple[float, float, float]
+Intensities = tuple[float, ...]
+#: Fewest intensities per user the decoy bounds accept.
+MIN_INTENSITIES = 3
 
 
 def binary_entropy(p: float) -> float:
@@ -216,11 +224,17 @@ class SecurityParameters:
 class DecoyObservations:
     """What one round observed, per (i_a, i_b, basis, Bell state) class; arrays are copied.
 
-    ``pairs`` (3, 3, 2): sent pulse pairs with matching bases (``sifting.sent_pairs``; may be
-    fractional). ``detections`` (3, 3, 2, 2): kept detections. ``errors`` (3, 3, 2, 2): sifted
-    errors; the X-basis entries come from the disclosed X bits, the key-class Z entries
-    ``errors[0, 0, 0, :]`` from the bits reconciliation corrected; other Z entries are unused.
-    Counts may be non-integer (expected counts from an analytic model, asymptotic mode).
+    With K_a and K_b intensities (K ≥ 3 each): ``pairs`` (K_a, K_b, 2): sent pulse pairs with
+    matching bases (``sifting.sent_pairs``; may be fractional). ``detections`` (K_a, K_b, 2, 2):
+    kept detections. ``errors`` (K_a, K_b, 2, 2): sifted errors; the X-basis entries come from the
+    disclosed X bits, the key-class Z entries ``errors[k_a, k_b, 0, :]`` from the bits
+    reconciliation corrected; other Z entries are unused. Counts may be non-integer (expected
+    counts from an analytic model, asymptotic mode).
+
+    ``key_intensity`` = (k_a, k_b): the intensity indices whose Z-basis pairs form the key (the
+    signal of each user; (0, 0) in both standard layouts). Intensities: three must be ordered
+    (μ, ν, ω) with μ > ν > ω ≥ 0 (``classical.decoy``'s convention); more must be distinct and
+    ≥ 0, with a positive key intensity.
     """
 
     intensities_a: Intensities
@@ -228,9 +242,30 @@ class DecoyObservations:
     pairs: np.ndarray
     detections: np.ndarray
     errors: np.ndarray
+    key_intensity: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        shapes = {"pairs": (3, 3, 2), "detections": (3, 3, 2, 2), "errors": (3, 3, 2, 2)}
+        for name in ("intensities_a", "intensities_b"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) < MIN_INTENSITIES:
+                raise ValueError(f"{name} must list at least {MIN_INTENSITIES} intensities, "
+                                 f"got {values}")
+            if len(values) == 3 and not values[0] > values[1] > values[2] >= 0:
+                raise ValueError(f"{name} must be (mu, nu, omega) with mu > nu > omega >= 0, "
+                                 f"got {values}")
+            if len(set(values)) != len(values) or min(values) < 0:
+                raise ValueError(f"{name} must be distinct and >= 0, got {values}")
+            object.__setattr__(self, name, values)
+        k_a, k_b = len(self.intensities_a), len(self.intensities_b)
+        key = tuple(int(k) for k in self.key_intensity)
+        if len(key) != 2 or not (0 <= key[0] < k_a and 0 <= key[1] < k_b):
+            raise ValueError(f"key_intensity must be a pair of indices into ({k_a}, {k_b}) "
+                             f"intensities, got {self.key_intensity}")
+        if self.intensities_a[key[0]] <= 0 or self.intensities_b[key[1]] <= 0:
+            raise ValueError(f"the key intensities must be > 0, got key_intensity={key}")
+        object.__setattr__(self, "key_intensity", key)
+        shapes = {"pairs": (k_a, k_b, 2), "detections": (k_a, k_b, 2, 2),
+                  "errors": (k_a, k_b, 2, 2)}
         for name, shape in shapes.items():
             value = np.array(getattr(self, name), dtype=np.float64)
             if value.shape != shape:
@@ -241,12 +276,11 @@ class DecoyObservations:
             object.__setattr__(self, name, value)
         if np.any(self.errors > self.detections):
             raise ValueError("errors cannot exceed detections in any class")
-        for name in ("intensities_a", "intensities_b"):
-            values = tuple(float(v) for v in getattr(self, name))
-            if len(values) != 3 or not values[0] > values[1] > values[2] >= 0:
-                raise ValueError(f"{name} must be (mu, nu, omega) with mu > nu > omega >= 0, "
-                                 f"got {values}")
-            object.__setattr__(self, name, values)
+
+    @property
+    def n_intensities(self) -> tuple[int, int]:
+        """(K_a, K_b)."""
+        return len(self.intensities_a), len(self.intensities_b)
 
     def merged(self) -> DecoyObservations:
         """The same observations with ψ⁺ and ψ⁻ merged (kept as the first Bell index)."""
@@ -254,7 +288,8 @@ class DecoyObservations:
         err = np.zeros_like(self.errors)
         det[..., 0] = self.detections.sum(axis=-1)
         err[..., 0] = self.errors.sum(axis=-1)
-        return DecoyObservations(self.intensities_a, self.intensities_b, self.pairs, det, err)
+        return DecoyObservations(self.intensities_a, self.intensities_b, self.pairs, det, err,
+                                 self.key_intensity)
 
 
 @dataclass(frozen=True)
@@ -340,6 +375,26 @@ class Abort:
 # --- the bounds --------------------------------------------------------------------------------
 
 
+def _qber_x(det: np.ndarray, err: np.ndarray, pairs: np.ndarray, key: tuple[int, int]) -> float:
+    """X-basis error rate of the key class, or of all X classes pooled when the key intensities
+    are never sent in X (four-intensity layout); ``det``/``err`` of shape (K_a, K_b, 2, …)."""
+    x_det, x_err = det[key[0], key[1], BASIS_X], err[key[0], key[1], BASIS_X]
+    if pairs[key[0], key[1], BASIS_X] <= 0:
+        x_det, x_err = det[:, :, BASIS_X], err[:, :, BASIS_X]
+    total = float(np.sum(x_det))
+    return float(np.sum(x_err)) / total if total > 0 else math.nan
+
+
+def _check_decoy_method(observations: DecoyObservations, decoy_method: str) -> None:
+    if decoy_method not in DECOY_METHODS:
+        raise ValueError(f"unknown decoy_method {decoy_method!r}; choose one of "
+                         f"{', '.join(DECOY_METHODS)}")
+    if decoy_method == "analytic" and observations.n_intensities != (3, 3):
+        k_a, k_b = observations.n_intensities
+        raise ValueError(f"decoy_method 'analytic' (Xu13's three-intensity bounds) needs 3 "
+                         f"intensities per user, got {k_a} and {k_b}; use decoy_method 'lp'")
+
+
 def _unit(i: int, j: int) -> np.ndarray:
     e = np.zeros((3, 3))
     e[i, j] = 1.0
@@ -362,8 +417,6 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
     det = obs.detections[..., bell]
     err = obs.errors[..., bell]
     pairs = obs.pairs
-    coef = _yield_coefficients(ia, ib)
-    used = coef != 0.0 if decoy_method == "analytic" else np.ones((3, 3), dtype=bool)
     bounded = 0
 
     def interval(counts: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -393,6 +446,8 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
         error_gain_upper = lp.error_yield11_upper
         e11_upper = lp.e11_upper
     else:
+        coef = _yield_coefficients(ia, ib)
+        used = coef != 0.0
         y11 = {}
         for basis in (BASIS_Z, BASIS_X):
             q_lo, q_hi = gains(det[..., basis], basis, used)
@@ -410,9 +465,10 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
         error_gain_upper = single_photon_error_upper(ia, ib, eq, 1.0)  # (e11·Y11)^U, ≥ 0
         e11_upper = single_photon_error_upper(ia, ib, eq, y11_lower)
 
-    p11 = ia[MU] * math.exp(-ia[MU]) * ib[MU] * math.exp(-ib[MU])
-    key_pairs = float(pairs[MU, MU, BASIS_Z])
-    n_z = float(det[MU, MU, BASIS_Z])
+    ka, kb = obs.key_intensity
+    p11 = ia[ka] * math.exp(-ia[ka]) * ib[kb] * math.exp(-ib[kb])
+    key_pairs = float(pairs[ka, kb, BASIS_Z])
+    n_z = float(det[ka, kb, BASIS_Z])
     s_mean = key_pairs * p11 * max(y11_lower, 0.0)
     k_mean = key_pairs * p11 * error_gain_upper
     if mode == "asymptotic":
@@ -422,11 +478,10 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
         k = realised_upper(k_mean, epsilon_pe)
         bounded += 2
     phase = min(k / s11, 0.5) if s11 > 0 else 0.5
-    x_det = float(det[MU, MU, BASIS_X])
     return SinglePhotonBounds(
-        name=name, n_z=n_z, z_errors=float(err[MU, MU, BASIS_Z]),
-        qber_z=float(err[MU, MU, BASIS_Z]) / n_z if n_z > 0 else math.nan,
-        qber_x=float(err[MU, MU, BASIS_X]) / x_det if x_det > 0 else math.nan,
+        name=name, n_z=n_z, z_errors=float(err[ka, kb, BASIS_Z]),
+        qber_z=float(err[ka, kb, BASIS_Z]) / n_z if n_z > 0 else math.nan,
+        qber_x=_qber_x(det, err, pairs, obs.key_intensity),
         y11_z_lower=y11[BASIS_Z], y11_x_lower=y11[BASIS_X], e11_x_upper=e11_upper,
         s11_z_lower=s11, phase_error_upper=phase, bounded_counts=bounded)
 
@@ -438,18 +493,24 @@ def decoy_bounds(observations: DecoyObservations, mode: Mode = "finite",
     """Single-photon bounds per Bell state (ψ⁺, ψ⁻), or for the merged block.
 
     ``decoy_method``: ``"analytic"`` (Xu13's closed-form three-intensity bounds, worst case of
-    each interval) or ``"lp"`` (``classical.decoy_lp``: all classes of both bases as joint
-    linear constraints on the photon-number yields; never looser, more counts bounded).
+    each interval; three intensities per user only, else ``ValueError``) or ``"lp"``
+    (``classical.decoy_lp``: all classes of both bases as joint linear constraints on the
+    photon-number yields; any number of intensities; never looser, more counts bounded).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if decoy_method not in DECOY_METHODS:
-        raise ValueError(f"unknown decoy_method {decoy_method!r}; choose one of "
-                         f"{', '.join(DECOY_METHODS)}")
-    needed = _yield_coefficients(observations.intensities_a, observations.intensities_b) != 0
-    for basis in (BASIS_Z, BASIS_X):
-        if np.any(observations.pairs[..., basis][needed] <= 0):
-            raise ValueError(f"no pulse pairs in a {'ZX'[basis]}-basis class the bounds need")
+    _check_decoy_method(observations, decoy_method)
+    pairs = observations.pairs
+    if observations.n_intensities == (3, 3):
+        needed = _yield_coefficients(observations.intensities_a, observations.intensities_b) != 0
+        for basis in (BASIS_Z, BASIS_X):
+            if np.any(pairs[..., basis][needed] <= 0):
+                raise ValueError(f"no pulse pairs in a {'ZX'[basis]}-basis class the bounds need")
+    else:  # the LP takes whatever classes there are; it needs the key class and some X pairs
+        if pairs[(*observations.key_intensity, BASIS_Z)] <= 0:
+            raise ValueError("no pulse pairs in the Z-basis key class")
+        if not np.any(pairs[..., BASIS_X] > 0):
+            raise ValueError("no pulse pairs in any X-basis class")
     if merge_bell_states:
         return (_block_bounds(MERGED_BLOCK_NAME, observations.merged(), 0, mode, epsilon_pe,
                               decoy_method),)
@@ -481,12 +542,16 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
     ``leakage_bits``: bits disclosed by reconciliation and verification (the leakage ledger),
     either per Bell state ``(λ_ψ⁺, λ_ψ⁻)`` — one key per Bell state, lengths summed — or one number
     for a key reconciled as one block (counts merged over the Bell states). Checks, in order: too
-    few key-class or X (ν, ν) detections; QBER_Z above ``max_qber_z``; Y11^L ≤ 0 in every block;
-    secure length ≤ 0.
+    few key-class detections, or no X detections in (ν, ν) (three intensities) or in any class
+    (more); QBER_Z above ``max_qber_z``; Y11^L ≤ 0 in every block; secure length ≤ 0.
+
+    Raises ``ValueError`` for a call that cannot be right whatever was observed: unknown mode or
+    decoy method, ``decoy_method="analytic"`` with other than three intensities, bad leakage.
     """
     params = parameters or SecurityParameters()
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    _check_decoy_method(observations, decoy_method)
     method = METHOD_NAMES[mode] + ("-lp" if decoy_method == "lp" else "")
     per_bell = np.ndim(leakage_bits) > 0
     leak = [float(x) for x in np.atleast_1d(np.asarray(leakage_bits, dtype=np.float64))]
@@ -495,13 +560,18 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
                          f"got {leakage_bits!r}")
 
     det, err = observations.detections, observations.errors
-    n_z = float(det[MU, MU, BASIS_Z].sum())
+    ka, kb = observations.key_intensity
+    three = observations.n_intensities == (3, 3)
+    n_z = float(det[ka, kb, BASIS_Z].sum())
     if n_z < params.min_key_detections:
-        return Abort(f"too few counts: {_fmt(n_z)} detections in the key class (Z, mu, mu), "
+        key_name = "(Z, mu, mu)" if three and (ka, kb) == (MU, MU) else f"(Z, {ka}, {kb})"
+        return Abort(f"too few counts: {_fmt(n_z)} detections in the key class {key_name}, "
                      f"need at least {params.min_key_detections}", method)
-    if det[NU, NU, BASIS_X].sum() <= 0:
+    if three and det[NU, NU, BASIS_X].sum() <= 0:
         return Abort("too few counts: no detections in the X-basis (nu, nu) class", method)
-    z_errors = float(err[MU, MU, BASIS_Z].sum())
+    if not three and det[:, :, BASIS_X].sum() <= 0:
+        return Abort("too few counts: no detections in any X-basis class", method)
+    z_errors = float(err[ka, kb, BASIS_Z].sum())
     qber_z = z_errors / n_z
     if qber_z > params.max_qber_z:
         return Abort(f"QBER_Z {_fmt(qber_z)} above threshold {_fmt(params.max_qber_z)}", method)
@@ -524,8 +594,7 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
     s11 = sum(b.bounds.s11_z_lower for b in blocks)
     e11 = (sum(b.bounds.s11_z_lower * b.bounds.e11_x_upper for b in blocks) / s11
            if s11 > 0 else 0.5)
-    x_det = float(det[MU, MU, BASIS_X].sum())
-    qber_x = float(err[MU, MU, BASIS_X].sum()) / x_det if x_det > 0 else math.nan
+    qber_x = _qber_x(det, err, observations.pairs, (ka, kb))
     epsilons: dict[str, float] = {}
     eps_sec = eps_cor = 0.0
     if mode == "finite":
@@ -547,7 +616,8 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
 
 
 __all__ = [
-    "MODES", "Abort", "BlockEstimate", "DecoyObservations", "Estimate", "SecurityParameters",
+    "DECOY_METHODS", "MIN_INTENSITIES", "MODES", "Abort", "BlockEstimate", "DecoyObservations",
+    "Estimate", "SecurityParameters",
     "SinglePhotonBounds", "binary_entropy", "chernoff_bounds", "choose_test_positions",
     "decoy_bounds", "estimate", "predicted_leakage", "realised_lower", "realised_upper",
 ]

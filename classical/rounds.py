@@ -11,8 +11,15 @@ compares) → estimate (final, with the bits actually disclosed) → amplify (Al
 Both sides compute the estimates from identical public data (announcement, both users' bases and
 intensities, both users' X-basis bits, the sent-pulse counts, the disclosed bits), so they reach
 the same decision without a message; a side that fails for a local reason sends ``RoundAbort``.
-Keys are the Z-basis signal-signal class with ψ⁺ and ψ⁻ reconciled as one block (the estimate
-merges the two Bell states accordingly, ``classical.estimation``).
+Keys are the Z-basis signal-signal class (``RoundConfig.key_intensity``, (0, 0) in both standard
+layouts) with ψ⁺ and ψ⁻ reconciled as one block (the estimate merges the two Bell states
+accordingly, ``classical.estimation``).
+
+Any number K ≥ 3 of intensities per user: the class counts have one row per intensity of
+``RoundConfig.intensities_a``/``intensities_b``. The three-intensity layout (μ, ν, ω in both bases)
+works with either decoy method; the four-intensity layout (s in Z only; μ, ν, o for estimation,
+``channel.settings.four_intensity_plan``) and any other K need ``decoy_method="lp"``, which
+``RoundConfig`` checks when it is built.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ import numpy as np
 from classical.amplification import seed_from_bytes, toeplitz_hash
 from classical.cascade import CascadeParameters, plan_cascade, run_cascade
 from classical.estimation import (
+    DECOY_METHODS,
+    MIN_INTENSITIES,
     Abort,
     DecoyObservations,
     Estimate,
@@ -125,16 +134,40 @@ class RecordingObserver:
 
 @dataclass(frozen=True)
 class RoundConfig:
-    """What both users agreed on before the round (public)."""
+    """What both users agreed on before the round (public).
 
-    intensities_a: tuple[float, float, float]
-    intensities_b: tuple[float, float, float]
+    ``intensities_a``/``intensities_b``: mean photon numbers, in the order of the users' settings
+    plans (index = the intensity class on the wire); at least three each. ``key_intensity``:
+    (Alice's, Bob's) index of the intensity whose Z-basis pairs form the key.
+    """
+
+    intensities_a: tuple[float, ...]
+    intensities_b: tuple[float, ...]
     frame_slots: int
     mode: Literal["finite", "asymptotic"] = "finite"
     security: SecurityParameters = field(default_factory=SecurityParameters)
     cascade: CascadeParameters = field(default_factory=CascadeParameters)
     ec_efficiency_prediction: float = 1.16
     decoy_method: Literal["analytic", "lp"] = "analytic"
+    key_intensity: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        k = self.n_intensities
+        if min(k) < MIN_INTENSITIES:
+            raise ValueError(f"need at least {MIN_INTENSITIES} intensities per user, got {k}")
+        if self.decoy_method not in DECOY_METHODS:
+            raise ValueError(f"unknown decoy_method {self.decoy_method!r}; choose one of "
+                             f"{', '.join(DECOY_METHODS)}")
+        if self.decoy_method == "analytic" and k != (3, 3):
+            raise ValueError(f"decoy_method 'analytic' (three-intensity bounds) needs 3 "
+                             f"intensities per user, got {k[0]} and {k[1]}; use decoy_method 'lp'")
+        if not all(0 <= i < n for i, n in zip(self.key_intensity, k, strict=True)):
+            raise ValueError(f"key_intensity {self.key_intensity} out of range for {k} "
+                             f"intensities")
+
+    @property
+    def n_intensities(self) -> tuple[int, int]:
+        return len(self.intensities_a), len(self.intensities_b)
 
 
 @dataclass(frozen=True)
@@ -177,8 +210,11 @@ def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundCo
         raise ProtocolError(f"peer's sifting info covers {other.basis.size} slots, expected {n}")
     if other.sent_counts.shape != local.sent_counts.shape:
         raise ProtocolError("peer's sent counts cover different frames")
-    sifted = sift(role, ann.bell, local.basis, local.bit, local.intensity, other.basis,
-                  other.intensity, slots=ann.slots)
+    try:
+        sifted = sift(role, ann.bell, local.basis, local.bit, local.intensity, other.basis,
+                      other.intensity, n_intensities=cfg.n_intensities, slots=ann.slots)
+    except ValueError as e:  # the peer's intensity indices do not fit the agreed plan
+        raise ProtocolError(f"sifting: {e}") from None
     x_mask = sifted.basis == BASIS_X
     peer.send(XBasisBits(ann.round_id, sifted.bits[x_mask]))
     peer_x = peer.receive(XBasisBits).bits
@@ -190,19 +226,28 @@ def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundCo
     sent_a, sent_b = ((local.sent_counts, other.sent_counts) if role == "alice"
                       else (other.sent_counts, local.sent_counts))
     pairs = sent_pairs(sent_a, sent_b, cfg.frame_slots)
-    obs = DecoyObservations(cfg.intensities_a, cfg.intensities_b, pairs, sifted.detections, errors)
-    st.set(announced=int(n), sifted=len(sifted), key_bits_raw=int(sifted.key_mask().sum()),
+    if pairs.shape[:2] != cfg.n_intensities:
+        raise ProtocolError(f"sent counts cover {pairs.shape[:2]} intensities, the round "
+                            f"config {cfg.n_intensities}")
+    obs = DecoyObservations(cfg.intensities_a, cfg.intensities_b, pairs, sifted.detections, errors,
+                            cfg.key_intensity)
+    key_bits = int(sifted.key_mask(key_intensity=cfg.key_intensity).sum())
+    st.set(announced=int(n), sifted=len(sifted), key_bits_raw=key_bits,
            x_bits=int(x_mask.sum()), qber_x=float(errors[:, :, 1].sum() / max(1, x_mask.sum())))
     return sifted, obs
 
 
 def _with_z_errors(obs: DecoyObservations, errors: float) -> DecoyObservations:
+    """The observations with the key class's Z errors set to ``errors`` (shared ψ⁺/ψ⁻ in
+    proportion to their detections)."""
     err = np.array(obs.errors)
     det = obs.detections
-    total = det[0, 0, 0].sum()
-    share = det[0, 0, 0] / total if total > 0 else np.array([0.5, 0.5])
-    err[0, 0, 0] = np.minimum(det[0, 0, 0], errors * share)
-    return DecoyObservations(obs.intensities_a, obs.intensities_b, obs.pairs, det, err)
+    key = (*obs.key_intensity, 0)
+    total = det[key].sum()
+    share = det[key] / total if total > 0 else np.array([0.5, 0.5])
+    err[key] = np.minimum(det[key], errors * share)
+    return DecoyObservations(obs.intensities_a, obs.intensities_b, obs.pairs, det, err,
+                             obs.key_intensity)
 
 
 def _estimate(obs: DecoyObservations, z_errors: float, leakage: float, cfg: RoundConfig,
@@ -280,7 +325,7 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
     try:
         with observer.stage("sift") as st:
             sifted, obs = _sift_and_test(role, ann, local, cfg, peer, st)
-        key = sifted.bits[sifted.key_mask()]
+        key = sifted.bits[sifted.key_mask(key_intensity=cfg.key_intensity)]
         if key.size == 0:
             raise _Abort("too few counts: no key-class detections", notify_peer=False)
         _precheck(obs, key.size, qber_prior, cfg, observer)

@@ -11,7 +11,12 @@ Wire convention (no import of ``channel/``, ARCHITECTURE.md §2): announcements 
 pins them together); bases are ``0 = Z``, ``1 = X``; a *combo* is ``2 * intensity + basis``.
 
 Class counts. ``SiftedData.detections[i_a, i_b, basis, bell - 1]`` counts kept slots per class,
-so ``bell - 1`` is 0 for ψ⁺ and 1 for ψ⁻. The decoy bounds need, beside these, the number of
+so ``bell - 1`` is 0 for ψ⁺ and 1 for ψ⁻; the first two axes have one entry per intensity of each
+user (``n_intensities``: 3 in the three-intensity layout, 4 in the four-intensity one, any K ≥ 1
+here). The key is the Z basis of one (Alice intensity, Bob intensity) class, the signal of each
+user: index ``SIGNAL`` = 0 in both standard layouts, ``key_mask(key_intensity=…)`` otherwise.
+
+The decoy bounds need, beside these, the number of
 *sent pulse pairs* of each class, ``N(i_a, i_b, basis)`` with matching bases. Alice and Bob know
 only their own per-slot settings, and enumerating both at every slot (10⁹ per emulated second) is
 not done. :func:`sent_pairs` computes instead, from each user's per-block combo counts,
@@ -50,7 +55,8 @@ BELL_STATE_NAMES = ("fail", "psi+", "psi-")
 SUCCESS_NAMES = ("psi+", "psi-")
 BASIS_Z, BASIS_X = 0, 1
 BASIS_NAMES = ("Z", "X")
-#: Intensity index of the signal state (the key class is (signal, signal, Z)).
+#: Intensity index of the signal state in the standard layouts (the key class is
+#: (signal, signal, Z)): μ of (μ, ν, ω), s of (s, μ, ν, o).
 SIGNAL = 0
 
 Role = Literal["alice", "bob"]
@@ -114,9 +120,11 @@ class SiftedData:
                 m &= values == wanted
         return m
 
-    def key_mask(self, bell: int | None = None) -> np.ndarray:
-        """The key class: Z basis, signal intensity on both sides (optionally one Bell state)."""
-        return self.mask(BASIS_Z, SIGNAL, SIGNAL, bell)
+    def key_mask(self, bell: int | None = None,
+                 key_intensity: tuple[int, int] = (SIGNAL, SIGNAL)) -> np.ndarray:
+        """The key class: Z basis, the key (signal) intensity ``key_intensity`` = (Alice's,
+        Bob's index) on both sides (optionally one Bell state)."""
+        return self.mask(BASIS_Z, key_intensity[0], key_intensity[1], bell)
 
 
 def sift(role: Role, bell: np.ndarray, own_basis: np.ndarray, own_bit: np.ndarray,
@@ -126,7 +134,8 @@ def sift(role: Role, bell: np.ndarray, own_basis: np.ndarray, own_bit: np.ndarra
     """Keep the successful, basis-matched slots and count them per class.
 
     All arrays have one entry per announced slot. ``n_intensities`` is (Alice's, Bob's) number of
-    intensity classes, the shape of ``detections``' first two axes.
+    intensity classes, the shape of ``detections``' first two axes (pass (4, 4) for the
+    four-intensity layout; an index beyond it raises ``ValueError``).
     """
     if role not in ("alice", "bob"):
         raise ValueError(f"role must be 'alice' or 'bob', got {role!r}")

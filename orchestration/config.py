@@ -3,6 +3,15 @@
 A scenario is YAML. ``load_scenario`` reports a bad file with the file name, the field's path and
 its line (``quickstart.yaml:14: alice.source.intensities.0.probability: ...``). After loading,
 ``build_*`` functions turn the models into the plain values ``channel``/``classical``/``nodes`` use.
+
+Intensities. A user's source lists three or more intensity classes, each with its probability and
+Z-basis probability; the first is the signal, whose Z-basis pairs make the key (the key class is
+(0, 0)). Three classes are the usual (μ, ν, ω) layout, every intensity in both bases, ordered
+μ > ν > ω ≥ 0. Four are the layout of Zhou, Yu & Wang (PRA 93, 042324, 2016): signal s in Z only,
+then decoys μ, ν and a vacuum o for estimation (``scenarios/four_intensity.yaml``;
+``channel.settings.four_intensity_plan``). More than three classes need
+``postprocessing.decoy_method: lp``; three work with either method. Errors name the field, e.g.
+``alice.source.intensities.0.z_probability``.
 """
 
 from __future__ import annotations
@@ -32,6 +41,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FieldProblem(ValueError):
+    """A validation error about a field below the validated model: ``path`` continues the
+    location pydantic reports, so the message names (and the loader finds the line of) e.g.
+    ``alice.source.intensities.2.mean_photon_number`` rather than ``alice.source``."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+#: Most intensity classes a source may list (the LP bounds grow with the square of it).
+MAX_INTENSITIES = 8
+
+
 class IntensityModel(_Model):
     name: str
     mean_photon_number: float = Field(ge=0.0, le=10.0)
@@ -40,20 +63,38 @@ class IntensityModel(_Model):
 
 
 class SourceModel(_Model):
-    intensities: list[IntensityModel] = Field(min_length=3, max_length=3)
+    intensities: list[IntensityModel] = Field(min_length=3, max_length=MAX_INTENSITIES)
     intensity_fluctuation_rel: float = Field(0.0, ge=0.0, lt=0.2)
     encoder_flip_probability: float = Field(
         0.0, ge=0.0, le=0.5, description="the papers' flip-model misalignment e_d")
 
     @model_validator(mode="after")
-    def _decoy_order(self) -> SourceModel:
-        mu, nu, om = (i.mean_photon_number for i in self.intensities)
-        if not mu > nu > om >= 0:
-            raise ValueError(f"intensities must be ordered signal > decoy > weak decoy >= 0, "
-                             f"got {mu}, {nu}, {om}")
-        total = sum(i.probability for i in self.intensities)
+    def _decoy_layout(self) -> SourceModel:
+        ints = self.intensities
+        means = [i.mean_photon_number for i in ints]
+        if len(ints) == 3 and not means[0] > means[1] > means[2] >= 0:
+            raise FieldProblem(("intensities",), "three intensities must be ordered signal > "
+                               f"decoy > weak decoy >= 0, got {means[0]}, {means[1]}, {means[2]}")
+        for k, i in enumerate(ints):
+            if i.mean_photon_number in means[:k]:
+                raise FieldProblem(("intensities", k, "mean_photon_number"),
+                                   f"{i.mean_photon_number} repeats an earlier intensity; "
+                                   "intensities must be distinct")
+            if i.name in [j.name for j in ints[:k]]:
+                raise FieldProblem(("intensities", k, "name"),
+                                   f"{i.name!r} repeats an earlier name")
+        signal = ints[0]
+        if signal.mean_photon_number <= 0:
+            raise FieldProblem(("intensities", 0, "mean_photon_number"),
+                               "the first intensity is the signal (the key) and must be > 0")
+        if signal.z_probability <= 0 or signal.probability <= 0:
+            field = "probability" if signal.probability <= 0 else "z_probability"
+            raise FieldProblem(("intensities", 0, field), "the first intensity is the signal, "
+                               "whose Z-basis pulses make the key: must be > 0")
+        total = sum(i.probability for i in ints)
         if abs(total - 1.0) > 1e-9:
-            raise ValueError(f"intensity probabilities must sum to 1, got {total}")
+            raise FieldProblem(("intensities",),
+                               f"intensity probabilities must sum to 1, got {total}")
         return self
 
 
@@ -133,7 +174,16 @@ class Scenario(_Model):
     @model_validator(mode="after")
     def _even_frame_bits(self) -> Scenario:
         if self.frame_bits % 2:
-            raise ValueError(f"frame_bits must be even, got {self.frame_bits}")
+            raise FieldProblem(("frame_bits",), f"must be even, got {self.frame_bits}")
+        return self
+
+    @model_validator(mode="after")
+    def _decoy_method_fits_the_layout(self) -> Scenario:
+        counts = {u: len(getattr(self, u).source.intensities) for u in ("alice", "bob")}
+        if self.postprocessing.decoy_method == "analytic" and set(counts.values()) != {3}:
+            raise FieldProblem(("postprocessing", "decoy_method"),
+                               "'analytic' (three-intensity bounds) needs three intensities per "
+                               f"user, got alice {counts['alice']}, bob {counts['bob']}; use 'lp'")
         return self
 
     @property
@@ -182,6 +232,9 @@ def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenar
         lines = []
         for err in e.errors():
             loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+            problem = err.get("ctx", {}).get("error")
+            if isinstance(problem, FieldProblem):
+                loc += problem.path
             line = _line_of(root, loc)
             where = f"{path.name}:{line}" if line else path.name
             field = ".".join(str(p) for p in loc) or "(top level)"
@@ -243,4 +296,4 @@ def build_round_config(s: Scenario) -> RoundConfig:
                                           epsilon_pa=p.epsilon_pa, epsilon_pe=p.epsilon_pe,
                                           max_qber_z=p.max_qber_z),
                        CascadeParameters(variant=p.cascade_variant),
-                       decoy_method=p.decoy_method)
+                       decoy_method=p.decoy_method, key_intensity=(0, 0))

@@ -39,6 +39,7 @@ from classical.estimation import (
     DecoyObservations,
     Estimate,
     SecurityParameters,
+    binary_entropy,
     chernoff_bounds,
     choose_test_positions,
     decoy_bounds,
@@ -300,3 +301,160 @@ def test_predicted_leakage_and_test_positions():
     assert predicted_leakage(1000, 0.5, f=1.2) == pytest.approx(1200.0)
     pos = choose_test_positions(1000, 0.1, np.random.default_rng(0))
     assert pos.size == 100 and np.all(np.diff(pos) > 0) and pos.max() < 1000
+
+
+# --- four intensities (Zhou, Yu & Wang 2016): signal only in Z, LP bounds ------------------------
+
+
+def _observations(arm_km: float, pairs_total: float, intensities, z_probabilities,
+                  probabilities) -> tuple[float, DecoyObservations]:
+    """Expected counts of any layout (all ψ⁺), and η; probabilities per intensity."""
+    eta = _eta(arm_km)
+    k = len(intensities)
+    z = np.array(z_probabilities)
+    p = np.array(probabilities)[:, None] * np.stack([z, 1 - z], -1)
+    pairs = pairs_total * p[:, None, :] * p[None, :, :]
+    det = np.zeros((k, k, 2, 2))
+    err = np.zeros((k, k, 2, 2))
+    for i, j in itertools.product(range(k), range(k)):
+        for basis, law in enumerate((mr_z_basis, mr_x_basis)):
+            q, e = (float(v) for v in law(eta, eta, intensities[i], intensities[j], P_DARK, E_D))
+            det[i, j, basis, 0] = pairs[i, j, basis] * q
+            err[i, j, basis, 0] = det[i, j, basis, 0] * e
+    return eta, DecoyObservations(intensities, intensities, pairs, det, err)
+
+
+FOUR = (0.4, 0.1, 0.05, 0.0)  # s (Z only), μ, ν (X only), o (both bases)
+FOUR_Z = (1.0, 0.0, 0.0, 0.5)
+FOUR_P = (0.5, 0.2, 0.2, 0.1)
+
+
+def test_the_analytic_method_refuses_other_than_three_intensities():
+    _, obs = _observations(25.0, 1e12, FOUR, FOUR_Z, FOUR_P)
+    with pytest.raises(ValueError, match="decoy_method 'analytic'.*4 and 4.*'lp'"):
+        estimate(obs, 0.0, "asymptotic", decoy_method="analytic")
+    with pytest.raises(ValueError, match="decoy_method 'analytic'"):
+        decoy_bounds(obs, "asymptotic", decoy_method="analytic")
+    assert isinstance(estimate(obs, 0.0, "asymptotic", decoy_method="lp"), Estimate)
+
+
+def test_four_intensity_observations_are_validated():
+    _, obs = _observations(25.0, 1e12, FOUR, FOUR_Z, FOUR_P)
+    assert obs.n_intensities == (4, 4) and obs.key_intensity == (0, 0)
+    with pytest.raises(ValueError, match=r"shape \(4, 4, 2\)"):
+        DecoyObservations(FOUR, FOUR, obs.pairs[:3, :3], obs.detections, obs.errors)
+    with pytest.raises(ValueError, match="distinct"):
+        DecoyObservations((0.4, 0.1, 0.1, 0.0), FOUR, obs.pairs, obs.detections, obs.errors)
+    with pytest.raises(ValueError, match="at least 3"):
+        DecoyObservations((0.4, 0.1), (0.4, 0.1), obs.pairs[:2, :2], obs.detections[:2, :2],
+                          obs.errors[:2, :2])
+    with pytest.raises(ValueError, match="key_intensity"):
+        DecoyObservations(FOUR, FOUR, obs.pairs, obs.detections, obs.errors, (0, 4))
+    with pytest.raises(ValueError, match="key intensities must be > 0"):
+        DecoyObservations(FOUR, FOUR, obs.pairs, obs.detections, obs.errors, (3, 3))
+
+
+def test_the_key_class_is_the_one_named():
+    """The same counts with the intensities listed in another order give the same bounds when
+    ``key_intensity`` follows the signal."""
+    _, obs = _observations(25.0, 1e12, FOUR, FOUR_Z, FOUR_P)
+    order = [2, 0, 3, 1]  # the signal is now index 1
+    moved = DecoyObservations(tuple(FOUR[i] for i in order), tuple(FOUR[i] for i in order),
+                              obs.pairs[np.ix_(order, order)],
+                              obs.detections[np.ix_(order, order)],
+                              obs.errors[np.ix_(order, order)], key_intensity=(1, 1))
+    a, b = (estimate(o, 1000.0, "asymptotic", decoy_method="lp") for o in (obs, moved))
+    assert isinstance(a, Estimate) and isinstance(b, Estimate)
+    assert b.n_z == a.n_z and b.secure_length == pytest.approx(a.secure_length, abs=2)
+    assert b.s11_z_lower == pytest.approx(a.s11_z_lower, rel=1e-6)
+
+
+#: The quick start's relay detectors (efficiency, dark-count probability): with the standard set
+#: (0.145, 3·10⁻⁶) a 3·10⁹-slot round leaves the weak X decoys too few counts for Y11^L > 0.
+METRO_DETECTORS = (0.8, 1e-7)
+
+
+@pytest.fixture(scope="module")
+def sampled_four_intensity_round() -> DecoyObservations:
+    """3·10⁹ slots of the fast sampler, 2×25 km, metro detectors, the default four-intensity
+    plan (``channel.settings.four_intensity_plan``) on both sides."""
+    from channel.relay import RelayOptics
+    from channel.settings import four_intensity_plan
+
+    slots = 3000 << 20
+    plan = four_intensity_plan()
+    link = Link(Source(plan, bit_flip_probability=E_D), Source(plan), Fiber(25.0), Fiber(25.0),
+                relay=RelayOptics.uniform(*METRO_DETECTORS))
+    ga, gb = SettingsGenerator(plan, 51), SettingsGenerator(plan, 52)
+    out = sample(link, ga, gb, 0, slots, seed=53, sampler="fast")
+    bell = announce(out.records, link.relay.coincidence_window_ps)
+    ok = bell != FAIL
+    slot = out.records.slot[ok]
+    sa, sb = ga.settings_at(slot), gb.settings_at(slot)
+    a = sift("alice", bell[ok], sa.basis, sa.bit, sa.intensity, sb.basis, sb.intensity, (4, 4))
+    b = sift("bob", bell[ok], sb.basis, sb.bit, sb.intensity, sa.basis, sa.intensity, (4, 4))
+    frames = range(slots >> ga.frame_bits)
+    pairs = sent_pairs(np.array([ga.frame_counts(f) for f in frames]),
+                       np.array([gb.frame_counts(f) for f in frames]), ga.frame_size)
+    ints = tuple(float(m) for m in plan.mean_photon_numbers)
+    return DecoyObservations(ints, ints, pairs, a.detections, class_errors(a, b.bits))
+
+
+def test_lp_bounds_from_a_sampled_four_intensity_round_contain_the_truth(
+        sampled_four_intensity_round):
+    """Finite mode only: the asymptotic mode takes every observed gain as exact, and with a
+    dozen noisy classes (some with a handful of counts) the LP constraints are then
+    inconsistent, so Y11^L = 0 — the documented answer to infeasible data, not a failure."""
+    obs = sampled_four_intensity_round
+    eta = METRO_DETECTORS[0] * float(arm_transmittance(25.0))
+    y11 = float(single_photon_yield(eta, eta, METRO_DETECTORS[1]))
+    e11 = float(single_photon_phase_error(eta, eta, METRO_DETECTORS[1], E_D))
+    assert obs.detections[0, 0, 1].sum() == 0  # the signal never goes in X
+    (merged,) = decoy_bounds(obs, "finite", merge_bell_states=True, decoy_method="lp")
+    assert 0.5 * y11 < merged.y11_z_lower <= y11
+    assert e11 <= merged.e11_x_upper < 0.5
+    per_bell = decoy_bounds(obs, "finite", decoy_method="lp")
+    assert 0 < sum(b.y11_z_lower for b in per_bell) <= y11
+    assert all(e11 <= b.e11_x_upper for b in per_bell)
+    s = obs.intensities_a[0]
+    assert merged.s11_z_lower <= obs.pairs[0, 0, 0] * (s * math.exp(-s)) ** 2 * y11
+    # every class with sent pairs is bounded: detections of both bases, X errors; then s11, k
+    assert merged.bounded_counts == int((obs.pairs > 0).sum() + (obs.pairs[..., 1] > 0).sum()) + 2
+
+
+@pytest.mark.parametrize("distance_km", [0.0, 50.0, 100.0])
+def test_four_intensities_beat_three_asymptotically_at_the_same_signal(distance_km):
+    """What is compared: the asymptotic rate per key-class pulse pair,
+    R = p₁₁ Y11^L [1 − h(e11^U)] − Q_ss f h(E_ss), of two layouts that share the key class
+    (signal 0.4 on both sides, Z basis) and so its Q_ss and E_ss: the difference is the decoy
+    bounds alone, not basis sifting or the probabilities (which cancel per key pair).
+
+    * three intensities (0.4, 0.1, 0), all in both bases: analytic bound, then LP;
+    * four intensities (s = 0.4 in Z; μ = 0.1, ν = 0.05 in X; vacuum in both), LP;
+    * infinite decoys (the true Y11, e11).
+
+    Expected R3(analytic) ≤ R3(LP) ≤ R4 ≤ R∞. Why the middle step could fail: the four-intensity
+    layout gives up data (the signal's X-basis gains, the decoys' Z-basis gains) in exchange for
+    weaker X decoys, whose multi-photon admixture is smaller, so the phase-error bound tightens.
+    With X decoys as bright as the three-intensity layout's signal it would lose. The LP also
+    bounds the photon numbers above its cut-off as worst cases, which costs bright intensities
+    more. The outer steps are guaranteed (the analytic bound is a feasible LP point; any valid
+    bound is below the truth) up to the LP solver's tolerance.
+    """
+    eta = _eta(distance_km / 2)
+    q_z, e_z = (float(v) for v in mr_z_basis(eta, eta, 0.4, 0.4, P_DARK, E_D))
+    p11 = (0.4 * math.exp(-0.4)) ** 2
+
+    def rate(y11: float, e11: float) -> float:
+        return p11 * y11 * (1 - binary_entropy(e11)) - q_z * 1.16 * binary_entropy(e_z)
+
+    rates = {}
+    for name, ints, z, method in (("3-analytic", (0.4, 0.1, 0.0), (0.5,) * 3, "analytic"),
+                                  ("3-lp", (0.4, 0.1, 0.0), (0.5,) * 3, "lp"),
+                                  ("4-lp", FOUR, FOUR_Z, "lp")):
+        _, obs = _observations(distance_km / 2, 1e12, ints, z, (1 / len(ints),) * len(ints))
+        (b,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method=method)
+        rates[name] = rate(b.y11_z_lower, b.e11_x_upper)
+    rates["infinite"] = rate(*_truth(distance_km / 2))
+    assert 0 < rates["3-analytic"] <= rates["3-lp"] * (1 + 1e-6)
+    assert rates["3-lp"] * 1.3 < rates["4-lp"] <= rates["infinite"] * (1 + 1e-6)
