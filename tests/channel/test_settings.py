@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from channel.rng import feistel_permute
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan, three_intensity_plan
+from channel.settings import (
+    IntensityClass,
+    SettingsGenerator,
+    SettingsPlan,
+    four_intensity_plan,
+    three_intensity_plan,
+)
 
 
 def test_feistel_is_a_permutation():
@@ -78,3 +84,25 @@ def test_preloaded_counts_are_the_ones_used_and_are_checked():
     assert set(s.intensity.tolist()) == {0} and set(s.basis.tolist()) == {0}
     with pytest.raises(ValueError, match="sum to 1024"):
         gen.preload(0, np.array([[1, 0, 0, 0, 0, 0]]))
+
+
+def test_four_intensity_plan_sends_the_signal_only_in_z_and_the_decoys_only_in_x():
+    plan = four_intensity_plan(0.5, 0.3, 0.05, (0.4, 0.2, 0.3, 0.1), vacuum_z_probability=0.25)
+    assert [c.name for c in plan.intensities] == ["s", "mu", "nu", "o"]
+    assert plan.mean_photon_numbers.tolist() == [0.5, 0.3, 0.05, 0.0]
+    p = plan.combo_probabilities.reshape(4, 2)  # (intensity, basis)
+    assert np.allclose(p, [[0.4, 0.0], [0.0, 0.2], [0.0, 0.3], [0.025, 0.075]], rtol=0, atol=1e-15)
+    gen = SettingsGenerator(plan, key=11, frame_bits=12)
+    s = gen.settings_at(np.arange(8 * gen.frame_size))
+    assert set(s.basis[s.intensity == 0].tolist()) == {0}
+    assert set(s.basis[(s.intensity == 1) | (s.intensity == 2)].tolist()) == {1}
+    assert set(s.basis[s.intensity == 3].tolist()) == {0, 1}
+
+
+def test_four_intensity_plan_rejects_a_bad_layout():
+    with pytest.raises(ValueError, match="mu > nu > 0"):
+        four_intensity_plan(mu=0.05, nu=0.1)
+    with pytest.raises(ValueError, match="signal"):
+        four_intensity_plan(signal=0.35, mu=0.35)
+    with pytest.raises(ValueError, match="sum to 1"):
+        four_intensity_plan(probabilities=(0.5, 0.2, 0.2, 0.2))

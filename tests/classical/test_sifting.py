@@ -190,3 +190,20 @@ def test_sampled_round_keys_differ_only_by_physical_errors():
     key = a.key_mask()
     qber_z = sifted_errors(a.bits[key], b.bits[key]).mean()
     assert 0.005 < qber_z < 0.03  # E_Z ≈ e_d for Z-basis signal pulses
+
+
+def test_four_intensity_classes_and_an_explicit_key_class():
+    # Alice's intensities 0..3 and Bob's; bases match on every slot
+    bell = np.array([PSI_PLUS, PSI_MINUS, PSI_PLUS, PSI_PLUS, PSI_MINUS], np.uint8)
+    basis = np.array([0, 0, 1, 1, 0], np.uint8)
+    ia = np.array([0, 0, 3, 1, 3], np.uint8)
+    ib = np.array([0, 0, 2, 3, 0], np.uint8)
+    bits = np.zeros(5, np.uint8)
+    a = sift("alice", bell, basis, bits, ia, basis, ib, n_intensities=(4, 4))
+    assert a.detections.shape == (4, 4, 2, 2)
+    assert a.detections[0, 0, BASIS_Z].tolist() == [1, 1]
+    assert a.detections[3, 2, BASIS_X, 0] == 1 and a.detections[1, 3, BASIS_X, 0] == 1
+    assert a.key_mask().tolist() == [True, True, False, False, False]
+    assert a.key_mask(key_intensity=(3, 0)).tolist() == [False, False, False, False, True]
+    with pytest.raises(ValueError, match="out of range"):
+        sift("alice", bell, basis, bits, ia, basis, ib)  # the three-intensity default

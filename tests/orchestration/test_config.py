@@ -1,0 +1,108 @@
+"""Scenario files: the shipped scenarios load and build; bad intensity layouts name the field
+and its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestration.config import (
+    SCENARIO_DIR,
+    ScenarioError,
+    build_round_config,
+    build_settings,
+    load_scenario,
+)
+
+FOUR = SCENARIO_DIR / "four_intensity.yaml"
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_builds(path):
+    scenario = load_scenario(path)
+    cfg = build_round_config(scenario)
+    for user in ("alice", "bob"):
+        plan = build_settings(scenario, user).plan
+        assert len(plan.intensities) in cfg.n_intensities
+    assert cfg.key_intensity == (0, 0)
+
+
+def test_the_four_intensity_scenario_uses_lp_and_four_classes():
+    cfg = build_round_config(load_scenario(FOUR))
+    assert cfg.decoy_method == "lp" and cfg.n_intensities == (4, 4)
+
+
+def _edited(tmp_path: Path, edit) -> Path:
+    data = yaml.safe_load(FOUR.read_text())
+    edit(data)
+    out = tmp_path / "edited.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def _error(tmp_path: Path, edit) -> str:
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_edited(tmp_path, edit))
+    return str(info.value)
+
+
+def test_analytic_bounds_with_four_intensities_name_decoy_method(tmp_path):
+    def edit(d):
+        d["postprocessing"]["decoy_method"] = "analytic"
+
+    message = _error(tmp_path, edit)
+    assert "postprocessing.decoy_method" in message and "'lp'" in message
+    assert message.startswith("edited.yaml:")  # with a line number
+
+
+def test_a_repeated_intensity_names_its_mean_photon_number(tmp_path):
+    def edit(d):
+        d["bob"]["source"]["intensities"][2]["mean_photon_number"] = 0.35
+
+    message = _error(tmp_path, edit)
+    assert "bob.source.intensities.2.mean_photon_number" in message
+    assert "distinct" in message
+
+
+def test_a_signal_never_in_z_names_its_z_probability(tmp_path):
+    def edit(d):
+        d["alice"]["source"]["intensities"][0]["z_probability"] = 0.0
+
+    assert "alice.source.intensities.0.z_probability" in _error(tmp_path, edit)
+
+
+def test_probabilities_that_do_not_sum_to_one_name_the_list(tmp_path):
+    def edit(d):
+        d["alice"]["source"]["intensities"][3]["probability"] = 0.5
+
+    message = _error(tmp_path, edit)
+    assert "alice.source.intensities: intensity probabilities must sum to 1" in message
+
+
+def test_too_few_or_too_many_intensities_name_the_list(tmp_path):
+    def few(d):
+        d["alice"]["source"]["intensities"] = d["alice"]["source"]["intensities"][:2]
+
+    def many(d):
+        base = d["alice"]["source"]["intensities"][3]
+        d["alice"]["source"]["intensities"] += [
+            {**base, "name": f"x{i}", "mean_photon_number": 0.01 * (i + 1), "probability": 0.0}
+            for i in range(5)
+        ]
+
+    assert "alice.source.intensities" in _error(tmp_path, few)
+    assert "alice.source.intensities" in _error(tmp_path, many)
+
+
+def test_three_intensities_must_still_be_ordered(tmp_path):
+    def edit(d):
+        d["alice"]["source"]["intensities"] = [
+            {"name": "mu", "mean_photon_number": 0.1, "probability": 0.5},
+            {"name": "nu", "mean_photon_number": 0.4, "probability": 0.3},
+            {"name": "omega", "mean_photon_number": 0.0, "probability": 0.2},
+        ]
+
+    message = _error(tmp_path, edit)
+    assert "alice.source.intensities: three intensities must be ordered" in message
