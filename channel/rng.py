@@ -47,7 +47,11 @@ def to_unit(x: np.uint64) -> float:
 
 @njit(cache=True)
 def feistel_permute(key: np.uint64, x: np.uint64, bits: int) -> np.uint64:
-    """Keyed bijection of [0, 2**bits) (bits even). Four balanced Feistel rounds."""
+    """Keyed bijection of [0, 2**bits) (bits even). Four balanced Feistel rounds.
+
+    Round ``r`` uses ``F_r(R) = hash2(key ^ (r + 1), R)``; ``feistel_round_keys`` hoists the
+    key-only half of that hash so kernels that permute many values of one frame pay half.
+    """
     half = bits // 2
     mask = (np.uint64(1) << np.uint64(half)) - np.uint64(1)
     left = (x >> np.uint64(half)) & mask
@@ -55,6 +59,45 @@ def feistel_permute(key: np.uint64, x: np.uint64, bits: int) -> np.uint64:
     for r in range(FEISTEL_ROUNDS):
         f = hash2(key ^ np.uint64(r + 1), right) & mask
         left, right = right, left ^ f
+    return (left << np.uint64(half)) | right
+
+
+@njit(cache=True)
+def feistel_round_keys(keys: np.ndarray) -> np.ndarray:
+    """(n, FEISTEL_ROUNDS) round keys ``splitmix64(key ^ (r + 1))`` of each Feistel key."""
+    out = np.empty((keys.size, FEISTEL_ROUNDS), dtype=np.uint64)
+    for i in range(keys.size):
+        for r in range(FEISTEL_ROUNDS):
+            out[i, r] = splitmix64(keys[i] ^ np.uint64(r + 1))
+    return out
+
+
+@njit(cache=True, inline="always")
+def feistel_permute_rk(round_keys: np.ndarray, x: np.uint64, bits: int) -> np.uint64:
+    """``feistel_permute`` from precomputed round keys (one row of ``feistel_round_keys``)."""
+    half = bits // 2
+    mask = (np.uint64(1) << np.uint64(half)) - np.uint64(1)
+    left = (x >> np.uint64(half)) & mask
+    right = x & mask
+    for r in range(FEISTEL_ROUNDS):
+        f = splitmix64(round_keys[r] ^ right) & mask
+        left, right = right, left ^ f
+    return (left << np.uint64(half)) | right
+
+
+@njit(cache=True, inline="always")
+def feistel_invert_rk(round_keys: np.ndarray, y: np.uint64, bits: int) -> np.uint64:
+    """Inverse of ``feistel_permute_rk``: the ``x`` with ``feistel_permute(key, x) == y``.
+
+    A round maps ``(L, R)`` to ``(R, L ^ F_r(R))``, so undoing it maps ``(L', R')`` to
+    ``(R' ^ F_r(L'), L')``; the rounds are undone last to first.
+    """
+    half = bits // 2
+    mask = (np.uint64(1) << np.uint64(half)) - np.uint64(1)
+    left = (y >> np.uint64(half)) & mask
+    right = y & mask
+    for r in range(FEISTEL_ROUNDS - 1, -1, -1):
+        left, right = right ^ (splitmix64(round_keys[r] ^ left) & mask), left
     return (left << np.uint64(half)) | right
 
 

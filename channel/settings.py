@@ -28,7 +28,13 @@ from functools import cached_property
 import numpy as np
 from numba import njit
 
-from channel.rng import feistel_permute, hash2
+from channel.rng import (
+    feistel_permute,
+    feistel_permute_rk,
+    feistel_round_keys,
+    hash2,
+    splitmix64,
+)
 
 BASIS_Z = 0
 BASIS_X = 1
@@ -190,8 +196,8 @@ class SettingsGenerator:
         table = self.table(int(slots.min()) >> self.frame_bits, int(slots.max()) >> self.frame_bits)
         combo = np.empty(slots.size, dtype=np.int64)
         bit = np.empty(slots.size, dtype=np.uint8)
-        _lookup_many(slots, table.first_frame, table.frame_keys, table.cum_counts,
-                     self.frame_bits, np.uint64(self.key), combo, bit)
+        _lookup_many(slots, table.first_frame, feistel_round_keys(table.frame_keys),
+                     table.cum_counts, self.frame_bits, bit_hash_key(self.key), combo, bit)
         return SlotSettings((combo & 1).astype(np.uint8), bit, (combo >> 1).astype(np.uint8))
 
     def sent_counts(self, start: int, stop: int) -> np.ndarray:
@@ -241,16 +247,46 @@ def lookup_combo(slot: np.int64, first_frame: np.int64, frame_keys: np.ndarray,
     return c
 
 
+_BIT_SALT = np.uint64(0xB17B17B17B17B17B)
+
+
 @njit(cache=True, inline="always")
 def lookup_bit(slot: np.int64, key: np.uint64) -> np.uint8:
-    return np.uint8(hash2(key ^ np.uint64(0xB17B17B17B17B17B), np.uint64(slot)) >> np.uint64(63))
+    return np.uint8(hash2(key ^ _BIT_SALT, np.uint64(slot)) >> np.uint64(63))
+
+
+def bit_hash_key(key: int) -> np.uint64:
+    """The key-only half of ``lookup_bit``'s hash, hoisted for kernels (``lookup_bit_hk``)."""
+    return np.uint64(splitmix64(np.uint64(key) ^ _BIT_SALT))
+
+
+@njit(cache=True, inline="always")
+def lookup_bit_hk(slot: np.int64, hash_key: np.uint64) -> np.uint8:
+    """``lookup_bit`` from ``bit_hash_key(key)``: the same bit for half the hashing."""
+    return np.uint8(splitmix64(hash_key ^ np.uint64(slot)) >> np.uint64(63))
+
+
+@njit(cache=True, inline="always")
+def lookup_combo_rk(slot: np.int64, first_frame: np.int64, round_keys: np.ndarray,
+                    cum_counts: np.ndarray, frame_bits: int) -> np.int64:
+    """``lookup_combo`` from the frames' Feistel round keys (``rng.feistel_round_keys``): the
+    same combo for half the hashing."""
+    frame = slot >> frame_bits
+    local = np.uint64(slot & ((np.int64(1) << frame_bits) - 1))
+    pos = np.int64(feistel_permute_rk(round_keys[frame - first_frame], local, frame_bits))
+    row = cum_counts[frame - first_frame]
+    c = 0
+    while pos >= row[c]:
+        c += 1
+    return c
 
 
 @njit(cache=True)
-def _lookup_many(slots, first_frame, frame_keys, cum_counts, frame_bits, key, combo_out, bit_out):
+def _lookup_many(slots, first_frame, round_keys, cum_counts, frame_bits, bit_key, combo_out,
+                 bit_out):
     for i in range(slots.size):
-        combo_out[i] = lookup_combo(slots[i], first_frame, frame_keys, cum_counts, frame_bits)
-        bit_out[i] = lookup_bit(slots[i], key)
+        combo_out[i] = lookup_combo_rk(slots[i], first_frame, round_keys, cum_counts, frame_bits)
+        bit_out[i] = lookup_bit_hk(slots[i], bit_key)
 
 
 def three_intensity_plan(mu: float = 0.4, nu: float = 0.1, omega: float = 0.0,

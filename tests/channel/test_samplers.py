@@ -206,3 +206,96 @@ def test_clock_offset_beyond_a_slot_decorrelates_the_users():
     same = sa.basis == sb.basis
     errors = (sa.bit != sb.bit ^ bob_flip(sb.basis, bell[ok]))[same]
     assert abs(binomial_z(int(errors.sum()), errors.size, 0.5)) < 4.5
+
+
+def _brute_force_pattern_law(ta, tb, ua, ub, g, mu_a, mu_b, eff, pd, flip_a, flip_b, patterns,
+                             n_phi=4096):
+    """P(pattern | sent states), phase-averaged on a fine grid, written independently of the
+    kernels: beam splitter outputs x ± γ y e^{iφ} plus the incoherent part (1 − γ²)|y|²."""
+    from channel.source import JONES
+
+    n_int = len(mu_a)
+    phi = 2 * np.pi * (np.arange(n_phi) + 0.5) / n_phi
+    out = np.zeros((4 * n_int, 4 * len(mu_b) + 1, len(patterns)))
+
+    def raw(sa, sb):
+        ia, basis, bit = sa >> 2, (sa >> 1) & 1, sa & 1
+        x = np.sqrt(ta * mu_a[ia] / 2) * (ua @ JONES[basis, bit])
+        if sb == 4 * len(mu_b):
+            y, amp2 = np.zeros(2, complex), 0.0
+        else:
+            ib, bb, tb_bit = sb >> 2, (sb >> 1) & 1, sb & 1
+            y = np.sqrt(tb * mu_b[ib] / 2) * (ub @ JONES[bb, tb_bit])
+            amp2 = 1.0
+        yphi = g * y[None, :] * np.exp(1j * phi)[:, None]
+        inc = (1 - g * g) * np.abs(y) ** 2 * amp2
+        n = np.stack([np.abs(x[0] + yphi[:, 0]) ** 2 + inc[0], np.abs(x[1] + yphi[:, 1]) ** 2
+                      + inc[1], np.abs(x[0] - yphi[:, 0]) ** 2 + inc[0],
+                      np.abs(x[1] - yphi[:, 1]) ** 2 + inc[1]], axis=1)
+        q = (1 - pd) * np.exp(-n * eff)
+        probs = []
+        for c in patterns:
+            clicked = (c >> np.arange(4)) & 1
+            probs.append(np.prod(np.where(clicked == 1, 1 - q, q), axis=1).mean())
+        return np.array(probs)
+
+    n_sb = 4 * len(mu_b)
+    for sa in range(4 * n_int):
+        for sb in range(n_sb + 1):
+            sb2 = sb ^ 1 if sb < n_sb else sb
+            fb = flip_b if sb < n_sb else 0.0
+            out[sa, sb] = ((1 - flip_a) * ((1 - fb) * raw(sa, sb) + fb * raw(sa, sb2))
+                           + flip_a * ((1 - fb) * raw(sa ^ 1, sb) + fb * raw(sa ^ 1, sb2)))
+    return out
+
+
+@pytest.mark.parametrize("min_clicks", [2, 1])
+def test_frame_pattern_tables_equal_a_brute_force_phase_average(min_clicks):
+    """The whole-frame kernel draws patterns from these tables; they must be the exact
+    phase-averaged law (here to 1e-12 absolute: the fine grid converges geometrically)."""
+    from channel.fiber import su2
+    from channel.samplers import _ANY_PATTERNS, _MULTI_PATTERNS, _frame_table
+    from channel.source import JONES
+
+    patterns = _MULTI_PATTERNS if min_clicks == 2 else _ANY_PATTERNS
+    mu_a, mu_b = np.array([0.6, 0.1, 0.0]), np.array([0.5, 0.2, 0.01])
+    ua = su2(np.array([0.3, -0.5, 0.8]), 0.7)
+    ub = su2(np.array([-0.2, 0.9, 0.1]), -1.1)
+    eff, pd = np.array([0.8, 0.7, 0.75, 0.9]), np.array([1e-6, 3e-7, 2e-6, 1e-7])
+    ta, tb, g, fa, fb = 0.3, 0.45, 0.93, 0.02, 0.01
+    table = np.zeros((12, 13, patterns.size))
+    _frame_table(0, 16, np.array([ta]), np.array([tb]), ua[None], ub[None], np.array([g]),
+                 mu_a, mu_b, fa, fb, eff, pd, JONES, patterns, table)
+    expected = np.cumsum(_brute_force_pattern_law(ta, tb, ua, ub, g, mu_a, mu_b, eff, pd, fa,
+                                                  fb, patterns), axis=-1)
+    assert np.abs(table - expected).max() < 1e-12
+
+
+def test_whole_frames_and_partial_frames_sample_the_same_law():
+    """Whole frames go through the pattern tables, partial frames through the per-candidate
+    optics; over the same slots both must give the exact per-class counts (z-scores at 1e-4)."""
+    plan = three_intensity_plan(0.5, 0.1, 0.0)
+    link = Link(Source(plan, bit_flip_probability=0.02), Source(plan), Fiber(10), Fiber(15),
+                frame_bits=16)
+    alice = SettingsGenerator(plan, 5, frame_bits=16)
+    bob = SettingsGenerator(plan, 6, frame_bits=16)
+    n_frames = 600
+    whole = sample_fast(link, alice, bob, 0, n_frames << 16, 11).records
+    # the same slots in pieces that start and stop mid-frame: every piece has partial frames
+    edges = np.linspace(0, n_frames << 16, 40).astype(np.int64) + 12345
+    edges[0], edges[-1] = 0, n_frames << 16
+    pieces = [sample_fast(link, alice, bob, int(lo), int(hi), 12).records
+              for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    partial_slots = np.concatenate([p.slot for p in pieces])
+    partial_patterns = np.concatenate([p.pattern for p in pieces])
+    z = []
+    sa = alice.settings_at(whole.slot)
+    sp = alice.settings_at(partial_slots)
+    for cls in range(6):
+        for pat in (3, 5, 6, 9, 10, 12):
+            a = np.sum((2 * sa.intensity + sa.basis == cls) & (whole.pattern == pat))
+            b = np.sum((2 * sp.intensity + sp.basis == cls) & (partial_patterns == pat))
+            if a + b > 20:
+                z.append((a - b) / np.sqrt(a + b))  # two independent Poisson counts, same mean
+    assert len(z) > 10
+    assert_z_scores_consistent(z)

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numba import njit
 
-from channel.rng import feistel_permute
+from channel.rng import (
+    feistel_invert_rk,
+    feistel_permute,
+    feistel_permute_rk,
+    feistel_round_keys,
+)
 from channel.settings import (
     IntensityClass,
     SettingsGenerator,
     SettingsPlan,
+    bit_hash_key,
     four_intensity_plan,
+    lookup_bit,
+    lookup_bit_hk,
+    lookup_combo,
+    lookup_combo_rk,
     three_intensity_plan,
 )
 
@@ -19,6 +30,41 @@ def test_feistel_is_a_permutation():
     bits = 10
     image = {int(feistel_permute(np.uint64(42), np.uint64(x), bits)) for x in range(1 << bits)}
     assert image == set(range(1 << bits))
+
+
+@njit
+def _feistel_mismatches(keys, bits):
+    round_keys = feistel_round_keys(keys)
+    bad = 0
+    for i in range(keys.size):
+        for x in range(1 << bits):
+            y = feistel_permute_rk(round_keys[i], np.uint64(x), bits)
+            bad += y != feistel_permute(keys[i], np.uint64(x), bits)
+            bad += feistel_invert_rk(round_keys[i], y, bits) != x
+    return bad
+
+
+def test_hoisted_feistel_equals_the_definition_and_inverts_it():
+    keys = np.array([0, 42, 2**63 + 5, 2**64 - 1], dtype=np.uint64)
+    assert _feistel_mismatches(keys, 10) == 0
+    assert _feistel_mismatches(keys[:1], 16) == 0
+
+
+def test_hoisted_lookups_equal_the_definitions():
+    gen = SettingsGenerator(three_intensity_plan(), key=2**63 + 77, frame_bits=12)
+    slots = np.random.default_rng(3).integers(0, 40 << 12, 20_000)
+    table = gen.table(0, 39)
+    got = gen.settings_at(slots)  # the hoisted kernels
+    combo = np.array([lookup_combo(s, table.first_frame, table.frame_keys, table.cum_counts, 12)
+                      for s in slots[:2000]])
+    bits = np.array([lookup_bit(s, np.uint64(gen.key)) for s in slots])
+    hk = bit_hash_key(gen.key)
+    assert np.array_equal(bits, [lookup_bit_hk(s, hk) for s in slots])
+    assert np.array_equal(got.bit, bits)
+    assert np.array_equal(2 * got.intensity[:2000].astype(int) + got.basis[:2000], combo)
+    rk = feistel_round_keys(table.frame_keys)
+    assert np.array_equal(combo, [lookup_combo_rk(s, table.first_frame, rk, table.cum_counts, 12)
+                                  for s in slots[:2000]])
 
 
 def test_sent_counts_equal_enumeration_over_partial_frames():
