@@ -3,17 +3,27 @@
 Alice leads: she starts each round (``RoundStart`` to Bob, which also carries the round's trace
 context), and ends the run (``EndOfRun``). Everything else is the same for both users and lives in
 ``UserNode``; the protocol itself is ``classical.rounds``.
+
+Pipelining: like a real source, the users do not stop emitting while they post-process. Round
+``r + 1`` is started (``RoundStart``, pulses) before round ``r``'s key is distilled, so the relay
+measures round ``r + 1`` while Alice and Bob sift, reconcile and amplify round ``r``. On the
+Alice → Bob channel the order is therefore ``RoundStart(0), RoundStart(1), <round 0>,
+RoundStart(2), <round 1>, …, <last round>, EndOfRun``; Bob knows the number of rounds from the
+shared scenario and reads them in that order. The pulse sender's high-water mark leaves room for
+one round in flight, and the next round is still held back (backpressure) beyond that.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
 
 from channel.settings import SettingsGenerator
 from classical.messages import Announcement, EndOfRun, RoundAbort, RoundStart
@@ -68,11 +78,13 @@ class UserNode:
     def __init__(self, ctx: NodeContext, plan: UserPlan) -> None:
         self.ctx, self.plan = ctx, plan
         self.peer_name = "bob" if plan.role == "alice" else "alice"
-        self.pulses = PulseSender(ctx.zmq, ctx.endpoints.pulses)
+        batches_per_round = math.ceil(plan.round_frames / plan.batch_frames)
+        self.pulses = PulseSender(ctx.zmq, ctx.endpoints.pulses,
+                                  high_water_mark=batches_per_round + 4)
         self.store = KeyStore(ctx.node_dir / "keys.sqlite")
         self.rounds_log = (ctx.node_dir / "rounds.jsonl").open("a")
         self.qber_prior = plan.qber_prior
-        self._round_started = time.perf_counter()
+        self._round_started: dict[int, tuple[float, float]] = {}  # perf_counter, unix time
 
     # --- one round --------------------------------------------------------------------------
 
@@ -81,7 +93,7 @@ class UserNode:
         return round_id * slots, (round_id + 1) * slots
 
     def emit(self, round_id: int) -> None:
-        self._round_started = time.perf_counter()
+        self._round_started[round_id] = (time.perf_counter(), time.time())
         gen, plan = self.plan.settings, self.plan
         first = round_id * plan.round_frames
         with self.ctx.tracer.start_as_current_span("emit", kind=SpanKind.PRODUCER) as span:
@@ -149,9 +161,12 @@ class UserNode:
 
     def _log(self, round_id: int, ann: Announcement, outcome: RoundOutcome) -> None:
         start, stop = self._round_range(round_id)
+        started, started_unix = self._round_started.pop(round_id, (time.perf_counter(),
+                                                                   time.time()))
         record = {"round": round_id, "start_slot": start, "stop_slot": stop,
                   "emulated_seconds": (stop - start) / self.plan.clock_rate_hz,
-                  "round_wall_seconds": time.perf_counter() - self._round_started,
+                  "round_wall_seconds": time.perf_counter() - started,
+                  "emitted_at_unix": started_unix, "finished_at_unix": time.time(),
                   "announced": int(ann.slots.size), "aborted": outcome.aborted,
                   "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
                   "secure_bits": int(outcome.report.get("net_secure_bits", 0)),
@@ -167,42 +182,74 @@ class UserNode:
         else:
             self._run_bob()
 
+    def _finish_round(self, round_id: int, span: Span) -> None:
+        with trace.use_span(span, end_on_exit=True):
+            outcome = self.key_round(round_id)
+            span.set_attribute("mdiqkd.secure_bits",
+                               int(outcome.report.get("net_secure_bits", 0)))
+
     def _run_alice(self) -> None:
         bob, charles = self.ctx.peers["bob"], self.ctx.peers["charles"]
-        for r in range(self.plan.rounds):
-            with self.ctx.tracer.start_as_current_span("round") as span:
-                span.set_attribute("mdiqkd.round", r)
-                start, stop = self._round_range(r)
-                bob.send(RoundStart(r, start, stop))
+        started: dict[int, Span] = {}
+
+        def start(r: int) -> None:
+            span = self.ctx.tracer.start_span("round")
+            span.set_attribute("mdiqkd.round", r)
+            with trace.use_span(span):
+                start_slot, stop_slot = self._round_range(r)
+                bob.send(RoundStart(r, start_slot, stop_slot))
                 self.emit(r)
-                outcome = self.key_round(r)
-                span.set_attribute("mdiqkd.secure_bits",
-                                   int(outcome.report.get("net_secure_bits", 0)))
+            started[r] = span
+
+        for r in range(self.plan.rounds):
+            if r == 0:
+                start(0)
+            if r + 1 < self.plan.rounds:
+                start(r + 1)  # the source keeps sending while round r is distilled
+            self._finish_round(r, started.pop(r))
         for peer in (bob, charles):
             peer.send(EndOfRun(self.plan.rounds, "all rounds done"))
 
     def _run_bob(self) -> None:
         alice = self.ctx.peers["alice"]
-        while True:
-            try:
-                msg = alice.receive(RoundStart, EndOfRun)
-            except (ProtocolError, PeerAborted) as e:  # counted by the peer; keep waiting
-                self.ctx.counters.add("unexpected_messages_between_rounds")
-                print(f"bob: between rounds: {e}", flush=True)
-                continue
-            if isinstance(msg, EndOfRun):
-                return
+        started: dict[int, Span] = {}
+
+        def start(msg: RoundStart) -> None:
             expected = self._round_range(msg.round_id)
             if (msg.start_slot, msg.stop_slot) != expected:
                 raise RuntimeError(f"Alice's round {msg.round_id} covers [{msg.start_slot}, "
                                    f"{msg.stop_slot}), Bob expects {expected}")
-            parent = context_from(alice.last_traceparent)
-            with self.ctx.tracer.start_as_current_span("round", context=parent) as span:
-                span.set_attribute("mdiqkd.round", msg.round_id)
+            span = self.ctx.tracer.start_span("round", context=context_from(
+                alice.last_traceparent))
+            span.set_attribute("mdiqkd.round", msg.round_id)
+            with trace.use_span(span):
                 self.emit(msg.round_id)
-                outcome = self.key_round(msg.round_id)
-                span.set_attribute("mdiqkd.secure_bits",
-                                   int(outcome.report.get("net_secure_bits", 0)))
+            started[msg.round_id] = span
+
+        def next_message(*expected: type) -> object:
+            while True:
+                try:
+                    return alice.receive(*expected)
+                except (ProtocolError, PeerAborted) as e:  # counted by the peer; keep waiting
+                    self.ctx.counters.add("unexpected_messages_between_rounds")
+                    print(f"bob: between rounds: {e}", flush=True)
+
+        first = next_message(RoundStart, EndOfRun)
+        if isinstance(first, EndOfRun):
+            return
+        start(first)
+        ended = False
+        while started:
+            r = min(started)
+            if r + 1 < self.plan.rounds and not ended:
+                msg = next_message(RoundStart, EndOfRun)
+                if isinstance(msg, RoundStart):
+                    start(msg)
+                else:
+                    ended = True
+            self._finish_round(r, started.pop(r))
+        if not ended:
+            next_message(EndOfRun)
 
     def close(self) -> None:
         self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})
