@@ -7,6 +7,8 @@ sides over in-memory queues; ``nodes`` runs them over ZeroMQ with OpenTelemetry 
 Stages, in order (ARCHITECTURE.md §5): sift → estimate (pre-check with predicted leakage) →
 reconcile (Cascade, Bob drives, Alice answers) → verify (Bob's ε_cor-universal tag, Alice
 compares) → estimate (final, with the bits actually disclosed) → amplify (Alice's Toeplitz seed).
+The final estimate's stage also carries every ε of a finite-key round, flattened to scalars
+(:func:`epsilon_attributes`), so they reach the round report (rounds.jsonl) and the span.
 
 Both sides compute the estimates from identical public data (announcement, both users' bases and
 intensities, both users' X-basis bits, the sent-pulse counts, the disclosed bits), so they reach
@@ -263,6 +265,27 @@ def _estimate(obs: DecoyObservations, z_errors: float, leakage: float, cfg: Roun
     return result
 
 
+def epsilon_attributes(est: Estimate) -> dict[str, float | int]:
+    """Every ε of a finite-key estimate as flat report/span attributes (scalars only: spans take
+    nothing else, and ``nodes.tracing`` would turn a dict into a string).
+
+    ``eps_sec`` and ``eps_cor``: the round's totals (``Estimate.epsilon_security`` and
+    ``epsilon_correctness``, summed over the blocks that yield key); ``eps_<name>`` for each
+    entry of ``Estimate.epsilons`` (``eps_correctness`` is ε_cor per block,
+    ``eps_parameter_estimation_<block>`` a block's ε_e); ``chernoff_counts_<block>``: how many
+    counts the block bounded, so that ε_e = that · ``eps_parameter_estimation_per_count`` can be
+    checked from the report. Empty in the asymptotic mode, which claims no ε.
+    """
+    if not est.epsilons:
+        return {}
+    out: dict[str, float | int] = {"eps_sec": float(est.epsilon_security),
+                                   "eps_cor": float(est.epsilon_correctness)}
+    out.update({f"eps_{name}": float(value) for name, value in est.epsilons.items()})
+    out.update({f"chernoff_counts_{b.name}": int(b.bounds.bounded_counts)
+                for b in est.per_block if b.kept})
+    return out
+
+
 def _precheck(obs: DecoyObservations, n_key: int, qber_prior: float, cfg: RoundConfig,
               observer: Observer) -> None:
     with observer.stage("estimate") as st:
@@ -277,6 +300,7 @@ def _finish(role: Role, ann: Announcement, obs: DecoyObservations, key: np.ndarr
     with observer.stage("estimate") as st:
         st.set(phase="final", corrected_bits=int(corrected))
         est = _estimate(obs, corrected, disclosed, cfg, st)
+        st.set(**epsilon_attributes(est))
     with observer.stage("amplify") as st:
         length = int(est.secure_length)
         if role == "alice":

@@ -203,6 +203,94 @@ def test_finite_key_at_scale_contains_the_truth_and_gives_a_key():
     assert isinstance(merged, Estimate) and [b.name for b in merged.per_block] == ["psi+-"]
 
 
+# --- ε composition (Curty et al. 2014; module docstring "ε accounting") --------------------------
+
+# Distinct values, so that a wrong multiplicity of any one of them shows.
+CURTY_EPS = {"epsilon_correctness": 3e-16, "epsilon_prime": 1e-11, "epsilon_smoothing": 3e-11,
+             "epsilon_pa": 7e-12, "epsilon_pe": 1e-13}
+# Cells with a non-zero coefficient in Xu13 Eq. 6 (G(ν) and G(μ)): νν ωω νω ων, μμ ωω μω ωμ.
+XU13_YIELD_CELLS = {"nu-nu", "omega-omega", "nu-omega", "omega-nu", "mu-mu", "mu-omega", "omega-mu"}
+XU13_ERROR_CELLS = 4  # Eq. 7: νν, ωω, νω, ων of the X error gains
+REALISED_BOUNDS = 2  # s11^{Z,L} and k^U from their expectations
+
+
+def _curty_length_cost_bits(eps_cor: float, eps_prime: float, eps_hat: float,
+                            eps_pa: float) -> float:
+    """log₂(8/ε_cor) + 2 log₂(2/(ε′ε̂)) + 2 log₂(1/(2ε_PA)) (Curty et al. 2014, PHYSICS.md §6)."""
+    return (math.log2(8 / eps_cor) + 2 * math.log2(2 / (eps_prime * eps_hat))
+            + 2 * math.log2(1 / (2 * eps_pa)))
+
+
+def _curty_secrecy(eps_prime: float, eps_e: float, eps_hat: float, eps_pa: float) -> float:
+    """ε_sec of one Bell-state block: 2(ε′ + 2ε_e + ε̂) + ε_PA (Curty et al. 2014)."""
+    return 2 * (eps_prime + 2 * eps_e + eps_hat) + eps_pa
+
+
+@pytest.fixture(scope="module")
+def scale_round():
+    obs = _analytic_observations(25.0, 1e14, (0.4, 0.05, 0.0), (0.4, 0.4, 0.2),
+                                 rng=np.random.default_rng(7))
+    n_z = obs.detections[0, 0, 0]
+    leakage = [predicted_leakage(int(n), float(e / n))
+               for n, e in zip(n_z, obs.errors[0, 0, 0], strict=True)]
+    return obs, leakage
+
+
+@pytest.mark.parametrize("decoy_method, counts_per_block", [
+    ("analytic", 2 * len(XU13_YIELD_CELLS) + XU13_ERROR_CELLS + REALISED_BOUNDS),  # 20
+    ("lp", 3 * 9 + REALISED_BOUNDS),  # every class: Z gains, X gains, X error gains
+])
+@pytest.mark.parametrize("per_bell", [True, False])
+def test_epsilon_security_is_curtys_composition_with_one_eps_pe_per_bounded_count(
+        scale_round, decoy_method, counts_per_block, per_bell):
+    obs, leakage = scale_round
+    leak = leakage if per_bell else sum(leakage)
+    result = estimate(obs, leak, "finite", SecurityParameters(**CURTY_EPS), decoy_method)
+    assert isinstance(result, Estimate), result
+    kept = [b for b in result.per_block if b.kept]
+    assert len(kept) == (2 if per_bell else 1)
+    eps_e = counts_per_block * CURTY_EPS["epsilon_pe"]  # union bound over the bounded counts
+    block_sec = _curty_secrecy(CURTY_EPS["epsilon_prime"], eps_e, CURTY_EPS["epsilon_smoothing"],
+                               CURTY_EPS["epsilon_pa"])
+    assert result.epsilon_security == pytest.approx(len(kept) * block_sec, rel=1e-12)
+    assert result.epsilon_correctness == pytest.approx(
+        len(kept) * CURTY_EPS["epsilon_correctness"], rel=1e-12)
+
+    # every ε is named, and the named parts add up to ε_sec with the paper's multiplicities
+    named = result.epsilons
+    assert named["correctness"] == CURTY_EPS["epsilon_correctness"]
+    assert named["prime"] == CURTY_EPS["epsilon_prime"]
+    assert named["smoothing"] == CURTY_EPS["epsilon_smoothing"]
+    assert named["privacy_amplification"] == CURTY_EPS["epsilon_pa"]
+    assert named["parameter_estimation_per_count"] == CURTY_EPS["epsilon_pe"]
+    for b in kept:
+        assert b.bounds.bounded_counts == counts_per_block
+        assert named[f"parameter_estimation_{b.name}"] == pytest.approx(eps_e, rel=1e-12)
+    parts = sum(2 * named["prime"] + 4 * named[f"parameter_estimation_{b.name}"]
+                + 2 * named["smoothing"] + named["privacy_amplification"] for b in kept)
+    assert result.epsilon_security == pytest.approx(parts, rel=1e-12)
+
+    # the length's ε terms are the paper's, once per block
+    cost = _curty_length_cost_bits(CURTY_EPS["epsilon_correctness"], CURTY_EPS["epsilon_prime"],
+                                   CURTY_EPS["epsilon_smoothing"], CURTY_EPS["epsilon_pa"])
+    for block, lam in zip(result.per_block, np.atleast_1d(leak), strict=True):
+        b = block.bounds
+        assert block.length == math.floor(
+            b.s11_z_lower * (1 - binary_entropy(b.phase_error_upper)) - lam - cost)
+    assert result.secure_length == sum(b.length for b in kept)
+
+
+def test_the_epsilon_terms_of_the_length_are_curtys():
+    for eps in ({}, CURTY_EPS):
+        p = SecurityParameters(**eps)
+        assert p.finite_key_cost_bits == pytest.approx(_curty_length_cost_bits(
+            p.epsilon_correctness, p.epsilon_prime, p.epsilon_smoothing, p.epsilon_pa))
+        assert p.block_secrecy(20) == pytest.approx(_curty_secrecy(
+            p.epsilon_prime, 20 * p.epsilon_pe, p.epsilon_smoothing, p.epsilon_pa))
+    with pytest.raises(ValueError):
+        SecurityParameters().block_secrecy(-1)
+
+
 # --- aborts ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,81 @@
+"""The round report names every ε of a finite-key round, as plain scalars: it becomes a line of
+rounds.jsonl (JSON) and the attributes of the estimate span (OpenTelemetry takes scalars only)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from channel.fiber import Fiber
+from channel.link import Link
+from channel.relay import RelayOptics
+from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
+from channel.source import Source
+from classical.estimation import Estimate
+from classical.pipeline import run_key_round
+from classical.rounds import epsilon_attributes
+from nodes.tracing import SpanObserver
+from orchestration.inmemory import emulate_round, round_config
+
+# The metro round of tests/orchestration/test_inmemory.py: the smallest with a positive finite key.
+PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
+    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
+ROUND_SLOTS = 3000 << 20
+EPSILON_NAMES = {"eps_sec", "eps_cor", "eps_correctness", "eps_prime", "eps_smoothing",
+                 "eps_privacy_amplification", "eps_parameter_estimation_per_count",
+                 "eps_parameter_estimation_psi+-", "chernoff_counts_psi+-"}
+
+
+@pytest.fixture(scope="module")
+def finite_round():
+    alice, bob = SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
+    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(25), Fiber(25),
+                relay=RelayOptics.uniform(0.8, 1e-7))
+    emulated = emulate_round(link, alice, bob, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS,
+                             seed=11)
+    cfg = round_config(alice, bob)
+    return cfg, run_key_round(emulated.announcement, emulated.alice, emulated.bob, cfg, 3)
+
+
+def test_the_final_report_names_every_epsilon_as_a_plain_number(finite_round):
+    cfg, result = finite_round
+    assert result.keys_match
+    for outcome in (result.alice, result.bob):
+        report = outcome.report
+        assert report["method"] == "finite-chernoff"
+        assert EPSILON_NAMES <= set(report)
+        for name in EPSILON_NAMES:
+            assert type(report[name]) in (float, int), (name, report[name])
+        sec = cfg.security
+        assert report["eps_cor"] == sec.epsilon_correctness  # one block (ψ± reconciled together)
+        assert report["eps_parameter_estimation_psi+-"] == pytest.approx(
+            report["chernoff_counts_psi+-"] * sec.epsilon_pe)
+        assert report["eps_sec"] == pytest.approx(
+            2 * (sec.epsilon_prime + 2 * report["eps_parameter_estimation_psi+-"]
+                 + sec.epsilon_smoothing) + sec.epsilon_pa)
+        assert json.loads(json.dumps(report))["eps_sec"] == report["eps_sec"]
+
+
+def test_epsilons_reach_the_span_as_numbers_not_strings(finite_round):
+    # the round's ε attributes through the span observer the nodes use (nodes.tracing)
+    _, result = finite_round
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = SpanObserver(provider.get_tracer("test"), round_id=7)
+    attributes = {k: v for k, v in result.bob.report.items() if k in EPSILON_NAMES}
+    with observer.stage("estimate") as st:
+        st.set(**attributes)
+    (span,) = exporter.get_finished_spans()
+    for name, value in attributes.items():
+        assert span.attributes[f"mdiqkd.{name}"] == value
+        assert observer.report()[name] == value
+
+
+def test_the_asymptotic_mode_claims_no_epsilon():
+    estimate = Estimate("asymptotic", 10, 20.0, 0.05, 0.01, 0.2, 100, 5.0, ())
+    assert epsilon_attributes(estimate) == {}
