@@ -42,6 +42,19 @@ bisection at a time, and each bisection level is a round trip. Variants (``p`` =
   64 needs 6). The frame's round trips are those of its longest chain, so one level less per
   link is several round trips less per frame. Measured: about 45-50 round trips at 10^5 bits,
   f 1.07-1.09 (figures in :mod:`classical.bench_cascade`).
+* ``"shallow"`` (ours): ``pow2``'s depth argument applied to both small passes, trading part of
+  its round-trip headroom for leakage. ``k1 = min(2**round(log2(0.8/p)), floor(0.8/p))``: never
+  deeper than ``pow2``'s block, and smaller when ``0.8/p`` is (26 at 3 %, where ``pow2``'s 32
+  makes the chains long: 73 round trips). ``k2 = c/p``: larger second-pass blocks disclose fewer
+  top-level parities but hold more errors, and the chains, hence the round trips, grow with
+  ``k2 p`` and with the depth and ``k1 p`` of the first pass; ``c = 2.0 - 0.2 max(0, d1 - 5) -
+  1.5 (k1 p - 0.64)`` (``d1`` = first-pass depth) is a fit to measurements that keeps the mean
+  at 50-60 round trips per 10^5-bit frame from 1 % to 5 %. ``k2`` is snapped down to the power
+  of two below when that is within a factor 1.25: any ``k`` in ``(2**(d-1), 2**d]`` costs ``d``
+  levels per bisection, so a block just above a power of two pays a whole level per link for a
+  few saved parities (at 5 %, ``k2 = 36``: f 1.087 and 56 round trips; 32: 1.084 and 50).
+  ``k3 = 8192`` (few errors are left by then; fewer top-level parities than 4096), 11 half-key
+  passes, wide tail splits as ``pow2``. Figures in :mod:`classical.bench_cascade`.
 
 All variants use *sub-block reuse* (every sub-block whose parity is known, not just top-level
 blocks, takes part in the cascade effect), which is what the paper's optimised variants rely on.
@@ -108,7 +121,8 @@ from classical.reconciliation_channel import (
     ParityQueries,
     as_key_bits,
     bipartition_masks,
-    pass_order,
+    pass_key,
+    shuffle_into,
 )
 
 __all__ = [
@@ -122,9 +136,19 @@ __all__ = [
     "run_cascade",
 ]
 
-CascadeVariant = Literal["yanetal", "option8", "option7", "original", "lowlatency", "pow2"]
-_VARIANTS: tuple[str, ...] = ("yanetal", "option8", "option7", "original", "lowlatency", "pow2")
-_DEFAULT_TAIL_QUERIES = {"pow2": 16}
+CascadeVariant = Literal[
+    "yanetal", "option8", "option7", "original", "lowlatency", "pow2", "shallow"
+]
+_VARIANTS: tuple[str, ...] = (
+    "yanetal",
+    "option8",
+    "option7",
+    "original",
+    "lowlatency",
+    "pow2",
+    "shallow",
+)
+_DEFAULT_TAIL_QUERIES = {"pow2": 16, "shallow": 16}
 _MIN_QBER = 1e-6  # block sizes for smaller estimates are capped at the key length anyway
 
 
@@ -145,8 +169,8 @@ class CascadeParameters:
         tail_queries: budget of a *wide* round: when a round would bisect at most a third of
             this many leaves, each leaf is split ``2**m`` ways instead of two (``2**m - 1``
             parities, ``m`` as large as keeps the round within the budget). ``None`` takes the
-            variant's default: 16 for ``"pow2"``, 0 (always binary) for the others. See
-            "Wide splits in the tail" in the module docstring.
+            variant's default: 16 for ``"pow2"`` and ``"shallow"``, 0 (always binary) for the
+            others. See "Wide splits in the tail" in the module docstring.
     """
 
     @property
@@ -243,11 +267,31 @@ def cascade_block_sizes(
     elif params.variant == "pow2":
         k1 = 2 ** round(math.log2(0.8 / p))
         sizes, halves = [k1, 2 * k1, 4096], 11
+    elif params.variant == "shallow":
+        sizes, halves = [*_shallow_sizes(p), 8192], 11
     else:  # original
         k1 = math.ceil(0.73 / p)
         sizes, halves = [k1, 2 * k1, 4 * k1, 8 * k1], 0
     capped = tuple(int(max(1, min(k, n_bits))) for k in sizes)
     return capped, halves + params.biconf_passes
+
+
+def _shallow_sizes(p: float) -> tuple[int, int]:
+    """``"shallow"``'s first two block sizes at QBER ``p`` (see the module docstring).
+
+    ``k1``: ``0.8/p`` rounded down to an integer, but no deeper than ``"pow2"``'s block (a
+    power of two within a factor sqrt(2)). ``k2 = c/p`` with ``c = 2.0 - 0.2 max(0, d1 - 5) -
+    1.5 (k1 p - 0.64)`` (``d1 = ceil(log2 k1)``; clamped to [1.5, 2.0]), snapped down to the
+    power of two below when that is within a factor 1.25.
+    """
+    x1 = 0.8 / p
+    k1 = min(2 ** round(math.log2(x1)), max(1, math.floor(x1)))
+    depth1 = math.ceil(math.log2(k1)) if k1 > 1 else 0
+    c = min(2.0, max(1.5, 2.0 - 0.2 * max(0, depth1 - 5) - 1.5 * (k1 * p - 0.64)))
+    x2 = c / p
+    below = 2 ** math.floor(math.log2(x2))
+    k2 = below if x2 < 1.25 * below else round(x2)
+    return k1, max(k2, k1 + 1)
 
 
 def plan_cascade(
@@ -638,14 +682,26 @@ def _requeue(  # pragma: no cover - numba
 
 @njit(cache=True)
 def _start_permutation(  # pragma: no cover - numba
-    i: int, order_i: _I32, alice_top: _U8, n: int, bob: _U8, meta: _I64, ints: _I32, flags: _U8
+    i: int,
+    stream_key: np.uint64,
+    alice_top: _U8,
+    n: int,
+    bob: _U8,
+    meta: _I64,
+    ints: _I32,
+    flags: _U8,
 ) -> tuple[_I64, _I64]:
-    """Install pass ``i``'s order and top-level blocks; return its odd top-level blocks."""
-    order = ints[0]
-    pos = ints[1]
+    """Shuffle pass ``i``'s order into its slot, install its top-level blocks; return the odd ones.
+
+    One kernel (:func:`~classical.reconciliation_channel.shuffle_into`) writes the order straight
+    into the slot, its inverse into ``pos`` and the suffix XOR of Bob's key, from which every
+    top-level block's parity is one XOR.
+    """
     leaf = ints[2]
     odd = flags[0]
     base = meta[i, _SLOT] * n
+    suffix = np.empty(n + 1, np.uint8)
+    shuffle_into(stream_key, ints[0, base : base + n], bob, suffix, ints[1, base : base + n])
     k = meta[i, _TOP]
     n_blocks = (n + k - 1) // k
     cp = np.empty(n_blocks, np.int64)
@@ -654,13 +710,7 @@ def _start_permutation(  # pragma: no cover - numba
     for b in range(n_blocks):
         s = b * k
         e = min(s + k, n)
-        par = 0
-        for p in range(s, e):
-            x = order_i[p]
-            order[base + p] = x
-            pos[base + x] = p
-            par ^= bob[x]
-        d = (par ^ alice_top[b]) & 1
+        d = (suffix[s] ^ suffix[e] ^ alice_top[b]) & 1
         leaf[base + s] = e - s
         odd[base + s] = d
         if d == 1:
@@ -784,13 +834,15 @@ class _BobEngine:
 
     def activate(self, i: int, pending: ParityQueries) -> ParityQueries:
         """Start pass ``i``; return the next batch (``pending`` plus the new pass's odd blocks)."""
-        cp, cs = _requeue(pending.pass_index, pending.start, self.n, self.meta, self.flags)
         self.meta[i, _STARTED] = 1
+        if i >= self.n_perm and not self.half_odd[i].any():
+            return pending  # a clean half-key pass: nothing to bisect, the batch is unchanged
+        cp, cs = _requeue(pending.pass_index, pending.start, self.n, self.meta, self.flags)
         if i < self.n_perm:
             self._new_slot(i)
             new_p, new_s = _start_permutation(
                 i,
-                pass_order(self.plan, i),
+                np.uint64(pass_key(self.plan, i)),
                 self.alice_top[i],
                 self.n,
                 self.bob,

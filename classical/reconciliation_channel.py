@@ -25,34 +25,48 @@ same permutation, so the announcement is a few bytes and the expansion costs les
 the indices would. The shuffle does not need to be secret (Cascade's
 leakage is the disclosed parities, counted one bit each whatever the shuffle is) and it only needs
 to look random with respect to the error pattern, which a seed chosen by Bob after the quantum phase
-guarantees. Expansion uses ``PCG64(SeedSequence(seed, spawn_key=...))`` (see
-:func:`pass_seed_sequence`), so each pass has its own independent, reproducible stream
-(``SeedSequence`` spawn keys are the documented way to derive independent children) and nothing
-global is touched.
+guarantees.
+
+How a seed expands (both sides must derive the identical permutation)
+---------------------------------------------------------------------
+Each pass has its own 64-bit *stream key*, ``BLAKE2b-64(tag || seed || stream index)``
+(:func:`pass_key`), and its randomness is the SplitMix64 sequence started at that key: output
+``t`` (from 1) is the SplitMix64 finaliser (Steele, Lea & Flood, OOPSLA 2014; Vigna's constants)
+applied to ``key + t * 0x9E3779B97F4A7C15`` mod 2**64. The generator is *counter-based* (output
+``t`` is a pure function of ``(key, t)``), so it runs inside the numba kernels that consume it, with
+no generator object, no ``SeedSequence`` set-up (~20 us each) and no buffer of raw words. The
+keyed hash separates streams: distinct passes or seeds give unrelated keys, and a SplitMix64 stream
+is only ever read from its start. The previous construction (``PCG64(SeedSequence(seed,
+spawn_key))``, then a numba Fisher--Yates over a raw buffer) gave the same distribution of
+shuffles and cost about twice as much.
 
 Two kinds of pass
 -----------------
-* *Permutation passes* (small blocks): a random permutation by Fisher--Yates, run in numba and
-  driven by the pass's PCG64 stream (see :func:`pass_order`). ``Generator.permutation`` would give
-  a different but equally valid permutation; ours is several times faster, which matters because
-  shuffling is one of the dominant costs of a frame.
+* *Permutation passes* (small blocks): a random permutation by Fisher--Yates driven by the pass's
+  stream, two 32-bit draws per 64-bit output (:func:`shuffle_into`, which both sides call). The
+  same kernel produces what each side needs next: the inverse permutation (Bob's position
+  lookup) and the suffix XOR of a key in the new order (Alice's parity table, Bob's top-level
+  parities), so no permutation is ever built twice or handed between kernels.
 * *Bipartition passes* (the late passes of the optimised Cascade, whose two top-level blocks are
   "half of the key"): the pass is a uniformly random subset ``S`` of the positions, drawn as one
-  random bit per position (``Generator.bytes``; all bipartition passes from one stream). Its order
-  lists ``S`` in increasing index, then the complement in increasing index, so the top-level
-  blocks are ``S`` and its complement. This is the BICONF construction (random subset, complement
-  corrected too) and costs ``n/8`` bytes of randomness instead of a full permutation; the order
-  inside a half only affects how bisection walks it, not which error patterns the pass detects.
+  random bit per position (consecutive bytes of the one stream shared by all bipartition passes).
+  Its order lists ``S`` in increasing index, then the complement in increasing index, so the
+  top-level blocks are ``S`` and its complement. This is the BICONF construction (random subset,
+  complement corrected too) and costs ``n/8`` bytes of randomness instead of a full permutation;
+  the order inside a half only affects how bisection walks it, not which error patterns the pass
+  detects.
 
 Queries and parity positions
 ----------------------------
 A query ``(pass i, start, end)`` asks for ``XOR of key[order_i[start:end]]``. Alice answers from a
-prefix-XOR table of her key in pass ``i``'s order, so a batch costs ``O(len(batch))`` after the
-table is built once per pass.
+suffix-XOR table of her key in pass ``i``'s order (``table[p]`` = XOR of the key over positions
+``p..n-1``, the answer is ``table[start] ^ table[end]``), so a batch costs ``O(len(batch))`` after
+the table is built once per pass, in the same kernel as the shuffle (:func:`shuffle_into`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -69,8 +83,9 @@ __all__ = [
     "answer_parity_queries",
     "as_key_bits",
     "bipartition_masks",
+    "pass_key",
     "pass_order",
-    "pass_seed_sequence",
+    "shuffle_into",
 ]
 
 _MAX_BITS = 2**31 - 1
@@ -195,34 +210,92 @@ class ParityChannel(Protocol):
 # --------------------------------------------------------------------------------------------
 
 
-def pass_seed_sequence(plan: CascadePlan, pass_index: int) -> np.random.SeedSequence:
-    """The ``SeedSequence`` child that expands into pass ``pass_index``'s shuffle.
+_STREAM_TAG = b"mdiqkd/cascade/v2"
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_NO_BITS = np.empty(0, np.uint8)
+_NO_INDEX = np.empty(0, np.int32)
 
-    Permutation pass ``i`` uses spawn key ``(0, i)``; all bipartition passes share the child
-    ``(1,)``, whose byte stream is cut into one mask per pass in pass order (one generator set-up
-    instead of one per pass -- it is ~20 us each, not negligible next to a 10^5-bit frame).
+
+def pass_key(plan: CascadePlan, pass_index: int) -> int:
+    """The 64-bit key of the SplitMix64 stream that expands into pass ``pass_index``'s shuffle.
+
+    ``key = BLAKE2b-64(tag || seed || stream)`` read little-endian, where ``tag`` is
+    ``b"mdiqkd/cascade/v2"``, ``seed`` is ``plan.seed`` as 16 little-endian bytes and ``stream`` is
+    4 little-endian bytes: ``i`` for permutation pass ``i`` and ``0xFFFFFFFF`` for the one stream
+    shared by all bipartition passes (cut into one mask per pass, in pass order). A keyed hash
+    makes the streams of distinct passes and seeds unrelated; it is computed once per pass.
     """
     if not 0 <= pass_index < plan.n_passes:
         raise ValueError(f"pass_index must be in [0, {plan.n_passes}), got {pass_index}")
-    key = (1,) if plan.is_bipartition(pass_index) else (0, pass_index)
-    return np.random.SeedSequence(plan.seed, spawn_key=key)
+    stream = 0xFFFFFFFF if plan.is_bipartition(pass_index) else pass_index
+    message = _STREAM_TAG + plan.seed.to_bytes(16, "little") + stream.to_bytes(4, "little")
+    return int.from_bytes(hashlib.blake2b(message, digest_size=8).digest(), "little")
 
 
-def _bit_generator(plan: CascadePlan, pass_index: int) -> np.random.PCG64:
-    return np.random.PCG64(pass_seed_sequence(plan, pass_index))
+@njit(cache=True, inline="always")
+def _splitmix64(key: np.uint64, t: np.uint64) -> np.uint64:  # pragma: no cover - numba
+    """Output number ``t`` (from 1) of SplitMix64 started at state ``key`` (Vigna's constants)."""
+    z = key + t * _GAMMA
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 @njit(cache=True)
-def _fisher_yates(raw: NDArray[np.uint64], n: int) -> NDArray[np.int32]:  # pragma: no cover
-    order = np.arange(n, dtype=np.int32)
-    for i in range(n - 1, 0, -1):
-        word = raw[i >> 1]
-        u32 = (word >> np.uint64(32)) if (i & 1) else (word & np.uint64(0xFFFFFFFF))
-        j = (u32 * np.uint64(i + 1)) >> np.uint64(32)  # Lemire's multiply-shift, j in [0, i]
-        t = order[i]
-        order[i] = order[j]
-        order[j] = t
-    return order
+def shuffle_into(  # pragma: no cover - numba
+    key: np.uint64,
+    order: NDArray[np.int32],
+    bits: NDArray[np.uint8],
+    suffix: NDArray[np.uint8],
+    inverse: NDArray[np.int32],
+) -> None:
+    """Fisher--Yates of ``range(len(order))`` into ``order``, driven by the SplitMix64 stream.
+
+    Step ``m = 0, 1, ...`` swaps position ``i = n - 1 - m`` with ``j = (u32 * (i + 1)) >> 32``
+    (Lemire's multiply-shift, ``j in [0, i]``), where ``u32`` is the high half of SplitMix64
+    output ``m // 2 + 1`` for even ``m`` and its low half for odd ``m``. The permutation is a
+    function of ``key`` and ``n`` alone; the rest is what each side needs next, when asked for
+    (pass empty arrays otherwise): ``suffix[p] = XOR of bits[order[p:]]`` (``len(suffix) ==
+    n + 1``, ``suffix[n] = 0``; the parity of positions ``[s, e)`` is ``suffix[s] ^ suffix[e]``)
+    and ``inverse[order[p]] = p`` (``len(inverse) == n``). Each is its own sequential sweep after
+    the shuffle: measured faster than one fused loop (the shuffle's random swaps overlap better
+    without a dependent gather in the same iteration).
+    """
+    n = order.size
+    for p in range(n):
+        order[p] = p
+    word = np.uint64(0)
+    t = np.uint64(0)
+    for m in range(n - 1):
+        i = n - 1 - m
+        if (m & 1) == 0:
+            t += np.uint64(1)
+            word = _splitmix64(key, t)
+            u = word >> np.uint64(32)
+        else:
+            u = word & np.uint64(0xFFFFFFFF)
+        j = (u * np.uint64(i + 1)) >> np.uint64(32)
+        x = order[j]
+        order[j] = order[i]
+        order[i] = x
+    if suffix.size > 0:
+        acc = np.uint8(0)
+        suffix[n] = acc
+        for p in range(n - 1, -1, -1):
+            acc ^= bits[order[p]]
+            suffix[p] = acc
+    if inverse.size > 0:
+        for p in range(n):
+            inverse[order[p]] = p
+
+
+@njit(cache=True)
+def _stream_words(key: np.uint64, count: int) -> NDArray[np.uint64]:  # pragma: no cover - numba
+    """Outputs ``1 .. count`` of the SplitMix64 stream started at ``key``."""
+    out = np.empty(count, np.uint64)
+    for t in range(count):
+        out[t] = _splitmix64(key, np.uint64(t + 1))
+    return out
 
 
 @njit(cache=True)
@@ -248,13 +321,16 @@ def bipartition_masks(plan: CascadePlan) -> NDArray[np.uint8]:
 
     Bit ``x`` of the key is in the subset iff ``(row[x >> 3] >> (x & 7)) & 1`` (little-endian bit
     order, as ``np.packbits(..., bitorder="little")``); padding bits past ``n_bits`` are zero.
+    The rows are consecutive bytes of the bipartition stream (its 64-bit outputs, each written as
+    8 little-endian bytes), ``ceil(n_bits / 8)`` bytes per row.
     """
     n_bytes = (plan.n_bits + 7) // 8
     rows = plan.bipartition_passes
     if rows == 0:
         return np.zeros((0, n_bytes), np.uint8)
-    gen = np.random.Generator(_bit_generator(plan, len(plan.block_sizes)))
-    masks = np.frombuffer(gen.bytes(rows * n_bytes), np.uint8).reshape(rows, n_bytes).copy()
+    key = np.uint64(pass_key(plan, len(plan.block_sizes)))
+    words = _stream_words(key, (rows * n_bytes + 7) // 8).astype("<u8", copy=False)
+    masks = words.view(np.uint8)[: rows * n_bytes].reshape(rows, n_bytes).copy()
     tail = plan.n_bits & 7
     if tail:
         masks[:, -1] &= np.uint8((1 << tail) - 1)
@@ -264,17 +340,18 @@ def bipartition_masks(plan: CascadePlan) -> NDArray[np.uint8]:
 def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
     """Pass ``pass_index``'s shuffled order: ``order[position] = key index`` (int32, length n).
 
-    Permutation passes: Fisher--Yates driven by the pass's PCG64 stream, two 32-bit draws per
-    64-bit word, ``j = (u32 * (i + 1)) >> 32``; the non-uniformity of that map is below
-    ``n / 2**32`` relative per draw (2e-5 at 10^5 bits), immaterial for a public shuffle.
-    Bipartition passes: subset in increasing key index, then the complement likewise.
+    Permutation passes: Fisher--Yates driven by the SplitMix64 stream keyed by
+    :func:`pass_key` (two 32-bit draws per 64-bit output; see ``shuffle_into``). The
+    multiply-shift map's non-uniformity is below ``n / 2**32`` relative per draw (2e-5 at 10^5
+    bits), immaterial for a public shuffle. Bipartition passes: subset in increasing key index,
+    then the complement likewise.
     """
     if plan.is_bipartition(pass_index) and pass_index < plan.n_passes:
         mask = bipartition_masks(plan)[pass_index - len(plan.block_sizes)]
         return _bipartition_order(mask, plan.n_bits)
-    n = plan.n_bits
-    raw = _bit_generator(plan, pass_index).random_raw((n + 1) // 2)
-    return _fisher_yates(raw, n)
+    order = np.empty(plan.n_bits, np.int32)
+    shuffle_into(np.uint64(pass_key(plan, pass_index)), order, _NO_BITS, _NO_BITS, _NO_INDEX)
+    return order
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,14 +360,15 @@ def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
 
 
 @njit(cache=True)
-def _prefix_xor_into(  # pragma: no cover - numba
+def _suffix_xor_into(  # pragma: no cover - numba
     key: NDArray[np.uint8], order: NDArray[np.int32], out: NDArray[np.uint8]
 ) -> None:
+    """``out[p] = XOR of key[order[p:]]`` for a given order (bipartition passes)."""
     acc = np.uint8(0)
-    out[0] = acc
-    for p in range(order.size):
+    out[order.size] = acc
+    for p in range(order.size - 1, -1, -1):
         acc ^= key[order[p]]
-        out[p + 1] = acc
+        out[p] = acc
 
 
 @njit(cache=True)
@@ -302,12 +380,12 @@ def _answer(  # pragma: no cover - numba
     table_row: NDArray[np.int64],
     split: NDArray[np.int64],
     top_parity: NDArray[np.uint8],
-    prefix: NDArray[np.uint8],
+    table: NDArray[np.uint8],
     out: NDArray[np.uint8],
 ) -> int:
     """Fill ``out``; return -2 on an invalid row, the pass that lacks a table, or -1 when done.
 
-    ``table_row[i] >= 0``: row of ``prefix`` holding pass ``i``'s prefix XOR. Otherwise pass ``i``
+    ``table_row[i] >= 0``: row of ``table`` holding pass ``i``'s suffix XOR. Otherwise pass ``i``
     is a bipartition answered from ``split[i]`` (subset size) and ``top_parity[i]`` (subset parity,
     total parity) when the query is one of its two halves.
     """
@@ -320,7 +398,7 @@ def _answer(  # pragma: no cover - numba
             return -2
         r = table_row[i]
         if r >= 0:
-            out[j] = prefix[r, e] ^ prefix[r, s]
+            out[j] = table[r, s] ^ table[r, e]
         elif split[i] >= 0 and s == 0 and e == split[i]:
             out[j] = top_parity[i, 0]
         elif split[i] >= 0 and s == split[i] and e == n:
@@ -355,9 +433,9 @@ def as_key_bits(key: NDArray[np.generic], name: str) -> NDArray[np.uint8]:
 class AliceParityOracle:
     """Alice's side for one frame: ``answer_parity_queries`` with per-pass tables memoised.
 
-    Tables are built on first use: a prefix XOR of the key in the pass's order for permutation
+    Tables are built on first use: a suffix XOR of the key in the pass's order for permutation
     passes; for bipartition passes just the subset size and the two top-level parities, until a
-    query inside a half forces the prefix table too. Holds a private read-only copy of the key;
+    query inside a half forces the suffix table too. Holds a private read-only copy of the key;
     answers are a pure function of (key, plan, queries).
     """
 
@@ -372,8 +450,15 @@ class AliceParityOracle:
         self._table_row = np.full(n_pass, -1, np.int64)
         self._split = np.full(n_pass, -1, np.int64)
         self._top_parity = np.zeros((n_pass, 2), np.uint8)
-        self._prefix = np.zeros((0, plan.n_bits + 1), np.uint8)
+        self._table = np.zeros((0, plan.n_bits + 1), np.uint8)
         self._rows_used = 0
+        self._scratch: NDArray[np.int32] | None = None  # one order buffer for every pass
+        self._bipartition_masks: NDArray[np.uint8] | None = None
+
+    def _masks(self) -> NDArray[np.uint8]:
+        if self._bipartition_masks is None:
+            self._bipartition_masks = bipartition_masks(self.plan)
+        return self._bipartition_masks
 
     def answer(self, queries: ParityQueries) -> NDArray[np.uint8]:
         """Parities (uint8 0/1) of Alice's key for each row of ``queries``.
@@ -392,7 +477,7 @@ class AliceParityOracle:
                 self._table_row,
                 self._split,
                 self._top_parity,
-                self._prefix,
+                self._table,
                 out,
             )
             if status == -1:
@@ -406,7 +491,7 @@ class AliceParityOracle:
         plan = self.plan
         if plan.is_bipartition(pass_index) and self._split[pass_index] < 0:
             # All half-key passes at once, from packed bits: n/8 byte operations per pass.
-            masks = bipartition_masks(plan)
+            masks = self._masks()
             packed = np.packbits(self._key, bitorder="little")
             rows = slice(len(plan.block_sizes), plan.n_passes)
             self._split[rows] = np.bitwise_count(masks).sum(axis=1)
@@ -414,12 +499,20 @@ class AliceParityOracle:
             self._top_parity[rows, 0] = np.bitwise_count(subset) & 1
             self._top_parity[rows, 1] = _packed_parity(packed)
             return
-        if self._rows_used == self._prefix.shape[0]:
+        if self._rows_used == self._table.shape[0]:
             grow = max(2, len(plan.block_sizes) + 1 - self._rows_used)
             extra = np.zeros((grow, plan.n_bits + 1), np.uint8)
-            self._prefix = extra if self._rows_used == 0 else np.concatenate([self._prefix, extra])
+            self._table = extra if self._rows_used == 0 else np.concatenate([self._table, extra])
         row = self._rows_used
-        _prefix_xor_into(self._key, pass_order(plan, pass_index), self._prefix[row])
+        if plan.is_bipartition(pass_index):
+            mask = self._masks()[pass_index - len(plan.block_sizes)]
+            order = _bipartition_order(mask, plan.n_bits)
+            _suffix_xor_into(self._key, order, self._table[row])
+        else:
+            if self._scratch is None:
+                self._scratch = np.empty(plan.n_bits, np.int32)
+            key = np.uint64(pass_key(plan, pass_index))
+            shuffle_into(key, self._scratch, self._key, self._table[row], _NO_INDEX)
         self._rows_used += 1
         self._table_row[pass_index] = row
 

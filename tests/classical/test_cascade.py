@@ -31,7 +31,9 @@ from classical.reconciliation_channel import (
     ParityQueries,
     answer_parity_queries,
     bipartition_masks,
+    pass_key,
     pass_order,
+    shuffle_into,
 )
 
 Bits = NDArray[np.uint8]
@@ -89,7 +91,7 @@ def test_corrects_iid_errors(n_bits: int, qber: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "variant", ["yanetal", "option8", "option7", "original", "lowlatency", "pow2"]
+    "variant", ["yanetal", "option8", "option7", "original", "lowlatency", "pow2", "shallow"]
 )
 def test_every_variant_corrects(variant: str) -> None:
     rng = np.random.default_rng(5)
@@ -154,6 +156,19 @@ def test_pow2_block_sizes_are_powers_of_two() -> None:
         assert sizes == (k1, 2 * k1, 4096) and halves == 11
 
 
+def test_shallow_blocks_are_never_deeper_than_pow2() -> None:
+    shallow, pow2 = CascadeParameters(variant="shallow"), CascadeParameters(variant="pow2")
+    expected = {0.01: (64, 180), 0.02: (32, 100), 0.03: (26, 60), 0.05: (16, 32)}
+    for qber, (k1, k2) in expected.items():
+        sizes, halves = cascade_block_sizes(qber, 10**6, shallow)
+        assert sizes == (k1, k2, 8192) and halves == 11
+    for qber in np.linspace(0.002, 0.2, 60):
+        (k1, k2, _), _ = cascade_block_sizes(float(qber), 10**6, shallow)
+        (p1, _, _), _ = cascade_block_sizes(float(qber), 10**6, pow2)
+        assert k1 <= p1 and k1 <= 0.8 / qber < 2 * k1 + 2
+        assert k2 > k1
+
+
 def test_identical_keys_need_no_corrections() -> None:
     rng = np.random.default_rng(1)
     key = rng.integers(0, 2, 5_000, dtype=np.uint8)
@@ -179,7 +194,7 @@ def test_does_not_modify_inputs() -> None:
     qber=st.floats(0.0, 0.12),
     estimate=st.floats(0.0, 0.2),
     seed=st.integers(0, 2**32 - 1),
-    variant=st.sampled_from(["yanetal", "option8", "lowlatency", "pow2"]),
+    variant=st.sampled_from(["yanetal", "option8", "lowlatency", "pow2", "shallow"]),
     tail_queries=st.sampled_from([None, 0, 7, 64]),
 )
 def test_final_key_agrees_with_every_disclosed_parity(
@@ -211,7 +226,7 @@ def test_final_key_agrees_with_every_disclosed_parity(
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["yanetal", "pow2"])
+@pytest.mark.parametrize("variant", ["yanetal", "pow2", "shallow"])
 def test_ledger_counts_exactly_the_parities_exchanged(variant: str) -> None:
     rng = np.random.default_rng(3)
     alice, bob = _frame(rng, 10_000, 0.03)
@@ -375,6 +390,50 @@ def test_shuffles_are_reproducible_permutations_from_the_seed() -> None:
     order = pass_order(plan, 2)
     assert np.array_equal(order[:h], np.flatnonzero(mask))
     assert np.array_equal(order[h:], np.flatnonzero(mask == 0))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 3_000), key=st.integers(0, 2**64 - 1), seed=st.integers(0, 2**32 - 1))
+def test_shuffle_sweep_fills_the_inverse_and_suffix_parities(n: int, key: int, seed: int) -> None:
+    # Bob asks for the inverse and his key's suffix XOR, Alice for hers, pass_order for neither:
+    # all three must get the same permutation, and the extras must be what they claim.
+    bits = np.random.default_rng(seed).integers(0, 2, n, dtype=np.uint8)
+    plain = np.empty(n, np.int32)
+    shuffle_into(
+        np.uint64(key), plain, np.empty(0, np.uint8), np.empty(0, np.uint8), np.empty(0, np.int32)
+    )
+    order, inverse, suffix = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n + 1, np.uint8)
+    shuffle_into(np.uint64(key), order, bits, suffix, inverse)
+    assert np.array_equal(order, plain)
+    assert np.array_equal(np.sort(order), np.arange(n))
+    assert np.array_equal(inverse[order], np.arange(n))
+    expected = np.concatenate([np.bitwise_xor.accumulate(bits[order][::-1])[::-1], [0]])
+    assert np.array_equal(suffix, expected)
+
+
+def test_pass_keys_separate_passes_and_seeds() -> None:
+    plan = CascadePlan(
+        n_bits=1_000, seed=2**100 + 7, block_sizes=(10, 20, 40), bipartition_passes=3
+    )
+    other = CascadePlan(n_bits=1_000, seed=7, block_sizes=(10, 20, 40), bipartition_passes=3)
+    keys = [pass_key(plan, i) for i in range(plan.n_passes)]
+    assert len(set(keys[:3])) == 3 and len(set(keys[3:])) == 1 and keys[3] not in keys[:3]
+    assert all(0 <= k < 2**64 for k in keys)
+    assert not set(keys) & {pass_key(other, i) for i in range(other.n_passes)}
+    with pytest.raises(ValueError, match="pass_index"):
+        pass_key(plan, plan.n_passes)
+
+
+def test_shuffles_are_close_to_uniform() -> None:
+    # Each position's key index over 4,000 seeds: chi-square over 8 positions x 8 indices (49
+    # degrees of freedom), far below the 1e-6 tail (~110) unless the shuffle is biased.
+    n, seeds = 8, 4_000
+    counts = np.zeros((n, n))
+    for seed in range(seeds):
+        order = pass_order(CascadePlan(n_bits=n, seed=seed, block_sizes=(2,)), 0)
+        counts[np.arange(n), order] += 1
+    expected = seeds / n
+    assert float(((counts - expected) ** 2 / expected).sum()) < 110
 
 
 # ------------------------------------------------------------------------------------------
