@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 N_DETECTORS = 4
 DETECTOR_NAMES = ("cH", "cV", "dH", "dV")
@@ -146,9 +147,24 @@ def announce(records: DetectionRecords, coincidence_window_ps: float) -> np.ndar
     bell = BELL_OF_PATTERN[records.pattern]
     if len(records) == 0:
         return bell
-    clicked = records.time_ps != NO_CLICK_TIME
-    big = np.iinfo(np.int64).max
-    t_min = np.where(clicked, records.time_ps, big).min(axis=1)
-    t_max = np.where(clicked, records.time_ps, -big).max(axis=1)
-    return np.where(t_max - t_min <= coincidence_window_ps, bell, FAIL).astype(np.uint8)
+    return _within_window(bell, np.ascontiguousarray(records.time_ps, dtype=np.int64),
+                          float(coincidence_window_ps))
+
+
+@njit(cache=True)
+def _within_window(bell: np.ndarray, times: np.ndarray,
+                   window_ps: float) -> np.ndarray:  # pragma: no cover - numba
+    """``bell`` where the clicks' spread (latest − earliest click) is within the window, else
+    FAIL; one pass over the records."""
+    out = np.empty(bell.size, np.uint8)
+    for i in range(bell.size):
+        lo = np.iinfo(np.int64).max
+        hi = np.iinfo(np.int64).min
+        for k in range(times.shape[1]):
+            t = times[i, k]
+            if t != NO_CLICK_TIME:
+                lo = min(lo, t)
+                hi = max(hi, t)
+        out[i] = bell[i] if hi - lo <= window_ps else FAIL
+    return out
 

@@ -452,18 +452,23 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
     with the inverse permutation, and kept when ``u <= P_acc`` for ``u`` uniform on ``(0, B_i]``:
     each slot is kept with probability exactly ``P_acc``. Given that, ``u`` is uniform on
     ``(0, P_acc]`` and picks the pattern from the cumulative row. No phase, exponential or
-    trigonometric function is evaluated per candidate. Records of a frame are sorted by slot.
-    Returns (slots, patterns).
+    trigonometric function is evaluated per candidate, and the two bits are hashed only when
+    ``u`` is below the largest ``P_acc`` over them (given both users' intensity and basis).
+    Records of a frame are sorted by slot (radix sort). Returns (slots, patterns).
     """
     n_int = a_mu.size
     n_sb = 4 * b_mu.size
     n_pat = patterns.size
     table = np.zeros((4 * n_int, n_sb + 1, n_pat))
     class_bound = np.zeros(n_int)
+    bits_bound = np.zeros((2 * n_int, n_sb // 2 + 1))  # max over both users' bits
     out_slot = np.empty(capacity, np.int64)
     out_pattern = np.empty(capacity, np.uint8)
     n_out = 0
     prev = -1
+    keys = np.empty(0, np.int64)
+    scratch = np.empty(0, np.int64)
+    counts = np.empty(1 << _RADIX_MAX_BITS, np.int64)
     for f in range(frame_lo, frame_hi):
         fi = f - phys_first_frame
         if prev < 0 or not _same_frame_physics(fi, prev, trans_a, trans_b, unit_a, unit_b,
@@ -472,6 +477,10 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
                          a_flip, b_flip, eff, pd, jones, patterns, table)
             for i in range(n_int):
                 class_bound[i] = table[4 * i:4 * i + 4, :, n_pat - 1].max()
+            for ca in range(2 * n_int):
+                for cb in range(n_sb // 2 + 1):
+                    sbs = slice(2 * cb, 2 * cb + 2) if cb < n_sb // 2 else slice(n_sb, n_sb + 1)
+                    bits_bound[ca, cb] = table[2 * ca:2 * ca + 2, sbs, n_pat - 1].max()
             prev = fi
         row = a_cum[f - a_first]
         rk = a_rk[f - a_first]
@@ -494,14 +503,18 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
                 basis = 0 if pos < row[2 * i] else 1
                 pos += 1
                 cur = frame_base | local
-                sa = 4 * i + 2 * basis + np.int64(lookup_bit_hk(cur, a_bitkey))
                 bs = cur + bob_off[fi]
-                sb = n_sb
+                combo_b = n_sb // 2  # no pulse from Bob
                 if bs >= 0:
                     combo_b = lookup_combo_rk(bs, b_first, b_rk, b_cum, frame_bits)
+                u = next_uniform(rng_state) * bound
+                if u > bits_bound[2 * i + basis, combo_b]:
+                    continue  # no choice of the two bits reaches u: the bits are not needed
+                sa = 4 * i + 2 * basis + np.int64(lookup_bit_hk(cur, a_bitkey))
+                sb = n_sb
+                if bs >= 0:
                     sb = 2 * combo_b + np.int64(lookup_bit_hk(bs, b_bitkey))
                 cum = table[sa, sb]
-                u = next_uniform(rng_state) * bound
                 if u > cum[n_pat - 1]:
                     continue
                 k = 0
@@ -517,14 +530,53 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
                 out_slot[n_out] = local
                 out_pattern[n_out] = patterns[k]
                 n_out += 1
-        if n_out - frame_start > 1:  # sort the frame's records by slot (pattern in the low bits)
-            keys = np.sort((out_slot[frame_start:n_out] << 4)
-                           | out_pattern[frame_start:n_out].astype(np.int64))
-            out_slot[frame_start:n_out] = keys >> 4
-            out_pattern[frame_start:n_out] = (keys & 15).astype(np.uint8)
+        m = n_out - frame_start
+        if m > 1:  # sort the frame's records by slot (pattern in the low bits)
+            if keys.size < m:
+                keys = np.empty(2 * m, np.int64)
+                scratch = np.empty(2 * m, np.int64)
+            for j in range(m):
+                keys[j] = (out_slot[frame_start + j] << 4) | np.int64(out_pattern[frame_start + j])
+            _radix_sort(keys[:m], scratch[:m], frame_bits + 4, counts)
+            for j in range(m):
+                out_slot[frame_start + j] = keys[j] >> 4
+                out_pattern[frame_start + j] = np.uint8(keys[j] & 15)
         for j in range(frame_start, n_out):
             out_slot[j] += frame_base
     return out_slot[:n_out], out_pattern[:n_out]
+
+
+_RADIX_MAX_BITS = 12
+
+
+@njit(cache=True, inline="always")
+def _radix_sort(keys, scratch, key_bits, counts):
+    """Sort non-negative ``keys`` below ``2**key_bits`` in place: LSD radix in as few passes of
+    at most 12 bits as cover ``key_bits`` (two for 2^20-slot frames), so a frame's few thousand
+    records cost a few passes over a histogram of at most 4096 entries."""
+    m = keys.size
+    passes = (key_bits + _RADIX_MAX_BITS - 1) // _RADIX_MAX_BITS
+    bits = (key_bits + passes - 1) // passes
+    mask = (1 << bits) - 1
+    src, dst = keys, scratch
+    shift = 0
+    for _ in range(passes):
+        counts[:mask + 1] = 0
+        for j in range(m):
+            counts[(src[j] >> shift) & mask] += 1
+        total = 0
+        for b in range(mask + 1):
+            c = counts[b]
+            counts[b] = total
+            total += c
+        for j in range(m):
+            b = (src[j] >> shift) & mask
+            dst[counts[b]] = src[j]
+            counts[b] += 1
+        src, dst = dst, src
+        shift += bits
+    if passes % 2:
+        keys[:] = scratch
 
 
 def phase_points(link: Link, alice: SettingsGenerator, bob: SettingsGenerator) -> int:

@@ -72,7 +72,7 @@ def bench_postprocess(cascade_frames: int = 10, quick: bool = False) -> dict:
             "amplification": amp, "authentication": auth}
 
 
-def bench_e2e(rounds: int = 3, round_frames: int | None = None, repeats: int = 2) -> dict:
+def bench_e2e(rounds: int = 4, round_frames: int | None = None, repeats: int = 2) -> dict:
     """Three processes on the quick-start link: real-time factor (tracing on) and the wall-time
     ratio tracing-on / tracing-off. Wall time runs from the first round's emission to the last
     round's stored key (process start-up excluded; rounds overlap, see ``nodes.users``), so the

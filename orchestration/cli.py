@@ -209,7 +209,8 @@ def bench_postprocess_cmd(
 
 @bench_app.command("e2e")
 def bench_e2e_cmd(
-    rounds: Annotated[int, typer.Option(help="Key rounds per run (two runs: tracing on, off).")] = 2,
+    rounds: Annotated[int, typer.Option(help="Key rounds per run (rounds overlap: more rounds, "
+                                          "closer to the steady state).")] = 4,
     round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
     repeats: Annotated[int, typer.Option(help="Alternating off/on runs; the fastest of each.")] = 2,
     as_json: JsonOpt = False,

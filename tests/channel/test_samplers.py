@@ -281,6 +281,7 @@ def test_whole_frames_and_partial_frames_sample_the_same_law():
     bob = SettingsGenerator(plan, 6, frame_bits=16)
     n_frames = 600
     whole = sample_fast(link, alice, bob, 0, n_frames << 16, 11).records
+    assert np.all(np.diff(whole.slot) > 0)  # records come sorted by slot
     # the same slots in pieces that start and stop mid-frame: every piece has partial frames
     edges = np.linspace(0, n_frames << 16, 40).astype(np.int64) + 12345
     edges[0], edges[-1] = 0, n_frames << 16
@@ -299,3 +300,14 @@ def test_whole_frames_and_partial_frames_sample_the_same_law():
                 z.append((a - b) / np.sqrt(a + b))  # two independent Poisson counts, same mean
     assert len(z) > 10
     assert_z_scores_consistent(z)
+
+
+@pytest.mark.parametrize("key_bits", [4, 12, 20, 24, 30, 44])
+def test_radix_sort_sorts_keys_of_any_width(key_bits):
+    from channel.samplers import _RADIX_MAX_BITS, _radix_sort
+
+    rng = np.random.default_rng(key_bits)
+    keys = rng.integers(0, 1 << key_bits, 5000, dtype=np.int64)
+    expected = np.sort(keys)
+    _radix_sort(keys, np.empty_like(keys), key_bits, np.empty(1 << _RADIX_MAX_BITS, np.int64))
+    assert np.array_equal(keys, expected)
