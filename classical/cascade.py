@@ -794,41 +794,55 @@ class _BobEngine:
     # -- round trip 1: every pass's top-level parities -------------------------------------
 
     def top_level_queries(self) -> ParityQueries:
-        """Top-level blocks of all passes, minus those inferable from the whole key's parity."""
+        """Top-level blocks of all passes, minus those inferable from the whole key's parity.
+
+        Laid out pass by pass: pass 0's blocks, then each later permutation pass's blocks but
+        its last, then one row (the subset) per bipartition pass with ``0 < |subset| < n``.
+        """
         n = self.n
         passes, starts, ends = [], [], []
         for i, k in enumerate(self.plan.block_sizes):
-            s = np.arange(0, n, k, dtype=np.int64)
+            s = np.arange(0, n, k, dtype=np.int32)
             if i > 0:
                 s = s[:-1]  # last block = total parity XOR the others
-            passes.append(np.full(s.size, i, np.int64))
+            passes.append(np.full(s.size, i, np.int16))
             starts.append(s)
-            ends.append(np.minimum(s + k, n))
-        for i in range(self.n_perm, self.plan.n_passes):
-            h = int(self.meta[i, _TOP])
-            if 0 < h < n:  # the complement is inferred; h in {0, n} discloses nothing new
-                passes.append(np.array([i]))
-                starts.append(np.array([0]))
-                ends.append(np.array([h]))
-        return ParityQueries(np.concatenate(passes), np.concatenate(starts), np.concatenate(ends))
+            ends.append(np.minimum(s + k, n).astype(np.int32))
+        h = self.meta[self.n_perm :, _TOP]
+        asked = np.flatnonzero((h > 0) & (h < n))  # h in {0, n} discloses nothing new
+        passes.append((asked + self.n_perm).astype(np.int16))
+        starts.append(np.zeros(asked.size, np.int32))
+        ends.append(h[asked].astype(np.int32))
+        return ParityQueries._trusted(
+            np.concatenate(passes), np.concatenate(starts), np.concatenate(ends)
+        )
 
     def set_top_level_parities(self, queries: ParityQueries, answers: NDArray[np.uint8]) -> None:
-        """Store Alice's top-level parities (inferring the omitted ones); seed half-key flags."""
-        first = answers[queries.pass_index == 0]
-        total = _xor_all(first)
-        for i in range(self.n_perm):
-            got = answers[queries.pass_index == i]
-            last = total ^ _xor_all(got)
-            self.alice_top.append(got if i == 0 else np.append(got, np.uint8(last)))
+        """Store Alice's top-level parities (inferring the omitted ones); seed half-key flags.
+
+        ``queries`` is :meth:`top_level_queries`'s batch, so each pass's answers are a slice.
+        """
+        n = self.n
+        at = 0
+        total = 0
+        for i, k in enumerate(self.plan.block_sizes):
+            count = (n + k - 1) // k - (i > 0)
+            got = answers[at : at + count]
+            at += count
+            if i == 0:
+                total = _xor_all(got)
+                self.alice_top.append(got)
+            else:
+                self.alice_top.append(np.append(got, np.uint8(total ^ _xor_all(got))))
+        h = self.meta[self.n_perm :, _TOP]
+        alice_subset = np.where(h == n, total, 0).astype(np.uint8)
+        asked = (h > 0) & (h < n)
+        alice_subset[asked] = answers[at:]
         packed_bob = np.packbits(self.bob, bitorder="little")
         bob_total = _byte_parity(packed_bob)
-        for i in range(self.n_perm, self.plan.n_passes):
-            h = int(self.meta[i, _TOP])
-            sel = queries.pass_index == i
-            alice_subset = int(answers[sel][0]) if sel.any() else (total if h == self.n else 0)
-            bob_subset = _byte_parity(packed_bob & self.masks[i - self.n_perm])
-            self.half_odd[i, 0] = alice_subset ^ bob_subset
-            self.half_odd[i, 1] = (total ^ alice_subset) ^ (bob_total ^ bob_subset)
+        bob_subset = np.bitwise_count(np.bitwise_xor.reduce(packed_bob & self.masks, axis=1)) & 1
+        self.half_odd[self.n_perm :, 0] = alice_subset ^ bob_subset
+        self.half_odd[self.n_perm :, 1] = (total ^ alice_subset) ^ (bob_total ^ bob_subset)
 
     # -- passes and rounds -----------------------------------------------------------------
 
