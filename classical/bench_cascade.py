@@ -71,15 +71,17 @@ shallow     10^6    5 %   1.080 / 1.087   65 /  78    0    12
 ==========  ======  ====  =============  ===========  ===  ======
 
 Mean f over 60 frames moves by about +-0.004 between seeds at 10^5 bits (the standard error is
-0.0015-0.003; one frame's f ranges over +-0.05): at 5 % ``shallow`` measured 1.079-1.083 on
-four seeds, and :func:`bench_cascade`'s own seed (40 frames) gives f 1.072 / 1.074 / 1.082 and
-56 / 60 / 53 round trips at 1 / 2 / 5 %. Per 10^5-bit frame the fixed cost (three shuffles and
-their tables on each side) is now ~2 ms of CPU; at 5 % a frame costs ~5 ms in all. Round trips
-grow with the frame: the longest cascade chain sets them, and a 10^6-bit frame has ten times as
-many chains to draw the longest from. Throughput of the default (``yanetal``) at 10^5 bits:
-20-24 Mbit/s of CPU time for its fastest frames, 8-14 on average under that load; the
-pure-Python baseline 0.3-0.45 Mbit/s, with f = 1.06-1.21 and one round trip per parity
-(1,800-7,000 round trips for 2*10^4 bits).
+0.0015-0.003; one frame's f ranges over +-0.05): at 5 % ``shallow`` measured 1.079-1.083 on four
+seeds, and :func:`bench_cascade`'s own seed (40 frames) gives f 1.072 / 1.074 / 1.082 and 56 / 60 /
+53 round trips at 1 / 2 / 5 %. A longer run of ``shallow`` at 10^5 bits, 250 frames per QBER: f
+1.074 / 1.073 / 1.081 (worst frames 1.155 / 1.116 / 1.111), FER 0 / 250 each, round trips 56 / 59 /
+51 (worst 86 / 92 / 80), median CPU throughput 25 / 23 / 20 Mbit/s at 1 / 2 / 5 % (means 23 / 20 /
+19 with the load's slow frames). Per 10^5-bit frame the fixed cost (three shuffles and their tables
+on each side) is now ~2 ms of CPU; at 5 % a frame costs ~5 ms in all. Round trips grow with the
+frame: the longest cascade chain sets them, and a 10^6-bit frame has ten times as many chains to
+draw the longest from. Throughput of the default (``yanetal``) at 10^5 bits: 20-24 Mbit/s of CPU
+time for its fastest frames, 8-14 on average under that load; the pure-Python baseline 0.3-0.45
+Mbit/s, with f = 1.06-1.21 and one round trip per parity (1,800-7,000 round trips for 2*10^4 bits).
 """
 
 from __future__ import annotations
