@@ -28,8 +28,8 @@ f and round trips are deterministic given the seeds, throughput varies by +-40 %
 ==================  ======  ===================  =======================  =====
 variant             bits    f at 1 / 2 / 5 %     round trips 1 / 2 / 5 %  FER
 ==================  ======  ===================  =======================  =====
-yanetal (default)   10^5    1.044 1.055 1.060    147  149  132            0
-yanetal (default)   10^6    1.048 1.059 1.060    185  215  219            0
+yanetal             10^5    1.044 1.055 1.060    147  149  132            0
+yanetal             10^6    1.048 1.059 1.060    185  215  219            0
 lowlatency          10^5    1.069 1.083 1.092     58   67   51            0
 lowlatency          10^6    1.077 1.088 1.093     79   82   63            0
 option8             10^5    1.035 1.036 1.041    452  490  392            0
@@ -79,7 +79,8 @@ seeds, and :func:`bench_cascade`'s own seed (40 frames) gives f 1.072 / 1.074 / 
 19 with the load's slow frames). Per 10^5-bit frame the fixed cost (three shuffles and their tables
 on each side) is now ~2 ms of CPU; at 5 % a frame costs ~5 ms in all. Round trips grow with the
 frame: the longest cascade chain sets them, and a 10^6-bit frame has ten times as many chains to
-draw the longest from. Throughput of the default (``yanetal``) at 10^5 bits: 20-24 Mbit/s of CPU
+draw the longest from. ``shallow`` is the default (see :mod:`classical.cascade` for why).
+Throughput of ``yanetal`` at 10^5 bits: 20-24 Mbit/s of CPU
 time for its fastest frames, 8-14 on average under that load; the pure-Python baseline 0.3-0.45
 Mbit/s, with f = 1.06-1.21 and one round trip per parity (1,800-7,000 round trips for 2*10^4 bits).
 """

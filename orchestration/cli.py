@@ -287,7 +287,7 @@ def run(
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in ("rounds", "aborted", "secure_bits", "key_rate_bps_emulated", "keys_match",
-              "emulated_seconds", "wall_seconds", "realtime_factor"):
+              "emulated_seconds", "wall_seconds", "realtime_factor", "realtime_factor_rounds"):
         table.add_row(k, _fmt(summary[k]))
     table.add_row("qber Z / X", " / ".join(_fmt(v) for v in summary["qber"].values()))
     for reason in summary["abort_reasons"]:

@@ -29,7 +29,7 @@ from channel.link import Link
 from channel.relay import Detector, RelayOptics
 from channel.settings import DEFAULT_FRAME_BITS, IntensityClass, SettingsGenerator, SettingsPlan
 from channel.source import Source
-from classical.cascade import CascadeParameters
+from classical.cascade import CascadeParameters, CascadeVariant
 from classical.estimation import SecurityParameters
 from classical.rounds import RoundConfig
 
@@ -142,7 +142,7 @@ class RelayModel(_Model):
 class PostprocessingModel(_Model):
     mode: Literal["finite", "asymptotic"] = "finite"
     qber_prior: float = Field(0.02, gt=0.0, lt=0.5)
-    cascade_variant: Literal["yanetal", "option8", "option7", "original", "lowlatency"] = "yanetal"
+    cascade_variant: CascadeVariant = "shallow"
     decoy_method: Literal["analytic", "lp"] = "lp"
     epsilon_correctness: float = Field(1e-15, gt=0.0, lt=1.0)
     epsilon_pa: float = Field(1e-10, gt=0.0, lt=1.0)

@@ -143,7 +143,8 @@ def test_wide_splits_cut_round_trips_and_every_parity_is_counted() -> None:
 
 def test_wide_split_budget_defaults_by_variant() -> None:
     assert CascadeParameters(variant="pow2").wide_split_budget == 16
-    assert CascadeParameters().wide_split_budget == 0
+    assert CascadeParameters(variant="yanetal").wide_split_budget == 0
+    assert CascadeParameters().variant == "shallow"
     assert CascadeParameters(variant="pow2", tail_queries=0).wide_split_budget == 0
     with pytest.raises(ValueError, match="tail_queries"):
         CascadeParameters(tail_queries=-1)
@@ -444,9 +445,9 @@ def test_shuffles_are_close_to_uniform() -> None:
 def test_block_sizes_follow_the_qber_and_are_capped() -> None:
     sizes, halves = cascade_block_sizes(0.01, 10**6, CascadeParameters(variant="option8"))
     assert sizes == (128, 1024, 4096) and halves == 11
-    sizes, halves = cascade_block_sizes(0.02, 10**6)
+    sizes, halves = cascade_block_sizes(0.02, 10**6, CascadeParameters(variant="yanetal"))
     assert sizes == (40, 200) and halves == 8
-    sizes, _ = cascade_block_sizes(0.0, 1_000)
+    sizes, _ = cascade_block_sizes(0.0, 1_000, CascadeParameters(variant="yanetal"))
     assert sizes == (1_000, 1_000)
     sizes, _ = cascade_block_sizes(0.01, 50, CascadeParameters(variant="option8"))
     assert max(sizes) <= 50
