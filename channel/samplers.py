@@ -5,10 +5,16 @@ Three samplers with the same output law (PHYSICS.md §5, §7):
 * ``sample_reference`` — every slot simulated, vectorized numpy over chunks: settings, phases,
   mean photon numbers at the four detectors, independent threshold clicks. Handles detector
   memory (dead time, afterpulsing) with a numba pass over the chunk.
-* ``sample_fast`` — exact thinning to coincidences (numba). P(≥2 clicks | φ, settings) ≤
-  B (``coincidence_bound``) for every slot, so candidates are drawn at geometric gaps of rate B
-  and each is accepted with P(≥2 | φ, settings)/B, its settings read from the counter-based
-  generators; the pattern is then drawn from the exact conditional law. Singles
+* ``sample_fast`` — exact thinning to coincidences (numba). Whole frames (``_table_kernel``):
+  the relative phase φ of a slot's two pulses is uniform and never revealed, so each pair of
+  sent states has an exact phase-averaged click-pattern law, tabulated once per frame
+  (``_frame_table``, trapezoid rule exact to rounding); candidates are drawn among Alice's
+  slots of each intensity (the inverse of her Feistel layout) at that class's largest
+  coincidence probability and kept with the exact one, so nothing optical is computed per
+  slot. Partial frames and fluctuating intensities (``_fast_kernel``): P(≥2 clicks | φ,
+  settings) ≤ B (``coincidence_bound``) for every slot, so candidates are drawn at geometric
+  gaps of rate B and each is accepted with P(≥2 | φ, settings)/B, its settings read from the
+  counter-based generators; the pattern is then drawn from the exact conditional law. Singles
   are drawn per frame from the exact phase- and settings-averaged marginal (Binomial(N, p̄_k), the
   exact law of i.i.d. slots); their joint law with the coincidence records is not reproduced (they
   are a monitoring quantity) and intensity fluctuation is ignored in them.
