@@ -82,6 +82,25 @@ def test_one_trace_per_round_spans_all_three_nodes(quickstart_run):
         assert all(set(m.links) == emits for m in measures)  # linked to both senders' frames
 
 
+def test_the_next_round_is_emitted_before_this_round_is_distilled(quickstart_run):
+    """Rounds overlap: both users emit round 1 before they start sifting round 0, and Charles
+    measures round 1 while they distill round 0."""
+    _, run_dir, _ = quickstart_run
+    spans = load_spans(run_dir)
+
+    def one(service: str, name: str, r: int):
+        (span,) = [s for s in spans if s.service == service and s.name == name
+                   and s.attributes.get("mdiqkd.round") == r
+                   and s.attributes.get("mdiqkd.phase", "final") == "final"]
+        return span
+
+    for user in ("alice", "bob"):
+        assert one(user, "emit", 1).end <= one(user, "sift", 0).start
+    sift_0 = one("alice", "sift", 0)
+    measuring_1 = [s for s in spans if s.name == "measure" and s.attributes["mdiqkd.round"] == 1]
+    assert max(s.end for s in measuring_1) > sift_0.start
+
+
 def test_spans_carry_no_key_material(quickstart_run):
     _, run_dir, _ = quickstart_run
     store = KeyStore(run_dir / "alice" / "keys.sqlite")
