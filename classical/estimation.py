@@ -266,6 +266,39 @@ class SecurityParameters:
                 + 2.0 * math.log2(1.0 / (2.0 * self.epsilon_pa)))
 
 
+def check_intensity_layout(
+    intensities_a: Sequence[float], intensities_b: Sequence[float], key_intensity: Sequence[int]
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, int]]:
+    """Validate both users' intensity lists and the key class; return them normalised.
+
+    At least ``MIN_INTENSITIES`` distinct values ≥ 0 per user (three must be ordered
+    μ > ν > ω), and ``key_intensity`` a pair of indices of intensities > 0.
+
+    Raises:
+        ValueError: naming the list or index at fault.
+    """
+    lists = []
+    for name, given in (("intensities_a", intensities_a), ("intensities_b", intensities_b)):
+        values = tuple(float(v) for v in given)
+        if len(values) < MIN_INTENSITIES:
+            raise ValueError(f"{name} must list at least {MIN_INTENSITIES} intensities, "
+                             f"got {values}")
+        if len(values) == 3 and not values[0] > values[1] > values[2] >= 0:
+            raise ValueError(f"{name} must be (mu, nu, omega) with mu > nu > omega >= 0, "
+                             f"got {values}")
+        if len(set(values)) != len(values) or min(values) < 0:
+            raise ValueError(f"{name} must be distinct and >= 0, got {values}")
+        lists.append(values)
+    a, b = lists
+    key = tuple(int(k) for k in key_intensity)
+    if len(key) != 2 or not (0 <= key[0] < len(a) and 0 <= key[1] < len(b)):
+        raise ValueError(f"key_intensity must be a pair of indices into ({len(a)}, {len(b)}) "
+                         f"intensities, got {tuple(key_intensity)}")
+    if a[key[0]] <= 0 or b[key[1]] <= 0:
+        raise ValueError(f"the key intensities must be > 0, got key_intensity={key}")
+    return a, b, (key[0], key[1])
+
+
 @dataclass(frozen=True)
 class DecoyObservations:
     """What one round observed, per (i_a, i_b, basis, Bell state) class; arrays are copied.
@@ -291,25 +324,12 @@ class DecoyObservations:
     key_intensity: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        for name in ("intensities_a", "intensities_b"):
-            values = tuple(float(v) for v in getattr(self, name))
-            if len(values) < MIN_INTENSITIES:
-                raise ValueError(f"{name} must list at least {MIN_INTENSITIES} intensities, "
-                                 f"got {values}")
-            if len(values) == 3 and not values[0] > values[1] > values[2] >= 0:
-                raise ValueError(f"{name} must be (mu, nu, omega) with mu > nu > omega >= 0, "
-                                 f"got {values}")
-            if len(set(values)) != len(values) or min(values) < 0:
-                raise ValueError(f"{name} must be distinct and >= 0, got {values}")
-            object.__setattr__(self, name, values)
-        k_a, k_b = len(self.intensities_a), len(self.intensities_b)
-        key = tuple(int(k) for k in self.key_intensity)
-        if len(key) != 2 or not (0 <= key[0] < k_a and 0 <= key[1] < k_b):
-            raise ValueError(f"key_intensity must be a pair of indices into ({k_a}, {k_b}) "
-                             f"intensities, got {self.key_intensity}")
-        if self.intensities_a[key[0]] <= 0 or self.intensities_b[key[1]] <= 0:
-            raise ValueError(f"the key intensities must be > 0, got key_intensity={key}")
+        a, b, key = check_intensity_layout(self.intensities_a, self.intensities_b,
+                                           self.key_intensity)
+        object.__setattr__(self, "intensities_a", a)
+        object.__setattr__(self, "intensities_b", b)
         object.__setattr__(self, "key_intensity", key)
+        k_a, k_b = len(a), len(b)
         shapes = {"pairs": (k_a, k_b, 2), "detections": (k_a, k_b, 2, 2),
                   "errors": (k_a, k_b, 2, 2)}
         for name, shape in shapes.items():
@@ -666,6 +686,7 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
 __all__ = [
     "DECOY_METHODS", "MIN_INTENSITIES", "MODES", "Abort", "BlockEstimate", "DecoyObservations",
     "Estimate", "SecurityParameters",
-    "SinglePhotonBounds", "binary_entropy", "chernoff_bounds", "choose_test_positions",
+    "SinglePhotonBounds", "binary_entropy", "check_intensity_layout", "chernoff_bounds",
+    "choose_test_positions",
     "decoy_bounds", "estimate", "predicted_leakage", "realised_lower", "realised_upper",
 ]

@@ -43,6 +43,7 @@ from classical.estimation import (
     DecoyObservations,
     Estimate,
     SecurityParameters,
+    check_intensity_layout,
     estimate,
     predicted_leakage,
 )
@@ -157,6 +158,9 @@ class RoundConfig:
         k = self.n_intensities
         if min(k) < MIN_INTENSITIES:
             raise ValueError(f"need at least {MIN_INTENSITIES} intensities per user, got {k}")
+        # the checks DecoyObservations makes every round, made once here, so that a bad
+        # configuration is refused when it is built rather than crashing each round
+        check_intensity_layout(self.intensities_a, self.intensities_b, self.key_intensity)
         if self.decoy_method not in DECOY_METHODS:
             raise ValueError(f"unknown decoy_method {self.decoy_method!r}; choose one of "
                              f"{', '.join(DECOY_METHODS)}")
@@ -210,8 +214,10 @@ def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundCo
     n = ann.slots.size
     if other.basis.shape != (n,) or other.intensity.shape != (n,):
         raise ProtocolError(f"peer's sifting info covers {other.basis.size} slots, expected {n}")
-    if other.sent_counts.shape != local.sent_counts.shape:
-        raise ProtocolError("peer's sent counts cover different frames")
+    k_peer = cfg.n_intensities[1 if role == "alice" else 0]
+    if other.sent_counts.shape != (local.sent_counts.shape[0], 2 * k_peer):
+        raise ProtocolError(f"peer's sent counts have shape {other.sent_counts.shape}, expected "
+                            f"({local.sent_counts.shape[0]} frames, {2 * k_peer} classes)")
     try:
         sifted = sift(role, ann.bell, local.basis, local.bit, local.intensity, other.basis,
                       other.intensity, n_intensities=cfg.n_intensities, slots=ann.slots)
@@ -227,7 +233,10 @@ def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundCo
     errors = class_errors(sifted, peer_bits, where=x_mask)
     sent_a, sent_b = ((local.sent_counts, other.sent_counts) if role == "alice"
                       else (other.sent_counts, local.sent_counts))
-    pairs = sent_pairs(sent_a, sent_b, cfg.frame_slots)
+    try:
+        pairs = sent_pairs(sent_a, sent_b, cfg.frame_slots)
+    except ValueError as e:  # e.g. the peer's counts do not add up to its frames' slots
+        raise ProtocolError(f"sent counts: {e}") from None
     if pairs.shape[:2] != cfg.n_intensities:
         raise ProtocolError(f"sent counts cover {pairs.shape[:2]} intensities, the round "
                             f"config {cfg.n_intensities}")

@@ -59,6 +59,13 @@ def local_view(settings: SettingsGenerator, ann: Announcement) -> LocalView:
                      frame_sent_counts(settings, ann.start_slot, ann.stop_slot))
 
 
+def _end_spans(spans: dict[int, Span]) -> None:
+    for span in spans.values():
+        span.set_attribute("mdiqkd.abort_reason", "node stopped before the round finished")
+        span.end()
+    spans.clear()
+
+
 @dataclass(frozen=True)
 class UserPlan:
     """Plain values a user node runs on."""
@@ -201,12 +208,15 @@ class UserNode:
                 self.emit(r)
             started[r] = span
 
-        for r in range(self.plan.rounds):
-            if r == 0:
-                start(0)
-            if r + 1 < self.plan.rounds:
-                start(r + 1)  # the source keeps sending while round r is distilled
-            self._finish_round(r, started.pop(r))
+        try:
+            for r in range(self.plan.rounds):
+                if r == 0:
+                    start(0)
+                if r + 1 < self.plan.rounds:
+                    start(r + 1)  # the source keeps sending while round r is distilled
+                self._finish_round(r, started.pop(r))
+        finally:
+            _end_spans(started)  # rounds begun but not finished (the node is failing)
         for peer in (bob, charles):
             peer.send(EndOfRun(self.plan.rounds, "all rounds done"))
 
@@ -239,15 +249,18 @@ class UserNode:
             return
         start(first)
         ended = False
-        while started:
-            r = min(started)
-            if r + 1 < self.plan.rounds and not ended:
-                msg = next_message(RoundStart, EndOfRun)
-                if isinstance(msg, RoundStart):
-                    start(msg)
-                else:
-                    ended = True
-            self._finish_round(r, started.pop(r))
+        try:
+            while started:
+                r = min(started)
+                if r + 1 < self.plan.rounds and not ended:
+                    msg = next_message(RoundStart, EndOfRun)
+                    if isinstance(msg, RoundStart):
+                        start(msg)
+                    else:
+                        ended = True
+                self._finish_round(r, started.pop(r))
+        finally:
+            _end_spans(started)
         if not ended:
             next_message(EndOfRun)
 

@@ -272,21 +272,24 @@ def test_frame_pattern_tables_equal_a_brute_force_phase_average(min_clicks):
 
 
 def test_whole_frames_and_partial_frames_sample_the_same_law():
-    """Whole frames go through the pattern tables, partial frames through the per-candidate
-    optics; over the same slots both must give the exact per-class counts (z-scores at 1e-4)."""
+    """Whole frames go through the pattern tables, pieces shorter than a frame through the
+    per-candidate optics; over the same slots both must give the same per-class, per-pattern
+    counts (two independent Poisson counts of one mean; z-scores at 1e-4)."""
     plan = three_intensity_plan(0.5, 0.1, 0.0)
     link = Link(Source(plan, bit_flip_probability=0.02), Source(plan), Fiber(10), Fiber(15),
                 frame_bits=16)
     alice = SettingsGenerator(plan, 5, frame_bits=16)
     bob = SettingsGenerator(plan, 6, frame_bits=16)
-    n_frames = 600
+    n_frames = 400
     whole = sample_fast(link, alice, bob, 0, n_frames << 16, 11).records
     assert np.all(np.diff(whole.slot) > 0)  # records come sorted by slot
-    # the same slots in pieces that start and stop mid-frame: every piece has partial frames
-    edges = np.linspace(0, n_frames << 16, 40).astype(np.int64) + 12345
-    edges[0], edges[-1] = 0, n_frames << 16
-    pieces = [sample_fast(link, alice, bob, int(lo), int(hi), 12).records
-              for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    cut = 23_456  # every frame in two pieces, neither a whole frame: no table path at all
+    ranges = [r for f in range(n_frames) for r in (((f << 16), (f << 16) + cut),
+                                                   ((f << 16) + cut, (f + 1) << 16))]
+    # one seed per call: calls with one seed would share a random stream (it is keyed by the
+    # seed and the 2^26-slot chunk), correlating the pieces
+    pieces = [sample_fast(link, alice, bob, lo, hi, 1000 + i).records
+              for i, (lo, hi) in enumerate(ranges)]
     partial_slots = np.concatenate([p.slot for p in pieces])
     partial_patterns = np.concatenate([p.pattern for p in pieces])
     z = []
@@ -297,9 +300,73 @@ def test_whole_frames_and_partial_frames_sample_the_same_law():
             a = np.sum((2 * sa.intensity + sa.basis == cls) & (whole.pattern == pat))
             b = np.sum((2 * sp.intensity + sp.basis == cls) & (partial_patterns == pat))
             if a + b > 20:
-                z.append((a - b) / np.sqrt(a + b))  # two independent Poisson counts, same mean
+                z.append((a - b) / np.sqrt(a + b))
     assert len(z) > 10
     assert_z_scores_consistent(z)
+
+
+@pytest.mark.parametrize("min_clicks", [2, 1])
+def test_table_path_under_drift_and_a_slot_shift_matches_the_frame_tables(min_clicks):
+    """Polarization drift (a new table every frame) and Bob's clock a slot late (his first
+    pulse missing, the 'no pulse' column): the records per (Alice state, Bob state, pattern)
+    against the expectation from every slot's settings and its frame's table, which the
+    brute-force test pins to the physics. z-scores at 1e-4."""
+    from channel.clock import Clock
+    from channel.fiber import PolarizationDrift
+    from channel.samplers import (
+        _ANY_PATTERNS,
+        _MULTI_PATTERNS,
+        _frame_table,
+        phase_points,
+        sample_skip_empty,
+    )
+    from channel.source import JONES
+
+    fb, n_frames = 14, 300
+    plan = three_intensity_plan(0.5, 0.1, 0.0)
+    drift = PolarizationDrift(random_walk_rad_per_sqrt_s=50.0, ramp_rad_per_s=300.0)
+    link = Link(Source(plan, bit_flip_probability=0.03), Source(plan, bit_flip_probability=0.01),
+                Fiber(1, drift=drift), Fiber(2), relay=RelayOptics.uniform(0.8, 1e-6),
+                clock_b=Clock(offset_ps=1000.0), frame_bits=fb)
+    alice = SettingsGenerator(plan, 5, frame_bits=fb)
+    bob = SettingsGenerator(plan, 6, frame_bits=fb)
+    stop = n_frames << fb
+    sampler = sample_fast if min_clicks == 2 else sample_skip_empty
+    rec = sampler(link, alice, bob, 0, stop, 7 + min_clicks).records
+    ph = link.physics(0, stop)
+    assert ph.bob_slot_offset.min() < 0 or ph.bob_slot_offset.max() > 0
+    assert len(np.unique(ph.unitary_a.round(12), axis=0)) > n_frames // 2
+    patterns = _MULTI_PATTERNS if min_clicks == 2 else _ANY_PATTERNS
+    n_sb = 12
+
+    def states(slots):
+        fi = (slots >> fb) - ph.first_frame
+        a = alice.settings_at(slots)
+        bs = slots + ph.bob_slot_offset[fi]
+        b = bob.settings_at(np.where(bs >= 0, bs, 0))
+        sa = 4 * a.intensity.astype(int) + 2 * a.basis + a.bit
+        sb = np.where(bs >= 0, 4 * b.intensity.astype(int) + 2 * b.basis + b.bit, n_sb)
+        return fi, sa, sb
+
+    fi, sa, sb = states(np.arange(stop))
+    expected = np.zeros((12, n_sb + 1, patterns.size))
+    table = np.zeros_like(expected)
+    for f in range(n_frames):
+        _frame_table(f, phase_points(link, alice, bob), ph.transmittance_a, ph.transmittance_b,
+                     ph.unitary_a, ph.unitary_b, ph.gamma, plan.mean_photon_numbers,
+                     plan.mean_photon_numbers, 0.03, 0.01, link.relay.efficiencies,
+                     link.relay.dark_count_probabilities, JONES, patterns, table)
+        sent = np.zeros((12, n_sb + 1))
+        np.add.at(sent, (sa[fi == f], sb[fi == f]), 1)
+        expected += sent[:, :, None] * np.diff(table, axis=-1, prepend=0.0)
+    multi = np.array([bin(int(c)).count("1") >= 2 for c in patterns])
+    expected[:, :, ~multi] = 0.0  # records keep only the coincidences
+    _, ra, rb = states(rec.slot)
+    observed = np.zeros_like(expected)
+    np.add.at(observed, (ra, rb, np.searchsorted(patterns, rec.pattern)), 1)
+    cells = expected > 20
+    assert cells.sum() > 50 and observed[~cells].sum() < 0.05 * observed.sum()
+    assert_z_scores_consistent((observed[cells] - expected[cells]) / np.sqrt(expected[cells]))
 
 
 @pytest.mark.parametrize("key_bits", [4, 12, 20, 24, 30, 44])

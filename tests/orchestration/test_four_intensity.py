@@ -101,6 +101,17 @@ def test_the_analytic_method_is_refused_for_four_intensities(users):
         RoundConfig((0.4, 0.1), (0.4, 0.1), 1 << 20, decoy_method="lp")
 
 
+@pytest.mark.parametrize(("a", "key", "match"), [
+    ((0.1, 0.4, 0.0), (0, 0), "mu > nu > omega"),
+    ((0.0, 0.5, 0.2, 0.1), (0, 0), "key intensities must be > 0"),
+    ((0.5, 0.2, 0.2, 0.0), (0, 0), "distinct"),
+])
+def test_a_bad_intensity_layout_is_refused_when_the_round_config_is_built(a, key, match):
+    """Not every round: DecoyObservations would raise inside the round and crash the node."""
+    with pytest.raises(ValueError, match=match):
+        RoundConfig(a, (0.5, 0.1, 0.0), 1 << 20, decoy_method="lp", key_intensity=key)
+
+
 def test_four_intensity_scenario_builds_the_layout():
     scenario = load_scenario(SCENARIO_DIR / "four_intensity.yaml")
     cfg = build_round_config(scenario)
@@ -110,3 +121,22 @@ def test_four_intensity_scenario_builds_the_layout():
     assert plan == PLAN  # the scenario is the default four-intensity plan
     p = plan.combo_probabilities.reshape(4, 2)
     assert p[0, BASIS_X] == 0 and p[1:3, BASIS_Z].sum() == 0
+
+
+def test_users_may_have_different_numbers_of_intensities():
+    """Four intensities at Alice, three at Bob (LP bounds): the round gets through sifting and
+    reaches the finite-key estimate on both sides with the same outcome (50 frames are too few
+    for a positive length, which is the estimate's answer, not a protocol error)."""
+    from channel.settings import three_intensity_plan
+
+    plan_b = three_intensity_plan(0.5, 0.1, 0.0)
+    link = Link(Source(PLAN), Source(plan_b), Fiber(5), Fiber(5),
+                relay=RelayOptics.uniform(0.8, 1e-7))
+    alice, bob = SettingsGenerator(PLAN, 1), SettingsGenerator(plan_b, 2)
+    cfg = round_config(alice, bob, decoy_method="lp")
+    assert cfg.n_intensities == (4, 3)
+    em = emulate_round(link, alice, bob, round_id=0, start_slot=0, stop_slot=50 << 20, seed=3)
+    r = run_key_round(em.announcement, em.alice, em.bob, cfg, 5, qber_prior=0.01)
+    assert r.alice.abort_reason == r.bob.abort_reason
+    assert r.alice.abort_reason is None or r.alice.abort_reason.startswith("secure length")
+    assert r.alice.report["key_bits_raw"] > 0 and r.alice.report["phase"] == "precheck"
