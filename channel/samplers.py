@@ -28,6 +28,7 @@ All return ``RelayOutput`` with the records of every slot with ≥ 2 clicks.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -442,6 +443,9 @@ def _same_frame_physics(f1, f2, trans_a, trans_b, unit_a, unit_b, gamma):
     return True
 
 
+_BATCH = 1024  # candidates per batch in ``_table_kernel`` (its buffers stay in L1/L2)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
                   frame_bits, phys_first_frame, trans_a, trans_b, unit_a, unit_b, gamma, bob_off,
@@ -474,6 +478,10 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
     prev = -1
     keys = np.empty(0, np.int64)
     scratch = np.empty(0, np.int64)
+    b_pos = np.empty(_BATCH, np.int64)
+    b_local = np.empty(_BATCH, np.int64)
+    b_combo = np.empty(_BATCH, np.int64)
+    b_u = np.empty(_BATCH)
     counts = np.empty(1 << _RADIX_MAX_BITS, np.int64)
     for f in range(frame_lo, frame_hi):
         fi = f - phys_first_frame
@@ -491,6 +499,7 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
         row = a_cum[f - a_first]
         rk = a_rk[f - a_first]
         frame_base = np.int64(f) << frame_bits
+        off = bob_off[fi]
         frame_start = n_out
         for i in range(n_int):
             lo = row[2 * i - 1] if i > 0 else np.int64(0)
@@ -499,43 +508,60 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
             if hi <= lo or bound <= 0.0:
                 continue
             log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
+            split = row[2 * i]  # positions below are basis Z, from here basis X
             pos = lo
-            while True:
-                if bound < 1.0:
-                    pos += np.int64(np.log(next_uniform(rng_state)) / log_keep)
-                if pos >= hi:
-                    break
-                local = np.int64(feistel_invert_rk(rk, np.uint64(pos), frame_bits))
-                basis = 0 if pos < row[2 * i] else 1
-                pos += 1
-                cur = frame_base | local
-                bs = cur + bob_off[fi]
-                combo_b = n_sb // 2  # no pulse from Bob
-                if bs >= 0:
-                    combo_b = lookup_combo_rk(bs, b_first, b_rk, b_cum, frame_bits)
-                u = next_uniform(rng_state) * bound
-                if u > bits_bound[2 * i + basis, combo_b]:
-                    continue  # no choice of the two bits reaches u: the bits are not needed
-                sa = 4 * i + 2 * basis + np.int64(lookup_bit_hk(cur, a_bitkey))
-                sb = n_sb
-                if bs >= 0:
-                    sb = 2 * combo_b + np.int64(lookup_bit_hk(bs, b_bitkey))
-                cum = table[sa, sb]
-                if u > cum[n_pat - 1]:
-                    continue
-                k = 0
-                while u > cum[k]:
-                    k += 1
-                if n_out == out_slot.size:
-                    grown = np.empty(2 * out_slot.size + 1024, np.int64)
-                    grown[:n_out] = out_slot[:n_out]
-                    out_slot = grown
-                    grown_p = np.empty(2 * out_pattern.size + 1024, np.uint8)
-                    grown_p[:n_out] = out_pattern[:n_out]
-                    out_pattern = grown_p
-                out_slot[n_out] = local
-                out_pattern[n_out] = patterns[k]
-                n_out += 1
+            more = True
+            while more:
+                # A batch of candidates, then each step over the whole batch in its own loop:
+                # the hashes of independent candidates overlap in the pipeline (and vectorize)
+                # instead of waiting behind the accept/reject branches of the previous one.
+                nb = 0
+                while nb < _BATCH:
+                    if bound < 1.0:
+                        pos += np.int64(np.log(next_uniform(rng_state)) / log_keep)
+                    if pos >= hi:
+                        more = False
+                        break
+                    b_pos[nb] = pos
+                    nb += 1
+                    pos += 1
+                for j in range(nb):
+                    b_local[j] = np.int64(feistel_invert_rk(rk, np.uint64(b_pos[j]), frame_bits))
+                for j in range(nb):
+                    bs = (frame_base | b_local[j]) + off
+                    b_combo[j] = n_sb // 2  # no pulse from Bob
+                    if bs >= 0:
+                        b_combo[j] = lookup_combo_rk(bs, b_first, b_rk, b_cum, frame_bits)
+                for j in range(nb):
+                    b_u[j] = next_uniform(rng_state) * bound
+                for j in range(nb):
+                    basis = 0 if b_pos[j] < split else 1
+                    combo_b = b_combo[j]
+                    u = b_u[j]
+                    if u > bits_bound[2 * i + basis, combo_b]:
+                        continue  # no choice of the two bits reaches u: they are not needed
+                    local = b_local[j]
+                    cur = frame_base | local
+                    sa = 4 * i + 2 * basis + np.int64(lookup_bit_hk(cur, a_bitkey))
+                    sb = n_sb
+                    if combo_b < n_sb // 2:
+                        sb = 2 * combo_b + np.int64(lookup_bit_hk(cur + off, b_bitkey))
+                    cum = table[sa, sb]
+                    if u > cum[n_pat - 1]:
+                        continue
+                    k = 0
+                    while u > cum[k]:
+                        k += 1
+                    if n_out == out_slot.size:
+                        grown = np.empty(2 * out_slot.size + 1024, np.int64)
+                        grown[:n_out] = out_slot[:n_out]
+                        out_slot = grown
+                        grown_p = np.empty(2 * out_pattern.size + 1024, np.uint8)
+                        grown_p[:n_out] = out_pattern[:n_out]
+                        out_pattern = grown_p
+                    out_slot[n_out] = local
+                    out_pattern[n_out] = patterns[k]
+                    n_out += 1
         m = n_out - frame_start
         if m > 1:  # sort the frame's records by slot (pattern in the low bits)
             if keys.size < m:
@@ -738,7 +764,25 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
 
 def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
                           bob: SettingsGenerator) -> np.ndarray:
-    """(n_frames, 4) P(detector k clicks in a slot), averaged over phase and settings, exactly."""
+    """(n_frames, 4) P(detector k clicks in a slot), averaged over phase and settings, exactly.
+
+    Computed once per distinct frame physics (static links have one), then spread to the frames.
+    """
+    key = np.concatenate([physics.transmittance_a[:, None], physics.transmittance_b[:, None],
+                          physics.gamma[:, None],
+                          physics.unitary_a.reshape(physics.n_frames, -1).view(np.float64),
+                          physics.unitary_b.reshape(physics.n_frames, -1).view(np.float64)],
+                         axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    distinct = dataclasses.replace(physics, **{
+        name: getattr(physics, name)[first]
+        for name in ("transmittance_a", "transmittance_b", "unitary_a", "unitary_b", "gamma",
+                     "bob_slot_offset", "residual_offset_ps")})
+    return _singles_probabilities(link, distinct, alice, bob)[inverse.reshape(-1)]
+
+
+def _singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
+                           bob: SettingsGenerator) -> np.ndarray:
     relay = link.relay
     pa = np.repeat(alice.plan.combo_probabilities, 2) / 2  # (combo, bit) flattened
     pb = np.repeat(bob.plan.combo_probabilities, 2) / 2

@@ -77,8 +77,8 @@ def bench_e2e(rounds: int = 4, round_frames: int | None = None, repeats: int = 2
     ratio tracing-on / tracing-off. Wall time runs from the first round's emission to the last
     round's stored key (process start-up excluded; rounds overlap, see ``nodes.users``), so the
     figure includes filling and draining the pipeline: more rounds approach the steady state.
-    Runs alternate off/on ``repeats`` times and the fastest of each is kept, so that machine noise
-    and warm-up do not land on one side."""
+    Runs alternate off/on ``repeats`` times in ABBA order and the fastest of each is kept, so that
+    machine noise, drift and warm-up do not land on one side."""
     import json
     import tempfile
     from pathlib import Path
@@ -89,7 +89,9 @@ def bench_e2e(rounds: int = 4, round_frames: int | None = None, repeats: int = 2
     best: dict[bool, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
         for i in range(repeats):
-            for tracing in (False, True):
+            # ABBA order (off, on, on, off, ...): a machine that drifts slower or faster during
+            # the benchmark does not favour either side
+            for tracing in ((False, True) if i % 2 == 0 else (True, False)):
                 overrides: dict[str, object] = {"rounds": rounds, "tracing": tracing}
                 if round_frames:
                     overrides["round_frames"] = round_frames
