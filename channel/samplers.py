@@ -219,6 +219,23 @@ def _multi_click_bound(dark_max, eff_max, light):
 
 
 @njit(cache=True, inline="always")
+def _launched(unit, fi, jones, basis, bit):
+    """A sent state's (H, V) amplitudes after its fiber's unitary in frame ``fi``."""
+    return (unit[fi, 0, 0] * jones[basis, bit, 0] + unit[fi, 0, 1] * jones[basis, bit, 1],
+            unit[fi, 1, 0] * jones[basis, bit, 0] + unit[fi, 1, 1] * jones[basis, bit, 1])
+
+
+@njit(cache=True, inline="always")
+def _dark_probabilities(xh, xv, yh, yv, inc_h, inc_v, eff, pd, q):
+    """``q[k]`` = P(detector k stays dark): fields x ± y at cH, cV, dH, dV (the beam splitter's
+    two outputs, each split by polarization) plus the incoherent part of Bob's light."""
+    q[0] = (1.0 - pd[0]) * np.exp(-(abs2(xh + yh) + inc_h) * eff[0])
+    q[1] = (1.0 - pd[1]) * np.exp(-(abs2(xv + yv) + inc_v) * eff[1])
+    q[2] = (1.0 - pd[2]) * np.exp(-(abs2(xh - yh) + inc_h) * eff[2])
+    q[3] = (1.0 - pd[3]) * np.exp(-(abs2(xv - yv) + inc_v) * eff[3])
+
+
+@njit(cache=True, inline="always")
 def _fluctuate(mu, rel, rng_state):
     if rel > 0.0:
         mu *= 1.0 + rel * min(max(next_normal(rng_state), -FLUCTUATION_CLIP_SIGMAS),
@@ -252,20 +269,14 @@ def _candidate(u, cur, fi, combo, mu_a, bs, bob, phys, src, det, rng_state, p, q
     bit = lookup_bit_hk(cur, a_bitkey)
     if a_flip > 0.0 and next_uniform(rng_state) <= a_flip:
         bit ^= 1
-    basis = combo & 1
-    ua0 = unit_a[fi, 0, 0] * jones[basis, bit, 0] + unit_a[fi, 0, 1] * jones[basis, bit, 1]
-    ua1 = unit_a[fi, 1, 0] * jones[basis, bit, 0] + unit_a[fi, 1, 1] * jones[basis, bit, 1]
+    ua0, ua1 = _launched(unit_a, fi, jones, combo & 1, bit)
     vb0 = 0.0 + 0.0j
     vb1 = 0.0 + 0.0j
     if bs >= 0:
         bit_b = lookup_bit_hk(bs, b_bitkey)
         if b_flip > 0.0 and next_uniform(rng_state) <= b_flip:
             bit_b ^= 1
-        basis_b = combo_b & 1
-        vb0 = (unit_b[fi, 0, 0] * jones[basis_b, bit_b, 0]
-               + unit_b[fi, 0, 1] * jones[basis_b, bit_b, 1])
-        vb1 = (unit_b[fi, 1, 0] * jones[basis_b, bit_b, 0]
-               + unit_b[fi, 1, 1] * jones[basis_b, bit_b, 1])
+        vb0, vb1 = _launched(unit_b, fi, jones, combo_b & 1, bit_b)
     amp_a = np.sqrt(trans_a[fi] * mu_a * 0.5)
     amp_b = np.sqrt(trans_b[fi] * mu_b * 0.5)
     if phase_randomized:
@@ -278,16 +289,7 @@ def _candidate(u, cur, fi, combo, mu_a, bs, bob, phys, src, det, rng_state, p, q
     xh, xv = amp_a * ua0, amp_a * ua1
     yh, yv = (g * amp_b) * vb0 * ph, (g * amp_b) * vb1 * ph
     inc = (1.0 - g * g) * amp_b * amp_b
-    inc_h = inc * (vb0.real * vb0.real + vb0.imag * vb0.imag)
-    inc_v = inc * (vb1.real * vb1.real + vb1.imag * vb1.imag)
-    n0 = abs2(xh + yh) + inc_h
-    n1 = abs2(xv + yv) + inc_v
-    n2 = abs2(xh - yh) + inc_h
-    n3 = abs2(xv - yv) + inc_v
-    q[0] = (1.0 - pd[0]) * np.exp(-n0 * eff[0])
-    q[1] = (1.0 - pd[1]) * np.exp(-n1 * eff[1])
-    q[2] = (1.0 - pd[2]) * np.exp(-n2 * eff[2])
-    q[3] = (1.0 - pd[3]) * np.exp(-n3 * eff[3])
+    _dark_probabilities(xh, xv, yh, yv, inc * abs2(vb0), inc * abs2(vb1), eff, pd, q)
     p_none = q[0] * q[1] * q[2] * q[3]
     p_one = 0.0
     for k in range(4):
@@ -381,6 +383,7 @@ def _frame_table(fi, n_phases, trans_a, trans_b, unit_a, unit_b, gamma, a_mu, b_
     n_sa, n_sb = 4 * n_int_a, 4 * n_int_b
     n_pat = patterns.size
     raw = np.zeros((n_sa, n_sb + 1, n_pat))
+    p = np.empty(4)
     q = np.empty(4)
     ph = np.empty(n_phases, np.complex128)
     for j in range(n_phases):
@@ -390,36 +393,26 @@ def _frame_table(fi, n_phases, trans_a, trans_b, unit_a, unit_b, gamma, a_mu, b_
     for sa in range(n_sa):
         ia, basis, bit = sa >> 2, (sa >> 1) & 1, sa & 1
         amp_a = np.sqrt(trans_a[fi] * a_mu[ia] * 0.5)
-        xh = amp_a * (unit_a[fi, 0, 0] * jones[basis, bit, 0]
-                      + unit_a[fi, 0, 1] * jones[basis, bit, 1])
-        xv = amp_a * (unit_a[fi, 1, 0] * jones[basis, bit, 0]
-                      + unit_a[fi, 1, 1] * jones[basis, bit, 1])
+        ua0, ua1 = _launched(unit_a, fi, jones, basis, bit)
+        xh, xv = amp_a * ua0, amp_a * ua1
         for sb in range(n_sb + 1):
             vb0 = 0.0 + 0.0j
             vb1 = 0.0 + 0.0j
             amp_b = 0.0
             if sb < n_sb:
-                ib, basis_b, bit_b = sb >> 2, (sb >> 1) & 1, sb & 1
-                amp_b = np.sqrt(trans_b[fi] * b_mu[ib] * 0.5)
-                vb0 = (unit_b[fi, 0, 0] * jones[basis_b, bit_b, 0]
-                       + unit_b[fi, 0, 1] * jones[basis_b, bit_b, 1])
-                vb1 = (unit_b[fi, 1, 0] * jones[basis_b, bit_b, 0]
-                       + unit_b[fi, 1, 1] * jones[basis_b, bit_b, 1])
+                amp_b = np.sqrt(trans_b[fi] * b_mu[sb >> 2] * 0.5)
+                vb0, vb1 = _launched(unit_b, fi, jones, (sb >> 1) & 1, sb & 1)
             inc = (1.0 - g * g) * amp_b * amp_b
             inc_h = inc * abs2(vb0)
             inc_v = inc * abs2(vb1)
             for j in range(n_phases):
                 yh = (g * amp_b) * vb0 * ph[j]
                 yv = (g * amp_b) * vb1 * ph[j]
-                q[0] = (1.0 - pd[0]) * np.exp(-(abs2(xh + yh) + inc_h) * eff[0])
-                q[1] = (1.0 - pd[1]) * np.exp(-(abs2(xv + yv) + inc_v) * eff[1])
-                q[2] = (1.0 - pd[2]) * np.exp(-(abs2(xh - yh) + inc_h) * eff[2])
-                q[3] = (1.0 - pd[3]) * np.exp(-(abs2(xv - yv) + inc_v) * eff[3])
+                _dark_probabilities(xh, xv, yh, yv, inc_h, inc_v, eff, pd, q)
+                for d in range(4):
+                    p[d] = 1.0 - q[d]
                 for k in range(n_pat):
-                    r = 1.0
-                    for d in range(4):
-                        r *= (1.0 - q[d]) if (patterns[k] >> d) & 1 else q[d]
-                    raw[sa, sb, k] += r / n_phases
+                    raw[sa, sb, k] += _pattern_prob(patterns[k], p, q) / n_phases
     for sa in range(n_sa):
         for sb in range(n_sb + 1):
             fa = a_flip

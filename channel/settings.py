@@ -29,7 +29,6 @@ import numpy as np
 from numba import njit
 
 from channel.rng import (
-    feistel_permute,
     feistel_permute_rk,
     feistel_round_keys,
     hash2,
@@ -233,44 +232,27 @@ class SettingsGenerator:
         return counts
 
 
-@njit(cache=True, inline="always")
-def lookup_combo(slot: np.int64, first_frame: np.int64, frame_keys: np.ndarray,
-                 cum_counts: np.ndarray, frame_bits: int) -> np.int64:
-    """Combo of one slot from a frame table."""
-    frame = slot >> frame_bits
-    local = np.uint64(slot & ((np.int64(1) << frame_bits) - 1))
-    pos = np.int64(feistel_permute(frame_keys[frame - first_frame], local, frame_bits))
-    row = cum_counts[frame - first_frame]
-    c = 0
-    while pos >= row[c]:  # combos are few (2 per intensity): a linear scan beats bisection
-        c += 1
-    return c
-
-
 _BIT_SALT = np.uint64(0xB17B17B17B17B17B)
 
 
-@njit(cache=True, inline="always")
-def lookup_bit(slot: np.int64, key: np.uint64) -> np.uint8:
-    return np.uint8(hash2(key ^ _BIT_SALT, np.uint64(slot)) >> np.uint64(63))
-
-
 def bit_hash_key(key: int) -> np.uint64:
-    """The key-only half of ``lookup_bit``'s hash, hoisted for kernels (``lookup_bit_hk``)."""
+    """The key-only half of the bit hash, computed once per user (see ``lookup_bit_hk``)."""
     return np.uint64(splitmix64(np.uint64(key) ^ _BIT_SALT))
 
 
 @njit(cache=True, inline="always")
 def lookup_bit_hk(slot: np.int64, hash_key: np.uint64) -> np.uint8:
-    """``lookup_bit`` from ``bit_hash_key(key)``: the same bit for half the hashing."""
+    """The bit a user sends in ``slot``: the top bit of ``hash2(key ^ _BIT_SALT, slot)``, taken
+    from ``hash_key = bit_hash_key(key)`` (``hash2``'s first, key-only round done once)."""
     return np.uint8(splitmix64(hash_key ^ np.uint64(slot)) >> np.uint64(63))
 
 
 @njit(cache=True, inline="always")
 def lookup_combo_rk(slot: np.int64, first_frame: np.int64, round_keys: np.ndarray,
                     cum_counts: np.ndarray, frame_bits: int) -> np.int64:
-    """``lookup_combo`` from the frames' Feistel round keys (``rng.feistel_round_keys``): the
-    same combo for half the hashing."""
+    """Combo of one slot: its frame's Feistel permutation (from the frames' round keys,
+    ``rng.feistel_round_keys``) maps the slot to a position, and the frame's cumulative class
+    counts say which class that position belongs to (combos are few: a linear scan)."""
     frame = slot >> frame_bits
     local = np.uint64(slot & ((np.int64(1) << frame_bits) - 1))
     pos = np.int64(feistel_permute_rk(round_keys[frame - first_frame], local, frame_bits))

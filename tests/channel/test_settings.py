@@ -11,16 +11,16 @@ from channel.rng import (
     feistel_permute,
     feistel_permute_rk,
     feistel_round_keys,
+    hash2,
 )
 from channel.settings import (
+    _BIT_SALT,
     IntensityClass,
     SettingsGenerator,
     SettingsPlan,
     bit_hash_key,
     four_intensity_plan,
-    lookup_bit,
     lookup_bit_hk,
-    lookup_combo,
     lookup_combo_rk,
     three_intensity_plan,
 )
@@ -55,9 +55,15 @@ def test_hoisted_lookups_equal_the_definitions():
     slots = np.random.default_rng(3).integers(0, 40 << 12, 20_000)
     table = gen.table(0, 39)
     got = gen.settings_at(slots)  # the hoisted kernels
-    combo = np.array([lookup_combo(s, table.first_frame, table.frame_keys, table.cum_counts, 12)
-                      for s in slots[:2000]])
-    bits = np.array([lookup_bit(s, np.uint64(gen.key)) for s in slots])
+    # the definitions: a frame's Feistel permutation places the slot at a position whose class
+    # the cumulative counts give; the bit is the top bit of a keyed hash of the slot
+    frames, local = slots[:2000] >> 12, slots[:2000] & 4095
+    positions = [int(feistel_permute(table.frame_keys[f], np.uint64(x), 12))
+                 for f, x in zip(frames, local, strict=True)]
+    combo = np.array([np.searchsorted(table.cum_counts[f], p, side="right")
+                      for f, p in zip(frames, positions, strict=True)])
+    bits = np.array([int(hash2(np.uint64(gen.key) ^ _BIT_SALT, np.uint64(s))) >> 63
+                     for s in slots])
     hk = bit_hash_key(gen.key)
     assert np.array_equal(bits, [lookup_bit_hk(s, hk) for s in slots])
     assert np.array_equal(got.bit, bits)
