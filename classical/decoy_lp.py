@@ -20,7 +20,9 @@ the same constraints. Works for any number of intensities per user, so the four-
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import linprog
@@ -38,6 +40,17 @@ class LpBounds:
         if self.y11_lower <= 0:
             return 0.5
         return min(max(self.error_yield11_upper / self.y11_lower, 0.0), 0.5)
+
+
+@dataclass(frozen=True)
+class GainConstraint:
+    """lo ≤ Σ_ij weights[i, j] · G_ij ≤ hi for one kind of gain: ``"z"`` (Z-basis gains), ``"x"``
+    (X-basis gains) or ``"e"`` (X-basis error gains); ``weights`` (n_a, n_b), ≥ 0."""
+
+    kind: Literal["z", "x", "e"]
+    weights: np.ndarray
+    lo: float
+    hi: float
 
 
 def _poisson(mu: float, cutoff: int) -> np.ndarray:
@@ -63,6 +76,27 @@ def _rows(ia: np.ndarray, ib: np.ndarray, lo: np.ndarray, hi: np.ndarray, used: 
     return rows, rhs
 
 
+def _joint_rows(ia: np.ndarray, ib: np.ndarray, constraints: Sequence[GainConstraint], kind: str,
+                cutoff: int) -> tuple[list[np.ndarray], list[float]]:
+    """Rows A y ≤ b of the joint constraints of one kind (two per constraint)."""
+    pa = [_poisson(a, cutoff) for a in ia]
+    pb = [_poisson(b, cutoff) for b in ib]
+    rows, rhs = [], []
+    for c in constraints:
+        if c.kind != kind:
+            continue
+        coeff = np.zeros((cutoff + 1) ** 2)
+        tail = 0.0
+        for i, j in zip(*np.nonzero(c.weights), strict=True):
+            cell = np.outer(pa[i], pb[j]).ravel()
+            coeff += c.weights[i, j] * cell
+            tail += c.weights[i, j] * max(0.0, 1.0 - cell.sum())
+        scale = 1.0 / max(c.hi, 1e-300)
+        rows += [coeff * scale, -coeff * scale]
+        rhs += [c.hi * scale, -(c.lo - tail) * scale]
+    return rows, rhs
+
+
 def _solve(c: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray,
            bounds: list[tuple[float, float]], a_eq: np.ndarray | None = None,
            b_eq: np.ndarray | None = None) -> float | None:
@@ -73,12 +107,14 @@ def _solve(c: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray,
 def lp_bounds(intensities_a: tuple[float, ...], intensities_b: tuple[float, ...],
               gain_lo: np.ndarray, gain_hi: np.ndarray, used: np.ndarray,
               x_error_lo: np.ndarray, x_error_hi: np.ndarray, x_error_used: np.ndarray,
-              cutoff: int = DEFAULT_CUTOFF) -> LpBounds:
+              cutoff: int = DEFAULT_CUTOFF,
+              joint: Sequence[GainConstraint] = ()) -> LpBounds:
     """Y11^L and (e11·Y11)^U from interval bounds on gains.
 
     ``gain_lo``/``gain_hi``/``used``: shape (n_a, n_b, 2) — per class and basis (0 = Z, 1 = X),
     the bounds on the expected gain and whether the class is constrained. ``x_error_*``: shape
-    (n_a, n_b) — bounds on the X-basis error gains. Infeasible constraints (inconsistent data)
+    (n_a, n_b) — bounds on the X-basis error gains. ``joint``: further constraints on weighted
+    sums of gains (module docstring). Infeasible constraints (inconsistent data)
     give Y11^L = 0, i.e. no key.
     """
     ia, ib = np.asarray(intensities_a, float), np.asarray(intensities_b, float)
@@ -87,6 +123,10 @@ def lp_bounds(intensities_a: tuple[float, ...], intensities_b: tuple[float, ...]
     # variables: [Y^Z (k) | Y^X (k)]; Y^Z_11 = Y^X_11 by an equality row
     rows_z, rhs_z = _rows(ia, ib, gain_lo[..., 0], gain_hi[..., 0], used[..., 0], cutoff)
     rows_x, rhs_x = _rows(ia, ib, gain_lo[..., 1], gain_hi[..., 1], used[..., 1], cutoff)
+    for rows, rhs, kind in ((rows_z, rhs_z, "z"), (rows_x, rhs_x, "x")):
+        more, more_rhs = _joint_rows(ia, ib, joint, kind, cutoff)
+        rows += more
+        rhs += more_rhs
     a_ub = np.array([np.concatenate([r, np.zeros(k)]) for r in rows_z]
                     + [np.concatenate([np.zeros(k), r]) for r in rows_x]).reshape(-1, 2 * k)
     b_ub = np.array(rhs_z + rhs_x)
@@ -99,6 +139,9 @@ def lp_bounds(intensities_a: tuple[float, ...], intensities_b: tuple[float, ...]
         return LpBounds(0.0, 0.0)
     # error yields: variables [Y^X (k) | E^X (k)], E ≤ Y, maximise E_11
     rows_e, rhs_e = _rows(ia, ib, x_error_lo, x_error_hi, x_error_used, cutoff)
+    more, more_rhs = _joint_rows(ia, ib, joint, "e", cutoff)
+    rows_e += more
+    rhs_e += more_rhs
     a2 = [np.concatenate([r, np.zeros(k)]) for r in rows_x]
     a2 += [np.concatenate([np.zeros(k), r]) for r in rows_e]
     link = np.concatenate([-np.eye(k), np.eye(k)], axis=1)  # E − Y ≤ 0

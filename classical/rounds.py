@@ -20,8 +20,8 @@ accordingly, ``classical.estimation``).
 Any number K ≥ 3 of intensities per user: the class counts have one row per intensity of
 ``RoundConfig.intensities_a``/``intensities_b``. The three-intensity layout (μ, ν, ω in both bases)
 works with either decoy method; the four-intensity layout (s in Z only; μ, ν, o for estimation,
-``channel.settings.four_intensity_plan``) and any other K need ``decoy_method="lp"``, which
-``RoundConfig`` checks when it is built.
+``channel.settings.four_intensity_plan``) and any other K need ``decoy_method="joint"`` or
+``"lp"``, which ``RoundConfig`` checks when it is built.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ class RoundConfig:
     security: SecurityParameters = field(default_factory=SecurityParameters)
     cascade: CascadeParameters = field(default_factory=CascadeParameters)
     ec_efficiency_prediction: float = 1.16
-    decoy_method: Literal["analytic", "lp"] = "analytic"
+    decoy_method: Literal["analytic", "lp", "joint"] = "analytic"
     key_intensity: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
@@ -166,7 +166,8 @@ class RoundConfig:
                              f"{', '.join(DECOY_METHODS)}")
         if self.decoy_method == "analytic" and k != (3, 3):
             raise ValueError(f"decoy_method 'analytic' (three-intensity bounds) needs 3 "
-                             f"intensities per user, got {k[0]} and {k[1]}; use decoy_method 'lp'")
+                             f"intensities per user, got {k[0]} and {k[1]}; use decoy_method "
+                             "'joint' or 'lp'")
         if not all(0 <= i < n for i, n in zip(self.key_intensity, k, strict=True)):
             raise ValueError(f"key_intensity {self.key_intensity} out of range for {k} "
                              f"intensities")

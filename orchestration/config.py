@@ -10,8 +10,8 @@ Z-basis probability; the first is the signal, whose Z-basis pairs make the key (
 μ > ν > ω ≥ 0. Four are the layout of Zhou, Yu & Wang (PRA 93, 042324, 2016): signal s in Z only,
 then decoys μ, ν and a vacuum o for estimation (``scenarios/four_intensity.yaml``;
 ``channel.settings.four_intensity_plan``). More than three classes need
-``postprocessing.decoy_method: lp``; three work with either method. Errors name the field, e.g.
-``alice.source.intensities.0.z_probability``.
+``postprocessing.decoy_method: joint`` (the default) or ``lp``; three work with any method.
+Errors name the field, e.g. ``alice.source.intensities.0.z_probability``.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class PostprocessingModel(_Model):
     mode: Literal["finite", "asymptotic"] = "finite"
     qber_prior: float = Field(0.02, gt=0.0, lt=0.5)
     cascade_variant: CascadeVariant = "shallow"
-    decoy_method: Literal["analytic", "lp"] = "lp"
+    decoy_method: Literal["analytic", "lp", "joint"] = "joint"
     epsilon_correctness: float = Field(1e-15, gt=0.0, lt=1.0)
     epsilon_pa: float = Field(1e-10, gt=0.0, lt=1.0)
     epsilon_pe: float = Field(1e-10, gt=0.0, lt=1.0)
@@ -183,7 +183,8 @@ class Scenario(_Model):
         if self.postprocessing.decoy_method == "analytic" and set(counts.values()) != {3}:
             raise FieldProblem(("postprocessing", "decoy_method"),
                                "'analytic' (three-intensity bounds) needs three intensities per "
-                               f"user, got alice {counts['alice']}, bob {counts['bob']}; use 'lp'")
+                               f"user, got alice {counts['alice']}, bob {counts['bob']}; use "
+                               "'joint' or 'lp'")
         return self
 
     @property

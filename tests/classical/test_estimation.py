@@ -239,6 +239,7 @@ def scale_round():
 @pytest.mark.parametrize("decoy_method, counts_per_block", [
     ("analytic", 2 * len(XU13_YIELD_CELLS) + XU13_ERROR_CELLS + REALISED_BOUNDS),  # 20
     ("lp", 3 * 9 + REALISED_BOUNDS),  # every class: Z gains, X gains, X error gains
+    ("joint", 3 * 9 + 3 * math.comb(9, 2) + REALISED_BOUNDS),  # and every pair of them, per kind
 ])
 @pytest.mark.parametrize("per_bell", [True, False])
 def test_epsilon_security_is_curtys_composition_with_one_eps_pe_per_bounded_count(
@@ -546,3 +547,70 @@ def test_four_intensities_beat_three_asymptotically_at_the_same_signal(distance_
     rates["infinite"] = rate(*_truth(distance_km / 2))
     assert 0 < rates["3-analytic"] <= rates["3-lp"] * (1 + 1e-6)
     assert rates["3-lp"] * 1.3 < rates["4-lp"] <= rates["infinite"] * (1 + 1e-6)
+
+
+# --- joint constraints -------------------------------------------------------------------------
+
+
+def test_a_joint_interval_covers_the_summed_gains_at_its_confidence():
+    """Coverage of one joint constraint, by simulation: two classes with very different numbers
+    of pulse pairs (so the N_G/N_c weights matter), 4000 independent rounds, ε_PE = 0.05. The
+    Chernoff interval may fail with probability ≤ ε_PE; the test allows ε_PE plus three binomial
+    standard deviations. Weighting the counts wrongly (e.g. summing the raw counts) centres the
+    interval on the wrong value and fails every round."""
+    from classical.estimation import joint_constraints
+
+    rng = np.random.default_rng(11)
+    pairs = np.array([[2e5, 5e4]])
+    gain = np.array([[3e-3, 8e-3]])
+    group = np.ones((1, 2), dtype=bool)
+    eps, trials = 0.05, 4000
+    misses = 0
+    for counts in rng.binomial(pairs.astype(np.int64), gain, size=(trials, 1, 2)):
+        (c,) = joint_constraints("x", counts.astype(float), pairs, [group], "finite", eps)
+        misses += not c.lo <= gain.sum() <= c.hi
+    assert misses <= eps * trials + 3 * math.sqrt(eps * trials)
+    (exact,) = joint_constraints("e", pairs * gain, pairs, [group], "asymptotic", eps)
+    assert exact.lo == pytest.approx(gain.sum()) and exact.hi == pytest.approx(gain.sum())
+
+
+def test_joint_groups_are_every_pair_of_sent_classes():
+    from classical.estimation import joint_groups
+
+    used = np.array([[True, False, True], [False, True, False], [False, False, False]])
+    groups = joint_groups(used)
+    assert len(groups) == math.comb(3, 2)
+    assert all(g.sum() == 2 and not np.any(g & ~used) for g in groups)
+    assert len({g.tobytes() for g in groups}) == len(groups)
+
+
+def test_joint_constraints_add_nothing_asymptotically():
+    """Exact gains satisfy every sum of them, so the joint rows are redundant: same bounds, up to
+    the LP solver's tolerance (HiGHS's 1e-7 on rows of order one; 1e-5 relative here)."""
+    for ints, z, p in (((0.4, 0.1, 0.0), (0.5,) * 3, (0.5, 0.25, 0.25)), (FOUR, FOUR_Z, FOUR_P)):
+        _, obs = _observations(25.0, 1e12, ints, z, p)
+        (lp,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method="lp")
+        (joint,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method="joint")
+        assert joint.y11_z_lower == pytest.approx(lp.y11_z_lower, rel=1e-5)
+        assert joint.e11_x_upper == pytest.approx(lp.e11_x_upper, rel=1e-5)
+
+
+def test_joint_bounds_from_a_sampled_four_intensity_round_contain_the_truth_and_beat_the_lp(
+        sampled_four_intensity_round):
+    """The joint rows cut the LP's feasible set, so Y11^L can only rise and e11^U only fall
+    (up to the solver's tolerance); both must still contain the truth. On this round the phase
+    error bound falls by more than 5 % (the derivation in ``classical.estimation`` predicts
+    ~15 % at this size: the pair (ν, o) + (o, ν) is bounded as one count)."""
+    obs = sampled_four_intensity_round
+    eta = METRO_DETECTORS[0] * float(arm_transmittance(25.0))
+    y11 = float(single_photon_yield(eta, eta, METRO_DETECTORS[1]))
+    e11 = float(single_photon_phase_error(eta, eta, METRO_DETECTORS[1], E_D))
+    (lp,) = decoy_bounds(obs, "finite", merge_bell_states=True, decoy_method="lp")
+    (joint,) = decoy_bounds(obs, "finite", merge_bell_states=True, decoy_method="joint")
+    assert lp.y11_z_lower * (1 - 1e-6) <= joint.y11_z_lower <= y11
+    assert e11 <= joint.e11_x_upper < 0.95 * lp.e11_x_upper
+    assert joint.s11_z_lower >= lp.s11_z_lower * (1 - 1e-6)
+    x_classes = int((obs.pairs[..., 1] > 0).sum())
+    z_classes = int((obs.pairs[..., 0] > 0).sum())
+    extra = math.comb(z_classes, 2) + 2 * math.comb(x_classes, 2)
+    assert joint.bounded_counts == lp.bounded_counts + extra

@@ -29,9 +29,9 @@ def test_every_shipped_scenario_builds(path):
     assert cfg.key_intensity == (0, 0)
 
 
-def test_the_four_intensity_scenario_uses_lp_and_four_classes():
+def test_the_four_intensity_scenario_uses_joint_constraints_and_four_classes():
     cfg = build_round_config(load_scenario(FOUR))
-    assert cfg.decoy_method == "lp" and cfg.n_intensities == (4, 4)
+    assert cfg.decoy_method == "joint" and cfg.n_intensities == (4, 4)
 
 
 def _edited(tmp_path: Path, edit) -> Path:

@@ -46,9 +46,10 @@ def metro_round(users):
     )
 
 
-def test_identical_keys_of_the_recomputed_finite_key_length(metro_round, users):
+@pytest.mark.parametrize("decoy_method", ["joint", "lp"])
+def test_identical_keys_of_the_recomputed_finite_key_length(metro_round, users, decoy_method):
     alice, bob = users
-    cfg = round_config(alice, bob, decoy_method="lp")
+    cfg = round_config(alice, bob, decoy_method=decoy_method)
     assert cfg.n_intensities == (4, 4) and cfg.key_intensity == (0, 0)
     # Cascade's prior as in the scenarios: with 0.02 the pre-check's predicted leakage
     # (f·n·h(0.02)) already exceeds what this round can pay, and it aborts before reconciling
@@ -78,11 +79,12 @@ def test_identical_keys_of_the_recomputed_finite_key_length(metro_round, users):
         det,
         errors,
     )
-    expected = estimate(obs, report["leakage_bits"], "finite", decoy_method="lp")
-    assert isinstance(expected, Estimate) and expected.method == "finite-chernoff-lp"
+    expected = estimate(obs, report["leakage_bits"], "finite", decoy_method=decoy_method)
+    method = f"finite-chernoff-{decoy_method}"
+    assert isinstance(expected, Estimate) and expected.method == method
     assert result.alice.key.size == expected.secure_length > 100_000
     assert report["output_bits"] == expected.secure_length
-    assert report["method"] == "finite-chernoff-lp"
+    assert report["method"] == method
     assert np.isfinite(expected.qber_x)  # pooled over the X classes: the signal is never in X
     assert set(expected.epsilons) >= {
         "correctness",
@@ -115,7 +117,7 @@ def test_a_bad_intensity_layout_is_refused_when_the_round_config_is_built(a, key
 def test_four_intensity_scenario_builds_the_layout():
     scenario = load_scenario(SCENARIO_DIR / "four_intensity.yaml")
     cfg = build_round_config(scenario)
-    assert cfg.decoy_method == "lp" and cfg.n_intensities == (4, 4)
+    assert cfg.decoy_method == "joint" and cfg.n_intensities == (4, 4)
     assert cfg.intensities_a == (0.55, 0.35, 0.08, 0.0)
     plan = build_settings(scenario, "alice").plan
     assert plan == PLAN  # the scenario is the default four-intensity plan
