@@ -68,7 +68,7 @@ def _rows(ia: np.ndarray, ib: np.ndarray, lo: np.ndarray, hi: np.ndarray, used: 
                 continue
             coeff = np.outer(pa, _poisson(b, cutoff)).ravel()
             tail = max(0.0, 1.0 - coeff.sum())
-            scale = 1.0 / max(hi[i, j], 1e-300)  # rows of order one help the solver
+            scale = 1.0 / hi[i, j] if hi[i, j] > 0 else 1.0  # rows of order one help the solver
             rows.append(coeff * scale)
             rhs.append(hi[i, j] * scale)
             rows.append(-coeff * scale)
@@ -91,7 +91,7 @@ def _joint_rows(ia: np.ndarray, ib: np.ndarray, constraints: Sequence[GainConstr
             cell = np.outer(pa[i], pb[j]).ravel()
             coeff += c.weights[i, j] * cell
             tail += c.weights[i, j] * max(0.0, 1.0 - cell.sum())
-        scale = 1.0 / max(c.hi, 1e-300)
+        scale = 1.0 / c.hi if c.hi > 0 else 1.0
         rows += [coeff * scale, -coeff * scale]
         rhs += [c.hi * scale, -(c.lo - tail) * scale]
     return rows, rhs
