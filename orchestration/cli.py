@@ -63,7 +63,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 @app.command()
 def keyrate(
     distance_km: Annotated[str, typer.Option(help="Total distances: list 0,50,100 or range 0:200:25.")] = "0:250:25",
-    decoys: Annotated[str, typer.Option(help="'infinite' or '3' (three intensities per side).")] = "infinite",
+    decoys: Annotated[str, typer.Option(help="'infinite', '3' (three intensities per side) or '4' (signal in Z; decoys nu > omega > 0 in X; vacuum).")] = "infinite",
     mu: Annotated[float, typer.Option(help="Signal mean photon number.")] = 0.4,
     nu: Annotated[float, typer.Option(help="Decoy mean photon number.")] = 0.1,
     omega: Annotated[float, typer.Option(help="Weakest decoy (0 = vacuum).")] = 0.0,

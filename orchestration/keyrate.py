@@ -6,6 +6,14 @@ bounds them from data. The relay sits in the middle: each arm is half the total 
 
 Reported ``Q_X``/``E_X`` are those of signal pulse pairs (μ, μ); with three decoys the phase error
 bound uses the X-basis gains of all nine intensity pairs.
+
+Four intensities (``decoys="4"``, the layout of Zhou, Yu & Wang, PRA 93, 042324 (2016), as in
+``channel.settings.four_intensity_plan``): the signal μ is sent only in Z, for the key; ν > ω > 0
+are the X-basis decoys, with a vacuum in both bases. Y11^L and e11^U are the linear programme of
+``classical.decoy_lp`` over the classes that layout sends (Z: μ and vacuum; X: ν, ω and vacuum),
+fed the exact gains; asymptotically the joint constraints add nothing (the exact gains satisfy
+every sum of them), so this is also the ``joint`` method's rate. ``Q_X``/``E_X`` are then those of
+(ν, ν), the brightest X pairs.
 """
 
 from __future__ import annotations
@@ -25,8 +33,9 @@ from channel.analytic import (
     single_photon_yield,
 )
 from classical.decoy import single_photon_error_upper, single_photon_yield_lower
+from classical.decoy_lp import lp_bounds
 
-Decoys = Literal["infinite", "3"]
+Decoys = Literal["infinite", "3", "4"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,10 @@ def _raw_rate(distance_km: float, mu: float, nu: float, omega: float, decoys: De
     pd, ed = p.dark_count_probability, p.misalignment
     q_z, e_z = (float(v) for v in mr_z_basis(eta, eta, mu, mu, pd, ed))
     q_x, e_x = (float(v) for v in mr_x_basis(eta, eta, mu, mu, pd, ed))
-    if decoys == "infinite":
+    if decoys == "4":
+        q_x, e_x = (float(v) for v in mr_x_basis(eta, eta, nu, nu, pd, ed))
+        y11, e11 = _four_intensity_bounds(eta, mu, nu, omega, pd, ed)
+    elif decoys == "infinite":
         y11 = float(single_photon_yield(eta, eta, pd))
         e11 = float(single_photon_phase_error(eta, eta, pd, ed))
     else:
@@ -78,6 +90,28 @@ def _raw_rate(distance_km: float, mu: float, nu: float, omega: float, decoys: De
     rate = q11 * (1 - float(binary_entropy(e11))) - q_z * p.ec_efficiency * float(
         binary_entropy(e_z))
     return KeyRatePoint(distance_km, mu, nu, omega, float(rate), q_z, e_z, q_x, e_x, y11, e11)
+
+
+def _four_intensity_bounds(eta: float, mu: float, nu: float, omega: float, pd: float,
+                           ed: float) -> tuple[float, float]:
+    """(Y11^L, e11^U) of the four-intensity layout from exact gains (module docstring)."""
+    ints = (mu, nu, omega, 0.0)
+    k = len(ints)
+    sent = np.zeros((k, k, 2), dtype=bool)
+    sent[np.ix_([0, 3], [0, 3])] = [True, False]  # Z: signal and vacuum
+    sent[np.ix_([1, 2, 3], [1, 2, 3])] = [False, True]  # X: decoys and vacuum
+    sent[3, 3] = True
+    gains = np.zeros((k, k, 2))
+    error_gains = np.zeros((k, k))
+    for i in range(k):
+        for j in range(k):
+            gains[i, j, 0] = float(mr_z_basis(eta, eta, ints[i], ints[j], pd, ed)[0])
+            q, e = (float(v) for v in mr_x_basis(eta, eta, ints[i], ints[j], pd, ed))
+            gains[i, j, 1], error_gains[i, j] = q, q * e
+    gains *= sent
+    error_gains *= sent[..., 1]
+    lp = lp_bounds(ints, ints, gains, gains, sent, error_gains, error_gains, sent[..., 1])
+    return lp.y11_lower, lp.e11_upper
 
 
 def key_rate(distance_km: float, mu: float = 0.4, nu: float = 0.1, omega: float = 0.0,

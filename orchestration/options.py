@@ -27,7 +27,7 @@ class PhysicsOptions(_Options):
 
 class KeyRateOptions(PhysicsOptions):
     distances_km: list[float] = Field(alias="--distance-km", min_length=1)
-    decoys: Literal["infinite", "3"] = Field("infinite", alias="--decoys")
+    decoys: Literal["infinite", "3", "4"] = Field("infinite", alias="--decoys")
     mu: float = Field(0.4, gt=0.0, le=10.0, alias="--mu")
     nu: float = Field(0.1, ge=0.0, alias="--nu")
     omega: float = Field(0.0, ge=0.0, alias="--omega")
@@ -36,7 +36,10 @@ class KeyRateOptions(PhysicsOptions):
     def _ordered(self) -> KeyRateOptions:
         if any(d < 0 for d in self.distances_km):
             raise ValueError("--distance-km: distances must be >= 0")
-        if self.decoys == "3":
+        if self.decoys == "4" and not self.omega > 0:
+            raise ValueError("--omega: with --decoys 4 it is the weaker X-basis decoy and must be "
+                             "> 0 (the vacuum is added)")
+        if self.decoys in ("3", "4"):
             if not self.nu > self.omega:
                 raise ValueError("--nu must be greater than --omega")
             if not self.mu > self.nu:

@@ -36,6 +36,13 @@ def test_keyrate_optimize_mu_never_loses_to_fixed_mu():
         assert b["key_rate_per_pulse"] >= f["key_rate_per_pulse"] * (1 - 1e-9)
 
 
+def test_keyrate_four_decoys_json():
+    data = _json(["keyrate", "--distance-km", "0,100", "--decoys", "4", "--omega", "0.02"])
+    assert data["params"]["decoys"] == "4"
+    assert all(0 < p["Y11_L"] and 0 < p["e11_U"] < 0.5 and p["key_rate_per_pulse"] > 0
+               for p in data["points"])
+
+
 def test_keyrate_plot_writes_png(tmp_path):
     out = tmp_path / "rate.png"
     result = runner.invoke(app, ["keyrate", "--distance-km", "0:200:50", "--plot", str(out)])
@@ -57,6 +64,8 @@ def test_simulate_json_schema():
     (["keyrate", "--distance-km", "a:b"], "--distance-km"),
     (["keyrate", "--decoys", "3", "--mu", "0.05", "--nu", "0.1"], "--mu"),
     (["keyrate", "--decoys", "3", "--nu", "0.0", "--omega", "0.0"], "--nu"),
+    (["keyrate", "--decoys", "4"], "--omega"),  # the weaker X decoy must be > 0
+    (["keyrate", "--decoys", "4", "--nu", "0.05", "--omega", "0.1"], "--nu"),
     (["keyrate", "--dark-count", "1.5"], "--dark-count"),
     (["keyrate", "--misalignment", "-0.1"], "--misalignment"),
     (["simulate", "--slots", "0"], "--slots"),

@@ -46,3 +46,20 @@ def test_worse_detectors_shorten_the_reach():
     noisy = max_distance(params=PhysicalParameters(dark_count_probability=1e-5))
     assert noisy < base
     assert np.isfinite(base)
+
+
+@pytest.mark.parametrize("distance_km", [0, 60, 120, 180])
+def test_four_intensities_sit_between_three_and_infinite_decoys(distance_km):
+    """Same signal μ = 0.4 and key class, so the rates differ only by the decoy bounds:
+    R3 ≤ R4 ≤ R∞ (four intensities: weak decoys ν = 0.1, ω = 0.05 in X, vacuum; the three-
+    intensity layout's decoy is also 0.1), and the four-intensity bounds bracket the truth.
+    Tolerance 1e-6 relative: the LP solver's."""
+    four = key_rate(distance_km, mu=0.4, nu=0.1, omega=0.05, decoys="4")
+    three = key_rate(distance_km, mu=0.4, nu=0.1, omega=0.0, decoys="3")
+    inf = key_rate(distance_km, mu=0.4, decoys="infinite")
+    assert 0 <= three.key_rate_per_pulse <= four.key_rate_per_pulse * (1 + 1e-6)
+    assert four.key_rate_per_pulse > 0  # at 180 km three intensities with ν = 0.1 give none
+    assert four.key_rate_per_pulse <= inf.key_rate_per_pulse * (1 + 1e-6)
+    eta = 0.145 * float(arm_transmittance(distance_km / 2))
+    assert four.Y11_L <= single_photon_yield(eta, eta, 3e-6) * (1 + 1e-6)
+    assert four.e11_U >= single_photon_phase_error(eta, eta, 3e-6, 0.015) * (1 - 1e-6)
