@@ -43,11 +43,11 @@ with the earlier shuffle generator (PCG64 streams); the shuffles now come from S
 (see :mod:`classical.reconciliation_channel`), a different but equally distributed choice of
 permutations, so re-running gives other frames with the same statistics.
 
-``pow2`` and ``shallow`` with the current code, measured on the same VM while other jobs shared
-both cores (load average 1.5-4): 60 frames of 10^5 bits and 40 of 10^6 per QBER, f as mean /
-worst frame, round trips as mean / worst frame, throughput from the process's CPU time for the
-whole dialogue (both sides, one thread, in-memory channel; mean over frames; +-10 % between runs
-here, and wall-clock figures under that load are lower):
+``pow2``, measured on the same VM while other jobs shared both cores (load average 1.5-4): 60
+frames of 10^5 bits and 40 of 10^6 per QBER, f as mean / worst frame, round trips as mean /
+worst frame, throughput from the process's CPU time for the whole dialogue (both sides, one
+thread, in-memory channel; mean over frames; +-10 % between runs here, and wall-clock figures
+under that load are lower):
 
 ==========  ======  ====  =============  ===========  ===  ======
 variant     bits    QBER  f mean / max   round trips  FER  Mbit/s
@@ -60,29 +60,40 @@ pow2        10^6    1 %   1.073 / 1.091   62 /  76    0    15
 pow2        10^6    2 %   1.084 / 1.095   56 /  67    0    14
 pow2        10^6    3 %   1.060 / 1.068   95 / 123    0    12
 pow2        10^6    5 %   1.080 / 1.087   65 /  77    0    11
-shallow     10^5    1 %   1.069 / 1.113   54 /  73    0    24
-shallow     10^5    2 %   1.076 / 1.130   59 /  79    0    22
-shallow     10^5    3 %   1.082 / 1.121   61 /  81    0    21
-shallow     10^5    5 %   1.079 / 1.103   50 /  63    0    20
-shallow     10^6    1 %   1.066 / 1.084   80 / 101    0    14
-shallow     10^6    2 %   1.071 / 1.083   82 /  97    0    14
-shallow     10^6    3 %   1.077 / 1.084   80 / 101    0    14
-shallow     10^6    5 %   1.080 / 1.087   65 /  78    0    12
 ==========  ======  ====  =============  ===========  ===  ======
 
-Mean f over 60 frames moves by about +-0.004 between seeds at 10^5 bits (the standard error is
-0.0015-0.003; one frame's f ranges over +-0.05): at 5 % ``shallow`` measured 1.079-1.083 on four
-seeds, and :func:`bench_cascade`'s own seed (40 frames) gives f 1.072 / 1.074 / 1.082 and 56 / 60 /
-53 round trips at 1 / 2 / 5 %. A longer run of ``shallow`` at 10^5 bits, 250 frames per QBER: f
-1.074 / 1.073 / 1.081 (worst frames 1.155 / 1.116 / 1.111), FER 0 / 250 each, round trips 56 / 59 /
-51 (worst 86 / 92 / 80), median CPU throughput 25 / 23 / 20 Mbit/s at 1 / 2 / 5 % (means 23 / 20 /
-19 with the load's slow frames). Per 10^5-bit frame the fixed cost (three shuffles and their tables
-on each side) is now ~2 ms of CPU; at 5 % a frame costs ~5 ms in all. Round trips grow with the
-frame: the longest cascade chain sets them, and a 10^6-bit frame has ten times as many chains to
-draw the longest from. ``shallow`` is the default (see :mod:`classical.cascade` for why).
-Throughput of ``yanetal`` at 10^5 bits: 20-24 Mbit/s of CPU
-time for its fastest frames, 8-14 on average under that load; the pure-Python baseline 0.3-0.45
-Mbit/s, with f = 1.06-1.21 and one round trip per parity (1,800-7,000 round trips for 2*10^4 bits).
+Mean f over 60 frames moves by about +-0.004 between seeds at 10^5 bits (one frame's f ranges
+over +-0.05), so claims about the mean need a few hundred frames. Round trips grow with the
+frame: the longest cascade chain sets them, and a 10^6-bit frame has ten times as many chains.
+Throughput of ``yanetal`` at 10^5 bits: 20-24 Mbit/s of CPU time for its fastest frames, 8-14 on
+average under that load; the pure-Python baseline 0.3-0.45 Mbit/s, with f = 1.06-1.21 and one
+round trip per parity (1,800-7,000 round trips for 2*10^4 bits).
+
+``shallow`` (the default; see :mod:`classical.cascade`), current schedule (two shuffled passes,
+16 half-key passes, deepest-last rule), 250 frames of 10^5 bits and 6 of 10^6 per QBER, wall
+time on the VM above with load average 0.8-1.0 (another job on the second core). f as mean +-
+standard error / worst frame; round trips mean / worst; Mbit/s both sides (Bob, Alice's answers
+and the in-memory transport in one thread) as the median frame and as total bits / total time
+(the latter is what :func:`bench_cascade` reports and takes every stall of the VM: frames
+normally taking 5 ms now and then take 15-35 ms), then Bob alone (median):
+
+======  ====  =====================  ===========  =====  ===============  =====
+bits    QBER  f mean +- SE / worst   round trips  FER    Mbit/s med/tot   Bob
+======  ====  =====================  ===========  =====  ===============  =====
+10^5    1 %   1.074 +- 0.002 / 1.16   57 /  89    0      27 / 21          37
+10^5    2 %   1.077 +- 0.001 / 1.12   58 /  89    0      25 / 21          34
+10^5    5 %   1.078 +- 0.001 / 1.11   56 /  78    0      21 / 18          26
+10^6    1 %   1.063 +- 0.003 / 1.07   80 /  88    0      15 / 13          21
+10^6    2 %   1.071 +- 0.002 / 1.08   82 /  95    0      15 / 14          19
+10^6    5 %   1.076 +- 0.002 / 1.08   73 /  81    0      12 / 12          15
+======  ====  =====================  ===========  =====  ===============  =====
+
+1000 further frames of 10^5 bits per QBER: f 1.072 / 1.076 / 1.077 (+- 0.001 / 0.0006 /
+0.0003), round trips 57 / 57 / 56, no failed frame. The previous schedule (a third shuffled pass
+of 8192-bit blocks, 11 half-key passes, no deferral) measured on the same frames in the same
+run: f 1.075 / 1.074 / 1.082, round trips 56 / 59 / 50, median 22 / 21 / 19 Mbit/s both sides;
+the new one is 1.1-1.2 times faster per frame (one shuffle less per side, cheaper per-round
+dispatch) and trades 6 round trips at 5 % for 0.004 less f there.
 """
 
 from __future__ import annotations

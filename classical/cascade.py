@@ -48,13 +48,24 @@ bisection at a time, and each bisection level is a round trip. Variants (``p`` =
   where ``pow2``'s 32 makes the chains long: 73 round trips). ``k2 = c/p``: larger second-pass
   blocks disclose fewer top-level parities but hold more errors, and the chains, hence the round
   trips, grow with ``k2 p`` and with the depth and ``k1 p`` of the first pass; ``c = 2.0 - 0.2
-  max(0, d1 - 5) - 1.5 (k1 p - 0.64)`` (``d1`` = first-pass depth) is a fit to measurements that
-  keeps the mean at 50-60 round trips per 10^5-bit frame from 1 % to 5 %. ``k2`` is snapped down to
-  the power of two below when that is within a factor 1.25: any ``k`` in ``(2**(d-1), 2**d]`` costs
-  ``d`` levels per bisection, so a block just above a power of two pays a whole level per link for
-  a few saved parities (at 5 %, ``k2 = 36``: f 1.087 and 56 round trips; 32: 1.084 and 50). ``k3 =
-  8192`` (few errors are left by then; fewer top-level parities than 4096), 11 half-key passes,
-  wide tail splits as ``pow2``. Figures in :mod:`classical.bench_cascade`.
+  max(0, d1 - 5) - 1.5 (k1 p - 0.64)``, at most 1.92 (``d1`` = first-pass depth), is a fit to
+  measurements that keeps the mean below 60 round trips per 10^5-bit frame from 1 % to 5 % (the
+  cap only acts near 2 %: ``k2 = 96`` there, where 100 gave 60 round trips for 0.002 less f).
+  ``k2`` is snapped down to the power of two below when that is within a factor 1.25: any ``k``
+  in ``(2**(d-1), 2**d]`` costs ``d`` levels per bisection, so a block just above a power of two
+  pays a whole level per link for a few saved parities (at 5 %, without the deepest-last rule,
+  ``k2 = 36``: f 1.084 and 55 round trips; 32: 1.081 and 51). Then 16 half-key passes and no
+  third permutation pass. The third shuffled pass (``k3 = 8192`` until now) cost each side a
+  shuffle, about 15 % of a 10^5-bit frame's time; half-key passes cost no shuffle and, when
+  clean, one bit and no round trip each. What the third pass did, they do: after two passes a
+  10^5-bit frame has an even number of errors left, at least two in about 30 % of frames (after
+  three passes, 2-3 %), and each half-key pass finds an odd number of them with certainty and
+  an even number with probability 1/2. With 11 half-key passes the frame error rate would be
+  about ``0.3 * 2**-11 = 1.5e-4`` (one failed frame in 750 was seen); 16 give ``5e-6``, below
+  the three-pass design's ``1e-5``, for 5 more bits. Wide tail
+  splits as ``pow2``; the deepest-last rule (below) with ``defer_levels = d2 - 2`` (``d2`` =
+  second-pass depth), which only acts at the higher QBERs, where ``k2`` is shallow. Figures in
+  :mod:`classical.bench_cascade`.
 
 Why ``"shallow"`` is the default: in the distributed runtime every classical message costs
 128 bits of Wegman–Carter key (``classical.authentication``), so a round trip costs 256 bits of
@@ -96,6 +107,19 @@ applied by the same per-query split as a binary round. Every one of these pariti
 Alice and counted in the ledger; the price is ``2**m - 1 - m`` extra bits per leaf and round trip
 (4-way: one bit per leaf per round trip saved), paid only where the round would be almost
 empty. The known sub-blocks take part in the cascade effect like any other.
+
+Deepest last (``defer_levels``)
+-------------------------------
+Bisecting every odd leaf at once lets two leaves chase the same error: when a correction makes a
+leaf of one pass odd while a leaf of another pass that holds the same error is being bisected,
+whichever finishes second was asked for nothing (about 1 % of the parities at 5 %). Textbook
+Cascade avoids it by working on the smallest odd block first, one at a time, which costs a round
+trip per level. In between: in a busy round (at least ``defer_min_leaves`` odd leaves), a leaf
+more than ``defer_levels`` levels deeper than the round's shallowest odd leaf is held back and
+offered again next round, so the small leaves' corrections land first and often make the big
+one even. It changes only when parities are asked, never what is counted. Measured at 5 %
+(``k = 16, 32``, 250 frames of 10^5 bits): f 1.082 -> 1.077 for 50 -> 56 round trips; it is
+off in quiet rounds, where every round trip lengthens the frame's longest chain.
 
 Data structures (why no loop per bit in Python)
 -----------------------------------------------
@@ -156,6 +180,10 @@ _VARIANTS: tuple[str, ...] = (
 )
 _DEFAULT_TAIL_QUERIES = {"pow2": 16, "shallow": 16}
 _MIN_QBER = 1e-6  # block sizes for smaller estimates are capped at the key length anyway
+# A round is "busy" (the deepest-last rule applies) with one odd leaf per this many frame bits:
+# 256 leaves at 10^5 bits. A fixed count would make it apply in almost every round of a larger
+# frame and stretch its chains (10^6 bits at 5 %: 96 round trips with 256, 77 with 2564).
+_BITS_PER_BUSY_LEAF = 390
 
 
 @dataclass(frozen=True)
@@ -177,7 +205,31 @@ class CascadeParameters:
             parities, ``m`` as large as keeps the round within the budget). ``None`` takes the
             variant's default: 16 for ``"pow2"`` and ``"shallow"``, 0 (always binary) for the
             others. See "Wide splits in the tail" in the module docstring.
+        defer_levels: the *deepest-last* rule: in a round with at least ``defer_min_leaves``
+            odd leaves, a leaf more than this many bisection levels deeper than the round's
+            shallowest odd leaf is not bisected yet (it is offered again next round). ``None``
+            takes the variant's default: for ``"shallow"``, two levels less than its
+            second-pass blocks' depth; off (-1) for the others. Scheduling only (Bob's side):
+            it changes which parities are asked when, never how they are counted. See
+            "Deepest last" in the module docstring.
+        defer_min_leaves: the deepest-last rule only applies in rounds with at least this many
+            odd leaves (the busy part of the dialogue, where it costs few round trips). ``None``
+            scales it with the frame: one per 390 bits (256 at 10^5 bits, 2564 at 10^6).
     """
+
+    def deferral_levels(self, block_sizes: tuple[int, ...]) -> int:
+        """``defer_levels`` with the variant's default filled in for a plan's block sizes."""
+        if self.defer_levels is not None:
+            return self.defer_levels
+        if self.variant == "shallow" and len(block_sizes) > 1:
+            return max(-1, math.ceil(math.log2(block_sizes[1])) - 2)
+        return -1
+
+    def deferral_min_leaves(self, n_bits: int) -> int:
+        """``defer_min_leaves`` with the default (one per 390 bits of the frame) filled in."""
+        if self.defer_min_leaves is not None:
+            return self.defer_min_leaves
+        return max(1, n_bits // _BITS_PER_BUSY_LEAF)
 
     @property
     def wide_split_budget(self) -> int:
@@ -191,6 +243,8 @@ class CascadeParameters:
     initial_passes: int = 1
     overlap_queries: int = 0
     tail_queries: int | None = None
+    defer_levels: int | None = None
+    defer_min_leaves: int | None = None
 
     def __post_init__(self) -> None:
         if self.variant not in _VARIANTS:
@@ -203,6 +257,10 @@ class CascadeParameters:
             raise ValueError(f"initial_passes must be >= 1, got {self.initial_passes}")
         if self.overlap_queries < 0:
             raise ValueError(f"overlap_queries must be >= 0, got {self.overlap_queries}")
+        if self.defer_levels is not None and self.defer_levels < -1:
+            raise ValueError(f"defer_levels must be >= -1 or None, got {self.defer_levels}")
+        if self.defer_min_leaves is not None and self.defer_min_leaves < 0:
+            raise ValueError(f"defer_min_leaves must be >= 0, got {self.defer_min_leaves}")
 
 
 @dataclass(frozen=True)
@@ -274,7 +332,7 @@ def cascade_block_sizes(
         k1 = 2 ** round(math.log2(0.8 / p))
         sizes, halves = [k1, 2 * k1, 4096], 11
     elif params.variant == "shallow":
-        sizes, halves = [*_shallow_sizes(p), 8192], 11
+        sizes, halves = list(_shallow_sizes(p)), 16
     else:  # original
         k1 = math.ceil(0.73 / p)
         sizes, halves = [k1, 2 * k1, 4 * k1, 8 * k1], 0
@@ -287,13 +345,13 @@ def _shallow_sizes(p: float) -> tuple[int, int]:
 
     ``k1``: ``0.8/p`` rounded down to an integer, but no deeper than ``"pow2"``'s block (a
     power of two within a factor sqrt(2)). ``k2 = c/p`` with ``c = 2.0 - 0.2 max(0, d1 - 5) -
-    1.5 (k1 p - 0.64)`` (``d1 = ceil(log2 k1)``; clamped to [1.5, 2.0]), snapped down to the
+    1.5 (k1 p - 0.64)`` (``d1 = ceil(log2 k1)``; clamped to [1.5, 1.92]), snapped down to the
     power of two below when that is within a factor 1.25.
     """
     x1 = 0.8 / p
     k1 = min(2 ** round(math.log2(x1)), max(1, math.floor(x1)))
     depth1 = math.ceil(math.log2(k1)) if k1 > 1 else 0
-    c = min(2.0, max(1.5, 2.0 - 0.2 * max(0, depth1 - 5) - 1.5 * (k1 * p - 0.64)))
+    c = min(1.92, max(1.5, 2.0 - 0.2 * max(0, depth1 - 5) - 1.5 * (k1 * p - 0.64)))
     x2 = c / p
     below = 2 ** math.floor(math.log2(x2))
     k2 = below if x2 < 1.25 * below else round(x2)
@@ -329,7 +387,7 @@ def reconcile(
         qber_estimate: estimated QBER from parameter estimation, in ``[0, 0.5)``.
         channel: transport to Alice; one ``ask_parities`` call per round trip.
         rng: source of the shuffle seed.
-        parameters: Cascade variant and schedule (default: Yan et al., strict pass order).
+        parameters: Cascade variant and schedule (default: ``CascadeParameters()``, "shallow").
         ledger: if given, every round trip and disclosed parity is also recorded there.
 
     Raises:
@@ -351,7 +409,8 @@ def run_cascade(
     """Run Cascade under an already announced ``plan`` (Bob's side).
 
     ``parameters`` only matters here through its scheduling fields (``initial_passes``,
-    ``overlap_queries``); the block sizes are the plan's. Alice must answer under the same plan
+    ``overlap_queries``, ``tail_queries``, ``defer_levels``, ``defer_min_leaves``); the block
+    sizes are the plan's. Alice must answer under the same plan
     (a network transport sends it to her before the first query).
 
     Raises:
@@ -365,36 +424,41 @@ def run_cascade(
     local = LeakageLedger()
 
     def ask(queries: ParityQueries) -> NDArray[np.uint8]:
+        count = queries.pass_index.size
         answers = np.asarray(channel.ask_parities(plan, queries))
-        if answers.shape != (len(queries),):
-            raise ValueError(
-                f"channel returned {answers.shape} parities for {len(queries)} queries"
-            )
+        if answers.shape != (count,):
+            raise ValueError(f"channel returned {answers.shape} parities for {count} queries")
         if answers.dtype != np.uint8:
             if answers.size and (answers.min() < 0 or answers.max() > 1):
                 raise ValueError("channel returned parities other than 0 and 1")
             answers = answers.astype(np.uint8)
-        elif answers.size and answers.max() > 1:
+        elif not _all_binary(answers):
             raise ValueError("channel returned parities other than 0 and 1")
-        local.record_round_trip(len(queries))
+        local.record_round_trip(count)
         if ledger is not None:
-            ledger.record_round_trip(len(queries))
+            ledger.record_round_trip(count)
         return answers
 
-    engine = _BobEngine(key.copy(), plan)
+    engine = _BobEngine(
+        key.copy(),
+        plan,
+        params.deferral_levels(plan.block_sizes),
+        params.deferral_min_leaves(plan.n_bits),
+    )
     top = engine.top_level_queries()
     engine.set_top_level_parities(top, ask(top))
     queries = _NO_QUERIES
     budget = params.wide_split_budget
     next_pass = 0
     while True:
+        count = queries.pass_index.size
         if next_pass < plan.n_passes and (
-            next_pass < params.initial_passes or len(queries) <= params.overlap_queries
+            next_pass < params.initial_passes or count <= params.overlap_queries
         ):
             queries = engine.activate(next_pass, queries)
             next_pass += 1
-        elif len(queries):
-            if 3 * len(queries) <= budget:
+        elif count:
+            if 3 * count <= budget:
                 queries = engine.widen(queries, budget)
             queries = engine.step(queries, ask(queries))
         else:
@@ -428,6 +492,15 @@ _U8 = NDArray[np.uint8]
 _KIND, _TOP, _SLOT, _STARTED = 0, 1, 2, 3
 _PERMUTATION, _BIPARTITION = 0, 1
 _NO_QUERIES = ParityQueries(np.empty(0, np.int16), np.empty(0, np.int32), np.empty(0, np.int32))
+
+
+@njit(cache=True)
+def _all_binary(answers: _U8) -> bool:  # pragma: no cover - numba
+    """Whether every answer is 0 or 1 (cheaper than ``answers.max()`` for a few hundred)."""
+    acc = 0
+    for a in answers:
+        acc |= a
+    return acc <= 1
 
 
 @njit(cache=True, inline="always")
@@ -505,18 +578,30 @@ def _select(  # pragma: no cover - numba
     flags: _U8,
     masks: _U8,
     half_odd: _U8,
-) -> tuple[_I16, _I32, _I32, _I64, _I64, int]:
+    defer_levels: int,
+    defer_min_leaves: int,
+) -> tuple[_I16, _I32, _I32, _I64, int, int]:
     """Correct every odd single-bit leaf, then one bisection query per odd leaf (deduplicated).
 
-    Returns (query pass, start, mid, deferred pass, deferred start, corrections). Deferred
-    candidates are leaves of bipartition passes that have no position order yet.
+    Returns (query pass, start, mid, held, later count, corrections). ``held`` has one
+    ``(pass, start)`` row per leaf not queried: first the *later* leaves, held back by the
+    deepest-last rule (``defer_levels >= 0`` and at least ``defer_min_leaves`` odd leaves: more
+    than ``defer_levels`` bisection levels deeper than the round's shallowest odd leaf), which
+    the caller offers again next round; then the *deferred* candidates, leaves of bipartition
+    passes that have no position order yet. (One array, not four: each array a kernel returns
+    costs about half a microsecond of boxing, and this runs once per round trip.)
     """
     order = ints[0]
     leaf = ints[2]
     odd = flags[0]
     queued = flags[1]
     m = cp_in.size
-    cap = m * (meta.shape[0] + 1) + 1
+    singles = 0  # odd single-bit leaves: each flip appends at most one leaf per pass
+    for j in range(m):
+        sl = meta[cp_in[j], _SLOT]
+        if sl >= 0 and leaf[sl * n + cs_in[j]] == 1 and odd[sl * n + cs_in[j]] == 1:
+            singles += 1
+    cap = m + singles * meta.shape[0] + 1
     cp = np.empty(cap, np.int64)
     cs = np.empty(cap, np.int64)
     cp[:m] = cp_in
@@ -538,6 +623,22 @@ def _select(  # pragma: no cover - numba
     ds = np.empty(nc, np.int64)
     nq = 0
     nd = 0
+    max_levels = 1 << 30  # no leaf is deferred
+    if defer_levels >= 0:
+        shallowest = 1 << 30
+        eligible = 0
+        for j in range(nc):
+            sl = meta[cp[j], _SLOT]
+            if sl >= 0:
+                at = sl * n + cs[j]
+                if leaf[at] > 1 and odd[at] == 1 and queued[at] == 0:
+                    eligible += 1
+                    shallowest = min(shallowest, _levels(leaf[at]))
+        if eligible >= defer_min_leaves:
+            max_levels = shallowest + defer_levels
+    lp = np.empty(nc, np.int64)
+    ls = np.empty(nc, np.int64)
+    nl = 0
     for j in range(nc):
         i = cp[j]
         s = cs[j]
@@ -549,14 +650,36 @@ def _select(  # pragma: no cover - numba
             continue
         at = sl * n + s
         size = leaf[at]
-        if size <= 1 or odd[at] == 0 or queued[at] == 1:
+        if size <= 1 or odd[at] == 0 or queued[at] != 0:
+            continue
+        if _levels(size) > max_levels:
+            queued[at] = 2  # marks it taken for this sweep only (deduplication)
+            lp[nl] = i
+            ls[nl] = s
+            nl += 1
             continue
         queued[at] = 1
         qp[nq] = i
         qs[nq] = s
         qm[nq] = s + size // 2
         nq += 1
-    return qp[:nq], qs[:nq], qm[:nq], dp[:nd], ds[:nd], flips
+    for j in range(nl):
+        queued[meta[lp[j], _SLOT] * n + ls[j]] = 0
+    held = np.empty((nl + nd, 2), np.int64)
+    held[:nl, 0] = lp[:nl]
+    held[:nl, 1] = ls[:nl]
+    held[nl:, 0] = dp[:nd]
+    held[nl:, 1] = ds[:nd]
+    return qp[:nq], qs[:nq], qm[:nq], held, nl, flips
+
+
+@njit(cache=True, inline="always")
+def _levels(size: int) -> int:  # pragma: no cover - numba
+    """Bisection levels of a ``size``-bit block: ``ceil(log2(size))``."""
+    d = 0
+    while (1 << d) < size:
+        d += 1
+    return d
 
 
 @njit(cache=True)
@@ -666,10 +789,21 @@ def _apply_select(  # pragma: no cover - numba
     flags: _U8,
     masks: _U8,
     half_odd: _U8,
-) -> tuple[_I16, _I32, _I32, _I64, _I64, int]:
-    """One round of Bob's work between two round trips: apply answers, pick the next queries."""
+    later: _I64,
+    defer_levels: int,
+    defer_min_leaves: int,
+) -> tuple[_I16, _I32, _I32, _I64, int, int]:
+    """One round of Bob's work between two round trips: apply answers, pick the next queries.
+
+    ``later``: ``(pass, start)`` rows of the leaves the previous round held back, offered again.
+    """
     cp, cs = _apply(qp, qs, qm, alice, n, bob, meta, ints, flags)
-    return _select(cp, cs, n, n_perm, bob, meta, ints, flags, masks, half_odd)
+    if later.shape[0]:
+        cp = np.concatenate((cp, later[:, 0]))
+        cs = np.concatenate((cs, later[:, 1]))
+    return _select(
+        cp, cs, n, n_perm, bob, meta, ints, flags, masks, half_odd, defer_levels, defer_min_leaves
+    )
 
 
 @njit(cache=True)
@@ -739,15 +873,13 @@ def _materialize_bipartition(  # pragma: no cover - numba
     h = meta[i, _TOP]
     a = 0
     b = h
-    for x in range(n):
-        if (mask[x >> 3] >> (x & 7)) & 1:
-            order[base + a] = x
-            pos[base + x] = a
-            a += 1
-        else:
-            order[base + b] = x
-            pos[base + x] = b
-            b += 1
+    for x in range(n):  # branch-free: a random subset makes a branch mispredict half the time
+        bit = (mask[x >> 3] >> (x & 7)) & 1
+        p = b + bit * (a - b)
+        order[base + p] = x
+        pos[base + x] = p
+        a += bit
+        b += 1 - bit
     if h > 0:
         leaf[base] = h
         odd[base] = half_odd[i, 0]
@@ -759,7 +891,13 @@ def _materialize_bipartition(  # pragma: no cover - numba
 class _BobEngine:
     """Bob's Cascade state for one frame. Private: :func:`run_cascade` drives it."""
 
-    def __init__(self, bob: NDArray[np.uint8], plan: CascadePlan) -> None:
+    def __init__(
+        self,
+        bob: NDArray[np.uint8],
+        plan: CascadePlan,
+        defer_levels: int = -1,
+        defer_min_leaves: int = 0,
+    ) -> None:
         n = plan.n_bits
         n_perm = len(plan.block_sizes)
         n_pass = plan.n_passes
@@ -779,17 +917,23 @@ class _BobEngine:
         self.slots_used = 0
         self.ints = np.zeros((3, 0), np.int32)
         self.flags = np.zeros((2, 0), np.uint8)
+        self.defer_levels = defer_levels
+        self.defer_min_leaves = defer_min_leaves
+        self.later = np.empty((0, 2), np.int64)  # (pass, start) of odd leaves held back a round
 
     # -- storage ---------------------------------------------------------------------------
 
     def _new_slot(self, i: int) -> None:
         if self.slots_used * self.n == self.ints.shape[1]:
-            # Room for every permutation pass and one bipartition pass; then double.
-            grow = max(self.n_perm + 1, self.slots_used) * self.n
-            # Rows 0-1 (order, pos) are written in full when a slot is installed; only the
-            # leaf sizes and the flags must start at zero.
+            # Room for every permutation pass and two bipartition passes, then double. Pages
+            # that are never written are never touched (np.empty/np.zeros map them lazily), so
+            # the spare slots cost nothing in the frames that do not need them.
+            grow = max(self.n_perm + 2, self.slots_used) * self.n
+            # No row of ``ints`` needs initialising: order and pos are written in full when a
+            # slot is installed, and a leaf size is only ever read at the start of a known block
+            # (a top-level block or a child of a split), which was written when that block
+            # became known. The flags must start at zero (np.zeros maps zeroed pages lazily).
             ints, flags = np.empty((3, grow), np.int32), np.zeros((2, grow), np.uint8)
-            ints[2] = 0
             if self.slots_used:
                 ints = np.concatenate([self.ints, ints], axis=1)
                 flags = np.concatenate([self.flags, flags], axis=1)
@@ -858,6 +1002,7 @@ class _BobEngine:
         if i >= self.n_perm and not self.half_odd[i].any():
             return pending  # a clean half-key pass: nothing to bisect, the batch is unchanged
         cp, cs = _requeue(pending.pass_index, pending.start, self.n, self.meta, self.flags)
+        cp, cs = np.concatenate([cp, self.later[:, 0]]), np.concatenate([cs, self.later[:, 1]])
         if i < self.n_perm:
             self._new_slot(i)
             new_p, new_s = _start_permutation(
@@ -898,6 +1043,9 @@ class _BobEngine:
             self.flags,
             self.masks,
             self.half_odd,
+            self.later,
+            self.defer_levels,
+            self.defer_min_leaves,
         )
         return self._finish(out)
 
@@ -913,13 +1061,17 @@ class _BobEngine:
             self.flags,
             self.masks,
             self.half_odd,
+            self.defer_levels,
+            self.defer_min_leaves,
         )
         return self._finish(out)
 
-    def _finish(self, out: tuple[_I16, _I32, _I32, _I64, _I64, int]) -> ParityQueries:
-        qp, qs, qm, dp, ds, flips = out
-        self.flips += int(flips)
-        if dp.size:
+    def _finish(self, out: tuple[_I16, _I32, _I32, _I64, int, int]) -> ParityQueries:
+        qp, qs, qm, held, n_later, flips = out
+        self.flips += flips
+        self.later = held[:n_later]
+        if held.shape[0] > n_later:
+            dp, ds = held[n_later:, 0], held[n_later:, 1]
             # Odd halves of bipartition passes without a position order: build it, retry.
             for i in np.unique(dp).tolist():
                 if self.meta[i, _SLOT] < 0 and self.half_odd[i].any():
@@ -935,7 +1087,10 @@ class _BobEngine:
                     )
             keep = self.meta[dp, _SLOT] >= 0
             cp, cs = _requeue(qp, qs, self.n, self.meta, self.flags)
-            return self._select(np.concatenate([cp, dp[keep]]), np.concatenate([cs, ds[keep]]))
+            return self._select(
+                np.concatenate([cp, dp[keep], self.later[:, 0]]),
+                np.concatenate([cs, ds[keep], self.later[:, 1]]),
+            )
         return ParityQueries._trusted(qp, qs, qm)
 
 

@@ -159,15 +159,50 @@ def test_pow2_block_sizes_are_powers_of_two() -> None:
 
 def test_shallow_blocks_are_never_deeper_than_pow2() -> None:
     shallow, pow2 = CascadeParameters(variant="shallow"), CascadeParameters(variant="pow2")
-    expected = {0.01: (64, 180), 0.02: (32, 100), 0.03: (26, 60), 0.05: (16, 32)}
+    expected = {0.01: (64, 180), 0.02: (32, 96), 0.03: (26, 60), 0.05: (16, 32)}
     for qber, (k1, k2) in expected.items():
         sizes, halves = cascade_block_sizes(qber, 10**6, shallow)
-        assert sizes == (k1, k2, 8192) and halves == 11
+        assert sizes == (k1, k2) and halves == 16
     for qber in np.linspace(0.002, 0.2, 60):
-        (k1, k2, _), _ = cascade_block_sizes(float(qber), 10**6, shallow)
+        (k1, k2), _ = cascade_block_sizes(float(qber), 10**6, shallow)
         (p1, _, _), _ = cascade_block_sizes(float(qber), 10**6, pow2)
         assert k1 <= p1 and k1 <= 0.8 / qber < 2 * k1 + 2
         assert k2 > k1
+
+
+def test_deepest_last_changes_the_schedule_not_the_count() -> None:
+    # Same plan, same keys: holding deep leaves back a round must still reconcile, the ledger
+    # must still equal the parities Alice answered, and the batches must really differ.
+    rng = np.random.default_rng(21)
+    alice, bob = _frame(rng, 20_000, 0.05)
+    eager = CascadeParameters(defer_levels=-1)
+    deferring = CascadeParameters(defer_levels=1, defer_min_leaves=0)
+    plan = plan_cascade(alice.size, 0.05, rng, eager)
+    runs = []
+    for params in (eager, deferring):
+        channel = RecordingChannel(InMemoryParityChannel(alice))
+        ledger = LeakageLedger()
+        result = run_cascade(bob, plan, channel, params, ledger)
+        assert np.array_equal(result.corrected_key, alice)
+        assert result.disclosed_bits == ledger.disclosed_bits == channel.parities
+        assert result.round_trips == ledger.round_trips == len(channel.batches)
+        runs.append(result)
+    assert runs[1].round_trips > runs[0].round_trips  # leaves held back wait a round
+
+
+def test_deepest_last_defaults_by_variant() -> None:
+    shallow = CascadeParameters()
+    assert shallow.deferral_levels((16, 32)) == 3  # 32-bit blocks: 5 levels, minus two
+    assert shallow.deferral_levels((64, 180)) == 6
+    assert CascadeParameters(variant="pow2").deferral_levels((16, 32, 4096)) == -1
+    assert CascadeParameters(defer_levels=2).deferral_levels((16, 32)) == 2
+    assert shallow.deferral_min_leaves(100_000) == 256  # scales with the frame
+    assert shallow.deferral_min_leaves(1_000_000) == 2564
+    assert CascadeParameters(defer_min_leaves=7).deferral_min_leaves(10**6) == 7
+    with pytest.raises(ValueError, match="defer_levels"):
+        CascadeParameters(defer_levels=-2)
+    with pytest.raises(ValueError, match="defer_min_leaves"):
+        CascadeParameters(defer_min_leaves=-1)
 
 
 def test_identical_keys_need_no_corrections() -> None:
