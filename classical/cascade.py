@@ -152,7 +152,7 @@ from classical.reconciliation_channel import (
     as_key_bits,
     bipartition_masks,
     pass_key,
-    shuffle_into,
+    permute_into,
 )
 
 __all__ = [
@@ -833,7 +833,7 @@ def _start_permutation(  # pragma: no cover - numba
 ) -> tuple[_I64, _I64]:
     """Shuffle pass ``i``'s order into its slot, install its top-level blocks; return the odd ones.
 
-    One kernel (:func:`~classical.reconciliation_channel.shuffle_into`) writes the order straight
+    One kernel (:func:`~classical.reconciliation_channel.permute_into`) writes the order straight
     into the slot, its inverse into ``pos`` and the suffix XOR of Bob's key, from which every
     top-level block's parity is one XOR.
     """
@@ -841,7 +841,7 @@ def _start_permutation(  # pragma: no cover - numba
     odd = flags[0]
     base = meta[i, _SLOT] * n
     suffix = np.empty(n + 1, np.uint8)
-    shuffle_into(stream_key, ints[0, base : base + n], bob, suffix, ints[1, base : base + n])
+    permute_into(i, stream_key, ints[0, base : base + n], bob, suffix, ints[1, base : base + n])
     k = meta[i, _TOP]
     n_blocks = (n + k - 1) // k
     cp = np.empty(n_blocks, np.int64)

@@ -33,7 +33,9 @@ from classical.reconciliation_channel import (
     bipartition_masks,
     pass_key,
     pass_order,
+    permute_into,
     shuffle_into,
+    stride_into,
 )
 
 Bits = NDArray[np.uint8]
@@ -445,6 +447,38 @@ def test_shuffle_sweep_fills_the_inverse_and_suffix_parities(n: int, key: int, s
     assert np.array_equal(inverse[order], np.arange(n))
     expected = np.concatenate([np.bitwise_xor.accumulate(bits[order][::-1])[::-1], [0]])
     assert np.array_equal(suffix, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 3_000), key=st.integers(0, 2**64 - 1), seed=st.integers(0, 2**32 - 1))
+def test_the_first_pass_stride_is_a_permutation_with_its_inverse_and_suffix(
+    n: int, key: int, seed: int
+) -> None:
+    bits = np.random.default_rng(seed).integers(0, 2, n, dtype=np.uint8)
+    order, inverse, suffix = np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n + 1, np.uint8)
+    permute_into(0, np.uint64(key), order, bits, suffix, inverse)
+    assert np.array_equal(np.sort(order), np.arange(n))
+    assert np.array_equal(inverse[order], np.arange(n))
+    expected = np.concatenate([np.bitwise_xor.accumulate(bits[order][::-1])[::-1], [0]])
+    assert np.array_equal(suffix, expected)
+    if n > 2:  # a stride: consecutive positions hold key indices a constant step apart
+        step = (int(order[1]) - int(order[0])) % n
+        assert np.array_equal((order[1:].astype(np.int64) - order[:-1]) % n,
+                              np.full(n - 1, step))
+        assert math.gcd(step, n) == 1
+    plain = np.empty(n, np.int32)
+    stride_into(np.uint64(key), plain, np.empty(0, np.uint8), np.empty(0, np.uint8),
+                np.empty(0, np.int32))
+    assert np.array_equal(plain, order)
+
+
+def test_later_permutation_passes_are_fisher_yates() -> None:
+    n, key = 1000, 12345
+    a, b = np.empty(n, np.int32), np.empty(n, np.int32)
+    no8, no32 = np.empty(0, np.uint8), np.empty(0, np.int32)
+    permute_into(1, np.uint64(key), a, no8, no8, no32)
+    shuffle_into(np.uint64(key), b, no8, no8, no32)
+    assert np.array_equal(a, b)
 
 
 def test_pass_keys_separate_passes_and_seeds() -> None:
