@@ -15,6 +15,13 @@ result is rigorous for any C (the tails are bounded, not dropped) and never loos
 analytic bound on the same intervals, since the analytic bound is one feasible combination of
 the same constraints. Works for any number of intensities per user, so the four-intensity layout
 (signal only in Z, vacuum and two decoys in X) is the same code.
+
+Joint constraints (``joint``): intervals on weighted *sums* of one kind of gain,
+lo ≤ Σ_ij w_ij G_ij ≤ hi with w ≥ 0, added as rows of the same form (the tails enter the lower
+side only, Σ w_ij T_ij). They come from one Chernoff bound on the classes' summed counts
+(``classical.estimation``, step 2), whose relative fluctuation is smaller than that of its
+parts, so they cut the feasible set further where the bounds subtract nearly equal gains. They
+are added to, never replace, the per-class rows: the LP can only get tighter.
 """
 
 from __future__ import annotations
@@ -51,6 +58,14 @@ class GainConstraint:
     weights: np.ndarray
     lo: float
     hi: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("z", "x", "e"):
+            raise ValueError(f"kind must be 'z', 'x' or 'e', got {self.kind!r}")
+        if np.any(np.asarray(self.weights) < 0):
+            raise ValueError("weights must be >= 0")
+        if not self.lo <= self.hi:
+            raise ValueError(f"need lo <= hi, got {self.lo} > {self.hi}")
 
 
 def _poisson(mu: float, cutoff: int) -> np.ndarray:

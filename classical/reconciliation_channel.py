@@ -48,12 +48,13 @@ Two kinds of pass
   lookup) and the suffix XOR of a key in the new order (Alice's parity table, Bob's top-level
   parities), so no permutation is ever built twice or handed between kernels. The *first* pass
   is a random stride instead (:func:`stride_into`): ``order[p] = (a p + b) mod n`` with ``a``
-  coprime to ``n`` and ``a``, ``b`` from the pass's stream. Its blocks only have to be disjoint
-  and to spread bursts of errors (consecutive key positions land ``a`` apart, in different
-  blocks); their independence from the later passes' blocks comes from those passes' full
-  shuffles. For i.i.d. errors any first-pass order is equivalent; what the stride saves is the
-  Fisher--Yates sweep and the random-access inverse on each side (~0.4 ms of a 10^5-bit frame
-  per side, measured).
+  drawn in ``[n/4, 3n/4)`` and moved up to the next value coprime to ``n``, ``a`` and ``b`` from
+  the pass's stream. Its blocks only
+  have to be disjoint and to spread bursts of errors (consecutive key positions land at least
+  ``n/4`` apart, in different blocks); their independence from the later passes' blocks comes
+  from those passes' full shuffles. For i.i.d. errors any first-pass order is equivalent; what the
+  stride saves is the Fisher--Yates sweep and the random-access inverse on each side (~0.3 ms of a
+  10^5-bit frame per side, measured).
 * *Bipartition passes* (the late passes of the optimised Cascade, whose two top-level blocks are
   "half of the key"): the pass is a uniformly random subset ``S`` of the positions, drawn as one
   random bit per position (consecutive bytes of the one stream shared by all bipartition passes).
@@ -68,7 +69,7 @@ Queries and parity positions
 A query ``(pass i, start, end)`` asks for ``XOR of key[order_i[start:end]]``. Alice answers from a
 suffix-XOR table of her key in pass ``i``'s order (``table[p]`` = XOR of the key over positions
 ``p..n-1``, the answer is ``table[start] ^ table[end]``), so a batch costs ``O(len(batch))`` after
-the table is built once per pass, in the same kernel as the shuffle (:func:`shuffle_into`).
+the table is built once per pass, in the same kernel as the shuffle (:func:`permute_into`).
 """
 
 from __future__ import annotations
@@ -308,9 +309,12 @@ def stride_into(  # pragma: no cover - numba
 ) -> None:
     """``order[p] = (a p + b) mod n``, with the extras of :func:`shuffle_into` (same contract).
 
-    ``a`` = 1 + (high 32 bits of SplitMix64 output 1) mod (n - 1), then the next value coprime to
-    ``n`` (wrapping past ``n - 1`` to 1); ``b`` = (low 32 bits) mod n. Every sweep is sequential
-    in ``p`` or in the key index: the inverse is built by stepping ``p`` by ``a⁻¹`` mod ``n``.
+    ``a`` = ``n // 4`` + (high 32 bits of SplitMix64 output 1) mod ``max(1, n // 2)``, then the
+    next value coprime to ``n`` (wrapping past ``n - 1`` to 1): consecutive key indices land at
+    least ``n / 4`` positions apart, so for ``n >= 4 k`` a burst of errors shorter than ``n / 4``
+    never puts two of them in one block of ``k``. ``b`` = (low 32 bits) mod n. The order and the
+    inverse (stepping ``p`` by ``a⁻¹`` mod ``n``) are written sequentially; the suffix sweep reads
+    the key at stride ``a``.
     """
     n = order.size
     if n == 0:
@@ -318,7 +322,7 @@ def stride_into(  # pragma: no cover - numba
     word = _splitmix64(key, np.uint64(1))
     a = 1
     if n > 2:
-        a = 1 + int((word >> np.uint64(32)) % np.uint64(n - 1))
+        a = max(1, n // 4 + int((word >> np.uint64(32)) % np.uint64(max(1, n // 2))))
         while _gcd(a, n) != 1:
             a = a + 1 if a + 1 < n else 1
     b = int((word & np.uint64(0xFFFFFFFF)) % np.uint64(n))

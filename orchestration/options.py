@@ -36,9 +36,12 @@ class KeyRateOptions(PhysicsOptions):
     def _ordered(self) -> KeyRateOptions:
         if any(d < 0 for d in self.distances_km):
             raise ValueError("--distance-km: distances must be >= 0")
-        if self.decoys == "4" and not self.omega > 0:
-            raise ValueError("--omega: with --decoys 4 it is the weaker X-basis decoy and must be "
-                             "> 0 (the vacuum is added)")
+        from orchestration.keyrate import MIN_FOUR_INTENSITY_OMEGA  # scipy: only when needed
+
+        if self.decoys == "4" and not self.omega >= MIN_FOUR_INTENSITY_OMEGA:
+            raise ValueError(f"--omega: with --decoys 4 it is the weaker X-basis decoy and must "
+                             f"be >= {MIN_FOUR_INTENSITY_OMEGA} (the vacuum is added; a weaker "
+                             "decoy is numerically a second vacuum)")
         if self.decoys in ("3", "4"):
             if not self.nu > self.omega:
                 raise ValueError("--nu must be greater than --omega")

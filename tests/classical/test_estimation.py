@@ -574,6 +574,19 @@ def test_a_joint_interval_covers_the_summed_gains_at_its_confidence():
     assert exact.lo == pytest.approx(gain.sum()) and exact.hi == pytest.approx(gain.sum())
 
 
+def test_bisection_stops_early_only_at_full_precision(monkeypatch):
+    """The early stop returns the outer ends of 1e-15-narrow brackets: within 1e-15 relative of
+    the 200-step answer, and never on the optimistic side."""
+    import classical.estimation as est
+
+    chi = np.array([0.0, 0.3, 1.0, 7.0, 123.0, 5.5e4, 3.2e7, 1e12])
+    lo, hi = chernoff_bounds(chi, 1e-10)
+    monkeypatch.setattr(est, "_BISECTION_RTOL", 0.0)  # never stop early: all 200 steps
+    lo_full, hi_full = chernoff_bounds(chi, 1e-10)
+    assert np.all(lo <= lo_full) and np.all(hi >= hi_full)
+    assert np.allclose(lo, lo_full, rtol=1e-15, atol=0) and np.allclose(hi, hi_full, rtol=1e-15)
+
+
 def test_joint_groups_are_every_pair_of_sent_classes():
     from classical.estimation import joint_groups
 
@@ -585,14 +598,13 @@ def test_joint_groups_are_every_pair_of_sent_classes():
 
 
 def test_joint_constraints_add_nothing_asymptotically():
-    """Exact gains satisfy every sum of them, so the joint rows are redundant: same bounds, up to
-    the LP solver's tolerance (HiGHS's 1e-7 on rows of order one; 1e-5 relative here)."""
+    """Exact gains satisfy every sum of them, so the joint rows are left out: the same LP."""
     for ints, z, p in (((0.4, 0.1, 0.0), (0.5,) * 3, (0.5, 0.25, 0.25)), (FOUR, FOUR_Z, FOUR_P)):
         _, obs = _observations(25.0, 1e12, ints, z, p)
         (lp,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method="lp")
         (joint,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method="joint")
-        assert joint.y11_z_lower == pytest.approx(lp.y11_z_lower, rel=1e-5)
-        assert joint.e11_x_upper == pytest.approx(lp.e11_x_upper, rel=1e-5)
+        assert joint.y11_z_lower == lp.y11_z_lower
+        assert joint.e11_x_upper == lp.e11_x_upper
 
 
 def test_joint_bounds_from_a_sampled_four_intensity_round_contain_the_truth_and_beat_the_lp(

@@ -64,7 +64,8 @@ def test_simulate_json_schema():
     (["keyrate", "--distance-km", "a:b"], "--distance-km"),
     (["keyrate", "--decoys", "3", "--mu", "0.05", "--nu", "0.1"], "--mu"),
     (["keyrate", "--decoys", "3", "--nu", "0.0", "--omega", "0.0"], "--nu"),
-    (["keyrate", "--decoys", "4"], "--omega"),  # the weaker X decoy must be > 0
+    (["keyrate", "--decoys", "4"], "--omega"),  # the weaker X decoy must be >= 1e-3
+    (["keyrate", "--decoys", "4", "--omega", "1e-6"], "--omega"),
     (["keyrate", "--decoys", "4", "--nu", "0.05", "--omega", "0.1"], "--nu"),
     (["keyrate", "--dark-count", "1.5"], "--dark-count"),
     (["keyrate", "--misalignment", "-0.1"], "--misalignment"),
