@@ -565,6 +565,32 @@ def test_malformed_channel_answers_are_rejected() -> None:
         reconcile(key, 0.01, Short(), np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("variant", ["shallow", "yanetal", "pow2"])
+def test_random_answers_end_the_dialogue_without_corrupting_bob(variant: str) -> None:
+    """A peer that answers every parity at random (a bug, or an attacker who got past
+    authentication) gives inconsistent parities: Bob's kernels must still terminate, count every
+    parity, and leave a key that is simply wrong (verification then discards it). Before the
+    candidate buffer could grow, inconsistent answers could write past its end."""
+    rng = np.random.default_rng(17)
+    params = CascadeParameters(variant=variant)  # type: ignore[arg-type]
+
+    class Liar:
+        def __init__(self) -> None:
+            self.answered = 0
+
+        def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> NDArray[np.uint8]:
+            self.answered += len(queries)
+            return rng.integers(0, 2, len(queries), dtype=np.uint8)
+
+    for n in (64, 1_000, 20_000):
+        alice, bob = _frame(rng, n, 0.05)
+        liar = Liar()
+        result = reconcile(bob, 0.05, liar, rng, params)
+        assert result.corrected_key.shape == (n,)
+        assert np.all(result.corrected_key <= 1)
+        assert result.disclosed_bits == liar.answered
+
+
 def test_untrusted_query_arrays_are_not_silently_wrapped() -> None:
     with pytest.raises(ValueError, match="pass_index"):
         ParityQueries(np.array([70_000]), np.array([0]), np.array([1]))
