@@ -289,11 +289,7 @@ def shuffle_into(  # pragma: no cover - numba
         order[j] = order[i]
         order[i] = x
     if suffix.size > 0:
-        acc = np.uint8(0)
-        suffix[n] = acc
-        for p in range(n - 1, -1, -1):
-            acc ^= bits[order[p]]
-            suffix[p] = acc
+        _suffix_xor_into(bits, order, suffix)
     if inverse.size > 0:
         for p in range(n):
             inverse[order[p]] = p
@@ -333,11 +329,7 @@ def stride_into(  # pragma: no cover - numba
         if x >= n:
             x -= n
     if suffix.size > 0:
-        acc = np.uint8(0)
-        suffix[n] = acc
-        for p in range(n - 1, -1, -1):
-            acc ^= bits[order[p]]
-            suffix[p] = acc
+        _suffix_xor_into(bits, order, suffix)
     if inverse.size > 0:
         a_inv = _inverse_mod(a, n)
         p = (n - b) * a_inv % n  # the position holding key index 0
@@ -458,7 +450,7 @@ def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
 def _suffix_xor_into(  # pragma: no cover - numba
     key: NDArray[np.uint8], order: NDArray[np.int32], out: NDArray[np.uint8]
 ) -> None:
-    """``out[p] = XOR of key[order[p:]]`` for a given order (bipartition passes)."""
+    """``out[p] = XOR of key[order[p:]]``, ``out[n] = 0``, for any order (every kind of pass)."""
     acc = np.uint8(0)
     out[order.size] = acc
     for p in range(order.size - 1, -1, -1):

@@ -73,6 +73,17 @@ class RecordingChannel:
         return tuple(int(x) for a in self.answers for x in a)
 
 
+def _run_counted(alice: Bits, bob: Bits, plan: CascadePlan, params: CascadeParameters):
+    """Run Bob under ``plan``; check the key and that result, ledger and channel agree."""
+    channel = RecordingChannel(InMemoryParityChannel(alice))
+    ledger = LeakageLedger()
+    result = run_cascade(bob, plan, channel, params, ledger)
+    assert np.array_equal(result.corrected_key, alice)
+    assert result.disclosed_bits == ledger.disclosed_bits == channel.parities
+    assert result.round_trips == ledger.round_trips == len(channel.batches)
+    return result, channel
+
+
 # ------------------------------------------------------------------------------------------
 # Correctness
 # ------------------------------------------------------------------------------------------
@@ -128,15 +139,7 @@ def test_wide_splits_cut_round_trips_and_every_parity_is_counted() -> None:
     binary = CascadeParameters(variant="pow2", tail_queries=0)
     wide = CascadeParameters(variant="pow2", tail_queries=32)
     plan = plan_cascade(alice.size, 0.02, rng, binary)
-    runs = []
-    for params in (binary, wide):
-        channel = RecordingChannel(InMemoryParityChannel(alice))
-        ledger = LeakageLedger()
-        result = run_cascade(bob, plan, channel, params, ledger)
-        assert np.array_equal(result.corrected_key, alice)
-        assert result.disclosed_bits == ledger.disclosed_bits == channel.parities
-        assert result.round_trips == ledger.round_trips == len(channel.batches)
-        runs.append((result, channel))
+    runs = [_run_counted(alice, bob, plan, params) for params in (binary, wide)]
     (narrow_result, _), (wide_result, wide_channel) = runs
     assert wide_result.round_trips < narrow_result.round_trips
     # Some round really was wide: more queries than distinct leaves split to a depth of one.
@@ -180,15 +183,7 @@ def test_deepest_last_changes_the_schedule_not_the_count() -> None:
     eager = CascadeParameters(defer_levels=-1)
     deferring = CascadeParameters(defer_levels=1, defer_min_leaves=0)
     plan = plan_cascade(alice.size, 0.05, rng, eager)
-    runs = []
-    for params in (eager, deferring):
-        channel = RecordingChannel(InMemoryParityChannel(alice))
-        ledger = LeakageLedger()
-        result = run_cascade(bob, plan, channel, params, ledger)
-        assert np.array_equal(result.corrected_key, alice)
-        assert result.disclosed_bits == ledger.disclosed_bits == channel.parities
-        assert result.round_trips == ledger.round_trips == len(channel.batches)
-        runs.append(result)
+    runs = [_run_counted(alice, bob, plan, params)[0] for params in (eager, deferring)]
     assert runs[1].round_trips > runs[0].round_trips  # leaves held back wait a round
 
 
