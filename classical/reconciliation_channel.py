@@ -91,6 +91,7 @@ __all__ = [
     "answer_parity_queries",
     "as_key_bits",
     "bipartition_masks",
+    "bipartition_sizes",
     "pass_key",
     "pass_order",
     "permute_into",
@@ -316,12 +317,15 @@ def stride_into(  # pragma: no cover - numba
     if n == 0:
         return
     word = _splitmix64(key, np.uint64(1))
-    a = 1
+    # Every quantity below is cast to int64: numba types ``int(uint64)`` as uint64 and
+    # ``int64 + uint64`` as float64, which made the sweeps below float loops (3x slower).
+    a = np.int64(1)
     if n > 2:
-        a = max(1, n // 4 + int((word >> np.uint64(32)) % np.uint64(max(1, n // 2))))
+        draw = np.int64((word >> np.uint64(32)) % np.uint64(max(1, n // 2)))
+        a = np.int64(max(1, n // 4 + draw))
         while _gcd(a, n) != 1:
-            a = a + 1 if a + 1 < n else 1
-    b = int((word & np.uint64(0xFFFFFFFF)) % np.uint64(n))
+            a = a + 1 if a + 1 < n else np.int64(1)
+    b = np.int64((word & np.uint64(0xFFFFFFFF)) % np.uint64(n))
     x = b
     for p in range(n):
         order[p] = x
@@ -420,6 +424,18 @@ def bipartition_masks(plan: CascadePlan) -> NDArray[np.uint8]:
     if tail:
         masks[:, -1] &= np.uint8((1 << tail) - 1)
     return masks
+
+
+def bipartition_sizes(masks: NDArray[np.uint8]) -> NDArray[np.int64]:
+    """Subset size of each row of :func:`bipartition_masks` (its number of set bits).
+
+    Counts 64-bit words of a zero-padded copy: ``np.bitwise_count(masks).sum(axis=1)`` casts
+    every byte's count to 64 bits first and took ~0.1 ms per side of a 10^5-bit frame.
+    """
+    rows, width = masks.shape
+    padded = np.zeros((rows, -(-width // 8) * 8), np.uint8)
+    padded[:, :width] = masks
+    return np.bitwise_count(padded.view(np.uint64)).sum(axis=1, dtype=np.int64)
 
 
 def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
@@ -581,7 +597,7 @@ class AliceParityOracle:
             masks = self._masks()
             packed = np.packbits(self._key, bitorder="little")
             rows = slice(len(plan.block_sizes), plan.n_passes)
-            self._split[rows] = np.bitwise_count(masks).sum(axis=1)
+            self._split[rows] = bipartition_sizes(masks)
             subset = np.bitwise_xor.reduce(packed & masks, axis=1)
             self._top_parity[rows, 0] = np.bitwise_count(subset) & 1
             self._top_parity[rows, 1] = _packed_parity(packed)

@@ -31,6 +31,7 @@ from classical.reconciliation_channel import (
     ParityQueries,
     answer_parity_queries,
     bipartition_masks,
+    bipartition_sizes,
     pass_key,
     pass_order,
     permute_into,
@@ -336,6 +337,21 @@ def test_ledger_rejects_negative_counts() -> None:
         ledger.record_round_trip(-1)
 
 
+def test_half_key_passes_see_corrections_made_before_they_start() -> None:
+    # A half-key pass compares its halves with Bob's key as corrected when it starts (not as
+    # it was at round trip 1): with an estimate below the true QBER, errors left by the
+    # shuffled passes are found and bisected inside half-key passes, and every frame ends right.
+    rng = np.random.default_rng(12)
+    bisected_halves = 0
+    for _ in range(6):
+        alice, bob = _frame(rng, 20_000, 0.03)
+        plan = plan_cascade(alice.size, 0.01, rng)
+        _, channel = _run_counted(alice, bob, plan, CascadeParameters())
+        for queries in channel.batches[1:]:
+            bisected_halves += int(np.count_nonzero(queries.pass_index >= len(plan.block_sizes)))
+    assert bisected_halves > 0
+
+
 def test_biconf_passes_cost_one_bit_each_when_clean() -> None:
     rng = np.random.default_rng(6)
     key = rng.integers(0, 2, 8_000, dtype=np.uint8)
@@ -474,6 +490,14 @@ def test_later_permutation_passes_are_fisher_yates() -> None:
     permute_into(1, np.uint64(key), a, no8, no8, no32)
     shuffle_into(np.uint64(key), b, no8, no8, no32)
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("n_bits", [1, 7, 8, 9, 63, 64, 65, 1_000])
+def test_bipartition_sizes_count_each_subset(n_bits: int) -> None:
+    plan = CascadePlan(n_bits=n_bits, seed=5, block_sizes=(1,), bipartition_passes=3)
+    masks = bipartition_masks(plan)
+    expected = [np.unpackbits(row, bitorder="little")[:n_bits].sum() for row in masks]
+    assert bipartition_sizes(masks).tolist() == expected
 
 
 def test_pass_keys_separate_passes_and_seeds() -> None:
