@@ -75,6 +75,7 @@ the table is built once per pass, in the same kernel as the shuffle (:func:`perm
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -323,7 +324,7 @@ def stride_into(  # pragma: no cover - numba
     if n > 2:
         draw = np.int64((word >> np.uint64(32)) % np.uint64(max(1, n // 2)))
         a = np.int64(max(1, n // 4 + draw))
-        while _gcd(a, n) != 1:
+        while math.gcd(a, n) != 1:
             a = a + 1 if a + 1 < n else np.int64(1)
     b = np.int64((word & np.uint64(0xFFFFFFFF)) % np.uint64(n))
     x = b
@@ -342,13 +343,6 @@ def stride_into(  # pragma: no cover - numba
             p += a_inv
             if p >= n:
                 p -= n
-
-
-@njit(cache=True, inline="always")
-def _gcd(x: int, y: int) -> int:  # pragma: no cover - numba
-    while y:
-        x, y = y, x % y
-    return x
 
 
 @njit(cache=True)

@@ -116,23 +116,31 @@ def test_asymptotic_key_length_subtracts_the_leakage():
 # --- finite-key bounds from a sampled round ----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sampled_round() -> DecoyObservations:
-    slots = 4 * 10**9
-    plan = three_intensity_plan(*INTENSITIES, PROBABILITIES)
-    link = Link(Source(plan, bit_flip_probability=E_D), Source(plan), Fiber(25.0), Fiber(25.0))
-    ga, gb = SettingsGenerator(plan, 41), SettingsGenerator(plan, 42)
-    out = sample(link, ga, gb, 0, slots, seed=43, sampler="fast")
+def _sampled_observations(link: Link, plan, slots: int, seeds: tuple[int, int, int]
+                          ) -> DecoyObservations:
+    """One round of the fast sampler, announced, sifted and counted per class (whole frames,
+    so the sent pairs are the exact conditional expectation); ``seeds`` = (Alice, Bob, nature)."""
+    ga, gb = SettingsGenerator(plan, seeds[0]), SettingsGenerator(plan, seeds[1])
+    out = sample(link, ga, gb, 0, slots, seed=seeds[2], sampler="fast")
     bell = announce(out.records, link.relay.coincidence_window_ps)
     ok = bell != FAIL
     slot = out.records.slot[ok]
     sa, sb = ga.settings_at(slot), gb.settings_at(slot)
-    a = sift("alice", bell[ok], sa.basis, sa.bit, sa.intensity, sb.basis, sb.intensity)
-    b = sift("bob", bell[ok], sb.basis, sb.bit, sb.intensity, sa.basis, sa.intensity)
-    frames = range(slots >> ga.frame_bits)  # whole frames: the exact conditional expectation
+    k = (len(plan.intensities),) * 2
+    a = sift("alice", bell[ok], sa.basis, sa.bit, sa.intensity, sb.basis, sb.intensity, k)
+    b = sift("bob", bell[ok], sb.basis, sb.bit, sb.intensity, sa.basis, sa.intensity, k)
+    frames = range(slots >> ga.frame_bits)
     pairs = sent_pairs(np.array([ga.frame_counts(f) for f in frames]),
                        np.array([gb.frame_counts(f) for f in frames]), ga.frame_size)
-    return DecoyObservations(INTENSITIES, INTENSITIES, pairs, a.detections, class_errors(a, b.bits))
+    ints = tuple(float(m) for m in plan.mean_photon_numbers)
+    return DecoyObservations(ints, ints, pairs, a.detections, class_errors(a, b.bits))
+
+
+@pytest.fixture(scope="module")
+def sampled_round() -> DecoyObservations:
+    plan = three_intensity_plan(*INTENSITIES, PROBABILITIES)
+    link = Link(Source(plan, bit_flip_probability=E_D), Source(plan), Fiber(25.0), Fiber(25.0))
+    return _sampled_observations(link, plan, 4 * 10**9, (41, 42, 43))
 
 
 def test_finite_bounds_from_a_sampled_round_contain_the_truth(sampled_round):
@@ -470,23 +478,10 @@ def sampled_four_intensity_round() -> DecoyObservations:
     from channel.relay import RelayOptics
     from channel.settings import four_intensity_plan
 
-    slots = 3000 << 20
     plan = four_intensity_plan()
     link = Link(Source(plan, bit_flip_probability=E_D), Source(plan), Fiber(25.0), Fiber(25.0),
                 relay=RelayOptics.uniform(*METRO_DETECTORS))
-    ga, gb = SettingsGenerator(plan, 51), SettingsGenerator(plan, 52)
-    out = sample(link, ga, gb, 0, slots, seed=53, sampler="fast")
-    bell = announce(out.records, link.relay.coincidence_window_ps)
-    ok = bell != FAIL
-    slot = out.records.slot[ok]
-    sa, sb = ga.settings_at(slot), gb.settings_at(slot)
-    a = sift("alice", bell[ok], sa.basis, sa.bit, sa.intensity, sb.basis, sb.intensity, (4, 4))
-    b = sift("bob", bell[ok], sb.basis, sb.bit, sb.intensity, sa.basis, sa.intensity, (4, 4))
-    frames = range(slots >> ga.frame_bits)
-    pairs = sent_pairs(np.array([ga.frame_counts(f) for f in frames]),
-                       np.array([gb.frame_counts(f) for f in frames]), ga.frame_size)
-    ints = tuple(float(m) for m in plan.mean_photon_numbers)
-    return DecoyObservations(ints, ints, pairs, a.detections, class_errors(a, b.bits))
+    return _sampled_observations(link, plan, 3000 << 20, (51, 52, 53))
 
 
 def test_lp_bounds_from_a_sampled_four_intensity_round_contain_the_truth(
