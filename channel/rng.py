@@ -5,7 +5,9 @@ demand, in any order, by any process, and always gives the same answer. That is 
 evaluate only the slots that matter while Alice and Bob can still enumerate what they sent.
 
 * ``splitmix64`` is the finaliser of Steele et al.'s SplitMix64 (a bijection on 64-bit words with
-  good avalanche); ``hash2`` combines a key and a counter through it.
+  good avalanche); ``hash2`` combines a key and a counter through it; ``splitmix64_at(key, t)`` is
+  output ``t`` of the SplitMix64 stream started at ``key`` (the Cascade shuffles in
+  ``classical.reconciliation_channel`` expand their public seeds with it).
 * ``feistel_permute`` is a keyed pseudo-random permutation of ``[0, 2**bits)`` (balanced Feistel
   network, 4 rounds, ``bits`` even), used to place a frame's classes on its slots.
 * ``KernelRng`` is a tiny sequential generator (SplitMix64 stream) for numba kernels, whose state is
@@ -25,12 +27,27 @@ FEISTEL_ROUNDS = 4
 
 
 @njit(cache=True, inline="always")
-def splitmix64(x: np.uint64) -> np.uint64:
-    """SplitMix64 finaliser: a bijective 64-bit mixer."""
-    z = x + _GOLDEN
+def _mix(z: np.uint64) -> np.uint64:
+    """SplitMix64's output function (Vigna's constants): a bijection on 64-bit words."""
     z = (z ^ (z >> np.uint64(30))) * _M1
     z = (z ^ (z >> np.uint64(27))) * _M2
     return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def splitmix64(x: np.uint64) -> np.uint64:
+    """SplitMix64 finaliser: a bijective 64-bit mixer."""
+    return _mix(x + _GOLDEN)
+
+
+@njit(cache=True, inline="always")
+def splitmix64_at(key: np.uint64, t: np.uint64) -> np.uint64:
+    """Output number ``t`` (from 1) of the SplitMix64 stream started at state ``key``.
+
+    ``_mix(key + t * 0x9E3779B97F4A7C15)`` mod 2**64: a pure function of ``(key, t)``, so a
+    kernel can read a stream at any counter with no generator state.
+    """
+    return _mix(key + t * _GOLDEN)
 
 
 @njit(cache=True, inline="always")
@@ -105,10 +122,7 @@ def feistel_invert_rk(round_keys: np.ndarray, y: np.uint64, bits: int) -> np.uin
 def next_u64(state: np.ndarray) -> np.uint64:
     """Advance a SplitMix64 stream held in ``state[0]`` and return the next word."""
     state[0] = state[0] + _GOLDEN
-    z = state[0]
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
+    return _mix(state[0])
 
 
 @njit(cache=True, inline="always")

@@ -151,6 +151,7 @@ from classical.reconciliation_channel import (
     ParityChannel,
     ParityQueries,
     as_key_bits,
+    bipartition_into,
     bipartition_masks,
     bipartition_sizes,
     pass_key,
@@ -963,21 +964,11 @@ def _materialize_bipartition(  # pragma: no cover - numba
     i: int, mask: _U8, n: int, meta: _I64, ints: _I32, flags: _U8, half_odd: _U8
 ) -> None:
     """Give a bipartition pass its position order: subset ascending, then complement ascending."""
-    order = ints[0]
-    pos = ints[1]
     leaf = ints[2]
     odd = flags[0]
     base = meta[i, _SLOT] * n
     h = meta[i, _TOP]
-    a = 0
-    b = h
-    for x in range(n):  # branch-free: a random subset makes a branch mispredict half the time
-        bit = (mask[x >> 3] >> (x & 7)) & 1
-        p = b + bit * (a - b)
-        order[base + p] = x
-        pos[base + x] = p
-        a += bit
-        b += 1 - bit
+    bipartition_into(mask, h, ints[0, base : base + n], ints[1, base : base + n])
     if h > 0:
         leaf[base] = h
         odd[base] = half_odd[i, 0]

@@ -32,7 +32,8 @@ How a seed expands (both sides must derive the identical permutation)
 Each pass has its own 64-bit *stream key*, ``BLAKE2b-64(tag || seed || stream index)``
 (:func:`pass_key`), and its randomness is the SplitMix64 sequence started at that key: output
 ``t`` (from 1) is the SplitMix64 finaliser (Steele, Lea & Flood, OOPSLA 2014; Vigna's constants)
-applied to ``key + t * 0x9E3779B97F4A7C15`` mod 2**64. The generator is *counter-based* (output
+applied to ``key + t * 0x9E3779B97F4A7C15`` mod 2**64 (:func:`channel.rng.splitmix64_at`, the one
+SplitMix64 of the project). The generator is *counter-based* (output
 ``t`` is a pure function of ``(key, t)``), so it runs inside the numba kernels that consume it, with
 no generator object, no ``SeedSequence`` set-up (~20 us each) and no buffer of raw words. The
 keyed hash separates streams: distinct passes or seeds give unrelated keys, and a SplitMix64 stream
@@ -83,6 +84,8 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from channel.rng import splitmix64_at
+
 __all__ = [
     "AliceParityOracle",
     "CascadePlan",
@@ -91,6 +94,7 @@ __all__ = [
     "ParityQueries",
     "answer_parity_queries",
     "as_key_bits",
+    "bipartition_into",
     "bipartition_masks",
     "bipartition_sizes",
     "pass_key",
@@ -223,7 +227,6 @@ class ParityChannel(Protocol):
 
 
 _STREAM_TAG = b"mdiqkd/cascade/v2"
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _NO_BITS = np.empty(0, np.uint8)
 _NO_INDEX = np.empty(0, np.int32)
 
@@ -242,15 +245,6 @@ def pass_key(plan: CascadePlan, pass_index: int) -> int:
     stream = 0xFFFFFFFF if plan.is_bipartition(pass_index) else pass_index
     message = _STREAM_TAG + plan.seed.to_bytes(16, "little") + stream.to_bytes(4, "little")
     return int.from_bytes(hashlib.blake2b(message, digest_size=8).digest(), "little")
-
-
-@njit(cache=True, inline="always")
-def _splitmix64(key: np.uint64, t: np.uint64) -> np.uint64:  # pragma: no cover - numba
-    """Output number ``t`` (from 1) of SplitMix64 started at state ``key`` (Vigna's constants)."""
-    z = key + t * _GAMMA
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
 
 
 @njit(cache=True)
@@ -282,7 +276,7 @@ def shuffle_into(  # pragma: no cover - numba
         i = n - 1 - m
         if (m & 1) == 0:
             t += np.uint64(1)
-            word = _splitmix64(key, t)
+            word = splitmix64_at(key, t)
             u = word >> np.uint64(32)
         else:
             u = word & np.uint64(0xFFFFFFFF)
@@ -317,7 +311,7 @@ def stride_into(  # pragma: no cover - numba
     n = order.size
     if n == 0:
         return
-    word = _splitmix64(key, np.uint64(1))
+    word = splitmix64_at(key, np.uint64(1))
     # Every quantity below is cast to int64: numba types ``int(uint64)`` as uint64 and
     # ``int64 + uint64`` as float64, which made the sweeps below float loops (3x slower).
     a = np.int64(1)
@@ -379,8 +373,32 @@ def _stream_words(key: np.uint64, count: int) -> NDArray[np.uint64]:  # pragma: 
     """Outputs ``1 .. count`` of the SplitMix64 stream started at ``key``."""
     out = np.empty(count, np.uint64)
     for t in range(count):
-        out[t] = _splitmix64(key, np.uint64(t + 1))
+        out[t] = splitmix64_at(key, np.uint64(t + 1))
     return out
+
+
+@njit(cache=True)
+def bipartition_into(  # pragma: no cover - numba
+    mask: NDArray[np.uint8], split: int, order: NDArray[np.int32], inverse: NDArray[np.int32]
+) -> None:
+    """A bipartition pass's order: the subset in increasing key index, then the complement.
+
+    ``mask``: the pass's row of :func:`bipartition_masks`; ``split``: its number of members (the
+    subset fills positions ``[0, split)``); ``len(order) == n``. ``inverse[order[p]] = p`` is
+    written too unless ``inverse`` is empty (as in :func:`shuffle_into`).
+    """
+    a = 0
+    b = split
+    with_inverse = inverse.size > 0
+    # branch-free placement: a branch on a random subset would mispredict half the time
+    for x in range(order.size):
+        bit = (mask[x >> 3] >> (x & 7)) & 1
+        p = b + bit * (a - b)
+        order[p] = x
+        if with_inverse:
+            inverse[x] = p
+        a += bit
+        b += 1 - bit
 
 
 @njit(cache=True)
@@ -389,13 +407,7 @@ def _bipartition_order(mask: NDArray[np.uint8], n: int) -> NDArray[np.int32]:  #
     for x in range(n):
         members += (mask[x >> 3] >> (x & 7)) & 1
     order = np.empty(n, dtype=np.int32)
-    a = 0
-    b = members
-    for x in range(n):  # branch-free: a random subset makes a branch mispredict half the time
-        bit = (mask[x >> 3] >> (x & 7)) & 1
-        order[b + bit * (a - b)] = x
-        a += bit
-        b += 1 - bit
+    bipartition_into(mask, members, order, np.empty(0, np.int32))
     return order
 
 
