@@ -481,10 +481,11 @@ def run_cascade(
 #
 # Per pass i, ``meta[i] = (kind, top, slot, started)``: kind 0 = permutation (top = block size),
 # 1 = bipartition (top = subset size); slot = row block of the position arrays, -1 if none yet.
-# Position arrays, for slot s at offset s * n: ints[0] order (position -> key index), ints[1] pos
-# (key index -> position), ints[2] leaf (size of the unsplit known block starting at a position,
-# 0 if none starts there); flags[0] odd (Bob's parity differs from Alice's on that leaf), flags[1]
-# queued (a bisection query for that leaf is in flight). Bipartition passes without a slot are
+# Position arrays, for slot s at offset s * n, one row each (named below, compile-time constants
+# in the kernels): ints[_ORDER] (position -> key index), ints[_POS] (key index -> position),
+# ints[_LEAF] (size of the unsplit known block starting at a position, 0 if none starts there);
+# flags[_ODD] (Bob's parity differs from Alice's on that leaf), flags[_QUEUED] (a bisection query
+# for that leaf is in flight). Bipartition passes without a slot are
 # tracked by ``half_odd[i] = (subset odd, complement odd)`` and their packed ``masks``; a pass's
 # ``half_odd`` is computed when it starts, from ``packed`` (Bob's key, bit-packed, kept in step
 # by ``_flip``) and Alice's halves.
@@ -494,7 +495,10 @@ _I64 = NDArray[np.int64]
 _I32 = NDArray[np.int32]
 _I16 = NDArray[np.int16]
 _U8 = NDArray[np.uint8]
-_KIND, _TOP, _SLOT, _STARTED = 0, 1, 2, 3
+_KIND, _TOP, _SLOT, _STARTED = 0, 1, 2, 3  # columns of meta
+_ORDER, _POS, _LEAF = 0, 1, 2  # rows of ints
+_ODD, _QUEUED = 0, 1  # rows of flags
+_INT_ROWS, _FLAG_ROWS = 3, 2
 _PERMUTATION, _BIPARTITION = 0, 1
 _NO_QUERIES = ParityQueries(np.empty(0, np.int16), np.empty(0, np.int32), np.empty(0, np.int32))
 
@@ -554,9 +558,9 @@ def _flip(  # pragma: no cover - numba
     passes. (The loop skips unstarted passes rather than stopping at the first, although passes
     start in plan order: stopping measured slower here.)
     """
-    pos = ints[1]
-    leaf = ints[2]
-    odd = flags[0]
+    pos = ints[_POS]
+    leaf = ints[_LEAF]
+    odd = flags[_ODD]
     bob[x] ^= 1
     packed[x >> 3] ^= np.uint8(1 << (x & 7))
     for i in range(meta.shape[0]):
@@ -606,9 +610,9 @@ def _correct_singles(  # pragma: no cover - numba
     ``cp`` for a larger array then: numba reference-counts an array variable that a loop may
     reassign at every iteration (atomic operations), which made this sweep ~3x slower.
     """
-    order = ints[0]
-    leaf = ints[2]
-    odd = flags[0]
+    order = ints[_ORDER]
+    leaf = ints[_LEAF]
+    odd = flags[_ODD]
     flips = 0
     while j < m:
         sl = meta[cp[j], _SLOT]
@@ -650,9 +654,9 @@ def _select(  # pragma: no cover - numba
     passes that have no position order yet. (One array, not four: each array a kernel returns
     costs about half a microsecond of boxing, and this runs once per round trip.)
     """
-    leaf = ints[2]
-    odd = flags[0]
-    queued = flags[1]
+    leaf = ints[_LEAF]
+    odd = flags[_ODD]
+    queued = flags[_QUEUED]
     m = cp_in.size
     # Each flip appends at most one leaf per pass; room for a few flips per candidate, grown
     # by doubling when a round needs more (cheaper than a sweep counting the single-bit leaves).
@@ -745,10 +749,10 @@ def _apply(  # pragma: no cover - numba
     qp: _I16, qs: _I32, qm: _I32, alice: _U8, n: int, bob: _U8, meta: _I64, ints: _I32, flags: _U8
 ) -> tuple[_I64, _I64]:
     """Split each queried leaf at ``mid`` using Alice's left-half parity; return odd children."""
-    order = ints[0]
-    leaf = ints[2]
-    odd = flags[0]
-    queued = flags[1]
+    order = ints[_ORDER]
+    leaf = ints[_LEAF]
+    odd = flags[_ODD]
+    queued = flags[_QUEUED]
     m = qp.size
     cp = np.empty(2 * m, np.int64)
     cs = np.empty(2 * m, np.int64)
@@ -803,7 +807,7 @@ def _widen(  # pragma: no cover - numba
     om = np.empty(m_leaves * per, np.int32)
     lo = np.empty(2 * per + 1, np.int64)
     hi = np.empty(2 * per + 1, np.int64)
-    leaf = ints[2]
+    leaf = ints[_LEAF]
     k = 0
     for j in range(m_leaves):
         i = qp[j]
@@ -885,7 +889,7 @@ def _requeue(  # pragma: no cover - numba
     cp = np.empty(qp.size, np.int64)
     cs = np.empty(qp.size, np.int64)
     for j in range(qp.size):
-        flags[1, meta[qp[j], _SLOT] * n + qs[j]] = 0
+        flags[_QUEUED, meta[qp[j], _SLOT] * n + qs[j]] = 0
         cp[j] = qp[j]
         cs[j] = qs[j]
     return cp, cs
@@ -908,11 +912,12 @@ def _start_permutation(  # pragma: no cover - numba
     into the slot, its inverse into ``pos`` and the suffix XOR of Bob's key, from which every
     top-level block's parity is one XOR.
     """
-    leaf = ints[2]
-    odd = flags[0]
+    leaf = ints[_LEAF]
+    odd = flags[_ODD]
     base = meta[i, _SLOT] * n
     suffix = np.empty(n + 1, np.uint8)
-    permute_into(i, stream_key, ints[0, base : base + n], bob, suffix, ints[1, base : base + n])
+    slot = slice(base, base + n)
+    permute_into(i, stream_key, ints[_ORDER, slot], bob, suffix, ints[_POS, slot])
     k = meta[i, _TOP]
     n_blocks = (n + k - 1) // k
     cp = np.empty(n_blocks, np.int64)
@@ -964,11 +969,11 @@ def _materialize_bipartition(  # pragma: no cover - numba
     i: int, mask: _U8, n: int, meta: _I64, ints: _I32, flags: _U8, half_odd: _U8
 ) -> None:
     """Give a bipartition pass its position order: subset ascending, then complement ascending."""
-    leaf = ints[2]
-    odd = flags[0]
+    leaf = ints[_LEAF]
+    odd = flags[_ODD]
     base = meta[i, _SLOT] * n
     h = meta[i, _TOP]
-    bipartition_into(mask, h, ints[0, base : base + n], ints[1, base : base + n])
+    bipartition_into(mask, h, ints[_ORDER, base : base + n], ints[_POS, base : base + n])
     if h > 0:
         leaf[base] = h
         odd[base] = half_odd[i, 0]
@@ -1006,8 +1011,8 @@ class _BobEngine:
         self.meta[n_perm:, _TOP] = bipartition_sizes(self.masks)
         self.alice_top: list[NDArray[np.uint8]] = []
         self.slots_used = 0
-        self.ints = np.zeros((3, 0), np.int32)
-        self.flags = np.zeros((2, 0), np.uint8)
+        self.ints = np.zeros((_INT_ROWS, 0), np.int32)
+        self.flags = np.zeros((_FLAG_ROWS, 0), np.uint8)
         self.defer_levels = defer_levels
         self.defer_min_leaves = defer_min_leaves
         self.later = np.empty((0, 2), np.int64)  # (pass, start) of odd leaves held back a round
@@ -1025,8 +1030,8 @@ class _BobEngine:
             # installed, and a leaf size is only read at the start of a known block, written
             # when that block became known). The flags are cleared slot by slot below rather
             # than by np.zeros, which zeroes all of them when the allocator reuses memory.
-            self.ints = np.empty((3, self.plan.n_passes * n), np.int32)
-            self.flags = np.empty((2, self.plan.n_passes * n), np.uint8)
+            self.ints = np.empty((_INT_ROWS, self.plan.n_passes * n), np.int32)
+            self.flags = np.empty((_FLAG_ROWS, self.plan.n_passes * n), np.uint8)
         base = self.slots_used * n
         self.flags[:, base : base + n] = 0
         self.meta[i, _SLOT] = self.slots_used
