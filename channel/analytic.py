@@ -1,4 +1,4 @@
-"""The analytic model: what the detection statistics must be (PHYSICS.md §1–§5).
+"""The analytic model: what the detection statistics must be (docs/physics.md §5–§6).
 
 * Ma–Razavi closed forms for the Z and X bases (flip-model misalignment e_d), and the
   single-photon-pair yield and phase error ("infinite decoys").
@@ -44,7 +44,7 @@ def arm_transmittance(length_km: ArrayLike, attenuation_db_per_km: float = 0.2,
 
 def mr_z_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayLike,
                dark_count_probability: float, misalignment: float) -> tuple[np.ndarray, np.ndarray]:
-    """(Q_Z, E_Z) for Z-basis pulse pairs (§1)."""
+    """(Q_Z, E_Z) for Z-basis pulse pairs (§6)."""
     pd = dark_count_probability
     ma, mb = np.asarray(eta_a) * mu_a, np.asarray(eta_b) * mu_b
     mu_p = ma + mb
@@ -60,7 +60,7 @@ def mr_z_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayL
 
 def mr_x_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayLike,
                dark_count_probability: float, misalignment: float) -> tuple[np.ndarray, np.ndarray]:
-    """(Q_X, E_X) for X-basis pulse pairs (§2)."""
+    """(Q_X, E_X) for X-basis pulse pairs (§6)."""
     pd = dark_count_probability
     ma, mb = np.asarray(eta_a) * mu_a, np.asarray(eta_b) * mu_b
     mu_p = ma + mb
@@ -75,7 +75,7 @@ def mr_x_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayL
 
 def single_photon_yield(eta_a: ArrayLike, eta_b: ArrayLike,
                         dark_count_probability: float) -> np.ndarray:
-    """Y11 (§3), the same in both bases."""
+    """Y11 (§6), the same in both bases."""
     pd = dark_count_probability
     ea, eb = np.asarray(eta_a), np.asarray(eta_b)
     return (1 - pd) ** 2 * (ea * eb / 2 + (2 * ea + 2 * eb - 3 * ea * eb) * pd
@@ -84,7 +84,7 @@ def single_photon_yield(eta_a: ArrayLike, eta_b: ArrayLike,
 
 def single_photon_phase_error(eta_a: ArrayLike, eta_b: ArrayLike, dark_count_probability: float,
                               misalignment: float) -> np.ndarray:
-    """e11^X (§3)."""
+    """e11^X (§6)."""
     y11 = single_photon_yield(eta_a, eta_b, dark_count_probability)
     ea, eb = np.asarray(eta_a), np.asarray(eta_b)
     return (y11 / 2 - (0.5 - misalignment) * (1 - dark_count_probability) ** 2 * ea * eb / 2) / y11

@@ -3,7 +3,7 @@
 Each node's clock has an offset (ps), a frequency offset (ppm), a linear frequency drift (ppm/s)
 and rms jitter (ps). At the relay, the arrival-time difference δt between Alice's and Bob's pulses
 of one slot becomes the mode overlap γ = exp(−δt²/(8τ²) − δω²τ²/2) (Gaussian transform-limited
-pulses of rms intensity duration τ, PHYSICS.md §5); once |δt| passes half a slot, pulses of
+pulses of rms intensity duration τ, docs/physics.md §3); once |δt| passes half a slot, pulses of
 different slots meet, which the samplers emulate as a slot shift of Bob's settings.
 """
 

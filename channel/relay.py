@@ -1,11 +1,11 @@
 """The relay's optics and detectors, and the records they produce.
 
-Layout (PHYSICS.md §5): a 50:50 beam splitter with outputs c = (a+b)/√2 and d = (a−b)/√2, a
+Layout (docs/physics.md §4): a 50:50 beam splitter with outputs c = (a+b)/√2 and d = (a−b)/√2, a
 polarizing beam splitter on each, four threshold detectors. Detector indices and pattern bits:
 
     0 = cH, 1 = cV, 2 = dH, 3 = dV     pattern = Σ 2**k over detectors k that clicked
 
-``DetectionRecords`` is everything Charles's software ever receives (ARCHITECTURE.md §3): slot,
+``DetectionRecords`` is all Charles's software receives (docs/trust-boundaries.md): slot,
 click pattern, click times. It has no field for a basis, bit or intensity, by construction.
 """
 

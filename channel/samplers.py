@@ -1,6 +1,6 @@
 """Samplers: nature's draw of the relay's detector clicks for a range of slots.
 
-Three samplers with the same output law (PHYSICS.md §5, §7):
+Three samplers with the same output law (docs/physics.md §5, §8):
 
 * ``sample_reference`` — every slot simulated, vectorized numpy over chunks: settings, phases,
   mean photon numbers at the four detectors, independent threshold clicks. Handles detector
@@ -666,7 +666,7 @@ def sample_fast(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
 
 def sample_skip_empty(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
                       start: int, stop: int, seed: int, workers: int | None = None) -> RelayOutput:
-    """Skip only the empty slots (PHYSICS.md §7): every click is drawn, so singles and
+    """Skip only the empty slots (docs/physics.md §8): every click is drawn, so singles and
     coincidences come from one exact joint law. Slower than ``sample_fast`` by the ratio of
     single clicks to coincidences."""
     return _thin(link, alice, bob, start, stop, seed, workers, min_clicks=1)

@@ -6,7 +6,7 @@ generator keyed by the user's key and the frame number), and the combos are laid
 slots through a keyed Feistel permutation: slot ``s`` gets the combo whose cumulative-count range
 contains ``perm(s mod frame)``. The bit of each slot is the top bit of a keyed hash of ``s``.
 
-Consequences (ARCHITECTURE.md §6):
+Consequences (docs/physics.md §2):
 * the number of pulses sent in every class is known exactly, per frame, without enumerating slots;
 * any slot's settings cost O(log combos), so nature can evaluate only the slots that click;
 * the joint law equals i.i.d. draws up to the permutation's pseudo-randomness.

@@ -1,6 +1,6 @@
 """The source output model: phase-randomized weak coherent pulses in BB84 polarization states.
 
-Jones vectors (PHYSICS.md §5): bit 0 = H or D, bit 1 = V or A. Phases are randomized per pulse by
+Jones vectors (docs/physics.md §2): bit 0 = H or D, bit 1 = V or A. Phases are random per pulse by
 default (the analytic model assumes it); a phase-locked source is offered for experiments.
 Intensity fluctuation is relative and Gaussian, clipped at ``FLUCTUATION_CLIP_SIGMAS`` so that the
 samplers keep a finite upper bound on the brightest pulse.
@@ -32,7 +32,7 @@ class Source:
     (0 = ideal). ``bit_flip_probability``: the papers' flip-model misalignment e_d, applied as an
     encoder that prepares the other state of the basis with this probability while the user's
     record keeps the intended bit. Averaged over uniform bits this leaves every gain unchanged and
-    turns a sifted error rate E into E + e_d(1 − 2E), exactly the flip model of PHYSICS.md §2.
+    turns a sifted error rate E into E + e_d(1 − 2E), exactly the flip model of docs/physics.md §6.
     """
 
     plan: SettingsPlan

@@ -5,7 +5,7 @@ gains (key-rate curves) and from observed, finite-size-corrected gains (paramete
 
 Index convention: ``gains[i, j]`` is the gain of pulse pairs where Alice used her intensity ``i``
 and Bob his intensity ``j``, with index 0 = signal μ, 1 = decoy ν, 2 = decoy ω (μ > ν > ω ≥ 0).
-``error_gains[i, j]`` is the matching error gain E·Q. See PHYSICS.md §4 for the re-derived form.
+``error_gains[i, j]`` is the matching error gain E·Q. Formulas: docs/physics.md §7.
 """
 
 from __future__ import annotations

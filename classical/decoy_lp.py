@@ -19,7 +19,7 @@ the same constraints. Works for any number of intensities per user, so the four-
 Joint constraints (``joint``): intervals on weighted *sums* of one kind of gain,
 lo ≤ Σ_ij w_ij G_ij ≤ hi with w ≥ 0, added as rows of the same form (the tails enter the lower
 side only, Σ w_ij T_ij). They come from one Chernoff bound on the classes' summed counts
-(``classical.estimation``, step 2), whose relative fluctuation is smaller than that of its
+(docs/finite-key.md §2, step 2), whose relative fluctuation is smaller than that of its
 parts, so they cut the feasible set further where the bounds subtract nearly equal gains. They
 are added to, never replace, the per-class rows: the LP can only get tighter.
 """

@@ -1,133 +1,12 @@
 """Parameter estimation: decoy-state bounds on single-photon pairs, and the secure key length.
 
-Input: :class:`DecoyObservations` — for every (Alice intensity, Bob intensity, basis, Bell state)
-class the detections, the sifted errors and the sent pulse pairs (``classical.sifting``). Output:
-a frozen :class:`Estimate`, or an :class:`Abort` with a reason a person can read. Indices follow
-``classical.decoy``: intensity 0 = signal μ, 1 = decoy ν, 2 = decoy ω; basis 0 = Z, 1 = X; the last
-axis is the Bell state (0 = ψ⁺, 1 = ψ⁻). The key is the Z basis at (μ_a, μ_b); the X basis tests
-the phase error.
-
-Modes
------
-``"asymptotic"`` — observed gains Q = n / N go straight into the decoy bounds (the three-intensity
-bounds of Xu, Curty, Qi, Lo, NJP 15, 113007 (2013), Eqs. 6–7 (``classical.decoy``), or the LP), and
-ℓ = ⌊s11 [1 − h(e11)] − λ_EC⌋ with s11 = N_ss s_a e^−s_a s_b e^−s_b Y11^L (LCQ Eq. 1 per round;
-s = the key class's intensities, μ in the three-intensity layout).
-
-``"finite"`` (method name ``"finite-chernoff"``) — the key length of Curty et al., Nat. Commun. 5,
-3732 (2014) (PHYSICS.md §6), per block:
-
-    ℓ = ⌊ s11^{Z,L} [1 − h(e_ph^U)] − λ_EC − log₂(8/ε_cor) − 2 log₂(2/(ε′ε̂)) − 2 log₂(1/(2ε_PA)) ⌋
-
-1. Every observed count χ that enters a bound (detections and X-basis errors of each class with a
-   non-zero coefficient) becomes an interval on its expectation with the multiplicative Chernoff
-   bound in the form of Zhang et al., PRA 95, 012333 (2017): E^L = χ/(1+δ₁), E^U = χ/(1−δ₂) with
-   [e^δ₁/(1+δ₁)^(1+δ₁)]^(χ/(1+δ₁)) = ε_PE/2 and [e^−δ₂/(1−δ₂)^(1−δ₂)]^(χ/(1−δ₂)) = ε_PE/2. Both
-   are the two roots m of the Poisson divergence m − χ + χ ln(χ/m) = ln(2/ε_PE), which is how they
-   are solved here (and which gives E^U = ln(2/ε_PE) for χ = 0, where the δ₂ form has no root).
-2. Joint constraints (``decoy_method="joint"``). The decoy bounds subtract gains of nearly equal
-   size (the phase-error bound: E_νν − E_νo − E_oν + …), so what limits them at finite size is
-   the sum of the parts' fluctuations. This is the point of the joint constraints of Zhou, Yu &
-   Wang, PRA 93, 042324 (2016), for the four-intensity method: bound sums of classes' counts as
-   one random variable, whose relative fluctuation is smaller than that of its parts. Here, for
-   every pair G of classes of one kind (Z gains, X gains, X error gains) fixed before the data
-   are seen, X_G = Σ_{c∈G} (N_G / N_c) n_c with N_G = min N_c is a sum of independent variables in
-   [0, 1], so the same Chernoff interval bounds E[X_G] = N_G Σ_{c∈G} G_c, failing with ε_PE.
-   These intervals join the per-class ones in the LP (``classical.decoy_lp``), which can only
-   tighten it. This is our derivation in the spirit of the paper (its text was not at hand):
-   it is rigorous for independent trials, is not the paper's closed-form analysis, and is not
-   claimed to reproduce its numbers. On the *expected* counts of the four-intensity scenario
-   (3.1·10⁹ slots, 2×25 km) it takes e11^U from 0.172 (LP) to 0.148 and Y11^L up by 4 %, 22 %
-   more s11(1 − h(e_ph)); on the quick start's, 13 %. The extra groups raise ε_e per block
-   (102 bounded counts instead of 24 with four intensities, 137 instead of 29 with three;
-   ε_sec per block 4.1·10⁻⁸ and 5.5·10⁻⁸ instead of 1.0·10⁻⁸ and 1.2·10⁻⁸ at the defaults);
-   compared at the *same* ε_e (the LP given the larger ε_PE per count) the gain is 18 % and
-   13 %. Larger groups (triples) add nothing measurable. Asymptotically the joint rows are left
-   out: exact gains satisfy every sum of them.
-3. The decoy bounds are linear in the gains; each gain enters as its lower bound where its
-   coefficient is positive and as its upper bound where it is negative (worst case). This gives
-   Y11^L (from the Z and from the X gains; both bound the same basis-independent yield, the larger
-   is used) and the single-photon error gain (e11·Y11)^U from the X-basis error gains; the decoy
-   phase-error bound reported is e11^{X,U} = (e11·Y11)^U / Y11^L.
-4. The expectations of the number of single-photon-pair detections in the key class,
-   N_ss p₁₁ Y11^L, and of their phase errors, N_ss p₁₁ (e11·Y11)^U (p₁₁ = s_a e^−s_a s_b e^−s_b),
-   become bounds on the *realised* numbers with the multiplicative Chernoff tails once more:
-   s11^{Z,L} = m − √(2 m ln(2/ε_PE)) and k^U = m + [L + √(L² + 8 L m)]/2, L = ln(2/ε_PE);
-   e_ph^U = k^U / s11^{Z,L}. This is the realised phase error of the key's single-photon pairs,
-   which is what the entropic bound needs; s(1 − h(k/s)) grows with s and falls with k (k/s < ½),
-   so the lower and upper bounds go in the right places.
-
-Security parameters (defaults in :class:`SecurityParameters`): ε_cor = 1e-15, ε′ = ε̂ = ε_PA =
-1e-10, ε_PE = 1e-10 per bounded count (both tails together).
-
-ε accounting, per block. Curty et al. 2014 (arXiv:1307.1081) give the length above per announced
-Bell state k; the composition as commonly quoted (and as this module had it) is
-ε_{k,sec} = 2(ε′ + 2ε_e + ε̂) + ε_PA, ε_e the failure of the estimation of s11^{Z,L} and e11^{X,U}.
-A public restatement of the journal version (github.com/plutoniumm/qkd, ``src/mdi.rs`` at commit
-266260f, ``mdi_length`` and ``EPS_TERMS``) has the same three length terms, log₂(8/ε_cor),
-2 log₂(2/(ε′ε̂)) and 2 log₂(1/(2ε_PA)), and splits the estimation failures finer:
-ε_{k,sec} = 2(ε′ + 2ε_e + ε̂) + ε_β + ε_0 + ε_1 + ε_PA, with ε_e the phase-error bound's failure
-(weight 4), ε_1 the single-photon-count bound's and ε_0 the vacuum bound's (weight 1 each; this
-module gives vacuum no credit, so it has no ε_0). The paper's Methods were not at hand to check
-what ε_β covers (the restatement charges it one ε); it is not charged here — an open point.
-This module charges every estimation failure as ε_e, at weight 4:
-
-* a block bounds K counts, each failing with probability ≤ ε_PE (two tails at ε_PE/2):
-  three intensities per user with the analytic bounds, K = 7 Z gains + 7 X gains (the cells with
-  a non-zero coefficient in Xu13 Eq. 6: μμ, νν, ωω, μω, ωμ, νω, ων) + 4 X error gains (Eq. 7) + 2
-  realised bounds (s11^{Z,L}, k^U) = 20; with the LP, every class with pulse pairs in each of Z
-  gains, X gains and X error gains, + 2 (29 with three intensities); with the joint constraints,
-  the LP's counts plus one per jointly bounded group (every pair of those classes, per kind:
-  29 + 3·36 = 137 with three intensities; 24 + 6 + 2·36 = 102 with the four-intensity layout);
-* ε_e = K·ε_PE (union bound), reported as ``parameter_estimation_<block>``;
-* ε_sec(block) = 2(ε′ + 2ε_e + ε̂) + ε_PA (:meth:`SecurityParameters.block_secrecy`), and the
-  round's ε_sec is the sum over the blocks that yield key, as is ε_cor (one ε_cor per block).
-
-Charging the single-photon-count failures at weight 4 instead of 1 overstates ε_sec: it is an
-upper bound on the first composition, and on the second apart from its ε_β. The Chernoff failures
-of the pre-check estimate are the same events as the final estimate's (same counts, same ε_PE), so
-they are not charged twice. Every ε is reported by name so that the accounting can be checked.
-
-Independent trials (Chernoff) versus coherent attacks. Every Chernoff bound here assumes the
-trials are independent: true of the emulated physics and of collective (i.i.d.) attacks, not of a
-coherent attack, where a pulse pair's detection may depend on the earlier ones. Under coherent
-attacks two groups of bounds change, and the decoy algebra does not (the settings are still drawn
-independently, so the decoy relations hold for sums of conditional probabilities given the past):
-
-* steps 1 and 2, the intervals on the expected counts (E^L, E^U of every gain, X error gain and
-  jointly bounded group): the
-  "expectation" becomes the sum of conditional expectations given the past, bounded with a
-  martingale inequality — Kato's inequality (G. Kato, arXiv:2002.04357), as used for decoy-state
-  finite keys e.g. by Currás-Lorenzo et al., npj Quantum Inf. 7, 22 (2021), or Azuma–Hoeffding
-  (looser for biased variables such as detections);
-* step 4, the conversion of the expected single-photon-pair counts to the realised s11^{Z,L} and
-  k^U (``realised_lower``, ``realised_upper``): same replacement.
-
-The length formula and the ε composition keep their form; only the widths δ of those intervals
-(hence s11^{Z,L} and e_ph^U) change. Not implemented: the emulator's trials are independent.
-
-Per Bell state. The published analysis treats ψ⁺ and ψ⁻ as two keys, each with its own counts,
-error rates and leakage, and sums the lengths. :func:`estimate` does that when the leakage is given
-per Bell state (a pair). When the key was reconciled as one block (a single leakage number) the
-disclosed parities concern both Bell states together, so the counts are merged over the Bell
-states and one length is computed for the union (block name ``"psi+-"``).
-
-Where it runs. The length needs λ_EC, the bits reconciliation and verification actually disclosed,
-so the deciding call comes after them. A call before reconciliation, with
-:func:`predicted_leakage` in place of λ_EC, tells early whether a round can possibly give a key.
-
-QBER_Z. The key-class Z errors are taken from the reconciled key: the number of bits
-reconciliation corrected (Cascade reveals it anyway, and verification confirms it), filled into
-``errors[k_a, k_b, 0, :]`` (the key class) by the caller. Nothing of the key is sacrificed to
-estimate E_Z, and the length formula needs no bound on it: E_Z enters only through λ_EC, which
-is measured (the bits actually disclosed). :func:`choose_test_positions` is offered for a
-pre-reconciliation sample (e.g. to size Cascade's first block); sampled bits must then be
-removed from the key by the caller. :func:`predicted_leakage` (f·n·h(E)) is for planning only,
-never for the length.
-
-QBER_X (reported, not used in the length) is that of the key class's X basis when the key
-intensities are also sent in X (three-intensity layout), else that of all X-basis classes pooled
-(four-intensity layout, where the signal never goes in X).
+Input: :class:`DecoyObservations`, the detections, sifted errors and sent pulse pairs of every
+(Alice intensity, Bob intensity, basis, Bell state) class; output: a frozen :class:`Estimate`, or
+an :class:`Abort` with a reason a person can read. Modes ``"asymptotic"`` and ``"finite"``
+(Chernoff bounds, the key length of Curty et al., Nat. Commun. 5, 3732 (2014)); decoy methods
+``"analytic"``, ``"lp"`` and ``"joint"``. Class axes: intensity (0 = the signal), basis (0 = Z,
+1 = X), Bell state (0 = ψ⁺, 1 = ψ⁻). The steps, the key-length formula, every ε and how they
+compose, and the assumptions are in docs/finite-key.md (steps are numbered as in its §2).
 """
 
 from __future__ import annotations
@@ -150,7 +29,7 @@ DECOY_METHODS: tuple[str, ...] = ("analytic", "lp", "joint")
 BASIS_Z, BASIS_X = 0, 1
 BELL_BLOCK_NAMES = ("psi+", "psi-")
 MERGED_BLOCK_NAME = "psi+-"
-#: Default error-correction inefficiency f (PHYSICS.md §0), for predictions only.
+#: Default error-correction inefficiency f (docs/physics.md §1), for predictions only.
 DEFAULT_EC_INEFFICIENCY = 1.16
 _BISECTION_STEPS = 200
 #: Bisection stops once every bracket is this narrow relative to its end (or after the steps).
@@ -199,7 +78,7 @@ def chernoff_bounds(observed: np.ndarray | float,
     """(E^L, E^U): bounds on the expectation of each observed count, failing with prob. ≤ ε.
 
     Multiplicative Chernoff bound, each tail at ε/2 (Zhang et al. 2017); solved by bisection on
-    the equivalent divergence equation (module docstring). Vectorized over ``observed``.
+    the equivalent divergence equation (docs/finite-key.md §2, step 1). Vectorized.
     """
     if not 0.0 < epsilon < 1.0:
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
@@ -280,7 +159,7 @@ class SecurityParameters:
 
     def block_secrecy(self, bounded_counts: int) -> float:
         """ε_sec of one block that bounded ``bounded_counts`` counts: 2(ε′ + 2ε_e + ε̂) + ε_PA
-        with ε_e = bounded_counts · ε_PE (module docstring, "ε accounting")."""
+        with ε_e = bounded_counts · ε_PE (docs/finite-key.md §4)."""
         if bounded_counts < 0:
             raise ValueError(f"bounded_counts must be >= 0, got {bounded_counts}")
         eps_e = bounded_counts * self.epsilon_pe
@@ -436,7 +315,7 @@ class Estimate:
     ``correctness`` (ε_cor), ``prime`` (ε′), ``smoothing`` (ε̂), ``privacy_amplification`` (ε_PA),
     ``parameter_estimation_per_count`` (ε_PE) and ``parameter_estimation_<block>`` (ε_e of each
     kept block). ``epsilon_security`` = Σ over kept blocks of 2(ε′ + 2ε_e + ε̂) + ε_PA and
-    ``epsilon_correctness`` = (kept blocks) · ε_cor (module docstring, "ε accounting").
+    ``epsilon_correctness`` = (kept blocks) · ε_cor (docs/finite-key.md §4).
     """
 
     method: str
@@ -645,7 +524,7 @@ def decoy_bounds(observations: DecoyObservations, mode: Mode = "finite",
     (``classical.decoy_lp``: all classes of both bases as joint linear constraints on the
     photon-number yields; any number of intensities; never looser, more counts bounded) or
     ``"joint"`` (the LP plus joint Chernoff bounds on every pair of classes' summed counts,
-    module docstring step 2; never looser than ``"lp"``, more counts bounded).
+    docs/finite-key.md §2, step 2; never looser than ``"lp"``, more counts bounded).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")

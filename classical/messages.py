@@ -4,7 +4,7 @@ Every message names its round. Arrays are numpy arrays (the codec carries them a
 scalars are ints, floats, bools, strings or bytes. ``KIND`` is the one-byte wire type; the codec
 and the routers key on it, and ``MESSAGE_TYPES`` lists every kind exactly once.
 
-Who sends what (one key round, ARCHITECTURE.md §5):
+Who sends what (one key round, docs/architecture.md §3):
 
     Alice → Bob            RoundStart           the round's slot range (Bob emits on it)
     Charles → Alice, Bob   Announcement         successful Bell-state slots of the round

@@ -1,10 +1,10 @@
 """One key round between Alice and Bob, after Charles's announcement: the protocol logic.
 
-Transport-agnostic (STYLE.md §1): each side talks to a ``Peer`` (send a message; receive one of
+Transport-agnostic (docs/architecture.md §7): each side talks to a ``Peer`` (send; receive one of
 the expected kinds) and reports its stages to an ``Observer``. ``classical.pipeline`` runs both
 sides over in-memory queues; ``nodes`` runs them over ZeroMQ with OpenTelemetry spans.
 
-Stages, in order (ARCHITECTURE.md §5): sift → estimate (pre-check with predicted leakage) →
+Stages, in order (docs/architecture.md §3): sift → estimate (pre-check with predicted leakage) →
 reconcile (Cascade, Bob drives, Alice answers) → verify (Bob's ε_cor-universal tag, Alice
 compares) → estimate (final, with the bits actually disclosed) → amplify (Alice's Toeplitz seed).
 The final estimate's stage also carries every ε of a finite-key round, flattened to scalars

@@ -6,7 +6,7 @@ when Charles announced a success (ψ⁺ or ψ⁻) and the two bases match. Alice
 applies the flip rule of LCQ Table I (Lo, Curty, Qi, PRL 108, 130503): he flips every success
 except (X basis, ψ⁺), so that his bit equals Alice's when the Bell measurement was right.
 
-Wire convention (no import of ``channel/``, ARCHITECTURE.md §2): announcements are ``uint8`` with
+Wire convention (no ``channel/`` import, docs/architecture.md §6): announcements are ``uint8`` with
 ``FAIL = 0``, ``PSI_PLUS = 1``, ``PSI_MINUS = 2`` (the same numbers ``channel.relay`` uses; a test
 pins them together); bases are ``0 = Z``, ``1 = X``; a *combo* is ``2 * intensity + basis``.
 

@@ -1,6 +1,6 @@
 """Charles: the untrusted relay. Hosts the channel emulator (nature) beside his own software.
 
-Two parts, kept apart on purpose (ARCHITECTURE.md §3):
+Two parts, kept apart on purpose (docs/trust-boundaries.md):
 
 * ``ChannelEmulator`` — nature. Takes the users' pulse batches from the quantum-event channel,
   pairs them, holds the link's live state (``channel.link.Link``) and samples the detectors with

@@ -1,6 +1,6 @@
 """Charles's software: from detector click records to the public announcement.
 
-It sees ``DetectionRecords`` and nothing else (ARCHITECTURE.md §3): the Bell-state decision is a
+It sees ``DetectionRecords`` only (docs/trust-boundaries.md): the Bell-state decision is a
 function of click patterns and click times only. Failed slots are not announced.
 """
 

@@ -1,4 +1,4 @@
-"""Asymptotic key rate of decoy-state MDI-QKD versus distance (LCQ Eq. 1, PHYSICS.md §4).
+"""Asymptotic key rate of decoy-state MDI-QKD versus distance (LCQ Eq. 1, docs/physics.md §7).
 
 Gains come from the Ma–Razavi closed forms (``channel.analytic``); with three decoys the
 single-photon quantities are bounded by ``classical.decoy`` exactly as parameter estimation
@@ -50,7 +50,7 @@ MIN_FOUR_INTENSITY_OMEGA = 1e-3
 
 @dataclass(frozen=True)
 class PhysicalParameters:
-    """The standard set of PHYSICS.md §0 by default."""
+    """The standard set of docs/physics.md §1 by default."""
 
     detector_efficiency: float = 0.145
     dark_count_probability: float = 3e-6

@@ -1,4 +1,4 @@
-"""The import arrows of ARCHITECTURE.md §2 point one way; the pure packages open no socket."""
+"""The import arrows of docs/architecture.md §6 point one way; the pure packages open no socket."""
 
 from __future__ import annotations
 

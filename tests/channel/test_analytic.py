@@ -1,4 +1,4 @@
-"""The analytic model: the general formula (§5) against the closed forms (§1–§3)."""
+"""The analytic model: the general formula (docs/physics.md §5) against the closed forms (§6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Both samplers against the exact analytic model (PHYSICS.md §5, §7).
+"""Both samplers against the exact analytic model (docs/physics.md §5, §8).
 
 Each configuration runs with its own seed; measured detections and sifted errors become binomial
 z-scores against the general formula, and each set of z-scores must pass χ²/dof and max|z| at a
@@ -183,7 +183,7 @@ def test_same_seed_same_records_and_different_seed_differs():
 
 
 def test_records_carry_no_settings():
-    """Charles's view (ARCHITECTURE.md §3): slot, click pattern, click times, nothing else."""
+    """Charles's view (docs/trust-boundaries.md): slot, click pattern, click times, nothing else."""
     from channel.relay import DetectionRecords
 
     assert set(DetectionRecords.__dataclass_fields__) == {"slot", "pattern", "time_ps"}

@@ -211,7 +211,7 @@ def test_finite_key_at_scale_contains_the_truth_and_gives_a_key():
     assert isinstance(merged, Estimate) and [b.name for b in merged.per_block] == ["psi+-"]
 
 
-# --- ε composition (Curty et al. 2014; module docstring "ε accounting") --------------------------
+# --- ε composition (Curty et al. 2014; docs/finite-key.md §4) --------------------------
 
 # Distinct values, so that a wrong multiplicity of any one of them shows.
 CURTY_EPS = {"epsilon_correctness": 3e-16, "epsilon_prime": 1e-11, "epsilon_smoothing": 3e-11,
@@ -224,7 +224,7 @@ REALISED_BOUNDS = 2  # s11^{Z,L} and k^U from their expectations
 
 def _curty_length_cost_bits(eps_cor: float, eps_prime: float, eps_hat: float,
                             eps_pa: float) -> float:
-    """log₂(8/ε_cor) + 2 log₂(2/(ε′ε̂)) + 2 log₂(1/(2ε_PA)) (Curty et al. 2014, PHYSICS.md §6)."""
+    """log₂(8/ε_cor) + 2 log₂(2/(ε′ε̂)) + 2 log₂(1/(2ε_PA)) (Curty 2014, docs/finite-key.md §3)."""
     return (math.log2(8 / eps_cor) + 2 * math.log2(2 / (eps_prime * eps_hat))
             + 2 * math.log2(1 / (2 * eps_pa)))
 
@@ -606,7 +606,7 @@ def test_joint_bounds_from_a_sampled_four_intensity_round_contain_the_truth_and_
         sampled_four_intensity_round):
     """The joint rows cut the LP's feasible set, so Y11^L can only rise and e11^U only fall
     (up to the solver's tolerance); both must still contain the truth. On this round the phase
-    error bound falls by more than 5 % (the derivation in ``classical.estimation`` predicts
+    error bound falls by more than 5 % (the derivation in docs/finite-key.md §2 predicts
     ~15 % at this size: the pair (ν, o) + (o, ν) is bounded as one count)."""
     obs = sampled_four_intensity_round
     eta = METRO_DETECTORS[0] * float(arm_transmittance(25.0))
