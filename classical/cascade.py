@@ -5,134 +5,9 @@ Bob holds the noisy key and drives the dialogue; Alice only answers parity queri
 Alice's pure answering function). Nothing here opens a socket: the transport is an injected
 :class:`~classical.reconciliation_channel.ParityChannel`, and every call to it is one round trip.
 
-The protocol
-------------
-Cascade (Brassard & Salvail, EUROCRYPT '93) runs passes. In pass ``i`` both keys are shuffled by
-the pass's permutation and cut into top-level blocks; a block whose parities differ holds an odd
-number of errors, and bisection (BINARY) finds one of them with ``log2(block size)`` parities.
-Correcting a bit changes the parity of every block containing it in earlier passes, which may
-expose an error hidden there as an even pair: the *cascade effect*.
-
-Parameter choice (why these block sizes)
-----------------------------------------
-Cascade's leakage and its number of round trips pull against each other: small blocks disclose
-more top-level parities; large blocks make the cascade effect chain through many errors one
-bisection at a time, and each bisection level is a round trip. Variants (``p`` = QBER estimate):
-
-* ``"yanetal"``: Yan et al. (2008) as "Cascade opt. (2)" in Martinez-Mateo, Pacher,
-  Peev, Ciurana & Martin, *Demystifying the information reconciliation protocol Cascade*, Quantum
-  Inf. Comput. 15 (2015), arXiv:1407.3257: ``k1 = ceil(0.8/p)``, ``k2 = 5 k1``, then 8 passes of
-  two half-key blocks (10 passes). cascade-python reports f ~ 1.05 for it.
-* ``"option8"``: that paper's best proposal, "Cascade opt. (8)", with the block sizes of
-  Rijsman's cascade-python: ``alpha = log2(1/p) - 1/2``, ``k1 = 2**ceil(alpha)``,
-  ``k2 = 2**ceil((alpha + 12) / 2)``, ``k3 = 4096``, then 11 half-key passes (14 passes). The
-  least leakage, but its large second-pass blocks make the cascade chains long (several hundred
-  round trips per 10^5-bit frame when run in strict pass order; see ``initial_passes``).
-* ``"option7"``: opt. (7): ``k1 = 2**ceil(log2(1/p))``, ``k2 = 4 k1``, then 12 half-key passes.
-* ``"original"``: Brassard & Salvail: ``k1 = ceil(0.73/p)``, doubling, 4 passes.
-* ``"lowlatency"`` (ours, not from the literature): ``k1 = ceil(0.75/p)``, ``k2 = 2 k1``,
-  ``k3 = 4096``, then 11 half-key passes. Short chains: about a third of ``"yanetal"``'s round
-  trips, for a few percent more leakage (figures in :mod:`classical.bench_cascade`).
-* ``"pow2"`` (ours): ``k1 = 2**round(log2(0.8/p))`` (so ``k1 p`` lies in ``[0.57, 1.13]``),
-  ``k2 = 2 k1``, ``k3 = 4096``, then 11 half-key passes, with wide splits in the tail (below).
-  Why powers of two: a bisection of a ``k``-bit block takes ``ceil(log2 k)`` round trips, and
-  every link of a cascade chain (a correction in one pass exposing an even pair in another) is
-  one full bisection, so a chain of ``c`` links costs ``c ceil(log2 k)`` round trips; ``k = 2**d``
-  is the largest block for ``d`` levels (``"lowlatency"``'s ``k1 = 75`` at 1 % needs 7 levels,
-  64 needs 6). The frame's round trips are those of its longest chain, so one level less per
-  link is several round trips less per frame. Measured: about 45-50 round trips at 10^5 bits,
-  f 1.07-1.09 (figures in :mod:`classical.bench_cascade`).
-* ``"shallow"`` (ours, the default): ``pow2``'s depth argument applied to both small passes,
-  trading part of its round-trip headroom for leakage. ``k1 = min(2**round(log2(0.8/p)),
-  floor(0.8/p))``: never deeper than ``pow2``'s block, and smaller when ``0.8/p`` is (26 at 3 %,
-  where ``pow2``'s 32 makes the chains long: 73 round trips). ``k2 = c/p``: larger second-pass
-  blocks disclose fewer top-level parities but hold more errors, and the chains, hence the round
-  trips, grow with ``k2 p`` and with the depth and ``k1 p`` of the first pass; ``c = 2.0 - 0.2
-  max(0, d1 - 5) - 1.5 (k1 p - 0.64)``, at most 1.92 (``d1`` = first-pass depth), is a fit to
-  measurements that keeps the mean below 60 round trips per 10^5-bit frame from 1 % to 5 % (the
-  cap only acts near 2 %: ``k2 = 96`` there, where 100 gave 60 round trips for 0.002 less f).
-  ``k2`` is snapped down to the power of two below when that is within a factor 1.25: any ``k``
-  in ``(2**(d-1), 2**d]`` costs ``d`` levels per bisection, so a block just above a power of two
-  pays a whole level per link for a few saved parities (at 5 %, without the deepest-last rule,
-  ``k2 = 36``: f 1.084 and 55 round trips; 32: 1.081 and 51, on one set of 250 frames). Then
-  16 half-key passes and no third permutation pass. The third shuffled pass (``k3 = 8192`` until
-  now) cost each side a shuffle, about 15 % of a 10^5-bit frame's time; half-key passes cost no
-  shuffle and, when clean, one bit and no round trip each. What the third pass did, they do: after
-  two passes a 10^5-bit frame has an even number of errors left, at least two in about 30 % of
-  frames (after three passes, 2-3 %), and each half-key pass finds an odd number of them with
-  certainty and an even number with probability 1/2. With 11 half-key passes the frame error rate
-  would be about ``0.3 * 2**-11 = 1.5e-4`` (one failed frame in 750 was seen); 16 give ``5e-6``,
-  below the three-pass design's ``1e-5``, for 5 more bits. Wide tail splits as ``pow2``; the
-  deepest-last rule (below) with ``defer_levels = d2 - 2`` (``d2`` = second-pass depth), which only
-  acts at the higher QBERs, where ``k2`` is shallow. Figures in
-  :mod:`classical.bench_cascade`.
-
-Why ``"shallow"`` is the default: in the distributed runtime every classical message costs
-128 bits of Wegman–Carter key (``classical.authentication``), so a round trip costs 256 bits of
-secure key. Against ``"yanetal"`` (f ~ 1.05, ~150 round trips at 10^5 bits) it discloses 2-3 %
-of ``n h(p)`` more (about 200 bits at 1 %) and saves ~90 round trips (about 23,000 bits of
-authentication key).
-
-All variants use *sub-block reuse* (every sub-block whose parity is known, not just top-level
-blocks, takes part in the cascade effect), which is what the paper's optimised variants rely on.
-Half-key passes cost one disclosed bit each when they find nothing and drive the frame error rate
-down cheaply. ``biconf_passes`` appends further BICONF passes (a random half of the key and its
-complement, corrected with cascading). Block sizes are capped at the key length, so a QBER
-estimate of ~0 degenerates to "compare the whole key's parity, then random halves".
-
-Batching (what one round trip carries)
---------------------------------------
-* Round trip 1 asks for the top-level parities of *every* pass at once. Standard Cascade discloses
-  all of them anyway, and Alice's parity of a fixed block does not depend on Bob's corrections, so
-  asking early costs no extra leakage and saves one round trip per pass. By default Bob still
-  processes the passes strictly in order (a pass starts when no block of an earlier pass is odd);
-  ``initial_passes`` / ``overlap_queries`` let later passes start earlier, trading leakage
-  (concurrent bisections sometimes chase the same error) for round trips.
-* Each later round trip bisects *all* currently odd blocks of all started passes by one level,
-  cascade-effect blocks included: one query per odd block (the parity of its left half; the right
-  half's parity is inferred as block XOR left, never asked).
-* Parities that follow from earlier answers are never asked: besides the right halves, the last
-  top-level block of every pass after the first is inferred from the whole key's parity (known
-  after pass 1), so a half-key pass discloses exactly one bit.
-
-Wide splits in the tail (``tail_queries``)
-------------------------------------------
-A frame's round trips are set by its longest cascade chain and, now and then, by a late half-key
-pass whose bisection is ~16 levels deep at 10^5 bits: the last tens of round trips each carry only
-a handful of queries. When a round would bisect few leaves (``3 L <= tail_queries`` for ``L``
-leaves), each leaf is instead split ``2**m`` ways in one round trip: the ``2**m - 1`` left-half
-parities of its bisection tree ``m`` levels deep (``m`` as large as keeps the round within
-``tail_queries``), parents before children, at the same binary midpoints, so the answers are
-applied by the same per-query split as a binary round. Every one of these parities is asked of
-Alice and counted in the ledger; the price is ``2**m - 1 - m`` extra bits per leaf and round trip
-(4-way: one bit per leaf per round trip saved), paid only where the round would be almost
-empty. The known sub-blocks take part in the cascade effect like any other.
-
-Deepest last (``defer_levels``)
--------------------------------
-Bisecting every odd leaf at once lets two leaves chase the same error: when a correction makes a
-leaf of one pass odd while a leaf of another pass that holds the same error is being bisected,
-whichever finishes second was asked for nothing (about 1 % of the parities at 5 %). Textbook
-Cascade avoids it by working on the smallest odd block first, one at a time, which costs a round
-trip per level. In between: in a busy round (at least ``defer_min_leaves`` odd leaves), a leaf
-more than ``defer_levels`` levels deeper than the round's shallowest odd leaf is held back and
-offered again next round, so the small leaves' corrections land first and often make the big
-one even. It changes only when parities are asked, never what is counted. Measured at 5 %
-(``k = 16, 32``, another set of 250 frames of 10^5 bits): f 1.082 -> 1.077 for 50 -> 56 round
-trips (leaves are counted as listed, a leaf listed twice counts twice: the threshold was tuned
-so); it is off in quiet rounds, where every round trip lengthens the frame's longest chain.
-
-Data structures (why no loop per bit in Python)
------------------------------------------------
-For every started pass Bob keeps, in shuffled positions, the partition into *known blocks that have
-not been split* (leaves of the bisection trees) with one flag: does Bob's parity differ from
-Alice's over that leaf? Internal nodes need no flag (their discrepancy is the XOR of their
-children's), so correcting bit ``x`` toggles exactly one leaf per pass, found by walking down the
-tree from ``x``'s top-level block (``O(log k)``). Odd leaves are the work list; a size-1 odd leaf is
-an error. The per-round work (select odd leaves, apply flips, split leaves with Alice's answers)
-is done by numba kernels over whole arrays; Python only loops per round trip and per pass. Half-key
-passes are tracked with their bit masks and only get a position order when one of their halves
-turns odd.
+docs/cascade.md describes the variants and their block sizes (and why ``"shallow"`` is the
+default), what one round trip carries, wide splits in the tail (``tail_queries``), deepest-last
+scheduling (``defer_levels``) and the data structures.
 """
 
 from __future__ import annotations
@@ -194,7 +69,7 @@ class CascadeParameters:
     """Which Cascade to run.
 
     Attributes:
-        variant: block-size schedule (see the module docstring); ``"shallow"`` by default.
+        variant: block-size schedule (docs/cascade.md §2); ``"shallow"`` by default.
         biconf_passes: extra BICONF passes (random half of the key + complement, cascading) after
             the variant's own passes; each costs one disclosed bit when it finds nothing.
         initial_passes: passes started together at the beginning (1 = textbook order).
@@ -207,14 +82,14 @@ class CascadeParameters:
             this many leaves, each leaf is split ``2**m`` ways instead of two (``2**m - 1``
             parities, ``m`` as large as keeps the round within the budget). ``None`` takes the
             variant's default: 16 for ``"pow2"`` and ``"shallow"``, 0 (always binary) for the
-            others. See "Wide splits in the tail" in the module docstring.
+            others. See docs/cascade.md §4.
         defer_levels: the *deepest-last* rule: in a round with at least ``defer_min_leaves``
             odd leaves, a leaf more than this many bisection levels deeper than the round's
             shallowest odd leaf is not bisected yet (it is offered again next round). ``None``
             takes the variant's default: for ``"shallow"``, two levels less than its
             second-pass blocks' depth; off (-1) for the others. Scheduling only (Bob's side):
             it changes which parities are asked when, never how they are counted. See
-            "Deepest last" in the module docstring.
+            docs/cascade.md §5.
         defer_min_leaves: the deepest-last rule only applies in rounds with at least this many
             odd leaves (the busy part of the dialogue, where it costs few round trips). ``None``
             scales it with the frame: one per 390 bits (256 at 10^5 bits, 2564 at 10^6).
@@ -344,7 +219,7 @@ def cascade_block_sizes(
 
 
 def _shallow_sizes(p: float) -> tuple[int, int]:
-    """``"shallow"``'s first two block sizes at QBER ``p`` (see the module docstring).
+    """``"shallow"``'s first two block sizes at QBER ``p`` (docs/cascade.md §2).
 
     ``k1``: ``0.8/p`` rounded down to an integer, but no deeper than ``"pow2"``'s block (a
     power of two within a factor sqrt(2)). ``k2 = c/p`` with ``c = 2.0 - 0.2 max(0, d1 - 5) -
@@ -554,9 +429,9 @@ def _flip(  # pragma: no cover - numba
 
     A pass not started yet needs nothing here: a bipartition pass's halves are compared with
     Bob's packed key (``packed``, kept in step with ``bob``) when it starts
-    (:func:`_bob_half_parities`), so a corrected bit no longer updates the ~16 later half-key
+    (:func:`_bob_half_parities`), so a corrected bit does not update the ~16 later half-key
     passes. (The loop skips unstarted passes rather than stopping at the first, although passes
-    start in plan order: stopping measured slower here.)
+    start in plan order: in this kernel skipping is the faster of the two.)
     """
     pos = ints[_POS]
     leaf = ints[_LEAF]
@@ -608,7 +483,7 @@ def _correct_singles(  # pragma: no cover - numba
     Returns ``(where it stopped, candidates now, flips)``; it stops early only when ``cp``
     might lack room for one more flip's leaves. A loop of its own because the caller swaps
     ``cp`` for a larger array then: numba reference-counts an array variable that a loop may
-    reassign at every iteration (atomic operations), which made this sweep ~3x slower.
+    reassign, with atomic operations at every iteration, which this sweep must not pay.
     """
     order = ints[_ORDER]
     leaf = ints[_LEAF]
@@ -1023,8 +898,8 @@ class _BobEngine:
         """Give pass ``i`` the next slot of the position arrays, its flags cleared."""
         n = self.n
         if self.ints.shape[1] == 0:
-            # One slot per pass, allocated once and never grown (growing copied the live slots
-            # into fresh pages: ~6 ms at 10^5 bits, in about one frame in ten at 5 % QBER).
+            # One slot per pass, allocated once and never grown (growing would copy the live
+            # slots into fresh pages, about 6 ms at 10^5 bits).
             # np.empty touches no page, so the slots a frame never uses cost nothing; no row of
             # ``ints`` needs initialising (order and pos are written in full when a slot is
             # installed, and a leaf size is only read at the start of a known block, written

@@ -37,9 +37,9 @@ SplitMix64 of the project). The generator is *counter-based* (output
 ``t`` is a pure function of ``(key, t)``), so it runs inside the numba kernels that consume it, with
 no generator object, no ``SeedSequence`` set-up (~20 us each) and no buffer of raw words. The
 keyed hash separates streams: distinct passes or seeds give unrelated keys, and a SplitMix64 stream
-is only ever read from its start. The previous construction (``PCG64(SeedSequence(seed,
-spawn_key))``, then a numba Fisher--Yates over a raw buffer) gave the same distribution of
-shuffles and cost about twice as much.
+is only ever read from its start. It gives the same distribution of shuffles as a
+``PCG64(SeedSequence(seed, spawn_key))`` per pass feeding Fisher--Yates from a raw buffer, at
+about half the cost.
 
 Two kinds of pass
 -----------------
@@ -264,8 +264,8 @@ def shuffle_into(  # pragma: no cover - numba
     (pass empty arrays otherwise): ``suffix[p] = XOR of bits[order[p:]]`` (``len(suffix) ==
     n + 1``, ``suffix[n] = 0``; the parity of positions ``[s, e)`` is ``suffix[s] ^ suffix[e]``)
     and ``inverse[order[p]] = p`` (``len(inverse) == n``). Each is its own sequential sweep after
-    the shuffle: measured faster than one fused loop (the shuffle's random swaps overlap better
-    without a dependent gather in the same iteration).
+    the shuffle, not fused into it: the shuffle's random swaps overlap better in the pipeline
+    without a dependent gather in the same iteration.
     """
     n = order.size
     for p in range(n):
@@ -313,7 +313,7 @@ def stride_into(  # pragma: no cover - numba
         return
     word = splitmix64_at(key, np.uint64(1))
     # Every quantity below is cast to int64: numba types ``int(uint64)`` as uint64 and
-    # ``int64 + uint64`` as float64, which made the sweeps below float loops (3x slower).
+    # ``int64 + uint64`` as float64, which would make the sweeps below float loops.
     a = np.int64(1)
     if n > 2:
         draw = np.int64((word >> np.uint64(32)) % np.uint64(max(1, n // 2)))

@@ -1,9 +1,9 @@
 """Key verification: an ε_cor-universal hash of the reconciled key, and the polynomial hash it uses.
 
 After reconciliation Alice and Bob should hold the same key; verification makes
-``Pr[K_A != K_B and the protocol does not abort] <= ε_cor``. Alice draws a fresh public hash key
-*after* reconciliation (so it is independent of the residual errors), sends it with her tag, and
-Bob compares with his own tag. The tag is disclosed, so its bits are added to the leakage ledger
+``Pr[K_A != K_B and the protocol does not abort] <= ε_cor``. Bob draws a fresh public hash key
+*after* reconciliation (so it is independent of the residual errors), sends it with his tag, and
+Alice compares with her own tag. The tag is disclosed, so its bits are added to the leakage ledger
 (:attr:`VerificationOutcome.leaked_bits`).
 
 Hash family (shared with :mod:`classical.authentication`)

@@ -1,6 +1,6 @@
 """`mdiqkd run`: prepare a run directory, launch the three nodes, watch them, summarise.
 
-Run directory::
+Run directory (every file and field: docs/run-directory.md)::
 
     config.json          resolved scenario and endpoints (what the nodes read)
     rounds.jsonl         one line per key round (Alice's view, with Bob's outcome beside it)
