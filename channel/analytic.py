@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from channel.relay import BELL_OF_PATTERN, FAIL, N_DETECTORS, PSI_PLUS
+from channel.relay import N_DETECTORS
 from channel.settings import BASIS_X, BASIS_Z
 from channel.source import JONES
 
@@ -155,17 +155,21 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
                            unitary_b: np.ndarray | None = None,
                            efficiencies: np.ndarray | float = 0.145,
                            dark_count_probabilities: np.ndarray | float = 3e-6,
-                           gamma: float = 1.0, flip_misalignment: float = 0.0) -> ClassStatistics:
+                           gamma: float = 1.0, flip_misalignment: float = 0.0, *,
+                           bell_of_pattern: np.ndarray) -> ClassStatistics:
     """Gain and error rate by the general formula (§5), averaged over the four bit pairs.
 
-    Sifted error: Alice's bit differs from Bob's after his flip (every success except X-basis
-    ψ⁺). ``flip_misalignment`` applies the papers' e_d on top: E' = E + e_d(1 − 2E).
+    ``bell_of_pattern[c]`` is the relay's announcement for click pattern ``c`` in the codes of
+    ``Announcement.bell`` (0 fail, 1 ψ⁺, 2 ψ⁻): the decision is the relay software's, so the
+    model takes it as given. Sifted error: Alice's bit differs from Bob's after his flip (every
+    success except X-basis ψ⁺). ``flip_misalignment`` applies the papers' e_d on top:
+    E' = E + e_d(1 − 2E).
     """
     ua = np.eye(2) if unitary_a is None else np.asarray(unitary_a)
     ub = np.eye(2) if unitary_b is None else np.asarray(unitary_b)
     eff = np.broadcast_to(np.asarray(efficiencies, dtype=np.float64), (N_DETECTORS,))
     pd = np.broadcast_to(np.asarray(dark_count_probabilities, dtype=np.float64), (N_DETECTORS,))
-    bell = BELL_OF_PATTERN
+    bell = bell_of_pattern
     gain = {1: 0.0, 2: 0.0}
     errors = 0.0
     for bit_a in (0, 1):
@@ -174,10 +178,10 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
                                    ua @ JONES[basis, bit_a], ub @ JONES[basis, bit_b], eff)
             probs = pattern_probabilities(x, y, gamma, pd) / 4.0
             for c in range(16):
-                if bell[c] == FAIL:
+                if bell[c] == 0:
                     continue
                 gain[int(bell[c])] += probs[c]
-                flip = 0 if (basis == BASIS_X and bell[c] == PSI_PLUS) else 1
+                flip = 0 if (basis == BASIS_X and bell[c] == 1) else 1
                 if bit_a != (bit_b ^ flip):
                     errors += probs[c]
     total = gain[1] + gain[2]

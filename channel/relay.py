@@ -6,7 +6,9 @@ polarizing beam splitter on each, four threshold detectors. Detector indices and
     0 = cH, 1 = cV, 2 = dH, 3 = dV     pattern = Σ 2**k over detectors k that clicked
 
 ``DetectionRecords`` is all Charles's software receives (docs/trust-boundaries.md): slot,
-click pattern, click times. It has no field for a basis, bit or intensity, by construction.
+click pattern, click times. It has no field for a basis, bit or intensity, by construction. Which
+patterns count as a Bell state, and within which coincidence window, is the relay software's
+decision, not nature's, so it is not made here.
 """
 
 from __future__ import annotations
@@ -14,21 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
 
 N_DETECTORS = 4
+#: Detector names in index order (the columns of ``DetectionRecords.time_ps``, the singles).
 DETECTOR_NAMES = ("cH", "cV", "dH", "dV")
-FAIL, PSI_PLUS, PSI_MINUS = 0, 1, 2
-BELL_STATE_NAMES = ("fail", "psi+", "psi-")
 NO_CLICK_TIME = np.iinfo(np.int64).min
-
-#: BELL_OF_PATTERN[pattern] -> FAIL / PSI_PLUS / PSI_MINUS (LCQ: ψ⁺ = cH&cV or dH&dV,
-#: ψ⁻ = cH&dV or cV&dH; every other pattern fails).
-BELL_OF_PATTERN = np.zeros(16, dtype=np.uint8)
-BELL_OF_PATTERN[0b0011] = PSI_PLUS
-BELL_OF_PATTERN[0b1100] = PSI_PLUS
-BELL_OF_PATTERN[0b1001] = PSI_MINUS
-BELL_OF_PATTERN[0b0110] = PSI_MINUS
 
 
 @dataclass(frozen=True)
@@ -60,23 +52,20 @@ class Detector:
 
 @dataclass(frozen=True)
 class RelayOptics:
-    """Four detectors (in the order cH, cV, dH, dV) and the coincidence window."""
+    """Four detectors, in the order of ``DETECTOR_NAMES``."""
 
     detectors: tuple[Detector, Detector, Detector, Detector] = field(
         default_factory=lambda: (Detector(),) * N_DETECTORS)
-    coincidence_window_ps: float = 1000.0
 
     def __post_init__(self) -> None:
         if len(self.detectors) != N_DETECTORS:
             raise ValueError(f"the relay needs exactly {N_DETECTORS} detectors")
-        if not self.coincidence_window_ps > 0:
-            raise ValueError("coincidence_window_ps must be > 0")
 
     @classmethod
-    def uniform(cls, efficiency: float = 0.145, dark_count_probability: float = 3e-6,
-                **kwargs: float) -> RelayOptics:
+    def uniform(cls, efficiency: float = 0.145,
+                dark_count_probability: float = 3e-6) -> RelayOptics:
         det = Detector(efficiency=efficiency, dark_count_probability=dark_count_probability)
-        return cls(detectors=(det,) * N_DETECTORS, **kwargs)
+        return cls(detectors=(det,) * N_DETECTORS)
 
     @property
     def efficiencies(self) -> np.ndarray:
@@ -137,34 +126,4 @@ class RelayOutput:
     @property
     def slots(self) -> int:
         return self.stop - self.start
-
-
-def announce(records: DetectionRecords, coincidence_window_ps: float) -> np.ndarray:
-    """Charles's Bell-state decision per record: FAIL, PSI_PLUS or PSI_MINUS.
-
-    A Bell pattern counts only when its clicks fall within the coincidence window.
-    """
-    bell = BELL_OF_PATTERN[records.pattern]
-    if len(records) == 0:
-        return bell
-    return _within_window(bell, np.ascontiguousarray(records.time_ps, dtype=np.int64),
-                          float(coincidence_window_ps))
-
-
-@njit(cache=True)
-def _within_window(bell: np.ndarray, times: np.ndarray,
-                   window_ps: float) -> np.ndarray:  # pragma: no cover - numba
-    """``bell`` where the clicks' spread (latest − earliest click) is within the window, else
-    FAIL; one pass over the records."""
-    out = np.empty(bell.size, np.uint8)
-    for i in range(bell.size):
-        lo = np.iinfo(np.int64).max
-        hi = np.iinfo(np.int64).min
-        for k in range(times.shape[1]):
-            t = times[i, k]
-            if t != NO_CLICK_TIME:
-                lo = min(lo, t)
-                hi = max(hi, t)
-        out[i] = bell[i] if hi - lo <= window_ps else FAIL
-    return out
 

@@ -7,8 +7,8 @@ applies the flip rule of LCQ Table I (Lo, Curty, Qi, PRL 108, 130503): he flips 
 except (X basis, ψ⁺), so that his bit equals Alice's when the Bell measurement was right.
 
 Wire convention (no ``channel/`` import, docs/architecture.md §6): announcements are ``uint8`` with
-``FAIL = 0``, ``PSI_PLUS = 1``, ``PSI_MINUS = 2`` (the same numbers ``channel.relay`` uses; a test
-pins them together); bases are ``0 = Z``, ``1 = X``; a *combo* is ``2 * intensity + basis``.
+``FAIL = 0``, ``PSI_PLUS = 1``, ``PSI_MINUS = 2`` (defined here; the relay's software announces
+with them); bases are ``0 = Z``, ``1 = X``; a *combo* is ``2 * intensity + basis``.
 
 Class counts. ``SiftedData.detections[i_a, i_b, basis, bell - 1]`` counts kept slots per class,
 so ``bell - 1`` is 0 for ψ⁺ and 1 for ψ⁻; the first two axes have one entry per intensity of each
@@ -48,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 
-#: Bell-state announcement codes (wire convention, equal to ``channel.relay``'s constants).
+#: Bell-state announcement codes (wire convention of ``Announcement.bell``).
 FAIL, PSI_PLUS, PSI_MINUS = 0, 1, 2
 BELL_STATE_NAMES = ("fail", "psi+", "psi-")
 #: Names of the two success outcomes, in the order of the last axis of ``detections``.

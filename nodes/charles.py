@@ -7,8 +7,8 @@ Two parts, kept apart on purpose (docs/trust-boundaries.md):
   the exact sampler. Charles's software learns only ``ReadyFrames`` (round, slot range, trace
   contexts) and the resulting ``DetectionRecords``; singles stay with the emulator's metrics.
 * ``CharlesNode`` — Charles's software. Decides the Bell states of each batch's records as they
-  come (``nodes.relay_software``), keeps the successes, and at the end of a round announces them,
-  authenticated, to Alice and Bob.
+  come (``nodes.relay_software``, with his own ``CharlesConfig``), keeps the successes, and at the
+  end of a round announces them, authenticated, to Alice and Bob.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import numpy as np
 from opentelemetry.trace import SpanKind
 
 from channel.link import Link
-from channel.relay import PSI_MINUS, PSI_PLUS, DetectionRecords
+from channel.relay import DETECTOR_NAMES, N_DETECTORS, DetectionRecords
 from channel.samplers import sample
 from channel.settings import SettingsGenerator, SettingsPlan
 from classical.messages import Announcement, EndOfRun
 from classical.rounds import PeerAborted, ProtocolError
+from classical.sifting import PSI_MINUS, PSI_PLUS
 from nodes.base import NodeContext
-from nodes.relay_software import bell_successes
+from nodes.relay_software import CharlesConfig, bell_successes
 from nodes.tracing import context_from, link_to
 from nodes.transport import PulseBatch, PulseReceiver
 
@@ -60,7 +61,7 @@ class ChannelEmulator:
     plans: dict[str, SettingsPlan]
     seed: int
     sampler: str = "fast"
-    singles: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    singles: np.ndarray = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
     waiting: dict[str, dict[int, PulseBatch]] = field(
         default_factory=lambda: {"alice": {}, "bob": {}})
     finished: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -114,12 +115,17 @@ class ChannelEmulator:
         self.singles += out.singles
         return out.records
 
+    def metrics(self) -> dict[str, int]:
+        """Clicks per detector so far, coincidences included."""
+        return {f"singles_{name}_total": int(c)
+                for name, c in zip(DETECTOR_NAMES, self.singles, strict=True)}
+
 
 class CharlesNode:
     """Charles's software: sees ``ReadyFrames`` and detection records, and announces."""
 
-    def __init__(self, ctx: NodeContext, nature: ChannelEmulator) -> None:
-        self.ctx, self.nature = ctx, nature
+    def __init__(self, ctx: NodeContext, nature: ChannelEmulator, config: CharlesConfig) -> None:
+        self.ctx, self.nature, self.config = ctx, nature, config
         self.pulses = PulseReceiver(ctx.zmq, ctx.endpoints.pulses)
         # Charles decides each batch's Bell states as it is measured and keeps only successes
         self.successes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
@@ -157,7 +163,7 @@ class CharlesNode:
                 "measure", context=context_from(ready.traceparents[0]), kind=SpanKind.CONSUMER,
                 links=links) as span:
             records = self.nature.measure_ready(ready)
-            slots, bell = bell_successes(records, self.nature.link.relay.coincidence_window_ps)
+            slots, bell = bell_successes(records, self.config.coincidence_window_ps)
             self.successes[ready.round_id].append((slots, bell))
             self.coincidences[ready.round_id] += len(records)
             old = self.bounds.get(ready.round_id, (ready.first_slot, ready.stop_slot))
@@ -189,6 +195,5 @@ class CharlesNode:
         self.ctx.counters.add("rounds_announced_total")
 
     def close(self) -> None:
-        self.ctx.write_metrics({f"singles_{n}_total": int(c) for n, c in
-                                zip(("cH", "cV", "dH", "dV"), self.nature.singles, strict=True)})
+        self.ctx.write_metrics(self.nature.metrics())
         self.pulses.close()

@@ -1,27 +1,88 @@
 """Charles's software: from detector click records to the public announcement.
 
 It sees ``DetectionRecords`` only (docs/trust-boundaries.md): the Bell-state decision is a
-function of click patterns and click times only. Failed slots are not announced.
+function of click patterns and click times only, made with Charles's own settings
+(``CharlesConfig``), never with the emulator's link. Failed slots are not announced.
+
+Detector indices and pattern bits are those of the records (``channel.relay``): 0 = cH, 1 = cV,
+2 = dH, 3 = dV, pattern = Σ 2**k over the detectors k that clicked. The Bell codes are the wire
+convention of ``Announcement.bell`` (``classical.sifting``).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-from channel.relay import FAIL, DetectionRecords, announce
+import numpy as np
+from numba import njit
+
+from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords
 from classical.messages import Announcement
+from classical.sifting import FAIL, PSI_MINUS, PSI_PLUS
+
+DEFAULT_COINCIDENCE_WINDOW_PS = 1000.0
+
+#: BELL_OF_PATTERN[pattern] -> FAIL / PSI_PLUS / PSI_MINUS (LCQ: ψ⁺ = cH&cV or dH&dV,
+#: ψ⁻ = cH&dV or cV&dH; every other pattern fails).
+BELL_OF_PATTERN = np.zeros(1 << N_DETECTORS, dtype=np.uint8)
+BELL_OF_PATTERN[0b0011] = PSI_PLUS
+BELL_OF_PATTERN[0b1100] = PSI_PLUS
+BELL_OF_PATTERN[0b1001] = PSI_MINUS
+BELL_OF_PATTERN[0b0110] = PSI_MINUS
+
+
+@dataclass(frozen=True)
+class CharlesConfig:
+    """Charles's own settings. ``coincidence_window_ps``: the largest spread (latest − earliest
+    click time, ps) of a Bell pattern's clicks that still counts as one coincidence."""
+
+    coincidence_window_ps: float = DEFAULT_COINCIDENCE_WINDOW_PS
+
+    def __post_init__(self) -> None:
+        if not self.coincidence_window_ps > 0:
+            raise ValueError(f"coincidence_window_ps must be > 0, got {self.coincidence_window_ps}")
+
+
+def bell_states(records: DetectionRecords, coincidence_window_ps: float) -> np.ndarray:
+    """Charles's Bell-state decision per record: FAIL, PSI_PLUS or PSI_MINUS.
+
+    A Bell pattern counts only when its clicks fall within the coincidence window.
+    """
+    bell = BELL_OF_PATTERN[records.pattern]
+    if len(records) == 0:
+        return bell
+    return _within_window(bell, np.ascontiguousarray(records.time_ps, dtype=np.int64),
+                          float(coincidence_window_ps))
+
+
+@njit(cache=True)
+def _within_window(bell: np.ndarray, times: np.ndarray,
+                   window_ps: float) -> np.ndarray:  # pragma: no cover - numba
+    """``bell`` where the clicks' spread (latest − earliest click) is within the window, else
+    FAIL; one pass over the records."""
+    out = np.empty(bell.size, np.uint8)
+    for i in range(bell.size):
+        lo = np.iinfo(np.int64).max
+        hi = np.iinfo(np.int64).min
+        for k in range(times.shape[1]):
+            t = times[i, k]
+            if t != NO_CLICK_TIME:
+                lo = min(lo, t)
+                hi = max(hi, t)
+        out[i] = bell[i] if hi - lo <= window_ps else FAIL
+    return out
 
 
 def bell_successes(records: DetectionRecords,
                    coincidence_window_ps: float) -> tuple[np.ndarray, np.ndarray]:
     """(slots, Bell state) of the records Charles announces as ψ⁺ or ψ⁻."""
-    bell = announce(records, coincidence_window_ps)
+    bell = bell_states(records, coincidence_window_ps)
     ok = bell != FAIL
     return (np.ascontiguousarray(records.slot[ok], dtype=np.int64),
             np.ascontiguousarray(bell[ok], dtype=np.uint8))
 
 
 def announce_round(round_id: int, start_slot: int, stop_slot: int, records: DetectionRecords,
-                   coincidence_window_ps: float) -> Announcement:
-    slots, bell = bell_successes(records, coincidence_window_ps)
+                   config: CharlesConfig) -> Announcement:
+    slots, bell = bell_successes(records, config.coincidence_window_ps)
     return Announcement(round_id, int(start_slot), int(stop_slot), slots, bell)

@@ -32,6 +32,7 @@ from channel.source import Source
 from classical.cascade import CascadeParameters, CascadeVariant
 from classical.estimation import SecurityParameters
 from classical.rounds import RoundConfig
+from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 DEFAULT_SCENARIO = SCENARIO_DIR / "quickstart.yaml"
@@ -128,7 +129,8 @@ class DetectorModel(_Model):
 
 class RelayModel(_Model):
     detectors: DetectorModel | list[DetectorModel] = DetectorModel()
-    coincidence_window_ps: float = Field(1000.0, gt=0.0)
+    coincidence_window_ps: float = Field(DEFAULT_COINCIDENCE_WINDOW_PS, gt=0.0,
+                                         description="Charles's setting, not the optics'")
     pulse_rms_ps: float = Field(50.0, gt=0.0)
 
     @model_validator(mode="after")
@@ -260,8 +262,7 @@ def _fiber(arm: ArmModel) -> Fiber:
 def build_link(s: Scenario) -> Link:
     dets = s.relay.detectors if isinstance(s.relay.detectors, list) else [s.relay.detectors] * 4
     relay = RelayOptics(tuple(Detector(d.efficiency, d.dark_count_probability,
-                                       jitter_ps=d.jitter_ps) for d in dets),
-                        s.relay.coincidence_window_ps)
+                                       jitter_ps=d.jitter_ps) for d in dets))
     return Link(
         source_a=Source(_plan(s.alice.source),
                         intensity_fluctuation_rel=s.alice.source.intensity_fluctuation_rel,
@@ -273,6 +274,10 @@ def build_link(s: Scenario) -> Link:
         clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
         clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
         frame_bits=s.frame_bits, drift_seed=s.seed)
+
+
+def build_charles_config(s: Scenario) -> CharlesConfig:
+    return CharlesConfig(s.relay.coincidence_window_ps)
 
 
 def user_keys(s: Scenario) -> dict[str, int]:

@@ -11,7 +11,7 @@ from channel.samplers import sample
 from channel.settings import SettingsGenerator
 from classical.messages import Announcement
 from classical.rounds import LocalView, RoundConfig
-from nodes.relay_software import announce_round
+from nodes.relay_software import CharlesConfig, announce_round
 from nodes.users import local_view
 
 
@@ -23,11 +23,10 @@ class EmulatedRound:
 
 
 def emulate_round(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, round_id: int,
-                  start_slot: int, stop_slot: int, seed: int,
-                  sampler: str = "fast") -> EmulatedRound:
+                  start_slot: int, stop_slot: int, seed: int, sampler: str = "fast",
+                  charles: CharlesConfig | None = None) -> EmulatedRound:
     out = sample(link, alice, bob, start_slot, stop_slot, seed, sampler)
-    ann = announce_round(round_id, start_slot, stop_slot, out.records,
-                         link.relay.coincidence_window_ps)
+    ann = announce_round(round_id, start_slot, stop_slot, out.records, charles or CharlesConfig())
     return EmulatedRound(ann, local_view(alice, ann), local_view(bob, ann))
 
 

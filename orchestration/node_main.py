@@ -16,6 +16,7 @@ from types import FrameType
 
 from orchestration.config import (
     Scenario,
+    build_charles_config,
     build_link,
     build_round_config,
     build_settings,
@@ -45,7 +46,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, tracer):  # type: 
         link = build_link(scenario)
         plans = {u: build_settings(scenario, u).plan for u in ("alice", "bob")}  # type: ignore[arg-type]
         nature = ChannelEmulator(link, plans, user_keys(scenario)["nature"] % (2**31))
-        return ctx, CharlesNode(ctx, nature)
+        return ctx, CharlesNode(ctx, nature, build_charles_config(scenario))
     from nodes.users import UserNode, UserPlan
 
     plan = UserPlan(role, build_settings(scenario, role), build_round_config(scenario),  # type: ignore[arg-type]

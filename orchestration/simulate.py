@@ -10,11 +10,12 @@ import numpy as np
 from channel.analytic import exact_class_statistics
 from channel.fiber import Fiber, linear_rotation
 from channel.link import Link
-from channel.relay import RelayOptics, announce
+from channel.relay import RelayOptics
 from channel.samplers import sample
 from channel.settings import BASIS_NAMES, SettingsGenerator, SettingsPlan
 from channel.source import Source
 from classical.sifting import bob_flip
+from nodes.relay_software import BELL_OF_PATTERN, DEFAULT_COINCIDENCE_WINDOW_PS, bell_states
 from orchestration.options import SimulateOptions
 
 
@@ -64,7 +65,7 @@ def simulate(o: SimulateOptions) -> dict:
     link, alice, bob = build_fixed_link(o)
     basis = BASIS_NAMES.index(o.basis)
     out = sample(link, alice, bob, 0, o.slots, o.seed, o.sampler)
-    bell = announce(out.records, link.relay.coincidence_window_ps)
+    bell = bell_states(out.records, DEFAULT_COINCIDENCE_WINDOW_PS)
     success = bell != 0
     slots = out.records.slot[success]
     sa, sb = alice.settings_at(slots), bob.settings_at(slots)
@@ -74,7 +75,8 @@ def simulate(o: SimulateOptions) -> dict:
     stats = exact_class_statistics(
         basis, o.mu_a, o.mu_b, link.fiber_a.transmittance, link.fiber_b.transmittance,
         link.fiber_a.static_unitary, link.fiber_b.static_unitary, link.relay.efficiencies,
-        link.relay.dark_count_probabilities, o.gamma, o.misalignment)
+        link.relay.dark_count_probabilities, o.gamma, o.misalignment,
+        bell_of_pattern=BELL_OF_PATTERN)
     result = ClassResult(
         basis=o.basis, mu_a=o.mu_a, mu_b=o.mu_b, slots=o.slots, detections=detections,
         errors=errors, Q=detections / o.slots, E=errors / detections if detections else 0.0,

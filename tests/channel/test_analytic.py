@@ -18,8 +18,14 @@ from channel.analytic import (
 )
 from channel.fiber import linear_rotation, su2
 from channel.source import JONES
+from nodes.relay_software import BELL_OF_PATTERN
 
 ETA_D, PD, ED = 0.145, 3e-6, 0.015
+
+
+def _lcq(*args, **kwargs):
+    """The general formula for a relay that decides Bell states by Charles's (LCQ) rule."""
+    return exact_class_statistics(*args, bell_of_pattern=BELL_OF_PATTERN, **kwargs)
 
 
 @pytest.mark.parametrize("distance_km", [0, 50, 100, 150])
@@ -29,8 +35,8 @@ def test_general_formula_reproduces_closed_forms(distance_km, mu_a, mu_b, basis)
     t = float(arm_transmittance(distance_km / 2))
     closed = mr_z_basis if basis == 0 else mr_x_basis
     q, e = closed(ETA_D * t, ETA_D * t, mu_a, mu_b, PD, ED)
-    s = exact_class_statistics(basis, mu_a, mu_b, t, t, efficiencies=ETA_D,
-                               dark_count_probabilities=PD, flip_misalignment=ED)
+    s = _lcq(basis, mu_a, mu_b, t, t, efficiencies=ETA_D, dark_count_probabilities=PD,
+             flip_misalignment=ED)
     assert s.gain == pytest.approx(float(q), rel=1e-6)
     assert s.error_rate == pytest.approx(float(e), rel=1e-6)
 
@@ -39,8 +45,8 @@ def test_asymmetric_arms_match_closed_forms():
     ta, tb = float(arm_transmittance(10)), float(arm_transmittance(60))
     for basis, closed in ((0, mr_z_basis), (1, mr_x_basis)):
         q, e = closed(ETA_D * ta, ETA_D * tb, 0.5, 0.2, PD, ED)
-        s = exact_class_statistics(basis, 0.5, 0.2, ta, tb, efficiencies=ETA_D,
-                                   dark_count_probabilities=PD, flip_misalignment=ED)
+        s = _lcq(basis, 0.5, 0.2, ta, tb, efficiencies=ETA_D, dark_count_probabilities=PD,
+                 flip_misalignment=ED)
         assert s.gain == pytest.approx(float(q), rel=1e-6)
         assert s.error_rate == pytest.approx(float(e), rel=1e-6)
 
@@ -58,20 +64,20 @@ def test_pattern_probabilities_sum_to_one_for_any_unitaries():
 
 def test_rotation_raises_errors_above_flip_free_value():
     t = float(arm_transmittance(25))
-    base = exact_class_statistics(0, 0.4, 0.4, t, t)
-    rotated = exact_class_statistics(0, 0.4, 0.4, t, t, unitary_a=linear_rotation(0.2))
+    base = _lcq(0, 0.4, 0.4, t, t)
+    rotated = _lcq(0, 0.4, 0.4, t, t, unitary_a=linear_rotation(0.2))
     assert rotated.error_rate > base.error_rate
     # a rotation by π/2 swaps H and V on one arm: Z-basis errors and successes trade places
-    swapped = exact_class_statistics(0, 0.4, 0.4, t, t, unitary_a=linear_rotation(np.pi / 2))
+    swapped = _lcq(0, 0.4, 0.4, t, t, unitary_a=linear_rotation(np.pi / 2))
     assert swapped.error_rate > 0.9
 
 
 def test_mode_mismatch_drives_x_errors_toward_one_half():
     t = float(arm_transmittance(25))
-    e = [exact_class_statistics(1, 0.1, 0.1, t, t, gamma=g).error_rate for g in (1, 0.7, 0.3, 0)]
+    e = [_lcq(1, 0.1, 0.1, t, t, gamma=g).error_rate for g in (1, 0.7, 0.3, 0)]
     assert e == sorted(e)
     assert e[-1] == pytest.approx(0.5, abs=1e-9)
-    z = [exact_class_statistics(0, 0.1, 0.1, t, t, gamma=g).gain for g in (1, 0)]
+    z = [_lcq(0, 0.1, 0.1, t, t, gamma=g).gain for g in (1, 0)]
     assert z[0] == pytest.approx(z[1], rel=1e-2)  # Z basis is almost untouched
 
 

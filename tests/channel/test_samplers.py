@@ -14,7 +14,7 @@ import pytest
 from channel.analytic import exact_class_statistics
 from channel.fiber import Fiber
 from channel.link import Link
-from channel.relay import Detector, RelayOptics, announce
+from channel.relay import Detector, RelayOptics
 from channel.samplers import (
     UnsupportedPhysicsError,
     sample,
@@ -25,6 +25,7 @@ from channel.samplers import (
 from channel.settings import SettingsGenerator, SettingsPlan, three_intensity_plan
 from channel.source import Source
 from classical.sifting import bob_flip
+from nodes.relay_software import BELL_OF_PATTERN, DEFAULT_COINCIDENCE_WINDOW_PS, bell_states
 from orchestration.options import SimulateOptions
 from orchestration.simulate import build_fixed_link, simulate
 from tests.stats import assert_z_scores_consistent, binomial_z
@@ -53,7 +54,8 @@ def _options(cfg, basis: str, sampler: str, seed: int, target: float, cap: int) 
     link, _, _ = build_fixed_link(o)
     q = exact_class_statistics(0 if basis == "Z" else 1, mu_a, mu_b, link.fiber_a.transmittance,
                                link.fiber_b.transmittance, link.fiber_a.static_unitary,
-                               link.fiber_b.static_unitary, 0.145, 3e-6, gamma, ed).gain
+                               link.fiber_b.static_unitary, 0.145, 3e-6, gamma, ed,
+                               bell_of_pattern=BELL_OF_PATTERN).gain
     return o.model_copy(update={"slots": int(min(cap, target / q))})
 
 
@@ -99,7 +101,7 @@ def _random_setting_counts(sampler: str, slots: int, arm_km: float, seed: int):
     alice = SettingsGenerator(plan, 100 + seed, frame_bits=16)
     bob = SettingsGenerator(plan, 200 + seed, frame_bits=16)
     out = sample(link, alice, bob, 0, slots, seed, sampler)
-    bell = announce(out.records, link.relay.coincidence_window_ps)
+    bell = bell_states(out.records, DEFAULT_COINCIDENCE_WINDOW_PS)
     ok = bell != 0
     sa, sb = alice.settings_at(out.records.slot[ok]), bob.settings_at(out.records.slot[ok])
     same = sa.basis == sb.basis
@@ -118,7 +120,8 @@ def test_random_three_intensity_settings_per_class(sampler, slots, arm_km):
     for ia, mu_a in enumerate(plan.mean_photon_numbers):
         for ib, mu_b in enumerate(plan.mean_photon_numbers):
             for basis in (0, 1):
-                st = exact_class_statistics(basis, mu_a, mu_b, t, t)
+                st = exact_class_statistics(basis, mu_a, mu_b, t, t,
+                                            bell_of_pattern=BELL_OF_PATTERN)
                 sel = same & (sa.basis == basis) & (sa.intensity == ia) & (sb.intensity == ib)
                 n_pairs = slots * p[2 * ia + basis] * p[2 * ib + basis]
                 d = int(sel.sum())
@@ -200,7 +203,7 @@ def test_clock_offset_beyond_a_slot_decorrelates_the_users():
     bob = SettingsGenerator(plan, 2, frame_bits=16)
     assert link.physics(0, 10).bob_slot_offset.tolist() == [-1]
     out = sample_fast(link, alice, bob, 0, 4 * 10**8, 1)
-    bell = announce(out.records, link.relay.coincidence_window_ps)
+    bell = bell_states(out.records, DEFAULT_COINCIDENCE_WINDOW_PS)
     ok = bell != 0
     sa, sb = alice.settings_at(out.records.slot[ok]), bob.settings_at(out.records.slot[ok])
     same = sa.basis == sb.basis

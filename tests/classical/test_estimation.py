@@ -30,7 +30,6 @@ from channel.analytic import (
 )
 from channel.fiber import Fiber
 from channel.link import Link
-from channel.relay import announce
 from channel.samplers import sample
 from channel.settings import SettingsGenerator, three_intensity_plan
 from channel.source import Source
@@ -49,6 +48,7 @@ from classical.estimation import (
     realised_upper,
 )
 from classical.sifting import FAIL, class_errors, sent_pairs, sift
+from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, bell_states
 
 ETA_D, P_DARK, E_D = 0.145, 3e-6, 0.015
 INTENSITIES = (0.4, 0.1, 0.0)
@@ -122,7 +122,7 @@ def _sampled_observations(link: Link, plan, slots: int, seeds: tuple[int, int, i
     so the sent pairs are the exact conditional expectation); ``seeds`` = (Alice, Bob, nature)."""
     ga, gb = SettingsGenerator(plan, seeds[0]), SettingsGenerator(plan, seeds[1])
     out = sample(link, ga, gb, 0, slots, seed=seeds[2], sampler="fast")
-    bell = announce(out.records, link.relay.coincidence_window_ps)
+    bell = bell_states(out.records, DEFAULT_COINCIDENCE_WINDOW_PS)
     ok = bell != FAIL
     slot = out.records.slot[ok]
     sa, sb = ga.settings_at(slot), gb.settings_at(slot)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import channel.relay as relay
 from channel.analytic import exact_class_statistics
 from channel.fiber import Fiber
 from channel.link import Link
@@ -31,11 +30,8 @@ from classical.sifting import (
     sift,
     sifted_errors,
 )
+from nodes.relay_software import BELL_OF_PATTERN, DEFAULT_COINCIDENCE_WINDOW_PS, bell_states
 from tests.stats import assert_z_scores_consistent, binomial_z
-
-
-def test_bell_codes_match_the_relay():
-    assert (FAIL, PSI_PLUS, PSI_MINUS) == (relay.FAIL, relay.PSI_PLUS, relay.PSI_MINUS)
 
 
 def test_flip_rule_table():
@@ -161,7 +157,7 @@ def test_sampled_round_keys_differ_only_by_physical_errors():
     link = Link(Source(plan, bit_flip_probability=e_d), Source(plan), Fiber(25.0), Fiber(25.0))
     ga, gb = SettingsGenerator(plan, 31), SettingsGenerator(plan, 32)
     out = sample(link, ga, gb, 0, slots, seed=33, sampler="fast")
-    bell = relay.announce(out.records, link.relay.coincidence_window_ps)
+    bell = bell_states(out.records, DEFAULT_COINCIDENCE_WINDOW_PS)
     announced = bell != FAIL
     slot = out.records.slot[announced]
     sa, sb = ga.settings_at(slot), gb.settings_at(slot)
@@ -178,7 +174,8 @@ def test_sampled_round_keys_differ_only_by_physical_errors():
     for ia in range(3):
         for ib in range(3):
             for basis in (BASIS_Z, BASIS_X):
-                st = exact_class_statistics(basis, mus[ia], mus[ib], t, t, flip_misalignment=e_d)
+                st = exact_class_statistics(basis, mus[ia], mus[ib], t, t, flip_misalignment=e_d,
+                                            bell_of_pattern=BELL_OF_PATTERN)
                 n_pairs = pairs[ia, ib, basis]
                 if n_pairs * st.gain < 50:
                     continue

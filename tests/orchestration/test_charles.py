@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 
 import numpy as np
 
-from nodes.charles import ChannelEmulator, ReadyFrames
+from nodes import relay_software
+from nodes.charles import ChannelEmulator, CharlesNode, ReadyFrames
 from nodes.transport import PulseBatch
-from orchestration.config import DEFAULT_SCENARIO, build_link, build_settings, load_scenario
+from orchestration.config import (
+    DEFAULT_SCENARIO,
+    build_charles_config,
+    build_link,
+    build_settings,
+    load_scenario,
+)
 
 
 def _batch(user: str, gen, first: int, n: int, last: bool) -> list:
@@ -29,3 +38,12 @@ def test_emulator_pairs_batches_and_charles_learns_no_settings():
     records = nature.measure_ready(ready)
     assert set(dataclasses.asdict(records)) == {"slot", "pattern", "time_ps"}
     assert len(records) > 0 and nature.singles.sum() > 0
+    assert set(nature.metrics()) == {f"singles_{d}_total" for d in ("cH", "cV", "dH", "dV")}
+
+
+def test_charles_decides_with_his_own_config_not_the_emulators_link():
+    scenario = load_scenario(DEFAULT_SCENARIO, {"relay": {"coincidence_window_ps": 250.0}})
+    assert build_charles_config(scenario).coincidence_window_ps == 250.0
+    for part in (CharlesNode, relay_software):
+        tree = ast.parse(inspect.getsource(part))
+        assert "link" not in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
