@@ -6,7 +6,6 @@ the run loop (``orchestration.run``) watches them and fails loudly, naming the n
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -36,12 +35,13 @@ class LocalProcessLauncher:
     def start(self, run_dir: Path) -> None:
         logs = run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for name in NODE_ORDER:
             log = (logs / f"{name}.log").open("wb")
+            # -I (isolated): neither the working directory nor PYTHON* variables can put other
+            # code in front of the installed package; -u: unbuffered logs.
             self.processes[name] = subprocess.Popen(
-                [self.python, "-m", "orchestration.node_main", name, str(run_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                [self.python, "-I", "-u", "-m", "orchestration.node_main", name, str(run_dir)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             log.close()
 
     def poll(self) -> dict[str, int | None]:
