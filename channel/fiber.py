@@ -1,4 +1,7 @@
-"""Fiber links: loss, delay and polarization (static rotation, random-walk drift, ramp).
+"""Fiber links: loss and polarization (static rotation, random-walk drift, ramp).
+
+Propagation delay is not modelled: the relay's timing is taken as calibrated to each arm, and
+only the clocks' errors shift the pulses (``channel.clock``, ``channel.link``).
 
 Polarization transformations are 2×2 unitaries (Jones calculus). A drift process is piecewise
 constant over *steps* of emulated time (the samplers use one unitary per settings frame, about
@@ -13,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 PAULI = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=np.complex128)
-SPEED_IN_FIBER_KM_PER_S = 2.0e5  # c / n with n ≈ 1.5
 
 
 def su2(axis: np.ndarray, angle_rad: float) -> np.ndarray:
@@ -96,10 +98,6 @@ class Fiber:
     @property
     def transmittance(self) -> float:
         return float(10.0 ** (-self.loss_db / 10.0))
-
-    @property
-    def delay_s(self) -> float:
-        return self.length_km / SPEED_IN_FIBER_KM_PER_S
 
     @property
     def static_unitary(self) -> np.ndarray:

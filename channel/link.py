@@ -39,7 +39,8 @@ class FramePhysics:
 
 @dataclass
 class Link:
-    """Device models of one MDI link; mutable fault knobs live in the fibers' ``extra_loss_db``."""
+    """Device models of one MDI link (frozen; a changed link is a new ``Link``), and the
+    drift unitaries it has drawn, cached per arm."""
 
     source_a: Source
     source_b: Source

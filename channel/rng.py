@@ -10,8 +10,9 @@ evaluate only the slots that matter while Alice and Bob can still enumerate what
   ``classical.reconciliation_channel`` expand their public seeds with it).
 * ``feistel_permute`` is a keyed pseudo-random permutation of ``[0, 2**bits)`` (balanced Feistel
   network, 4 rounds, ``bits`` even), used to place a frame's classes on its slots.
-* ``KernelRng`` is a tiny sequential generator (SplitMix64 stream) for numba kernels, whose state is
-  a one-element uint64 array so that it can be passed in and out of ``@njit`` functions.
+* ``next_u64`` / ``next_uniform`` / ``next_normal`` draw from a sequential SplitMix64 stream for
+  numba kernels; its state is a one-element uint64 array (``make_state``), so that it can be passed
+  in and out of ``@njit`` functions.
 """
 
 from __future__ import annotations
@@ -143,8 +144,3 @@ def make_state(seed: int) -> np.ndarray:
     """A kernel RNG state from an integer seed (mixed, so nearby seeds give unrelated streams)."""
     s = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
     return np.array([s[0]], dtype=np.uint64)
-
-
-def derive_key(seed_sequence: np.random.SeedSequence) -> np.uint64:
-    """A 64-bit hash key from a SeedSequence child."""
-    return np.uint64(seed_sequence.generate_state(1, dtype=np.uint64)[0])

@@ -50,9 +50,6 @@ import numpy as np
 
 #: Bell-state announcement codes (wire convention of ``Announcement.bell``).
 FAIL, PSI_PLUS, PSI_MINUS = 0, 1, 2
-BELL_STATE_NAMES = ("fail", "psi+", "psi-")
-#: Names of the two success outcomes, in the order of the last axis of ``detections``.
-SUCCESS_NAMES = ("psi+", "psi-")
 BASIS_Z, BASIS_X = 0, 1
 BASIS_NAMES = ("Z", "X")
 #: Intensity index of the signal state in the standard layouts (the key class is
@@ -226,7 +223,6 @@ def _class_index(ia: np.ndarray, ib: np.ndarray, basis: np.ndarray, bell: np.nda
 
 
 __all__ = [
-    "BASIS_NAMES", "BASIS_X", "BASIS_Z", "BELL_STATE_NAMES", "FAIL", "PSI_MINUS", "PSI_PLUS",
-    "SIGNAL", "SUCCESS_NAMES", "Role", "SiftedData", "bob_flip", "class_errors", "sent_pairs",
-    "sift", "sifted_errors",
+    "BASIS_NAMES", "BASIS_X", "BASIS_Z", "FAIL", "PSI_MINUS", "PSI_PLUS", "SIGNAL", "Role",
+    "SiftedData", "bob_flip", "class_errors", "sent_pairs", "sift", "sifted_errors",
 ]
