@@ -13,6 +13,7 @@ basis and intensities, averaged over the four bit combinations, ψ⁺ and ψ⁻ 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,18 +41,69 @@ def arm_transmittance(length_km: ArrayLike, attenuation_db_per_km: float = 0.2,
 
 
 # --- Ma & Razavi closed forms (App. B) ------------------------------------------------------
+#
+# Weak light makes the printed forms subtract numbers close to 1 (I₀(2x) − 1, 1 − e^(−m/2),
+# 1 + 2y² − 4y·I₀(x) + I₀(2x) ~ m²), and the decoy bounds divide the gains' differences by
+# (ν − ω)², so the gains are evaluated as sums of non-negative terms: series for the Bessel
+# excesses, expm1 for the exponentials. Each gain is then good to a few ulp at any intensity.
+
+#: Series are summed for (argument/2)² up to this value and Bessel functions called directly
+#: above it, where I₀ − 1 and I₀(2x) − 4I₀(x) + 3 lose at most two bits.
+_SERIES_MAX = 4.0
+_SERIES_TERMS = 18  # first omitted term of either series below 1e-22 relative at _SERIES_MAX
+#: (1 − 4^(1−k)) / (k!)², k = 2.._SERIES_TERMS, highest first (Horner order)
+_DIP_COEFFS = [(1 - 4.0 ** (1 - k)) / math.factorial(k) ** 2
+               for k in range(_SERIES_TERMS, 1, -1)]
+
+
+def _i0_minus_one(z: np.ndarray) -> np.ndarray:
+    """I₀(z) − 1 = Σ_{k≥1} t^k/(k!)², t = (z/2)², without forming I₀(z) for small z."""
+    t = (np.asarray(z, dtype=np.float64) / 2) ** 2
+    ts = np.minimum(t, _SERIES_MAX)
+    acc = np.ones_like(ts)
+    for k in range(_SERIES_TERMS, 1, -1):  # t (1 + t/2² (1 + t/3² (1 + …)))
+        acc = 1 + ts / k**2 * acc
+    large = t > _SERIES_MAX
+    if not large.any():
+        return ts * acc
+    with np.errstate(over="ignore"):
+        return np.where(large, np.i0(np.where(large, z, 0.0)) - 1, ts * acc)
+
+
+def _i0_dip(x: np.ndarray) -> np.ndarray:
+    """I₀(2x) − 4 I₀(x) + 3 = Σ_{k≥2} x^{2k} (1 − 4^(1−k))/(k!)² ≥ 0 (orders 0 and 1 cancel)."""
+    s = np.asarray(x, dtype=np.float64) ** 2
+    ss = np.minimum(s, _SERIES_MAX)
+    acc = np.zeros_like(ss)
+    for c in _DIP_COEFFS:
+        acc = acc * ss + c
+    large = s > _SERIES_MAX
+    if not large.any():
+        return ss * ss * acc
+    xl = np.where(large, x, 0.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(large, np.i0(2 * xl) - 4 * np.i0(xl) + 3, ss * ss * acc)
+
+
+def _click(s: np.ndarray, pd: float) -> np.ndarray:
+    """1 − (1 − p_d) e^(−s): a detector fires on a coherent state of mean s (s ≥ 0)."""
+    return -np.expm1(-s) + pd * np.exp(-s)
 
 
 def mr_z_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayLike,
                dark_count_probability: float, misalignment: float) -> tuple[np.ndarray, np.ndarray]:
-    """(Q_Z, E_Z) for Z-basis pulse pairs (§6)."""
+    """(Q_Z, E_Z) for Z-basis pulse pairs (§6), broadcast over the arguments.
+
+    Written as Q_C ∝ [1 − (1−p_d)e^(−m_a/2)][1 − (1−p_d)e^(−m_b/2)] and
+    Q_E ∝ [I₀(2x) − 1] + [1 − (1−p_d)e^(−μ'/2)], every bracket free of cancellation.
+    """
     pd = dark_count_probability
     ma, mb = np.asarray(eta_a) * mu_a, np.asarray(eta_b) * mu_b
     mu_p = ma + mb
     x = np.sqrt(ma * mb) / 2
-    q_c = 2 * (1 - pd) ** 2 * np.exp(-mu_p / 2) * (1 - (1 - pd) * np.exp(-ma / 2)) * (
-        1 - (1 - pd) * np.exp(-mb / 2))
-    q_e = 2 * pd * (1 - pd) ** 2 * np.exp(-mu_p / 2) * (np.i0(2 * x) - (1 - pd) * np.exp(-mu_p / 2))
+    pair = 2 * (1 - pd) ** 2 * np.exp(-mu_p / 2)
+    q_c = pair * _click(ma / 2, pd) * _click(mb / 2, pd)
+    q_e = pd * pair * (_i0_minus_one(2 * x) + _click(mu_p / 2, pd))
     q = q_c + q_e
     with np.errstate(invalid="ignore", divide="ignore"):
         e = np.where(q > 0, (misalignment * q_c + (1 - misalignment) * q_e) / q, 0.0)
@@ -60,14 +112,22 @@ def mr_z_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayL
 
 def mr_x_basis(eta_a: ArrayLike, eta_b: ArrayLike, mu_a: ArrayLike, mu_b: ArrayLike,
                dark_count_probability: float, misalignment: float) -> tuple[np.ndarray, np.ndarray]:
-    """(Q_X, E_X) for X-basis pulse pairs (§6)."""
+    """(Q_X, E_X) for X-basis pulse pairs (§6), broadcast over the arguments.
+
+    With g = 1 − y the bracket 1 + 2y² − 4y·I₀(x) + I₀(2x) is regrouped exactly as
+    2g² + 4g[I₀(x) − 1] + [I₀(2x) − 4I₀(x) + 3], three non-negative terms, and the error gain
+    Q_X/2 − (1 − 2e_d)y²[I₀(2x) − 1] as y²{2g² − 4y[I₀(x) − 1] + 2e_d[I₀(2x) − 1]}, whose
+    subtracted term is at most half the first for any intensities.
+    """
     pd = dark_count_probability
     ma, mb = np.asarray(eta_a) * mu_a, np.asarray(eta_b) * mu_b
     mu_p = ma + mb
     x = np.sqrt(ma * mb) / 2
     y = (1 - pd) * np.exp(-mu_p / 4)
-    q = 2 * y**2 * (1 + 2 * y**2 - 4 * y * np.i0(x) + np.i0(2 * x))
-    eq = q / 2 - 2 * (0.5 - misalignment) * y**2 * (np.i0(2 * x) - 1)
+    g = _click(mu_p / 4, pd)
+    excess = _i0_minus_one(x)
+    q = 2 * y**2 * (2 * g**2 + 4 * g * excess + _i0_dip(x))
+    eq = y**2 * (2 * g**2 - 4 * y * excess + 2 * misalignment * _i0_minus_one(2 * x))
     with np.errstate(invalid="ignore", divide="ignore"):
         e = np.where(q > 0, eq / q, 0.0)
     return q, e
@@ -84,10 +144,15 @@ def single_photon_yield(eta_a: ArrayLike, eta_b: ArrayLike,
 
 def single_photon_phase_error(eta_a: ArrayLike, eta_b: ArrayLike, dark_count_probability: float,
                               misalignment: float) -> np.ndarray:
-    """e11^X (§6)."""
-    y11 = single_photon_yield(eta_a, eta_b, dark_count_probability)
+    """e11^X (§6), e_d on the term η_aη_b/2 of Y11 and 1/2 on its dark-count terms.
+
+    Y11/2 − (1/2 − e_d)(1−p_d)²η_aη_b/2 regrouped so that nothing cancels.
+    """
+    pd = dark_count_probability
     ea, eb = np.asarray(eta_a), np.asarray(eta_b)
-    return (y11 / 2 - (0.5 - misalignment) * (1 - dark_count_probability) ** 2 * ea * eb / 2) / y11
+    signal = ea * eb / 2
+    noise = (2 * ea + 2 * eb - 3 * ea * eb) * pd + 4 * (1 - ea) * (1 - eb) * pd**2
+    return (misalignment * signal + noise / 2) / (signal + noise)
 
 
 # --- The general exact formula (§5) ---------------------------------------------------------

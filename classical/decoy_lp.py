@@ -114,8 +114,11 @@ def _joint_rows(ia: np.ndarray, ib: np.ndarray, constraints: Sequence[GainConstr
 
 def _solve(c: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray,
            bounds: list[tuple[float, float]], a_eq: np.ndarray | None = None,
-           b_eq: np.ndarray | None = None) -> float | None:
-    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+           b_eq: np.ndarray | None = None, tolerance: float | None = None) -> float | None:
+    options = ({} if tolerance is None else
+               {"primal_feasibility_tolerance": tolerance, "dual_feasibility_tolerance": tolerance})
+    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs",
+                  options=options)
     return float(res.fun) if res.status == 0 else None
 
 
@@ -123,14 +126,17 @@ def lp_bounds(intensities_a: tuple[float, ...], intensities_b: tuple[float, ...]
               gain_lo: np.ndarray, gain_hi: np.ndarray, used: np.ndarray,
               x_error_lo: np.ndarray, x_error_hi: np.ndarray, x_error_used: np.ndarray,
               cutoff: int = DEFAULT_CUTOFF,
-              joint: Sequence[GainConstraint] = ()) -> LpBounds:
+              joint: Sequence[GainConstraint] = (),
+              feasibility_tolerance: float | None = None) -> LpBounds:
     """Y11^L and (e11·Y11)^U from interval bounds on gains.
 
     ``gain_lo``/``gain_hi``/``used``: shape (n_a, n_b, 2) — per class and basis (0 = Z, 1 = X),
     the bounds on the expected gain and whether the class is constrained. ``x_error_*``: shape
     (n_a, n_b) — bounds on the X-basis error gains. ``joint``: further constraints on weighted
     sums of gains (module docstring). Infeasible constraints (inconsistent data)
-    give Y11^L = 0, i.e. no key.
+    give Y11^L = 0, i.e. no key. ``feasibility_tolerance``: HiGHS's primal and dual feasibility
+    tolerances (its default, 1e-7, when None); each row is scaled to order one, and the
+    bounds can move past the truth by that much times the decoy algebra's amplification.
     """
     ia, ib = np.asarray(intensities_a, float), np.asarray(intensities_b, float)
     k = (cutoff + 1) ** 2
@@ -149,7 +155,7 @@ def lp_bounds(intensities_a: tuple[float, ...], intensities_b: tuple[float, ...]
     tie[0, idx11], tie[0, k + idx11] = 1.0, -1.0
     c = np.zeros(2 * k)
     c[idx11] = 1.0
-    y11 = _solve(c, a_ub, b_ub, [(0.0, 1.0)] * (2 * k), tie, np.zeros(1))
+    y11 = _solve(c, a_ub, b_ub, [(0.0, 1.0)] * (2 * k), tie, np.zeros(1), feasibility_tolerance)
     if y11 is None:
         return LpBounds(0.0, 0.0)
     # error yields: variables [Y^X (k) | E^X (k)], E ≤ Y, maximise E_11
@@ -164,7 +170,7 @@ def lp_bounds(intensities_a: tuple[float, ...], intensities_b: tuple[float, ...]
     b2_ub = np.concatenate([np.array(rhs_x + rhs_e), np.zeros(k)])
     c2 = np.zeros(2 * k)
     c2[k + idx11] = -1.0
-    e11 = _solve(c2, a2_ub, b2_ub, [(0.0, 1.0)] * (2 * k))
+    e11 = _solve(c2, a2_ub, b2_ub, [(0.0, 1.0)] * (2 * k), tolerance=feasibility_tolerance)
     if e11 is None:
         return LpBounds(0.0, 0.0)
     return LpBounds(max(y11, 0.0), -e11)

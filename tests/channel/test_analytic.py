@@ -19,6 +19,7 @@ from channel.analytic import (
 from channel.fiber import linear_rotation, su2
 from channel.source import JONES
 from nodes.relay_software import BELL_OF_PATTERN
+from tests import mp_closed_forms as mp_ref
 
 ETA_D, PD, ED = 0.145, 3e-6, 0.015
 
@@ -90,3 +91,38 @@ def test_single_photon_quantities_limit():
 
 def test_binary_entropy_edges():
     assert binary_entropy(np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.0, 0.0]
+
+
+# mean photon numbers reaching the relay, m = η·μ: from no light, through the weak decoys of a
+# long link, to far brighter than any key-rate setting (the Bessel functions' direct branch)
+_ARRIVING = [0.0, 1e-12, 1e-9, 3e-7, 1e-5, 1e-3, 0.05, 0.3, 1.0, 5.0, 16.0, 30.0]
+
+
+@pytest.mark.parametrize(("dark_count", "misalignment"), [(0.0, 0.0), (3e-6, 0.015), (1e-3, 0.015)])
+def test_closed_forms_match_a_50_digit_evaluation(dark_count, misalignment):
+    """Every gain and error gain to 1e-13 relative, however weak the light: the float64 forms
+    are sums of non-negative terms, so a few ulp is all they lose (the printed forms, evaluated
+    in float64, keep no digit at m ~ 1e-8)."""
+    for ma in _ARRIVING:
+        for mb in _ARRIVING:
+            for closed, reference in ((mr_z_basis, mp_ref.z_basis), (mr_x_basis, mp_ref.x_basis)):
+                q, e = closed(ma, mb, 1.0, 1.0, dark_count, misalignment)
+                q_ref, eq_ref = (float(v) for v in reference(ma, mb, 1.0, 1.0, dark_count,
+                                                             misalignment))
+                assert float(q) == pytest.approx(q_ref, rel=1e-13, abs=0.0), (closed, ma, mb)
+                assert float(q * e) == pytest.approx(eq_ref, rel=1e-13, abs=0.0), (closed, ma, mb)
+
+
+@pytest.mark.parametrize("distance_km", [0, 100, 200, 300])
+def test_single_photon_quantities_match_a_50_digit_evaluation(distance_km):
+    eta = ETA_D * float(arm_transmittance(distance_km / 2))
+    y11, e11 = (float(v) for v in mp_ref.single_photon(eta, eta, PD, ED))
+    assert float(single_photon_yield(eta, eta, PD)) == pytest.approx(y11, rel=1e-14)
+    assert float(single_photon_phase_error(eta, eta, PD, ED)) == pytest.approx(e11, rel=1e-14)
+
+
+def test_closed_forms_broadcast_over_intensities():
+    mu = np.array([[0.4], [0.1], [0.0]])
+    q, e = mr_x_basis(1e-3, 2e-3, mu, mu.T, PD, ED)
+    assert q.shape == e.shape == (3, 3)
+    assert q[1, 2] == pytest.approx(float(mr_x_basis(1e-3, 2e-3, 0.1, 0.0, PD, ED)[0]), rel=1e-15)

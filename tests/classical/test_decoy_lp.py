@@ -105,3 +105,26 @@ def test_estimate_with_lp_gives_at_least_the_analytic_length_asymptotically():
     lp = estimate(obs, leak, "asymptotic", decoy_method="lp")
     assert lp.method == "asymptotic-lp"
     assert lp.secure_length >= analytic.secure_length > 0
+
+
+@pytest.mark.parametrize("distance_km", [0, 150, 300])
+@pytest.mark.parametrize("omega", [1e-2, 1e-3, 1e-5])
+def test_a_tight_solver_tolerance_keeps_weak_decoy_bounds_safe(distance_km, omega):
+    """Four-intensity layout with exact gains and a weak decoy ω, whose rows differ from the
+    vacuum's by O(ω): at a 1e-10 feasibility tolerance the LP still solves and both bounds stay
+    on the safe side of the truth (relative slack 1e-9 on the gains, as the key-rate curves).
+    At HiGHS's default, 1e-7, Y11^L passes the truth at 300 km for ω = 1e-2 and 1e-3."""
+    ints = np.array([0.4, 0.1, omega, 0.0])
+    eta = 0.145 * float(arm_transmittance(distance_km / 2))
+    qz = mr_z_basis(eta, eta, ints[:, None], ints[None, :], PD, ED)[0]
+    qx, ex = mr_x_basis(eta, eta, ints[:, None], ints[None, :], PD, ED)
+    used = np.zeros((4, 4, 2), bool)
+    used[np.ix_([0, 3], [0, 3], [0])] = True  # Z: signal and vacuum
+    used[np.ix_([1, 2, 3], [1, 2, 3], [1])] = True  # X: decoys and vacuum
+    g = np.stack([qz, qx], -1) * used
+    eg = qx * ex * used[..., 1]
+    lo, hi = 1 - 1e-9, 1 + 1e-9
+    lp = lp_bounds(tuple(ints), tuple(ints), g * lo, g * hi, used, eg * lo, eg * hi, used[..., 1],
+                   feasibility_tolerance=1e-10)
+    assert 0 < lp.y11_lower <= single_photon_yield(eta, eta, PD)
+    assert lp.e11_upper >= single_photon_phase_error(eta, eta, PD, ED)
