@@ -12,16 +12,26 @@ scheduling (``defer_levels``) and the data structures.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
 from classical.leakage import LeakageLedger
+from classical.reconciliation import (
+    BobOutcome,
+    ReconcileChannel,
+    ReconcilePlan,
+    Reconciler,
+    Request,
+)
 from classical.reconciliation_channel import (
+    AliceParityOracle,
     CascadePlan,
     ParityChannel,
     ParityQueries,
@@ -35,6 +45,7 @@ from classical.reconciliation_channel import (
 
 __all__ = [
     "CascadeParameters",
+    "CascadeReconciler",
     "CascadeResult",
     "CascadeVariant",
     "binary_entropy",
@@ -349,6 +360,92 @@ def run_cascade(
         corrected_bits=engine.flips,
         plan=plan,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Cascade as a Reconciler (classical.reconciliation)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CascadeReconciler(Reconciler):
+    """Cascade behind the :class:`~classical.reconciliation.Reconciler` interface.
+
+    Plan ``parameters``: ``(bipartition_passes, block_size_0, block_size_1, ...)`` (the
+    :class:`CascadePlan` without its key length and seed). Request ``rows``: ``(3, m)``, the pass
+    index, start and end of each parity query; Bob discloses no bits; the reply is Alice's parity
+    for each query, in order.
+    """
+
+    name: ClassVar[str] = "cascade"
+    parameters: CascadeParameters = field(default_factory=CascadeParameters)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> CascadeReconciler:
+        """From scenario settings: fields of :class:`CascadeParameters` by name."""
+        known = [f.name for f in dataclasses.fields(CascadeParameters)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"unknown Cascade setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(known)}")
+        for key, value in settings.items():
+            if key != "variant" and value is not None and type(value) is not int:
+                raise ValueError(f"Cascade setting {key} must be an integer, got {value!r}")
+        try:
+            return cls(CascadeParameters(**settings))
+        except TypeError as e:  # None where a number belongs
+            raise ValueError(f"Cascade settings {dict(settings)}: {e}") from None
+
+    def plan(self, key_bits: int, qber_estimate: float,
+             rng: np.random.Generator) -> ReconcilePlan:
+        plan = plan_cascade(key_bits, qber_estimate, rng, self.parameters)
+        return ReconcilePlan(self.name, plan.n_bits, float(qber_estimate), plan.seed,
+                             (plan.bipartition_passes, *plan.block_sizes))
+
+    def bob(self, key: NDArray[np.uint8], plan: ReconcilePlan,
+            channel: ReconcileChannel) -> BobOutcome:
+        result = run_cascade(key, _cascade_plan(plan), _RequestChannel(channel), self.parameters)
+        return BobOutcome(result.corrected_key, result.corrected_bits, {"passes": result.passes})
+
+    def alice(self, key: NDArray[np.uint8], plan: ReconcilePlan) -> _AliceSession:
+        return _AliceSession(AliceParityOracle(key, _cascade_plan(plan)))
+
+
+def _cascade_plan(plan: ReconcilePlan) -> CascadePlan:
+    """The :class:`CascadePlan` a generic plan carries; ``ValueError`` if it is not one."""
+    if plan.method != CascadeReconciler.name:
+        raise ValueError(f"not a Cascade plan: method {plan.method!r}")
+    if len(plan.parameters) < 2:
+        raise ValueError("a Cascade plan needs bipartition_passes and at least one block size, "
+                         f"got {len(plan.parameters)} parameters")
+    return CascadePlan(plan.key_bits, plan.seed, plan.parameters[1:], plan.parameters[0])
+
+
+class _RequestChannel:
+    """A :class:`ParityChannel` over a :class:`ReconcileChannel`: one batch, one request."""
+
+    def __init__(self, channel: ReconcileChannel) -> None:
+        self.channel = channel
+
+    def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> NDArray[np.uint8]:
+        rows = np.stack((queries.pass_index.astype(np.int32), queries.start, queries.end))
+        return self.channel.ask(Request(rows, reply_bits=len(queries)))
+
+
+class _AliceSession:
+    """Alice's Cascade: each request is a batch of :class:`ParityQueries`."""
+
+    def __init__(self, oracle: AliceParityOracle) -> None:
+        self.oracle = oracle
+
+    def answer(self, request: Request) -> NDArray[np.uint8]:
+        rows = request.rows
+        if rows.shape[0] != 3:
+            raise ValueError(f"a Cascade request has 3 rows (pass, start, end), got "
+                             f"{rows.shape[0]}")
+        if request.bits.size:
+            raise ValueError(f"Bob discloses no bits in Cascade, got {request.bits.size}")
+        return self.oracle.answer(ParityQueries(rows[0], rows[1], rows[2]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import numpy as np
 
 from classical.messages import MESSAGE_TYPES, Message
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 _HEAD = struct.Struct(">BBI")
 #: Wire dtypes (big-endian) by code; an array's code is found by (kind, itemsize).
 _DTYPES: tuple[np.dtype, ...] = tuple(np.dtype(d) for d in ("u1", ">i2", ">i4", ">i8", ">u8",

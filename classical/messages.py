@@ -10,9 +10,9 @@ Who sends what (one key round, docs/architecture.md §3):
     Charles → Alice, Bob   Announcement         successful Bell-state slots of the round
     Alice ⇄ Bob            SiftingInfo          own basis and intensity at those slots
     Alice ⇄ Bob            XBasisBits           own X-basis sifted bits (the phase-error test)
-    Bob → Alice            CascadeStart         reconciliation plan (key length, seed, QBER)
-    Bob → Alice            ParityQuery          one batch of block parities to disclose
-    Alice → Bob            ParityAnswer         Alice's parities for that batch
+    Bob → Alice            ReconcileStart       reconciliation method and its public plan
+    Bob → Alice            ReconcileRequest     one batch of questions (Cascade: block parities)
+    Alice → Bob            ReconcileReply       Alice's answers (bits) for that batch
     Bob → Alice            VerifyRequest        ε_cor-universal hash key and tag of his key
     Alice → Bob            VerifyResult         whether Alice's key has the same tag
     Alice → Bob            Amplify              privacy-amplification seed, output length, key id
@@ -71,27 +71,32 @@ class XBasisBits(Message):
 
 
 @dataclass(frozen=True)
-class CascadeStart(Message):
+class ReconcileStart(Message):
+    """``classical.reconciliation.ReconcilePlan`` on the wire."""
+
     KIND: ClassVar[int] = 4
+    method: str  # a name in classical.reconcilers.RECONCILERS
     key_bits: int
     qber_estimate: float
-    seed: str  # decimal: shuffle seeds may exceed JSON's safe integers
-    block_sizes: np.ndarray  # int64, one per permutation pass
-    bipartition_passes: int
+    seed: str  # decimal: public seeds may exceed JSON's safe integers
+    parameters: np.ndarray  # int64, the method's layout (Cascade: bipartition passes, block sizes)
 
 
 @dataclass(frozen=True)
-class ParityQuery(Message):
+class ReconcileRequest(Message):
+    """One batch of Bob's questions (``classical.reconciliation.Request``)."""
+
     KIND: ClassVar[int] = 5
-    pass_index: np.ndarray  # int16
-    start: np.ndarray  # int32 (block start in the pass order)
-    end: np.ndarray  # int32 (exclusive)
+    rows: np.ndarray  # int32 (fields, m), the method's layout (Cascade: pass index, start, end)
+    bits: np.ndarray  # uint8 0/1: bits Bob discloses (counted as leakage); empty for Cascade
 
 
 @dataclass(frozen=True)
-class ParityAnswer(Message):
+class ReconcileReply(Message):
+    """Alice's answers to one request: every bit is counted as leakage."""
+
     KIND: ClassVar[int] = 6
-    parities: np.ndarray  # uint8 0/1
+    bits: np.ndarray  # uint8 0/1
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,6 @@ class RoundAbort(Message):
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls for cls in (RoundStart, EndOfRun, Announcement, SiftingInfo, XBasisBits,
-                              CascadeStart, ParityQuery, ParityAnswer, VerifyRequest, VerifyResult,
-                              Amplify, RoundAbort)
+                              ReconcileStart, ReconcileRequest, ReconcileReply, VerifyRequest,
+                              VerifyResult, Amplify, RoundAbort)
 }

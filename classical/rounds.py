@@ -5,10 +5,11 @@ the expected kinds) and reports its stages to an ``Observer``. ``classical.pipel
 sides over in-memory queues; ``nodes`` runs them over ZeroMQ with OpenTelemetry spans.
 
 Stages, in order (docs/architecture.md §3): sift → estimate (pre-check with predicted leakage) →
-reconcile (Cascade, Bob drives, Alice answers) → verify (Bob's ε_cor-universal tag, Alice
-compares) → estimate (final, with the bits actually disclosed) → amplify (Alice's Toeplitz seed).
-The final estimate's stage also carries every ε of a finite-key round, flattened to scalars
-(:func:`epsilon_attributes`), so they reach the round report (rounds.jsonl) and the span.
+reconcile (``RoundConfig.reconciler``, Cascade by default: Bob drives, Alice answers, and the round,
+not the method, counts every disclosed bit in a ``LeakageLedger``) → verify (Bob's ε_cor-universal
+tag, Alice compares) → estimate (final, with the bits actually disclosed) → amplify (Alice's
+Toeplitz seed). The final estimate's stage also carries every ε of a finite-key round, flattened to
+scalars (:func:`epsilon_attributes`), so they reach the round report (rounds.jsonl) and the span.
 
 Both sides compute the estimates from identical public data (announcement, both users' bases and
 intensities, both users' X-basis bits, the sent-pulse counts, the disclosed bits), so they reach
@@ -35,7 +36,6 @@ from typing import Any, Literal, Protocol, TypeVar
 import numpy as np
 
 from classical.amplification import seed_from_bytes, toeplitz_hash
-from classical.cascade import CascadeParameters, plan_cascade, run_cascade
 from classical.estimation import (
     DECOY_METHODS,
     MIN_INTENSITIES,
@@ -47,20 +47,28 @@ from classical.estimation import (
     estimate,
     predicted_leakage,
 )
+from classical.leakage import LeakageLedger
 from classical.messages import (
     Amplify,
     Announcement,
-    CascadeStart,
     Message,
-    ParityAnswer,
-    ParityQuery,
+    ReconcileReply,
+    ReconcileRequest,
+    ReconcileStart,
     RoundAbort,
     SiftingInfo,
     VerifyRequest,
     VerifyResult,
     XBasisBits,
 )
-from classical.reconciliation_channel import AliceParityOracle, CascadePlan, ParityQueries
+from classical.reconcilers import default_reconciler
+from classical.reconciliation import (
+    ReconcilePlan,
+    Reconciler,
+    Request,
+    check_reply,
+    check_request,
+)
 from classical.sifting import BASIS_X, SiftedData, class_errors, sent_pairs, sift
 from classical.verification import draw_hash_key, tag_bits_for, verification_tag, verify
 
@@ -141,7 +149,8 @@ class RoundConfig:
 
     ``intensities_a``/``intensities_b``: mean photon numbers, in the order of the users' settings
     plans (index = the intensity class on the wire); at least three each. ``key_intensity``:
-    (Alice's, Bob's) index of the intensity whose Z-basis pairs form the key.
+    (Alice's, Bob's) index of the intensity whose Z-basis pairs form the key. ``reconciler``:
+    the reconciliation method with its parameters (``classical.reconcilers.get_reconciler``).
     """
 
     intensities_a: tuple[float, ...]
@@ -149,7 +158,7 @@ class RoundConfig:
     frame_slots: int
     mode: Literal["finite", "asymptotic"] = "finite"
     security: SecurityParameters = field(default_factory=SecurityParameters)
-    cascade: CascadeParameters = field(default_factory=CascadeParameters)
+    reconciler: Reconciler = field(default_factory=default_reconciler)
     ec_efficiency_prediction: float = 1.16
     decoy_method: Literal["analytic", "lp", "joint"] = "analytic"
     key_intensity: tuple[int, int] = (0, 0)
@@ -328,15 +337,22 @@ def _finish(role: Role, ann: Announcement, obs: DecoyObservations, key: np.ndarr
     return final, key_id
 
 
-class _PeerParityChannel:
-    """Cascade's ParityChannel over the round's peer (Bob's side)."""
+class _PeerReconcileChannel:
+    """Bob's ``ReconcileChannel`` over the round's peer: each round trip's disclosed bits (his
+    request's and Alice's reply's) go to ``ledger`` as they cross, before the reply is used."""
 
-    def __init__(self, peer: Peer, round_id: int) -> None:
-        self.peer, self.round_id = peer, round_id
+    def __init__(self, peer: Peer, round_id: int, ledger: LeakageLedger) -> None:
+        self.peer, self.round_id, self.ledger = peer, round_id, ledger
 
-    def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> np.ndarray:
-        self.peer.send(ParityQuery(self.round_id, queries.pass_index, queries.start, queries.end))
-        return self.peer.receive(ParityAnswer).parities
+    def ask(self, request: Request) -> np.ndarray:
+        self.peer.send(ReconcileRequest(self.round_id, request.rows, request.bits))
+        bits = self.peer.receive(ReconcileReply).bits
+        self.ledger.record_round_trip(int(request.bits.size) + int(bits.size))
+        try:
+            check_reply(bits, request.reply_bits)
+        except ValueError as e:
+            raise ProtocolError(f"reconciliation reply: {e}") from None
+        return bits
 
 
 def run_alice_round(ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
@@ -381,55 +397,74 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
 def _bob_reconcile(ann: Announcement, key: np.ndarray, qber_prior: float, cfg: RoundConfig,
                    peer: Peer, rng: np.random.Generator,
                    observer: Observer) -> tuple[np.ndarray, int, int]:
+    reconciler = cfg.reconciler
+    ledger = LeakageLedger()
     with observer.stage("reconcile") as st:
-        plan = plan_cascade(key.size, qber_prior, rng, cfg.cascade)
-        peer.send(CascadeStart(ann.round_id, key.size, qber_prior, str(plan.seed),
-                               np.asarray(plan.block_sizes, np.int64), plan.bipartition_passes))
-        result = run_cascade(key, plan, _PeerParityChannel(peer, ann.round_id), cfg.cascade)
-        st.set(disclosed_bits=result.disclosed_bits, round_trips=result.round_trips,
-               corrected_bits=result.corrected_bits, passes=result.passes)
+        plan = reconciler.plan(key.size, qber_prior, rng)
+        peer.send(ReconcileStart(ann.round_id, plan.method, plan.key_bits, plan.qber_estimate,
+                                 str(plan.seed), np.asarray(plan.parameters, np.int64)))
+        result = reconciler.bob(key, plan, _PeerReconcileChannel(peer, ann.round_id, ledger))
+        st.set(reconciler=plan.method, disclosed_bits=ledger.disclosed_bits,
+               round_trips=ledger.round_trips, corrected_bits=result.corrected_bits,
+               **result.report)
     with observer.stage("verify") as st:
         tag_bits = tag_bits_for(key.size, cfg.security.epsilon_correctness)
         hash_key = draw_hash_key(rng, tag_bits)
         tag = verification_tag(result.corrected_key, hash_key, tag_bits)
+        ledger.record_disclosure(tag_bits)
         peer.send(VerifyRequest(ann.round_id, hash_key, tag, tag_bits, result.corrected_bits))
         matched = peer.receive(VerifyResult).matched
         st.set(matched=bool(matched), tag_bits=tag_bits)
         if not matched:
             raise _Abort("verification failed: reconciled keys differ", notify_peer=False)
-    return result.corrected_key, result.corrected_bits, result.disclosed_bits + tag_bits
+    return result.corrected_key, result.corrected_bits, ledger.disclosed_bits
+
+
+def _received_plan(start: ReconcileStart, reconciler: Reconciler, key_bits: int) -> ReconcilePlan:
+    """Bob's plan as Alice checks it: the agreed method, her key's length, a well-formed plan."""
+    if start.method != reconciler.name:
+        raise ProtocolError(f"Bob reconciles with {start.method!r}, the round agreed on "
+                            f"{reconciler.name!r}")
+    if start.key_bits != key_bits:
+        raise ProtocolError(f"Bob reconciles {start.key_bits} bits, Alice holds {key_bits}")
+    if start.parameters.ndim != 1 or start.parameters.dtype != np.int64:
+        raise ProtocolError(f"bad reconciliation plan: parameters must be 1-D int64, got "
+                            f"{start.parameters.ndim}-D {start.parameters.dtype}")
+    try:
+        return ReconcilePlan(start.method, start.key_bits, start.qber_estimate, int(start.seed),
+                             tuple(int(p) for p in start.parameters))
+    except ValueError as e:
+        raise ProtocolError(f"bad reconciliation plan: {e}") from None
 
 
 def _alice_reconcile(ann: Announcement, key: np.ndarray, cfg: RoundConfig, peer: Peer,
                      observer: Observer) -> tuple[np.ndarray, int, int]:
+    reconciler = cfg.reconciler
+    ledger = LeakageLedger()
     with observer.stage("reconcile") as st:
-        start = peer.receive(CascadeStart)
-        if start.key_bits != key.size:
-            raise ProtocolError(f"Bob reconciles {start.key_bits} bits, Alice holds {key.size}")
+        plan = _received_plan(peer.receive(ReconcileStart), reconciler, key.size)
         try:
-            plan = CascadePlan(key.size, int(start.seed),
-                               tuple(int(k) for k in start.block_sizes), start.bipartition_passes)
+            session = reconciler.alice(key, plan)
         except ValueError as e:
-            raise ProtocolError(f"bad Cascade plan: {e}") from None
-        oracle = AliceParityOracle(key, plan)
-        disclosed = round_trips = 0
+            raise ProtocolError(f"bad reconciliation plan: {e}") from None
         while True:
-            msg = peer.receive(ParityQuery, VerifyRequest)
+            msg = peer.receive(ReconcileRequest, VerifyRequest)
             if isinstance(msg, VerifyRequest):
                 break
             try:
-                queries = ParityQueries(msg.pass_index, msg.start, msg.end)
-                answers = oracle.answer(queries)
+                check_request(msg.rows, msg.bits)
+                answers = session.answer(Request(msg.rows, msg.bits))
             except ValueError as e:
-                raise ProtocolError(f"bad parity query: {e}") from None
-            peer.send(ParityAnswer(ann.round_id, answers))
-            disclosed += len(queries)
-            round_trips += 1
-        st.set(disclosed_bits=disclosed, round_trips=round_trips)
+                raise ProtocolError(f"bad reconciliation request: {e}") from None
+            ledger.record_round_trip(int(msg.bits.size) + int(answers.size))
+            peer.send(ReconcileReply(ann.round_id, answers))
+        st.set(reconciler=plan.method, disclosed_bits=ledger.disclosed_bits,
+               round_trips=ledger.round_trips)
     with observer.stage("verify") as st:
         outcome = verify(key, msg.hash_key, msg.tag_bits, msg.tag)
+        ledger.record_disclosure(int(outcome.leaked_bits))
         peer.send(VerifyResult(ann.round_id, bool(outcome.matched)))
         st.set(matched=bool(outcome.matched), tag_bits=int(msg.tag_bits))
         if not outcome.matched:
             raise _Abort("verification failed: reconciled keys differ", notify_peer=False)
-    return key, int(msg.corrected_bits), disclosed + int(outcome.leaked_bits)
+    return key, int(msg.corrected_bits), ledger.disclosed_bits

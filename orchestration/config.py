@@ -29,8 +29,10 @@ from channel.link import Link
 from channel.relay import Detector, RelayOptics
 from channel.settings import DEFAULT_FRAME_BITS, IntensityClass, SettingsGenerator, SettingsPlan
 from channel.source import Source
-from classical.cascade import CascadeParameters, CascadeVariant
+from classical.cascade import CascadeVariant
 from classical.estimation import SecurityParameters
+from classical.reconcilers import DEFAULT_METHOD, get_reconciler
+from classical.reconciliation import Reconciler
 from classical.rounds import RoundConfig
 from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
 
@@ -141,15 +143,49 @@ class RelayModel(_Model):
         return self
 
 
+class ReconciliationModel(BaseModel):
+    """``postprocessing.reconciliation``: ``method`` names a reconciler
+    (``classical.reconcilers.RECONCILERS``, ``cascade`` by default) and every other field is one
+    of its settings (Cascade: the fields of ``classical.cascade.CascadeParameters``, e.g.
+    ``variant``), checked by the method itself when the scenario loads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    method: str = DEFAULT_METHOD
+
+    @model_validator(mode="after")
+    def _the_method_accepts_its_settings(self) -> ReconciliationModel:
+        self.reconciler()
+        return self
+
+    def reconciler(self) -> Reconciler:
+        return get_reconciler(self.method, self.model_extra or {})
+
+
 class PostprocessingModel(_Model):
     mode: Literal["finite", "asymptotic"] = "finite"
     qber_prior: float = Field(0.02, gt=0.0, lt=0.5)
-    cascade_variant: CascadeVariant = "shallow"
+    reconciliation: ReconciliationModel = ReconciliationModel()
+    #: Shorthand for ``reconciliation: {method: cascade, variant: ...}``.
+    cascade_variant: CascadeVariant | None = None
     decoy_method: Literal["analytic", "lp", "joint"] = "joint"
     epsilon_correctness: float = Field(1e-15, gt=0.0, lt=1.0)
     epsilon_pa: float = Field(1e-10, gt=0.0, lt=1.0)
     epsilon_pe: float = Field(1e-10, gt=0.0, lt=1.0)
     max_qber_z: float = Field(0.11, gt=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _one_reconciler(self) -> PostprocessingModel:
+        if self.cascade_variant is not None and "reconciliation" in self.model_fields_set:
+            raise FieldProblem(("cascade_variant",), "give reconciliation or cascade_variant, "
+                               "not both (cascade_variant is short for reconciliation: "
+                               "{method: cascade, variant: ...})")
+        return self
+
+    def reconciler(self) -> Reconciler:
+        """The reconciler both users run (the method and its parameters)."""
+        if self.cascade_variant is not None:
+            return get_reconciler("cascade", {"variant": self.cascade_variant})
+        return self.reconciliation.reconciler()
 
 
 class AuthenticationModel(_Model):
@@ -301,5 +337,5 @@ def build_round_config(s: Scenario) -> RoundConfig:
                        SecurityParameters(epsilon_correctness=p.epsilon_correctness,
                                           epsilon_pa=p.epsilon_pa, epsilon_pe=p.epsilon_pe,
                                           max_qber_z=p.max_qber_z),
-                       CascadeParameters(variant=p.cascade_variant),
-                       decoy_method=p.decoy_method, key_intensity=(0, 0))
+                       reconciler=p.reconciler(), decoy_method=p.decoy_method,
+                       key_intensity=(0, 0))

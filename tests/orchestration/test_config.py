@@ -106,3 +106,31 @@ def test_three_intensities_must_still_be_ordered(tmp_path):
 
     message = _error(tmp_path, edit)
     assert "alice.source.intensities: three intensities must be ordered" in message
+
+
+def test_the_reconciler_is_named_with_its_settings(tmp_path):
+    def edit(d):
+        del d["postprocessing"]["cascade_variant"]
+        d["postprocessing"]["reconciliation"] = {"method": "cascade", "variant": "pow2"}
+
+    reconciler = build_round_config(load_scenario(_edited(tmp_path, edit))).reconciler
+    assert reconciler.name == "cascade" and reconciler.parameters.variant == "pow2"
+
+
+def test_cascade_variant_is_short_for_a_cascade_reconciliation():
+    reconciler = build_round_config(load_scenario(FOUR)).reconciler
+    assert reconciler.name == "cascade" and reconciler.parameters.variant == "shallow"
+
+
+@pytest.mark.parametrize(("reconciliation", "field", "needle"), [
+    ({"method": "cascade"}, "postprocessing.cascade_variant", "not both"),
+    ({"method": "turbo"}, "postprocessing.reconciliation", "unknown reconciliation method"),
+    ({"method": "cascade", "depth": 3}, "postprocessing.reconciliation", "depth"),
+    ({"method": "cascade", "variant": "nope"}, "postprocessing.reconciliation", "nope"),
+])
+def test_a_bad_reconciliation_names_its_field(tmp_path, reconciliation, field, needle):
+    def edit(d):
+        d["postprocessing"]["reconciliation"] = reconciliation
+
+    message = _error(tmp_path, edit)
+    assert field in message and needle in message

@@ -3,6 +3,9 @@ format (codec + Wegman–Carter tags + sequence numbers), with faults injected a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
 from channel.source import Source
 from classical.estimation import DecoyObservations, estimate
 from classical.pipeline import run_key_round
+from classical.reconciliation import BobOutcome, ReconcilePlan, Reconciler, Request
 from classical.sifting import BASIS_X, class_errors, sent_pairs, sift
 from orchestration.inmemory import emulate_round, round_config
 
@@ -120,3 +124,42 @@ def test_too_few_counts_abort_before_reconciliation(users):
     assert result.alice.key is None
     assert "too few" in result.alice.abort_reason
     assert "reconcile" not in result.alice.report["timings_s"]
+
+
+@dataclass(frozen=True)
+class RevealReconciler(Reconciler):
+    """A one-way method no registry knows: Alice's one reply is her whole key."""
+
+    name: ClassVar[str] = "reveal"
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls()
+
+    def plan(self, key_bits, qber_estimate, rng):
+        return ReconcilePlan(self.name, key_bits, qber_estimate, 0, ())
+
+    def bob(self, key, plan, channel):
+        alice = channel.ask(Request(reply_bits=key.size))
+        return BobOutcome(alice.copy(), int((alice != key).sum()))
+
+    def alice(self, key, plan):
+        return RevealSession(key)
+
+
+@dataclass(frozen=True)
+class RevealSession:
+    key: np.ndarray
+
+    def answer(self, request):
+        return self.key
+
+
+def test_the_round_not_the_method_counts_what_a_reconciler_discloses(metro_round, users):
+    result = run_key_round(metro_round.announcement, metro_round.alice, metro_round.bob,
+                           round_config(*users, reconciler=RevealReconciler()), 3)
+    for outcome in (result.alice, result.bob):
+        report = outcome.report
+        assert report["reconciler"] == "reveal" and report["round_trips"] == 1
+        assert report["disclosed_bits"] == report["key_bits_raw"]  # every key bit, counted once
+    assert result.alice.key is None and result.bob.key is None  # nothing secret is left
