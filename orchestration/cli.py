@@ -153,6 +153,39 @@ def simulate(
     _emit(data, as_json, table)
 
 
+def _bench_table(title: str, layout: str, rows: list[dict[str, Any]]) -> Table:
+    from orchestration.benchmarks.results import TABLES, cells
+
+    table = Table(title=title)
+    text = cells(layout, rows)
+    for i, (header, _, spec) in enumerate(TABLES[layout]):
+        # columns as wide as their widest cell: numbers are never cut to fit a narrow terminal
+        width = max([len(header), *(len(row[i]) for row in text)])
+        table.add_column(header, justify="left" if spec == "s" else "right", min_width=width,
+                         no_wrap=True)
+    for row in text:
+        table.add_row(*row)
+    return table
+
+
+def _emit_bench(data: dict, as_json: bool, *tables: Table) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=float))
+        return
+    for table in tables:
+        console.print(table, crop=False)
+
+
+def _parse_list(option: str, text: str, kind: type) -> list[Any]:
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{option} must be a comma-separated list of numbers, got {text!r}")
+    if not values:
+        _fail(f"{option} is empty")
+    return values
+
+
 @bench_app.command("sampler")
 def bench_sampler_cmd(
     fast_slots: Annotated[int, typer.Option(help="Slots per fast-sampler repetition.")] = 10_000_000_000,
@@ -160,19 +193,47 @@ def bench_sampler_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Emulated slots/s on one core: reference vs fast sampler, 2×25 and 2×50 km."""
-    from orchestration.bench import bench_sampler
+    from orchestration.benchmarks.sampler import bench_sampler
 
     if fast_slots <= 0 or reference_slots <= 0:
         _fail("--fast-slots and --reference-slots must be > 0")
     with console.status("benchmarking samplers…"):
         data = bench_sampler(fast_slots=fast_slots, reference_slots=reference_slots)
-    table = Table(title="sampler throughput (one core, random 3-intensity settings)")
-    for c in ("arm_km", "reference_slots_per_s", "fast_slots_per_s", "ratio"):
-        table.add_column(c, justify="right", min_width=len(c))
-    for row in data["cases"]:
-        table.add_row(*(_fmt(row[c]) for c in ("arm_km", "reference_slots_per_s",
-                                               "fast_slots_per_s", "ratio")))
-    _emit(data, as_json, table)
+    _emit_bench(data, as_json, _bench_table(
+        "sampler throughput (one core, random 3-intensity settings)", "sampler", data["cases"]))
+
+
+@bench_app.command("cascade")
+def bench_cascade_cmd(
+    qbers: Annotated[str, typer.Option(help="QBERs, comma-separated (each is also Cascade's estimate).")] = "0.01,0.02,0.05",
+    block_bits: Annotated[str, typer.Option(help="Frame sizes in bits, comma-separated.")] = "100000,1000000",
+    frames: Annotated[int, typer.Option(help="Frames per (QBER, size) row.")] = 10,
+    variant: Annotated[str, typer.Option(help="Cascade variant (classical.cascade).")] = "shallow",
+    reference_bits: Annotated[int, typer.Option(help="Frame size of the pure-Python baseline (0: skip it).")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of keys, errors and shuffles.")] = 2024,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cascade per QBER and frame size: f, FER, round trips, Mbit/s beside a textbook baseline."""
+    import numpy as np
+
+    from classical.cascade import CascadeParameters
+    from orchestration.benchmarks.cascade import bench_cascade
+
+    qber_list = _parse_list("--qbers", qbers, float)
+    size_list = _parse_list("--block-bits", block_bits, int)
+    if not all(0 < q < 0.5 for q in qber_list):
+        _fail("--qbers must lie in (0, 0.5)")
+    if min(size_list) < 64 or frames <= 0 or reference_bits < 0:
+        _fail("--block-bits must be >= 64, --frames > 0 and --reference-bits >= 0")
+    try:
+        params = CascadeParameters(variant=variant)
+    except ValueError as e:
+        _fail(f"--variant: {e}")
+    with console.status("benchmarking Cascade…"):
+        rows = bench_cascade(qber_list, size_list, frames, np.random.default_rng(seed), params,
+                             reference_bits)
+    _emit_bench({"cascade": rows}, as_json,
+                _bench_table(f"Cascade, variant {variant}, {frames} frames per row", "cascade", rows))
 
 
 @bench_app.command("postprocess")
@@ -182,29 +243,14 @@ def bench_postprocess_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Cascade, privacy amplification and authentication throughput beside plain references."""
-    from orchestration.bench import bench_postprocess
+    from orchestration.benchmarks.postprocess import bench_postprocess
 
     if frames <= 0:
         _fail("--frames must be > 0")
     with console.status("benchmarking post-processing…"):
         data = bench_postprocess(frames, quick)
-    tables = []
-    for section, cols in (("cascade", ("qber", "block_bits", "efficiency", "frame_error_rate",
-                                       "round_trips", "mbit_per_s", "reference_mbit_per_s")),
-                          ("amplification", ("input_bits", "output_bits", "mbit_per_s",
-                                             "reference_mbit_per_s", "ratio")),
-                          ("authentication", ("mode", "mbit_per_s", "reference_mbit_per_s"))):
-        t = Table(title=section)
-        for c in cols:
-            t.add_column(c, justify="right", min_width=len(c))
-        for row in data[section]:
-            t.add_row(*(_fmt(row.get(c, "")) for c in cols))
-        tables.append(t)
-    if as_json:
-        typer.echo(json.dumps(data, indent=2, default=float))
-    else:
-        for t in tables:
-            console.print(t)
+    _emit_bench(data, as_json, *(_bench_table(section, section, data[section])
+                                 for section in ("cascade", "amplification", "authentication")))
 
 
 @bench_app.command("e2e")
@@ -216,18 +262,44 @@ def bench_e2e_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Real-time factor of the quick-start link with three processes, and tracing overhead."""
-    from orchestration.bench import bench_e2e
+    from orchestration.benchmarks.e2e import bench_e2e
+    from orchestration.run import RunFailed
 
     if rounds <= 0 or repeats <= 0:
         _fail("--rounds and --repeats must be > 0")
     with console.status("running the quick-start scenario (tracing off, on, alternating)…"):
-        data = bench_e2e(rounds, round_frames, repeats)
+        try:
+            data = bench_e2e(rounds, round_frames, repeats)
+        except RunFailed as e:
+            _fail(f"run failed: {e}")
     table = Table(title="end to end (three processes, 127.0.0.1)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in data.items():
         table.add_row(k, _fmt(v))
     _emit(data, as_json, table)
+
+
+@bench_app.command("report")
+def bench_report_cmd(
+    quick: Annotated[bool, typer.Option("--quick", help="Small sizes (a smoke run, about a minute).")] = False,
+    out: Annotated[Path, typer.Option(help="Markdown file to write; the raw JSON goes beside it (.json).")] = Path("docs/benchmarks.md"),
+) -> None:
+    """Run every benchmark (sampler, post-processing with Cascade, end to end) and rewrite the
+    results file and its JSON."""
+    from orchestration.benchmarks.results import run_benchmarks, write_report
+    from orchestration.run import RunFailed
+
+    if out.suffix.lower() != ".md":
+        _fail("--out must name a .md file (the JSON is written beside it)")
+    with console.status("benchmarking…") as status:
+        try:
+            results = run_benchmarks(
+                quick, on_stage=lambda name: status.update(f"benchmarking: {name}…"))
+        except RunFailed as e:
+            _fail(f"end-to-end run failed, nothing written: {e}")
+    md_path, json_path = write_report(results, out)
+    console.print(f"wrote {md_path} and {json_path}", highlight=False)
 
 
 trace_app = typer.Typer(help="Inspect a run's OpenTelemetry traces.", no_args_is_help=True)

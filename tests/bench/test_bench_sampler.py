@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.bench import bench_sampler
+from orchestration.benchmarks.sampler import bench_sampler
 
 
 @pytest.mark.benchmark

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from classical.bench_cascade import bench_cascade
 from classical.cascade import (
     CascadeParameters,
     cascade_block_sizes,
@@ -617,28 +616,6 @@ def test_untrusted_query_arrays_are_not_silently_wrapped() -> None:
         ParityQueries(np.array([0]), np.array([0]), np.array([2**40]))
     with pytest.raises(ValueError, match="start"):
         ParityQueries(np.array([0]), np.array([0.5]), np.array([1]))
-
-
-def test_bench_reports_every_field_at_toy_size() -> None:
-    rows = bench_cascade(
-        qbers=(0.03,),
-        block_bits=(3_000,),
-        frames=2,
-        rng=np.random.default_rng(0),
-        reference_bits=1_000,
-    )
-    (row,) = rows
-    for key in (
-        "qber",
-        "block_bits",
-        "efficiency",
-        "frame_error_rate",
-        "round_trips",
-        "mbit_per_s",
-        "reference_mbit_per_s",
-    ):
-        assert key in row
-    assert row["efficiency"] > 0.8 and row["frame_error_rate"] in (0.0, 0.5, 1.0)
 
 
 def test_non_binary_channel_answers_are_rejected() -> None:

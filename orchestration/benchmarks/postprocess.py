@@ -1,23 +1,23 @@
-"""Throughput of the post-processing parts, each against a plain baseline timed in the same run.
+"""Post-processing throughput: Cascade, privacy amplification, authentication.
 
-Figures are wall-clock best-of-``repeats`` on one core, in Mbit/s of *input*. They are reported,
-not asserted (machines differ); the ratio to a baseline measured in the same process is the
-number to compare across machines.
+Each part is timed beside a plain baseline in the same run, in Mbit/s of *input* on one core
+(best of ``repeats``), and reported with ``ratio`` = part / baseline, the figure to compare across
+machines.
 
+* Cascade: :mod:`orchestration.benchmarks.cascade` (a pure-Python textbook Cascade).
 * :func:`bench_amplification`: :func:`classical.amplification.toeplitz_hash` against the
   textbook method, a float64 ``numpy.fft.rfft`` cyclic convolution of seed and key of length
   ``next_fast_len(n + m - 1)``, rounded and reduced mod 2 (exact at these sizes: values are at
   most ``n < 2**53`` and the rounding error is far below 0.5; the run checks that both agree).
-* :func:`bench_authentication`: tagging a ~1 MB message. Wegman–Carter is compared with a
-  pure-Python evaluation of the same polynomial hash (timed on a 64 KiB prefix, scaled);
-  HMAC mode with a bare ``hmac.digest(secret, message, "sha256")`` call.
+* :func:`bench_authentication`: tagging one message. Wegman-Carter against a pure-Python
+  evaluation of the same polynomial hash (timed on a 64 KiB prefix, Mbit/s scaled); HMAC mode
+  against a bare ``hmac.digest(secret, message, "sha256")`` call.
 """
 
 from __future__ import annotations
 
 import hmac
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.fft
@@ -25,17 +25,10 @@ import scipy.fft
 from classical.amplification import toeplitz_hash
 from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAuthenticator
 from classical.verification import FIELD_PRIME
+from orchestration.benchmarks.cascade import bench_cascade
+from orchestration.benchmarks.timing import best_seconds
 
-__all__ = ["bench_amplification", "bench_authentication"]
-
-
-def _best_seconds(action: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        action()
-        best = min(best, time.perf_counter() - start)
-    return best
+__all__ = ["bench_amplification", "bench_authentication", "bench_postprocess"]
 
 
 def _fft_toeplitz_hash(bits: np.ndarray, seed: np.ndarray, out_len: int) -> np.ndarray:
@@ -68,8 +61,8 @@ def bench_amplification(
         m = max(1, int(n * compression))
         bits = rng.integers(0, 2, n, dtype=np.uint8)
         seed = rng.integers(0, 2, n + m - 1, dtype=np.uint8)
-        fast = _best_seconds(lambda b=bits, s=seed, k=m: toeplitz_hash(b, s, k), repeats)
-        reference = _best_seconds(lambda b=bits, s=seed, k=m: _fft_toeplitz_hash(b, s, k), repeats)
+        fast = best_seconds(lambda b=bits, s=seed, k=m: toeplitz_hash(b, s, k), repeats)
+        reference = best_seconds(lambda b=bits, s=seed, k=m: _fft_toeplitz_hash(b, s, k), repeats)
         if not np.array_equal(toeplitz_hash(bits, seed, m), _fft_toeplitz_hash(bits, seed, m)):
             raise RuntimeError(f"toeplitz_hash and the FFT baseline disagree at n={n}")
         results.append(
@@ -102,7 +95,8 @@ def bench_authentication(
 ) -> list[dict[str, float | str]]:
     """Tagging throughput of both authentication modes on one ``message_bytes`` payload.
 
-    Returns dicts with ``mode``, ``mbit_per_s``, ``reference_mbit_per_s`` and ``reference``.
+    Returns dicts with ``mode``, ``mbit_per_s``, ``reference_mbit_per_s``, ``ratio`` and
+    ``reference`` (name).
     """
     payload = rng.bytes(message_bytes)
     header = b"\x01" + bytes(12)
@@ -114,30 +108,50 @@ def bench_authentication(
     wegman_carter = WegmanCarterAuthenticator(pool, evaluations=evaluations)
     wegman_carter.tag(header, payload[:64], 0)  # JIT warm-up
     seqs = iter(range(1, repeats + 2))
-    fast = _best_seconds(lambda: wegman_carter.tag(header, payload, next(seqs)), repeats)
+    fast = best_seconds(lambda: wegman_carter.tag(header, payload, next(seqs)), repeats)
     prefix = payload[: min(message_bytes, 1 << 16)]
     keys = [int(k) for k in rng.integers(0, FIELD_PRIME, evaluations, dtype=np.uint64)]
-    slow = _best_seconds(lambda: [_python_polynomial_hash(prefix, k) for k in keys], 1)
+    slow = best_seconds(lambda: [_python_polynomial_hash(prefix, k) for k in keys], 1)
     results.append(
         {
             "mode": WegmanCarterAuthenticator.mode,
             "mbit_per_s": message_bits / fast / 1e6,
             "reference_mbit_per_s": 8 * len(prefix) / slow / 1e6,
+            "ratio": message_bits / fast / (8 * len(prefix) / slow),
             "reference": "pure-Python polynomial hash, same family and evaluations",
         }
     )
 
     secret = rng.bytes(32)
     hmac_mode = HmacAuthenticator(secret)
-    fast = _best_seconds(lambda: hmac_mode.tag(header, payload, 0), repeats)
+    fast = best_seconds(lambda: hmac_mode.tag(header, payload, 0), repeats)
     message = header + payload
-    slow = _best_seconds(lambda: hmac.digest(secret, message, "sha256"), repeats)
+    slow = best_seconds(lambda: hmac.digest(secret, message, "sha256"), repeats)
     results.append(
         {
             "mode": HmacAuthenticator.mode,
             "mbit_per_s": message_bits / fast / 1e6,
             "reference_mbit_per_s": message_bits / slow / 1e6,
+            "ratio": slow / fast,
             "reference": "hmac.digest(secret, message, 'sha256')",
         }
     )
     return results
+
+
+def bench_postprocess(cascade_frames: int = 10, quick: bool = False) -> dict:
+    """Cascade (``cascade_frames`` frames of 10^5 bits, a fifth as many of 10^6), amplification
+    (10^6 and 10^7 bits) and authentication (1 MiB). ``quick`` (a smoke run): 10^5-bit frames
+    only, a 5,000-bit Cascade baseline, 10^5 and 10^6 bits, 64 KiB.
+
+    Returns ``{"cascade": [...], "amplification": [...], "authentication": [...]}``, the rows of
+    :func:`bench_cascade`, :func:`bench_amplification` and :func:`bench_authentication`.
+    """
+    rng = np.random.default_rng(2026)
+    blocks = (10**5,) if quick else (10**5, 10**6)
+    frames = {10**5: cascade_frames, 10**6: max(1, cascade_frames // 5)}
+    cascade = bench_cascade(block_bits=blocks, frames=frames, rng=rng,
+                            reference_bits=5_000 if quick else 20_000)
+    amplification = bench_amplification(rng, (10**5, 10**6) if quick else (10**6, 10**7))
+    authentication = bench_authentication(rng, message_bytes=(1 << 16) if quick else (1 << 20))
+    return {"cascade": cascade, "amplification": amplification, "authentication": authentication}

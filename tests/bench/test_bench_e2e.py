@@ -1,0 +1,18 @@
+"""End-to-end benchmark: real-time factor and tracing overhead, as ratios of one run's figures."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration.benchmarks.e2e import bench_e2e
+
+
+@pytest.mark.benchmark
+@pytest.mark.slow
+def test_bench_e2e_reports_realtime_factor_and_tracing_overhead():
+    data = bench_e2e(rounds=1, repeats=1)
+    assert data["realtime_factor"] == pytest.approx(
+        data["emulated_seconds"] / data["wall_seconds_tracing_on"])
+    assert data["tracing_overhead_ratio"] == pytest.approx(
+        data["wall_seconds_tracing_on"] / data["wall_seconds_tracing_off"])
+    print(data)
