@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
 from channel.relay import N_DETECTORS
 from channel.settings import BASIS_X, BASIS_Z
 from channel.source import JONES
@@ -25,17 +26,7 @@ from channel.source import JONES
 ArrayLike = np.ndarray | float
 
 
-def binary_entropy(p: ArrayLike) -> np.ndarray:
-    """h(p) in bits, with h(0) = h(1) = 0, vectorized; values outside [0, 1] are clipped."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
-    out = np.zeros_like(p)
-    inside = (p > 0) & (p < 1)
-    q = p[inside]
-    out[inside] = -q * np.log2(q) - (1 - q) * np.log2(1 - q)
-    return out
-
-
-def arm_transmittance(length_km: ArrayLike, attenuation_db_per_km: float = 0.2,
+def arm_transmittance(length_km: ArrayLike, attenuation_db_per_km: float = ATTENUATION_DB_PER_KM,
                       extra_loss_db: float = 0.0) -> np.ndarray:
     return 10.0 ** (-(np.asarray(length_km) * attenuation_db_per_km + extra_loss_db) / 10.0)
 
@@ -218,8 +209,8 @@ class ClassStatistics:
 def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a: float,
                            transmittance_b: float, unitary_a: np.ndarray | None = None,
                            unitary_b: np.ndarray | None = None,
-                           efficiencies: np.ndarray | float = 0.145,
-                           dark_count_probabilities: np.ndarray | float = 3e-6,
+                           efficiencies: np.ndarray | float = DETECTOR_EFFICIENCY,
+                           dark_count_probabilities: np.ndarray | float = DARK_COUNT_PROBABILITY,
                            gamma: float = 1.0, flip_misalignment: float = 0.0, *,
                            bell_of_pattern: np.ndarray) -> ClassStatistics:
     """Gain and error rate by the general formula (§5), averaged over the four bit pairs.
@@ -255,7 +246,7 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
 
 
 __all__ = [
-    "BASIS_X", "BASIS_Z", "ClassStatistics", "arm_transmittance", "binary_entropy",
+    "BASIS_X", "BASIS_Z", "ClassStatistics", "arm_transmittance",
     "detector_fields", "exact_class_statistics", "mr_x_basis", "mr_z_basis",
     "pattern_probabilities", "single_photon_phase_error", "single_photon_yield",
 ]

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from channel.defaults import ATTENUATION_DB_PER_KM
+
 PAULI = np.array([[[0, 1], [1, 0]], [[0, -1j], [1j, 0]], [[1, 0], [0, -1]]], dtype=np.complex128)
 
 
@@ -73,7 +75,7 @@ class Fiber:
     """One arm (user → relay)."""
 
     length_km: float
-    attenuation_db_per_km: float = 0.2
+    attenuation_db_per_km: float = ATTENUATION_DB_PER_KM
     extra_loss_db: float = 0.0
     rotation: np.ndarray | None = None  # static polarization unitary (None = identity)
     drift: PolarizationDrift = PolarizationDrift()

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from channel.defaults import DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
+
 N_DETECTORS = 4
 #: Detector names in index order (the columns of ``DetectionRecords.time_ps``, the singles).
 DETECTOR_NAMES = ("cH", "cV", "dH", "dV")
@@ -33,8 +35,8 @@ class Detector:
     after the dead time; ``jitter_ps`` the rms timing jitter of its timestamps.
     """
 
-    efficiency: float = 0.145
-    dark_count_probability: float = 3e-6
+    efficiency: float = DETECTOR_EFFICIENCY
+    dark_count_probability: float = DARK_COUNT_PROBABILITY
     dead_time_slots: int = 0
     afterpulsing_probability: float = 0.0
     jitter_ps: float = 0.0
@@ -62,8 +64,8 @@ class RelayOptics:
             raise ValueError(f"the relay needs exactly {N_DETECTORS} detectors")
 
     @classmethod
-    def uniform(cls, efficiency: float = 0.145,
-                dark_count_probability: float = 3e-6) -> RelayOptics:
+    def uniform(cls, efficiency: float = DETECTOR_EFFICIENCY,
+                dark_count_probability: float = DARK_COUNT_PROBABILITY) -> RelayOptics:
         det = Detector(efficiency=efficiency, dark_count_probability=dark_count_probability)
         return cls(detectors=(det,) * N_DETECTORS)
 

@@ -48,7 +48,6 @@ __all__ = [
     "CascadeReconciler",
     "CascadeResult",
     "CascadeVariant",
-    "binary_entropy",
     "cascade_block_sizes",
     "plan_cascade",
     "reconcile",
@@ -171,15 +170,6 @@ class CascadeResult:
     passes: int
     corrected_bits: int
     plan: CascadePlan
-
-
-def binary_entropy(p: float) -> float:
-    """Binary entropy h(p) in bits (0 at p = 0 or 1)."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be in [0, 1], got {p}")
-    if p in (0.0, 1.0):
-        return 0.0
-    return -p * math.log2(p) - (1.0 - p) * math.log2(1.0 - p)
 
 
 def _check_qber(qber_estimate: float) -> float:
@@ -428,7 +418,8 @@ class _RequestChannel:
         self.channel = channel
 
     def ask_parities(self, plan: CascadePlan, queries: ParityQueries) -> NDArray[np.uint8]:
-        rows = np.stack((queries.pass_index.astype(np.int32), queries.start, queries.end))
+        rows = np.empty((3, len(queries)), np.int32)
+        rows[0], rows[1], rows[2] = queries.pass_index, queries.start, queries.end
         return self.channel.ask(Request(rows, reply_bits=len(queries)))
 
 
@@ -439,13 +430,22 @@ class _AliceSession:
         self.oracle = oracle
 
     def answer(self, request: Request) -> NDArray[np.uint8]:
-        rows = request.rows
+        """Alice's parities; ``ValueError`` on a request that is not a batch of valid queries.
+
+        ``rows`` is 2-D int32 (checked by the round), so only the pass index needs a range
+        check before its cast to int16; the oracle checks every row against the plan.
+        """
+        rows = np.ascontiguousarray(request.rows)
         if rows.shape[0] != 3:
             raise ValueError(f"a Cascade request has 3 rows (pass, start, end), got "
                              f"{rows.shape[0]}")
         if request.bits.size:
             raise ValueError(f"Bob discloses no bits in Cascade, got {request.bits.size}")
-        return self.oracle.answer(ParityQueries(rows[0], rows[1], rows[2]))
+        passes = rows[0]
+        if passes.size and (passes.min() < 0 or passes.max() >= self.oracle.plan.n_passes):
+            raise ValueError("queries.pass_index out of range for the plan")
+        queries = ParityQueries._trusted(passes.astype(np.int16), rows[1], rows[2])
+        return self.oracle.answer(queries)
 
 
 # --------------------------------------------------------------------------------------------

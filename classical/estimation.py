@@ -14,9 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from classical.decoy import MU, NU, OMEGA, single_photon_error_upper, single_photon_yield_lower
 from classical.decoy_lp import GainConstraint, lp_bounds
@@ -26,6 +27,8 @@ MODES: tuple[str, ...] = ("asymptotic", "finite")
 METHOD_NAMES = {"asymptotic": "asymptotic", "finite": "finite-chernoff"}
 DecoyMethod = Literal["analytic", "lp", "joint"]
 DECOY_METHODS: tuple[str, ...] = ("analytic", "lp", "joint")
+#: The decoy method of every default, the library's and the scenarios' alike.
+DEFAULT_DECOY_METHOD: DecoyMethod = "joint"
 BASIS_Z, BASIS_X = 0, 1
 BELL_BLOCK_NAMES = ("psi+", "psi-")
 MERGED_BLOCK_NAME = "psi+-"
@@ -40,12 +43,14 @@ Intensities = tuple[float, ...]
 MIN_INTENSITIES = 3
 
 
-def binary_entropy(p: float) -> float:
-    """h(p) in bits; h(0) = h(1) = 0; p is clipped to [0, 1]."""
-    p = min(max(float(p), 0.0), 1.0)
-    if p in (0.0, 1.0):
-        return 0.0
-    return -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+def binary_entropy(p: ArrayLike) -> Any:
+    """h(p) in bits, h(0) = h(1) = 0, p clipped to [0, 1]: a float for a scalar, elementwise
+    for an array."""
+    q = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
+    inside = (q > 0.0) & (q < 1.0)
+    r = np.where(inside, q, 0.5)
+    h = np.where(inside, -r * np.log2(r) - (1.0 - r) * np.log2(1.0 - r), 0.0)
+    return float(h) if h.ndim == 0 else h
 
 
 def predicted_leakage(n: int, qber: float, f: float = DEFAULT_EC_INEFFICIENCY) -> float:
@@ -173,6 +178,34 @@ class SecurityParameters:
                 + 2.0 * math.log2(1.0 / (2.0 * self.epsilon_pa)))
 
 
+def intensity_list_problem(means: Sequence[float]) -> str | None:
+    """What is wrong with one user's mean photon numbers (first = the signal), or None.
+
+    At least ``MIN_INTENSITIES`` distinct values >= 0; three must be ordered mu > nu > omega.
+    The one statement of the layout rules: the scenario models and ``RoundConfig`` call it too.
+    """
+    values = tuple(float(v) for v in means)
+    if len(values) < MIN_INTENSITIES:
+        return f"need at least {MIN_INTENSITIES} intensities, got {len(values)}"
+    if len(values) == 3 and not values[0] > values[1] > values[2] >= 0:
+        return ("three intensities must be ordered signal > decoy > weak decoy >= 0 "
+                f"(mu > nu > omega), got {', '.join(map(str, values))}")
+    if len(set(values)) != len(values) or min(values) < 0:
+        return f"intensities must be distinct and >= 0, got {', '.join(map(str, values))}"
+    return None
+
+
+def decoy_method_problem(decoy_method: str, n_intensities: tuple[int, int]) -> str | None:
+    """Why ``decoy_method`` cannot bound a layout of (K_a, K_b) intensities, or None."""
+    if decoy_method not in DECOY_METHODS:
+        return f"unknown decoy_method {decoy_method!r}; choose one of {', '.join(DECOY_METHODS)}"
+    if decoy_method == "analytic" and tuple(n_intensities) != (3, 3):
+        k_a, k_b = n_intensities
+        return ("'analytic' (Xu13's three-intensity bounds) needs three intensities per user, "
+                f"got {k_a} and {k_b}; use 'joint' or 'lp'")
+    return None
+
+
 def check_intensity_layout(
     intensities_a: Sequence[float], intensities_b: Sequence[float], key_intensity: Sequence[int]
 ) -> tuple[tuple[float, ...], tuple[float, ...], tuple[int, int]]:
@@ -187,14 +220,9 @@ def check_intensity_layout(
     lists = []
     for name, given in (("intensities_a", intensities_a), ("intensities_b", intensities_b)):
         values = tuple(float(v) for v in given)
-        if len(values) < MIN_INTENSITIES:
-            raise ValueError(f"{name} must list at least {MIN_INTENSITIES} intensities, "
-                             f"got {values}")
-        if len(values) == 3 and not values[0] > values[1] > values[2] >= 0:
-            raise ValueError(f"{name} must be (mu, nu, omega) with mu > nu > omega >= 0, "
-                             f"got {values}")
-        if len(set(values)) != len(values) or min(values) < 0:
-            raise ValueError(f"{name} must be distinct and >= 0, got {values}")
+        problem = intensity_list_problem(values)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
         lists.append(values)
     a, b = lists
     key = tuple(int(k) for k in key_intensity)
@@ -362,14 +390,9 @@ def _qber_x(det: np.ndarray, err: np.ndarray, pairs: np.ndarray, key: tuple[int,
 
 
 def _check_decoy_method(observations: DecoyObservations, decoy_method: str) -> None:
-    if decoy_method not in DECOY_METHODS:
-        raise ValueError(f"unknown decoy_method {decoy_method!r}; choose one of "
-                         f"{', '.join(DECOY_METHODS)}")
-    if decoy_method == "analytic" and observations.n_intensities != (3, 3):
-        k_a, k_b = observations.n_intensities
-        raise ValueError(f"decoy_method 'analytic' (Xu13's three-intensity bounds) needs 3 "
-                         f"intensities per user, got {k_a} and {k_b}; use decoy_method 'joint' "
-                         "or 'lp'")
+    problem = decoy_method_problem(decoy_method, observations.n_intensities)
+    if problem:
+        raise ValueError(f"decoy_method {problem}")
 
 
 def _unit(i: int, j: int) -> np.ndarray:
@@ -428,8 +451,8 @@ def joint_constraints(kind: str, counts: np.ndarray, pairs: np.ndarray,
             for i, g in enumerate(groups)]
 
 
-def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
-                  epsilon_pe: float, decoy_method: str = "analytic") -> SinglePhotonBounds:
+def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str, epsilon_pe: float,
+                  decoy_method: str = DEFAULT_DECOY_METHOD) -> SinglePhotonBounds:
     ia, ib = obs.intensities_a, obs.intensities_b
     det = obs.detections[..., bell]
     err = obs.errors[..., bell]
@@ -516,7 +539,8 @@ def _block_bounds(name: str, obs: DecoyObservations, bell: int, mode: str,
 def decoy_bounds(observations: DecoyObservations, mode: Mode = "finite",
                  epsilon_pe: float = SecurityParameters.epsilon_pe,
                  merge_bell_states: bool = False,
-                 decoy_method: DecoyMethod = "analytic") -> tuple[SinglePhotonBounds, ...]:
+                 decoy_method: DecoyMethod = DEFAULT_DECOY_METHOD,
+                 ) -> tuple[SinglePhotonBounds, ...]:
     """Single-photon bounds per Bell state (ψ⁺, ψ⁻), or for the merged block.
 
     ``decoy_method``: ``"analytic"`` (Xu13's closed-form three-intensity bounds, worst case of
@@ -565,7 +589,7 @@ def _block_length(bounds: SinglePhotonBounds, leakage: float, mode: str,
 def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[float],
              mode: Mode = "finite",
              parameters: SecurityParameters | None = None,
-             decoy_method: DecoyMethod = "analytic") -> Estimate | Abort:
+             decoy_method: DecoyMethod = DEFAULT_DECOY_METHOD) -> Estimate | Abort:
     """Bound the single-photon pairs and decide the secure length, or abort with a reason.
 
     ``leakage_bits``: bits disclosed by reconciliation and verification (the leakage ledger),
@@ -644,9 +668,9 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
 
 
 __all__ = [
-    "DECOY_METHODS", "MIN_INTENSITIES", "MODES", "Abort", "BlockEstimate", "DecoyObservations",
-    "Estimate", "SecurityParameters",
-    "SinglePhotonBounds", "binary_entropy", "check_intensity_layout", "chernoff_bounds",
-    "choose_test_positions",
-    "decoy_bounds", "estimate", "predicted_leakage", "realised_lower", "realised_upper",
+    "DECOY_METHODS", "DEFAULT_DECOY_METHOD", "MIN_INTENSITIES", "MODES", "Abort", "BlockEstimate",
+    "DecoyObservations", "Estimate", "SecurityParameters", "SinglePhotonBounds", "binary_entropy",
+    "check_intensity_layout", "decoy_method_problem", "intensity_list_problem", "chernoff_bounds",
+    "choose_test_positions", "decoy_bounds", "estimate", "predicted_leakage", "realised_lower",
+    "realised_upper"
 ]

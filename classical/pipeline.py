@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from classical.authentication import KeyPool
-from classical.messages import Announcement, Message, RoundAbort
+from classical.messages import Announcement
+from classical.peer import FramePeer
 from classical.rounds import (
     LocalView,
-    PeerAborted,
     ProtocolError,
     RecordingObserver,
     RoundConfig,
@@ -27,44 +27,34 @@ from classical.rounds import (
     run_alice_round,
     run_bob_round,
 )
-from classical.secure import REJECTED_FRAME_ERRORS, LinkKeys, SecureLink, wegman_carter_link
+from classical.secure import LinkKeys, SecureLink, wegman_carter_link
 
 Wire = Callable[[str, bytes], bytes | None]
 """(direction "alice->bob" or "bob->alice", frame) → the frame to deliver, or None to drop it."""
 
 
-class QueuePeer:
-    """A ``Peer`` over two queues of frames (one per direction)."""
+class QueuePeer(FramePeer):
+    """A ``Peer`` over two queues of frames (one per direction); ``wire`` sees every frame sent."""
 
     def __init__(self, link: SecureLink, outbox: queue.Queue[bytes], inbox: queue.Queue[bytes],
                  timeout_s: float = 60.0, wire: Wire | None = None,
                  direction: str = "") -> None:
-        self.link, self.outbox, self.inbox = link, outbox, inbox
+        super().__init__(direction.split("->")[-1] if "->" in direction else "peer", link)
+        self.outbox, self.inbox = outbox, inbox
         self.timeout_s, self.wire, self.direction = timeout_s, wire, direction
 
-    def send(self, message: Message) -> None:
-        frame = self.link.pack(message)
+    def _put(self, frame: bytes) -> None:
         if self.wire is not None:
             frame = self.wire(self.direction, frame)
             if frame is None:
                 return
         self.outbox.put(frame)
 
-    def receive(self, *expected: type) -> Message:
+    def _get(self) -> bytes:
         try:
-            frame = self.inbox.get(timeout=self.timeout_s)
+            return self.inbox.get(timeout=self.timeout_s)
         except queue.Empty:
-            raise ProtocolError(f"no message within {self.timeout_s} s") from None
-        try:
-            message, _ = self.link.unpack(frame)
-        except REJECTED_FRAME_ERRORS as e:
-            raise ProtocolError(f"rejected frame ({type(e).__name__}: {e})") from None
-        if isinstance(message, RoundAbort):
-            raise PeerAborted(message.reason)
-        if not isinstance(message, expected):
-            raise ProtocolError(f"expected {'/'.join(t.__name__ for t in expected)}, "
-                                f"got {type(message).__name__}")
-        return message
+            raise ProtocolError(f"no message from {self.name} within {self.timeout_s} s") from None
 
 
 def shared_link_keys(secret_bytes: int, rng: np.random.Generator) -> tuple[LinkKeys, LinkKeys]:

@@ -37,13 +37,14 @@ import numpy as np
 
 from classical.amplification import seed_from_bytes, toeplitz_hash
 from classical.estimation import (
-    DECOY_METHODS,
-    MIN_INTENSITIES,
+    DEFAULT_DECOY_METHOD,
+    DEFAULT_EC_INEFFICIENCY,
     Abort,
     DecoyObservations,
     Estimate,
     SecurityParameters,
     check_intensity_layout,
+    decoy_method_problem,
     estimate,
     predicted_leakage,
 )
@@ -159,27 +160,17 @@ class RoundConfig:
     mode: Literal["finite", "asymptotic"] = "finite"
     security: SecurityParameters = field(default_factory=SecurityParameters)
     reconciler: Reconciler = field(default_factory=default_reconciler)
-    ec_efficiency_prediction: float = 1.16
-    decoy_method: Literal["analytic", "lp", "joint"] = "analytic"
+    ec_efficiency_prediction: float = DEFAULT_EC_INEFFICIENCY
+    decoy_method: Literal["analytic", "lp", "joint"] = DEFAULT_DECOY_METHOD
     key_intensity: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        k = self.n_intensities
-        if min(k) < MIN_INTENSITIES:
-            raise ValueError(f"need at least {MIN_INTENSITIES} intensities per user, got {k}")
         # the checks DecoyObservations makes every round, made once here, so that a bad
-        # configuration is refused when it is built rather than crashing each round
+        # configuration is refused when it is built rather than failing each round
         check_intensity_layout(self.intensities_a, self.intensities_b, self.key_intensity)
-        if self.decoy_method not in DECOY_METHODS:
-            raise ValueError(f"unknown decoy_method {self.decoy_method!r}; choose one of "
-                             f"{', '.join(DECOY_METHODS)}")
-        if self.decoy_method == "analytic" and k != (3, 3):
-            raise ValueError(f"decoy_method 'analytic' (three-intensity bounds) needs 3 "
-                             f"intensities per user, got {k[0]} and {k[1]}; use decoy_method "
-                             "'joint' or 'lp'")
-        if not all(0 <= i < n for i, n in zip(self.key_intensity, k, strict=True)):
-            raise ValueError(f"key_intensity {self.key_intensity} out of range for {k} "
-                             f"intensities")
+        problem = decoy_method_problem(self.decoy_method, self.n_intensities)
+        if problem:
+            raise ValueError(f"decoy_method {problem}")
 
     @property
     def n_intensities(self) -> tuple[int, int]:

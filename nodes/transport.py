@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from classical.messages import Message, RoundAbort
-from classical.rounds import PeerAborted, ProtocolError
-from classical.secure import REJECTED_FRAME_ERRORS, SecureLink
+from classical.peer import FramePeer
+from classical.rounds import ProtocolError
+from classical.secure import SecureLink
 
 PULSE_WIRE_VERSION = 1
 POLL_MS = 100
@@ -105,49 +105,29 @@ class Outbox:
 TraceInjector = Callable[[], str | None]
 
 
-class ZmqPeer:
-    """The round protocol's ``Peer`` for one remote node.
-
-    ``round_id`` is the round in progress: authentic messages of earlier rounds (left over after an
-    abort) are counted and dropped. A frame that fails authentication, ordering or decoding is
-    counted, and the round aborts (``ProtocolError``) rather than waiting for a message that will
-    not come.
-    """
+class ZmqPeer(FramePeer):
+    """The round protocol's ``Peer`` for one remote node: frames from its mailbox queue, to its
+    outbox, opened on the shared path of ``classical.peer.FramePeer`` (counted in ``counters``),
+    with the W3C trace context in the envelope."""
 
     def __init__(self, name: str, link: SecureLink, mailbox: Mailbox, outbox: Outbox,
                  counters: Counters, stop: threading.Event, timeout_s: float,
                  traceparent: TraceInjector | None = None) -> None:
-        self.name, self.link, self.mailbox, self.outbox = name, link, mailbox, outbox
-        self.counters, self.stop, self.timeout_s = counters, stop, timeout_s
+        super().__init__(name, link, counters.add)
+        self.mailbox, self.outbox, self.stop, self.timeout_s = mailbox, outbox, stop, timeout_s
         self.traceparent = traceparent or (lambda: None)
-        self.round_id = -1
-        self.last_traceparent: str | None = None
 
-    def send(self, message: Message) -> None:
-        self.outbox.send(self.link.pack(message, self.traceparent()))
+    def _traceparent(self) -> str | None:
+        return self.traceparent()
 
-    def receive(self, *expected: type) -> Any:
-        while True:
-            try:
-                frame = self.mailbox.get(self.name, self.timeout_s, self.stop)
-            except TimeoutError as e:
-                raise ProtocolError(str(e)) from None
-            try:
-                message, traceparent = self.link.unpack(frame)
-            except REJECTED_FRAME_ERRORS as e:
-                self.counters.add(f"classical_frames_rejected_{type(e).__name__}")
-                raise ProtocolError(f"rejected frame from {self.name} ({type(e).__name__}: "
-                                    f"{e})") from None
-            if message.round_id < self.round_id:
-                self.counters.add("classical_frames_stale")
-                continue
-            self.last_traceparent = traceparent
-            if isinstance(message, RoundAbort) and RoundAbort not in expected:
-                raise PeerAborted(message.reason)
-            if not isinstance(message, expected):
-                raise ProtocolError(f"expected {'/'.join(t.__name__ for t in expected)} from "
-                                    f"{self.name}, got {type(message).__name__}")
-            return message
+    def _put(self, frame: bytes) -> None:
+        self.outbox.send(frame)
+
+    def _get(self) -> bytes:
+        try:
+            return self.mailbox.get(self.name, self.timeout_s, self.stop)
+        except TimeoutError as e:
+            raise ProtocolError(str(e)) from None
 
 
 # --- quantum-event channel --------------------------------------------------------------------

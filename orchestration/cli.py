@@ -16,6 +16,13 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from channel.defaults import (
+    ATTENUATION_DB_PER_KM,
+    DARK_COUNT_PROBABILITY,
+    DETECTOR_EFFICIENCY,
+    MISALIGNMENT,
+)
+from classical.estimation import DEFAULT_EC_INEFFICIENCY
 from orchestration.options import (
     KeyRateOptions,
     SimulateOptions,
@@ -68,11 +75,11 @@ def keyrate(
     nu: Annotated[float, typer.Option(help="Decoy mean photon number.")] = 0.1,
     omega: Annotated[float, typer.Option(help="Weakest decoy (0 = vacuum).")] = 0.0,
     optimize_mu: Annotated[bool, typer.Option("--optimize-mu", help="Pick the best μ per distance.")] = False,
-    eta_d: Annotated[float, typer.Option(help="Detector efficiency.")] = 0.145,
-    dark_count: Annotated[float, typer.Option(help="Dark-count probability per detector per pulse.")] = 3e-6,
-    misalignment: Annotated[float, typer.Option(help="Flip-model misalignment e_d.")] = 0.015,
-    ec_efficiency: Annotated[float, typer.Option(help="Error-correction inefficiency f.")] = 1.16,
-    attenuation: Annotated[float, typer.Option(help="Fiber loss in dB/km.")] = 0.2,
+    eta_d: Annotated[float, typer.Option(help="Detector efficiency.")] = DETECTOR_EFFICIENCY,
+    dark_count: Annotated[float, typer.Option(help="Dark-count probability per detector per pulse.")] = DARK_COUNT_PROBABILITY,
+    misalignment: Annotated[float, typer.Option(help="Flip-model misalignment e_d.")] = MISALIGNMENT,
+    ec_efficiency: Annotated[float, typer.Option(help="Error-correction inefficiency f.")] = DEFAULT_EC_INEFFICIENCY,
+    attenuation: Annotated[float, typer.Option(help="Fiber loss in dB/km.")] = ATTENUATION_DB_PER_KM,
     max_distance: Annotated[bool, typer.Option("--max-distance", help="Also report the reach.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Write the curve to this PNG file.")] = None,
     as_json: JsonOpt = False,
@@ -126,10 +133,10 @@ def simulate(
     slots: Annotated[int, typer.Option(help="Number of slots to emulate.")] = 1_000_000_000,
     seed: Annotated[int, typer.Option(help="Seed (settings and nature).")] = 0,
     sampler: Annotated[str, typer.Option(help="fast, skip-empty or reference.")] = "fast",
-    eta_d: Annotated[float, typer.Option(help="Detector efficiency.")] = 0.145,
-    dark_count: Annotated[float, typer.Option(help="Dark-count probability per detector per pulse.")] = 3e-6,
+    eta_d: Annotated[float, typer.Option(help="Detector efficiency.")] = DETECTOR_EFFICIENCY,
+    dark_count: Annotated[float, typer.Option(help="Dark-count probability per detector per pulse.")] = DARK_COUNT_PROBABILITY,
     misalignment: Annotated[float, typer.Option(help="Flip-model misalignment e_d.")] = 0.0,
-    attenuation: Annotated[float, typer.Option(help="Fiber loss in dB/km.")] = 0.2,
+    attenuation: Annotated[float, typer.Option(help="Fiber loss in dB/km.")] = ATTENUATION_DB_PER_KM,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a sampler on one fixed setting; print measured gain and error beside the analytic values."""
@@ -304,11 +311,48 @@ def bench_report_cmd(
 
 trace_app = typer.Typer(help="Inspect a run's OpenTelemetry traces.", no_args_is_help=True)
 app.add_typer(trace_app, name="trace")
+scenario_app = typer.Typer(help="The scenarios shipped with mdiqkd.", no_args_is_help=True)
+app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("list")
+def scenario_list(as_json: JsonOpt = False) -> None:
+    """List the shipped scenarios: name, title, rounds and emulated time per round."""
+    from orchestration.config import DEFAULT_SCENARIO_NAME, load_scenario, shipped_scenarios
+
+    rows = []
+    for name, resource in shipped_scenarios().items():
+        sc = load_scenario(resource)
+        rows.append({"name": name, "default": name == DEFAULT_SCENARIO_NAME, "title": sc.title,
+                     "rounds": sc.rounds, "emulated_s_per_round": sc.emulated_seconds_per_round,
+                     "path": str(resource)})
+    table = Table(title="shipped scenarios (run one with `mdiqkd run NAME`)")
+    for c in ("name", "title", "rounds", "emulated_s_per_round"):
+        table.add_column(c, justify="right" if c in ("rounds", "emulated_s_per_round") else "left")
+    for r in rows:
+        name = f"{r['name']} (default)" if r["default"] else r["name"]
+        table.add_row(name, r["title"], str(r["rounds"]), _fmt(r["emulated_s_per_round"]))
+    _emit({"scenarios": rows}, as_json, table)
+
+
+@scenario_app.command("show")
+def scenario_show(
+    name: Annotated[str, typer.Argument(help="A shipped scenario's name, or a scenario file.")],
+) -> None:
+    """Print a scenario's YAML (copy a shipped one to start your own: `mdiqkd scenario show quickstart > mine.yaml`)."""
+    from orchestration.config import ScenarioError, load_scenario, resolve_scenario
+
+    try:
+        resource = resolve_scenario(name)
+        load_scenario(resource)
+    except ScenarioError as e:
+        _fail(str(e))
+    typer.echo(resource.read_text(), nl=False)
 
 
 @app.command()
 def run(
-    scenario: Annotated[Path | None, typer.Argument(help="Scenario YAML (default: the quick start).")] = None,
+    scenario: Annotated[str | None, typer.Argument(help="A scenario file, or the name of a shipped scenario (`mdiqkd scenario list`; default: quickstart).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory to create (default: runs/<time>).")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override the number of key rounds.")] = None,
@@ -321,7 +365,7 @@ def run(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from orchestration.config import DEFAULT_SCENARIO, ScenarioError, load_scenario
+    from orchestration.config import ScenarioError, load_scenario, resolve_scenario
     from orchestration.run import RunFailed, execute, prepare_run_dir
 
     overrides: dict[str, Any] = {}
@@ -330,7 +374,7 @@ def run(
     if rounds is not None:
         overrides["rounds"] = rounds
     try:
-        sc = load_scenario(scenario or DEFAULT_SCENARIO, overrides)
+        sc = load_scenario(resolve_scenario(scenario), overrides)
     except ScenarioError as e:
         _fail(str(e))
     out = out or Path("runs") / _time.strftime("%Y%m%d-%H%M%S")

@@ -16,6 +16,8 @@ Errors name the field, e.g. ``alice.source.intensities.0.z_probability``.
 
 from __future__ import annotations
 
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,20 +26,57 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from channel.clock import Clock
+from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
 from channel.fiber import Fiber, PolarizationDrift, linear_rotation
 from channel.link import Link
 from channel.relay import Detector, RelayOptics
 from channel.settings import DEFAULT_FRAME_BITS, IntensityClass, SettingsGenerator, SettingsPlan
 from channel.source import Source
 from classical.cascade import CascadeVariant
-from classical.estimation import SecurityParameters
+from classical.estimation import (
+    DEFAULT_DECOY_METHOD,
+    DecoyMethod,
+    SecurityParameters,
+    decoy_method_problem,
+    intensity_list_problem,
+)
 from classical.reconcilers import DEFAULT_METHOD, get_reconciler
 from classical.reconciliation import Reconciler
 from classical.rounds import RoundConfig
 from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-DEFAULT_SCENARIO = SCENARIO_DIR / "quickstart.yaml"
+#: The scenario ``mdiqkd run`` runs when none is named.
+DEFAULT_SCENARIO_NAME = "quickstart"
+
+
+def shipped_scenarios() -> dict[str, Traversable]:
+    """The scenarios installed with the package (``scenarios/*.yaml``), by name (file stem).
+
+    Found through ``importlib.resources``, so an installed wheel and a checkout behave alike.
+    """
+    found = (p for p in resources.files("scenarios").iterdir() if p.name.endswith(".yaml"))
+    return {p.name.removesuffix(".yaml"): p for p in sorted(found, key=lambda p: p.name)}
+
+
+DEFAULT_SCENARIO: Traversable = resources.files("scenarios") / f"{DEFAULT_SCENARIO_NAME}.yaml"
+
+
+def resolve_scenario(ref: str | Path | None) -> Traversable:
+    """A scenario file from what a user typed: a path to a file, else a shipped scenario's name
+    (with or without ``.yaml``); ``None`` is the default scenario."""
+    if ref is None:
+        return DEFAULT_SCENARIO
+    path = Path(ref)
+    if path.is_file():
+        return path
+    shipped = shipped_scenarios()
+    name = str(ref).removesuffix(".yaml")
+    if name in shipped:
+        return shipped[name]
+    if path.exists():
+        raise ScenarioError(f"{ref}: not a file")
+    raise ScenarioError(f"{ref}: no such file, and no shipped scenario of that name (shipped: "
+                        f"{', '.join(shipped)}; `mdiqkd scenario list` shows them)")
 
 
 class _Model(BaseModel):
@@ -75,9 +114,6 @@ class SourceModel(_Model):
     def _decoy_layout(self) -> SourceModel:
         ints = self.intensities
         means = [i.mean_photon_number for i in ints]
-        if len(ints) == 3 and not means[0] > means[1] > means[2] >= 0:
-            raise FieldProblem(("intensities",), "three intensities must be ordered signal > "
-                               f"decoy > weak decoy >= 0, got {means[0]}, {means[1]}, {means[2]}")
         for k, i in enumerate(ints):
             if i.mean_photon_number in means[:k]:
                 raise FieldProblem(("intensities", k, "mean_photon_number"),
@@ -86,6 +122,9 @@ class SourceModel(_Model):
             if i.name in [j.name for j in ints[:k]]:
                 raise FieldProblem(("intensities", k, "name"),
                                    f"{i.name!r} repeats an earlier name")
+        problem = intensity_list_problem(means)
+        if problem:
+            raise FieldProblem(("intensities",), problem)
         signal = ints[0]
         if signal.mean_photon_number <= 0:
             raise FieldProblem(("intensities", 0, "mean_photon_number"),
@@ -103,7 +142,7 @@ class SourceModel(_Model):
 
 class ArmModel(_Model):
     length_km: float = Field(ge=0.0)
-    attenuation_db_per_km: float = Field(0.2, ge=0.0)
+    attenuation_db_per_km: float = Field(ATTENUATION_DB_PER_KM, ge=0.0)
     extra_loss_db: float = Field(0.0, ge=0.0)
     rotation_rad: float = 0.0
     drift_rad_per_sqrt_s: float = Field(0.0, ge=0.0)
@@ -124,8 +163,8 @@ class UserModel(_Model):
 
 
 class DetectorModel(_Model):
-    efficiency: float = Field(0.145, gt=0.0, le=1.0)
-    dark_count_probability: float = Field(3e-6, ge=0.0, le=1.0)
+    efficiency: float = Field(DETECTOR_EFFICIENCY, gt=0.0, le=1.0)
+    dark_count_probability: float = Field(DARK_COUNT_PROBABILITY, ge=0.0, le=1.0)
     jitter_ps: float = Field(0.0, ge=0.0)
 
 
@@ -167,24 +206,32 @@ class PostprocessingModel(_Model):
     reconciliation: ReconciliationModel = ReconciliationModel()
     #: Shorthand for ``reconciliation: {method: cascade, variant: ...}``.
     cascade_variant: CascadeVariant | None = None
-    decoy_method: Literal["analytic", "lp", "joint"] = "joint"
+    decoy_method: DecoyMethod = DEFAULT_DECOY_METHOD
     epsilon_correctness: float = Field(1e-15, gt=0.0, lt=1.0)
     epsilon_pa: float = Field(1e-10, gt=0.0, lt=1.0)
     epsilon_pe: float = Field(1e-10, gt=0.0, lt=1.0)
     max_qber_z: float = Field(0.11, gt=0.0, le=0.5)
 
-    @model_validator(mode="after")
-    def _one_reconciler(self) -> PostprocessingModel:
-        if self.cascade_variant is not None and "reconciliation" in self.model_fields_set:
-            raise FieldProblem(("cascade_variant",), "give reconciliation or cascade_variant, "
-                               "not both (cascade_variant is short for reconciliation: "
-                               "{method: cascade, variant: ...})")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """``cascade_variant: v`` stands for ``reconciliation: {method: cascade, variant: v}``;
+        giving both is refused unless they agree (as in a dumped configuration)."""
+        if not isinstance(data, dict) or data.get("cascade_variant") is None:
+            return data
+        expanded = {"method": "cascade", "variant": data["cascade_variant"]}
+        given = data.get("reconciliation")
+        if given is not None:
+            if isinstance(given, BaseModel):
+                given = given.model_dump()
+            if given != expanded:
+                raise FieldProblem(("cascade_variant",), "give reconciliation or "
+                                   "cascade_variant, not both (cascade_variant is short for "
+                                   "reconciliation: {method: cascade, variant: ...})")
+        return {**data, "reconciliation": expanded}
 
     def reconciler(self) -> Reconciler:
         """The reconciler both users run (the method and its parameters)."""
-        if self.cascade_variant is not None:
-            return get_reconciler("cascade", {"variant": self.cascade_variant})
         return self.reconciliation.reconciler()
 
 
@@ -217,12 +264,10 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _decoy_method_fits_the_layout(self) -> Scenario:
-        counts = {u: len(getattr(self, u).source.intensities) for u in ("alice", "bob")}
-        if self.postprocessing.decoy_method == "analytic" and set(counts.values()) != {3}:
-            raise FieldProblem(("postprocessing", "decoy_method"),
-                               "'analytic' (three-intensity bounds) needs three intensities per "
-                               f"user, got alice {counts['alice']}, bob {counts['bob']}; use "
-                               "'joint' or 'lp'")
+        counts = (len(self.alice.source.intensities), len(self.bob.source.intensities))
+        problem = decoy_method_problem(self.postprocessing.decoy_method, counts)
+        if problem:
+            raise FieldProblem(("postprocessing", "decoy_method"), problem)
         return self
 
     @property
@@ -251,8 +296,11 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
-def load_scenario(path: Path, overrides: dict[str, Any] | None = None) -> Scenario:
-    path = Path(path)
+def load_scenario(path: Path | Traversable,
+                  overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file (a path, or a shipped scenario's resource)."""
+    if isinstance(path, str):
+        path = Path(path)
     try:
         text = path.read_text()
     except OSError as e:

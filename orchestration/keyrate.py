@@ -37,14 +37,20 @@ from scipy.optimize import brentq, minimize_scalar
 
 from channel.analytic import (
     arm_transmittance,
-    binary_entropy,
     mr_x_basis,
     mr_z_basis,
     single_photon_phase_error,
     single_photon_yield,
 )
+from channel.defaults import (
+    ATTENUATION_DB_PER_KM,
+    DARK_COUNT_PROBABILITY,
+    DETECTOR_EFFICIENCY,
+    MISALIGNMENT,
+)
 from classical.decoy import single_photon_error_upper, single_photon_yield_lower
 from classical.decoy_lp import lp_bounds
+from classical.estimation import DEFAULT_EC_INEFFICIENCY, binary_entropy
 
 Decoys = Literal["infinite", "3", "4"]
 #: Relative width given to exact gains in the four-intensity LP (see ``_four_intensity_bounds``).
@@ -61,11 +67,11 @@ MIN_FOUR_INTENSITY_OMEGA = 1e-3
 class PhysicalParameters:
     """The standard set of docs/physics.md §1 by default."""
 
-    detector_efficiency: float = 0.145
-    dark_count_probability: float = 3e-6
-    misalignment: float = 0.015
-    ec_efficiency: float = 1.16
-    attenuation_db_per_km: float = 0.2
+    detector_efficiency: float = DETECTOR_EFFICIENCY
+    dark_count_probability: float = DARK_COUNT_PROBABILITY
+    misalignment: float = MISALIGNMENT
+    ec_efficiency: float = DEFAULT_EC_INEFFICIENCY
+    attenuation_db_per_km: float = ATTENUATION_DB_PER_KM
 
 
 @dataclass(frozen=True)

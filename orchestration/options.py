@@ -10,6 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from channel.defaults import (
+    ATTENUATION_DB_PER_KM,
+    DARK_COUNT_PROBABILITY,
+    DETECTOR_EFFICIENCY,
+    MISALIGNMENT,
+)
+from classical.estimation import DEFAULT_EC_INEFFICIENCY
+
 Probability = Field(ge=0.0, le=1.0)
 
 
@@ -18,11 +26,11 @@ class _Options(BaseModel):
 
 
 class PhysicsOptions(_Options):
-    eta_d: float = Field(0.145, gt=0.0, le=1.0, alias="--eta-d")
-    dark_count: float = Field(3e-6, ge=0.0, le=1.0, alias="--dark-count")
-    misalignment: float = Field(0.015, ge=0.0, le=0.5, alias="--misalignment")
-    ec_efficiency: float = Field(1.16, ge=1.0, alias="--ec-efficiency")
-    attenuation: float = Field(0.2, ge=0.0, alias="--attenuation")
+    eta_d: float = Field(DETECTOR_EFFICIENCY, gt=0.0, le=1.0, alias="--eta-d")
+    dark_count: float = Field(DARK_COUNT_PROBABILITY, ge=0.0, le=1.0, alias="--dark-count")
+    misalignment: float = Field(MISALIGNMENT, ge=0.0, le=0.5, alias="--misalignment")
+    ec_efficiency: float = Field(DEFAULT_EC_INEFFICIENCY, ge=1.0, alias="--ec-efficiency")
+    attenuation: float = Field(ATTENUATION_DB_PER_KM, ge=0.0, alias="--attenuation")
 
 
 class KeyRateOptions(PhysicsOptions):

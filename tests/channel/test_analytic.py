@@ -7,7 +7,6 @@ import pytest
 
 from channel.analytic import (
     arm_transmittance,
-    binary_entropy,
     detector_fields,
     exact_class_statistics,
     mr_x_basis,
@@ -87,10 +86,6 @@ def test_single_photon_quantities_limit():
     # without dark counts Y11 = η_a η_b / 2 and e11 = e_d (MR App. A)
     assert single_photon_yield(eta, eta, 0.0) == pytest.approx(eta * eta / 2)
     assert single_photon_phase_error(eta, eta, 0.0, ED) == pytest.approx(ED)
-
-
-def test_binary_entropy_edges():
-    assert binary_entropy(np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.0, 0.0]
 
 
 # mean photon numbers reaching the relay, m = η·μ: from no light, through the weak decoys of a

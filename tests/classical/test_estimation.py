@@ -95,19 +95,19 @@ def _analytic_observations(arm_km: float, pairs_total: float, intensities=INTENS
 def test_asymptotic_bounds_from_analytic_gains_contain_the_truth(arm_km, intensities):
     y11, e11 = _truth(arm_km)
     obs = _analytic_observations(arm_km, 1e12, intensities)
-    (merged,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True)
+    (merged,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method="analytic")
     assert 0.5 * y11 < merged.y11_z_lower <= y11
     assert 0.2 * y11 < merged.y11_x_lower <= y11
     assert e11 <= merged.e11_x_upper < 0.2
     assert merged.phase_error_upper == pytest.approx(merged.e11_x_upper)
-    per_bell = decoy_bounds(obs, "asymptotic")
+    per_bell = decoy_bounds(obs, "asymptotic", decoy_method="analytic")
     assert sum(b.y11_z_lower for b in per_bell) == pytest.approx(merged.y11_z_lower)
 
 
 def test_asymptotic_key_length_subtracts_the_leakage():
     obs = _analytic_observations(25.0, 1e11)
-    a = estimate(obs, 0.0, "asymptotic")
-    b = estimate(obs, 1000.0, "asymptotic")
+    a = estimate(obs, 0.0, "asymptotic", decoy_method="analytic")
+    b = estimate(obs, 1000.0, "asymptotic", decoy_method="analytic")
     assert isinstance(a, Estimate) and isinstance(b, Estimate)
     assert a.method == "asymptotic" and a.epsilons == {}
     assert a.secure_length - b.secure_length in (1000, 1001)
@@ -145,12 +145,13 @@ def sampled_round() -> DecoyObservations:
 
 def test_finite_bounds_from_a_sampled_round_contain_the_truth(sampled_round):
     y11, e11 = _truth(25.0)
-    (merged,) = decoy_bounds(sampled_round, "finite", merge_bell_states=True)
+    (merged,) = decoy_bounds(sampled_round, "finite", merge_bell_states=True,
+                             decoy_method="analytic")
     assert 0.2 * y11 < merged.y11_z_lower <= y11  # informative, and below the truth
     assert merged.y11_x_lower <= y11
     assert merged.e11_x_upper >= e11
     assert merged.bounded_counts == 20
-    per_bell = decoy_bounds(sampled_round, "finite")
+    per_bell = decoy_bounds(sampled_round, "finite", decoy_method="analytic")
     assert sum(b.y11_z_lower for b in per_bell) <= y11
     assert sum(b.y11_x_lower for b in per_bell) <= y11
     assert all(b.e11_x_upper >= e11 for b in per_bell)
@@ -160,8 +161,9 @@ def test_finite_bounds_from_a_sampled_round_contain_the_truth(sampled_round):
 
 
 def test_finite_bounds_are_looser_than_asymptotic(sampled_round):
-    for fin, asy in zip(decoy_bounds(sampled_round, "finite"),
-                        decoy_bounds(sampled_round, "asymptotic"), strict=True):
+    for fin, asy in zip(decoy_bounds(sampled_round, "finite", decoy_method="analytic"),
+                        decoy_bounds(sampled_round, "asymptotic", decoy_method="analytic"),
+                        strict=True):
         assert fin.y11_z_lower <= asy.y11_z_lower
         assert fin.y11_x_lower <= asy.y11_x_lower
         assert fin.e11_x_upper >= asy.e11_x_upper
@@ -173,7 +175,7 @@ def test_small_round_yields_no_key(sampled_round):
     n_z = obs.detections[0, 0, 0]
     leakage = [predicted_leakage(int(n), float(e / n)) for n, e in zip(n_z, obs.errors[0, 0, 0],
                                                                         strict=True)]
-    result = estimate(obs, leakage, "finite")
+    result = estimate(obs, leakage, "finite", decoy_method="analytic")
     assert isinstance(result, Abort)
     assert result.reason.startswith("secure length <= 0")
     assert len(result.per_block) == 2 and not any(b.kept for b in result.per_block)
@@ -189,7 +191,7 @@ def test_finite_key_at_scale_contains_the_truth_and_gives_a_key():
     n_z = obs.detections[0, 0, 0]
     leakage = [predicted_leakage(int(n), float(e / n)) for n, e in zip(n_z, obs.errors[0, 0, 0],
                                                                         strict=True)]
-    result = estimate(obs, leakage, "finite")
+    result = estimate(obs, leakage, "finite", decoy_method="analytic")
     assert isinstance(result, Estimate), result
     assert result.method == "finite-chernoff"
     for block in result.per_block:
@@ -200,14 +202,14 @@ def test_finite_key_at_scale_contains_the_truth_and_gives_a_key():
         assert block.kept
     assert result.secure_length == sum(b.length for b in result.per_block)
     assert result.qber_z == pytest.approx(obs.errors[0, 0, 0].sum() / n_z.sum())
-    asymptotic = estimate(obs, leakage, "asymptotic")
+    asymptotic = estimate(obs, leakage, "asymptotic", decoy_method="analytic")
     assert isinstance(asymptotic, Estimate)
     assert 0 < result.secure_length < asymptotic.secure_length
     assert set(result.epsilons) >= {"correctness", "prime", "smoothing", "privacy_amplification",
                                     "parameter_estimation_per_count"}
     assert 0 < result.epsilon_security < 1e-7
     assert result.epsilon_correctness == pytest.approx(2e-15)
-    merged = estimate(obs, sum(leakage), "finite")
+    merged = estimate(obs, sum(leakage), "finite", decoy_method="analytic")
     assert isinstance(merged, Estimate) and [b.name for b in merged.per_block] == ["psi+-"]
 
 
@@ -621,3 +623,11 @@ def test_joint_bounds_from_a_sampled_four_intensity_round_contain_the_truth_and_
     z_classes = int((obs.pairs[..., 0] > 0).sum())
     extra = math.comb(z_classes, 2) + 2 * math.comb(x_classes, 2)
     assert joint.bounded_counts == lp.bounded_counts + extra
+
+
+def test_binary_entropy_edges_scalars_and_arrays():
+    assert binary_entropy(np.array([0.0, 0.5, 1.0])).tolist() == [0.0, 1.0, 0.0]
+    assert isinstance(binary_entropy(0.11), float)
+    assert binary_entropy(0.11) == pytest.approx(-0.11 * math.log2(0.11) - 0.89 * math.log2(0.89),
+                                                 rel=1e-15)
+    assert binary_entropy(-0.2) == 0.0 and binary_entropy(1.5) == 0.0

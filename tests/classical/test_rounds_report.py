@@ -37,7 +37,7 @@ def finite_round():
                 relay=RelayOptics.uniform(0.8, 1e-7))
     emulated = emulate_round(link, alice, bob, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS,
                              seed=11)
-    cfg = round_config(alice, bob)
+    cfg = round_config(alice, bob, decoy_method="analytic")  # the ε count below is its own
     return cfg, run_key_round(emulated.announcement, emulated.alice, emulated.bob, cfg, 3)
 
 

@@ -80,3 +80,29 @@ def test_nonsense_parameters_name_the_option_without_traceback(args, needle):
     assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+def test_scenario_list_names_every_shipped_scenario_and_the_default():
+    rows = _json(["scenario", "list"])["scenarios"]
+    names = {r["name"] for r in rows}
+    assert {"quickstart", "four_intensity"} <= names
+    assert [r["name"] for r in rows if r["default"]] == ["quickstart"]
+    assert all(r["rounds"] > 0 and r["emulated_s_per_round"] > 0 for r in rows)
+
+
+def test_scenario_show_prints_yaml_that_loads_as_the_same_scenario(tmp_path):
+    from orchestration.config import load_scenario, shipped_scenarios
+
+    result = runner.invoke(app, ["scenario", "show", "four_intensity"])
+    assert result.exit_code == 0, result.output
+    copy = tmp_path / "mine.yaml"
+    copy.write_text(result.stdout)
+    assert load_scenario(copy) == load_scenario(shipped_scenarios()["four_intensity"])
+
+
+@pytest.mark.parametrize("args", [["run", "nosuch-scenario"], ["scenario", "show", "nosuch-scenario"]])
+def test_an_unknown_scenario_name_is_one_clear_line(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "nosuch-scenario: no such file, and no shipped scenario of that name" in result.output
+    assert "Traceback" not in result.output

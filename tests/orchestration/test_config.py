@@ -3,25 +3,52 @@ and its line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from orchestration.config import (
-    SCENARIO_DIR,
+    DEFAULT_SCENARIO,
     ScenarioError,
     build_round_config,
     build_settings,
     load_scenario,
+    resolve_scenario,
+    shipped_scenarios,
 )
 
-FOUR = SCENARIO_DIR / "four_intensity.yaml"
+FOUR = shipped_scenarios()["four_intensity"]
 
 
-@pytest.mark.parametrize("path", sorted(SCENARIO_DIR.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_scenario_builds(path):
-    scenario = load_scenario(path)
+def test_shipped_scenarios_are_package_data_listed_by_name():
+    shipped = shipped_scenarios()
+    assert {"quickstart", "four_intensity"} <= set(shipped)
+    assert DEFAULT_SCENARIO.name == "quickstart.yaml" and DEFAULT_SCENARIO.is_file()
+
+
+def test_a_scenario_is_found_by_path_first_then_by_shipped_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_scenario(None) == DEFAULT_SCENARIO
+    assert resolve_scenario("four_intensity") == FOUR
+    assert resolve_scenario("four_intensity.yaml") == FOUR
+    (tmp_path / "quickstart").write_text("title: mine\n")  # a local file shadows the name
+    assert resolve_scenario("quickstart") == Path("quickstart")
+
+
+@pytest.mark.parametrize(("ref", "needle"), [
+    ("nosuch", "no such file, and no shipped scenario of that name (shipped: "),
+    (".", "not a file"),
+])
+def test_an_unknown_scenario_says_what_is_shipped(ref, needle):
+    with pytest.raises(ScenarioError, match=re.escape(needle)):
+        resolve_scenario(ref)
+
+
+@pytest.mark.parametrize("name", sorted(shipped_scenarios()))
+def test_every_shipped_scenario_builds(name):
+    scenario = load_scenario(shipped_scenarios()[name])
     cfg = build_round_config(scenario)
     for user in ("alice", "bob"):
         plan = build_settings(scenario, user).plan
@@ -122,6 +149,11 @@ def test_cascade_variant_is_short_for_a_cascade_reconciliation():
     assert reconciler.name == "cascade" and reconciler.parameters.variant == "shallow"
 
 
+def test_a_dumped_scenario_loads_again_as_the_same_scenario():
+    scenario = load_scenario(FOUR)  # uses the cascade_variant shorthand
+    assert type(scenario).model_validate(scenario.model_dump()) == scenario
+
+
 @pytest.mark.parametrize(("reconciliation", "field", "needle"), [
     ({"method": "cascade"}, "postprocessing.cascade_variant", "not both"),
     ({"method": "turbo"}, "postprocessing.reconciliation", "unknown reconciliation method"),
@@ -131,6 +163,8 @@ def test_cascade_variant_is_short_for_a_cascade_reconciliation():
 def test_a_bad_reconciliation_names_its_field(tmp_path, reconciliation, field, needle):
     def edit(d):
         d["postprocessing"]["reconciliation"] = reconciliation
+        if field.endswith("reconciliation"):  # alone, not beside the cascade_variant shorthand
+            d["postprocessing"].pop("cascade_variant", None)
 
     message = _error(tmp_path, edit)
     assert field in message and needle in message

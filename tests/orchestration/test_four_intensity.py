@@ -16,7 +16,12 @@ from classical.estimation import DecoyObservations, Estimate, estimate
 from classical.pipeline import run_key_round
 from classical.rounds import RoundConfig
 from classical.sifting import BASIS_X, BASIS_Z, class_errors, sent_pairs, sift
-from orchestration.config import SCENARIO_DIR, build_round_config, build_settings, load_scenario
+from orchestration.config import (
+    build_round_config,
+    build_settings,
+    load_scenario,
+    shipped_scenarios,
+)
 from orchestration.inmemory import emulate_round, round_config
 
 PLAN = four_intensity_plan()
@@ -115,7 +120,7 @@ def test_a_bad_intensity_layout_is_refused_when_the_round_config_is_built(a, key
 
 
 def test_four_intensity_scenario_builds_the_layout():
-    scenario = load_scenario(SCENARIO_DIR / "four_intensity.yaml")
+    scenario = load_scenario(shipped_scenarios()["four_intensity"])
     cfg = build_round_config(scenario)
     assert cfg.decoy_method == "joint" and cfg.n_intensities == (4, 4)
     assert cfg.intensities_a == (0.55, 0.35, 0.08, 0.0)

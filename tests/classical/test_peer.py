@@ -1,0 +1,86 @@
+"""One frame-opening path for every transport: forged frames are counted and abort the round,
+stale rounds are counted and dropped, a peer's abort ends the round unless it is expected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from classical.messages import EndOfRun, RoundAbort, RoundStart
+from classical.peer import FramePeer
+from classical.pipeline import QueuePeer, shared_link_keys
+from classical.rounds import PeerAborted, ProtocolError
+from classical.secure import wegman_carter_link
+from nodes.transport import ZmqPeer
+
+
+class ListPeer(FramePeer):
+    """A FramePeer over a list: the smallest transport there is."""
+
+    def __init__(self, name, link, frames, counts):
+        super().__init__(name, link, lambda c: counts.append(c))
+        self.frames = frames
+
+    def _put(self, frame):
+        self.frames.append(frame)
+
+    def _get(self):
+        if not self.frames:
+            raise ProtocolError("no frame")
+        return self.frames.pop(0)
+
+
+@pytest.fixture
+def pair():
+    a_keys, b_keys = shared_link_keys(1 << 12, np.random.default_rng(0))
+    wire, counts = [], []
+    alice = ListPeer("bob", wegman_carter_link(a_keys), wire, [])
+    bob = ListPeer("alice", wegman_carter_link(b_keys), wire, counts)
+    return alice, bob, wire, counts
+
+
+def test_an_expected_message_arrives(pair):
+    alice, bob, _, _ = pair
+    alice.send(RoundStart(round_id=3, start_slot=0, stop_slot=1 << 20))
+    assert bob.receive(RoundStart) == RoundStart(round_id=3, start_slot=0, stop_slot=1 << 20)
+
+
+def test_a_forged_frame_is_counted_and_ends_the_round(pair):
+    alice, bob, wire, counts = pair
+    alice.send(EndOfRun(round_id=0, reason="done"))
+    wire[0] = wire[0][:-1] + bytes([wire[0][-1] ^ 1])
+    with pytest.raises(ProtocolError, match="rejected frame from alice"):
+        bob.receive(EndOfRun)
+    assert counts == ["classical_frames_rejected_AuthenticationError"]
+
+
+def test_a_message_of_an_earlier_round_is_counted_and_dropped(pair):
+    alice, bob, _, counts = pair
+    bob.round_id = 5
+    alice.send(EndOfRun(round_id=4, reason="done"))
+    alice.send(EndOfRun(round_id=5, reason="done"))
+    assert bob.receive(EndOfRun).round_id == 5
+    assert counts == ["classical_frames_stale"]
+
+
+def test_a_peer_abort_ends_the_round_unless_expected(pair):
+    alice, bob, _, _ = pair
+    alice.send(RoundAbort(round_id=0, reason="QBER too high"))
+    with pytest.raises(PeerAborted, match="QBER too high"):
+        bob.receive(EndOfRun)
+    alice.send(RoundAbort(round_id=0, reason="fine"))
+    assert bob.receive(EndOfRun, RoundAbort).reason == "fine"
+
+
+def test_an_unexpected_kind_is_a_protocol_error(pair):
+    alice, bob, _, _ = pair
+    alice.send(EndOfRun(round_id=0, reason="done"))
+    with pytest.raises(ProtocolError, match="expected RoundStart from alice, got EndOfRun"):
+        bob.receive(RoundStart)
+
+
+@pytest.mark.parametrize("transport", [QueuePeer, ZmqPeer])
+def test_every_transport_opens_frames_on_the_shared_path(transport):
+    assert issubclass(transport, FramePeer)
+    for method in ("send", "receive", "open"):
+        assert method not in vars(transport), f"{transport.__name__} overrides {method}"
