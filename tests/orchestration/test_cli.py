@@ -100,7 +100,8 @@ def test_scenario_show_prints_yaml_that_loads_as_the_same_scenario(tmp_path):
     assert load_scenario(copy) == load_scenario(shipped_scenarios()["four_intensity"])
 
 
-@pytest.mark.parametrize("args", [["run", "nosuch-scenario"], ["scenario", "show", "nosuch-scenario"]])
+@pytest.mark.parametrize("args", [["run", "nosuch-scenario"],
+                                  ["scenario", "show", "nosuch-scenario"]])
 def test_an_unknown_scenario_name_is_one_clear_line(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
