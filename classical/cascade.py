@@ -635,8 +635,9 @@ def _select(  # pragma: no cover - numba
     cap = 2 * m + 2 * meta.shape[0]
     cp = np.empty(cap, np.int64)
     cs = np.empty(cap, np.int64)
-    cp[:m] = cp_in
-    cs[:m] = cs_in
+    for k in range(m):  # element loops: a slice assignment compiles numba's shape-error text
+        cp[k] = cp_in[k]
+        cs[k] = cs_in[k]
     nc = m
     flips = 0
     j = 0

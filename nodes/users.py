@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -37,6 +38,7 @@ from classical.rounds import (
     run_bob_round,
 )
 from classical.secure import repay_key_debt
+from classical.warmup import warm_up_postprocessing
 from nodes.base import NodeContext
 from nodes.keystore import KeyStore
 from nodes.tracing import SpanObserver, context_from, current_traceparent
@@ -187,7 +189,25 @@ class UserNode:
         if self.plan.role == "alice":
             self._run_alice()
         else:
+            self._start_warm_up()
             self._run_bob()
+
+    def _start_warm_up(self) -> None:
+        """Compile the post-processing kernels in the background while the relay measures the
+        first round; Alice then loads them from numba's cache (``classical.warmup``)."""
+
+        def warm_up() -> None:
+            started = time.perf_counter()
+            try:
+                self.plan.settings.settings_at(np.arange(4, dtype=np.int64))
+                warm_up_postprocessing(self.plan.round_config.reconciler)
+            except Exception as e:  # a failed warm-up costs time, never the run
+                print(f"{self.plan.role}: kernel warm-up failed ({type(e).__name__}: {e})",
+                      flush=True)
+                return
+            self.ctx.counters.add("warm_up_ms", round(1e3 * (time.perf_counter() - started)))
+
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
 
     def _finish_round(self, round_id: int, span: Span) -> None:
         with trace.use_span(span, end_on_exit=True):
