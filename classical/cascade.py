@@ -601,6 +601,16 @@ def _correct_singles(  # pragma: no cover - numba
 
 
 @njit(cache=True)
+def _grown(a: _I64, used: int, extra: int) -> _I64:  # pragma: no cover - numba
+    """The first ``used`` entries of ``a`` in a new array with room for ``extra`` more (element
+    copies: numba compiles a slice copy with its shape-error formatting, seconds per kernel)."""
+    out = np.empty(used + extra, np.int64)
+    for k in range(used):
+        out[k] = a[k]
+    return out
+
+
+@njit(cache=True)
 def _select(  # pragma: no cover - numba
     cp_in: _I64,
     cs_in: _I64,
@@ -635,7 +645,7 @@ def _select(  # pragma: no cover - numba
     cap = 2 * m + 2 * meta.shape[0]
     cp = np.empty(cap, np.int64)
     cs = np.empty(cap, np.int64)
-    for k in range(m):  # element loops: a slice assignment compiles numba's shape-error text
+    for k in range(m):  # element copies, as in _grown
         cp[k] = cp_in[k]
         cs[k] = cs_in[k]
     nc = m
@@ -649,8 +659,8 @@ def _select(  # pragma: no cover - numba
         if j == m:
             break
         # out of room: grow rather than write past the end (numba checks no bounds)
-        cp = np.concatenate((cp[:nc], np.empty(nc + meta.shape[0], np.int64)))
-        cs = np.concatenate((cs[:nc], np.empty(nc + meta.shape[0], np.int64)))
+        cp = _grown(cp, nc, nc + meta.shape[0])
+        cs = _grown(cs, nc, nc + meta.shape[0])
     qp = np.empty(nc, np.int16)
     qs = np.empty(nc, np.int32)
     qm = np.empty(nc, np.int32)
@@ -701,10 +711,12 @@ def _select(  # pragma: no cover - numba
     for j in range(nl):
         queued[meta[lp[j], _SLOT] * n + ls[j]] = 0
     held = np.empty((nl + nd, 2), np.int64)
-    held[:nl, 0] = lp[:nl]
-    held[:nl, 1] = ls[:nl]
-    held[nl:, 0] = dp[:nd]
-    held[nl:, 1] = ds[:nd]
+    for j in range(nl):
+        held[j, 0] = lp[j]
+        held[j, 1] = ls[j]
+    for j in range(nd):
+        held[nl + j, 0] = dp[j]
+        held[nl + j, 1] = ds[j]
     return qp[:nq], qs[:nq], qm[:nq], held, nl, flips
 
 

@@ -71,7 +71,7 @@ _S32 = np.uint64(32)
 _S61 = np.uint64(61)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _mulmod(a: np.uint64, b: np.uint64) -> np.uint64:
     """a * b mod p for a < 2^61 + 2^33, b < 2^61, without 128-bit integers.
 
@@ -92,7 +92,7 @@ def _mulmod(a: np.uint64, b: np.uint64) -> np.uint64:
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _addmod(a: np.uint64, b: np.uint64) -> np.uint64:
     r = a + b
     if r >= _P:
@@ -100,7 +100,7 @@ def _addmod(a: np.uint64, b: np.uint64) -> np.uint64:
     return r
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _block(data: np.ndarray, i: int) -> np.uint64:
     """Big-endian 32-bit block ``i`` of ``data``, zero-padded past the end."""
     start = 4 * i
@@ -120,7 +120,7 @@ def _block(data: np.ndarray, i: int) -> np.uint64:
     return value
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fold4(t0: np.uint64, t1: np.uint64, t2: np.uint64, t3: np.uint64) -> np.uint64:
     s = t0 + t1 + t2 + t3  # each < p, so s < 2^63
     s = (s & _P) + (s >> _S61)
