@@ -33,6 +33,7 @@ import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -46,8 +47,14 @@ from channel.rng import (
     next_normal,
     next_uniform,
 )
-from channel.settings import SettingsGenerator, bit_hash_key, lookup_bit_hk, lookup_combo_rk
-from channel.source import FLUCTUATION_CLIP_SIGMAS, JONES
+from channel.settings import (
+    FrameTable,
+    SettingsGenerator,
+    bit_hash_key,
+    lookup_bit_hk,
+    lookup_combo_rk,
+)
+from channel.source import FLUCTUATION_CLIP_SIGMAS, JONES, Source
 
 SAMPLERS = ("fast", "skip-empty", "reference")
 _REFERENCE_CHUNK = 1 << 18
@@ -58,6 +65,49 @@ _ANY_PATTERNS = np.arange(1, 16, dtype=np.int64)
 
 class UnsupportedPhysicsError(ValueError):
     """The requested sampler cannot emulate this configuration exactly."""
+
+
+# --- the thinning kernels' arguments, grouped (numba passes named tuples as plain structs) ---
+
+
+class FrameArrays(NamedTuple):
+    """``FramePhysics`` as the kernels read it: frame ``first_frame + i`` at index ``i``."""
+
+    frame_bits: int
+    first_frame: int
+    transmittance_a: np.ndarray  # (n,)
+    transmittance_b: np.ndarray
+    unitary_a: np.ndarray  # (n, 2, 2) complex
+    unitary_b: np.ndarray
+    gamma: np.ndarray  # (n,) mode overlap
+    bob_slot_offset: np.ndarray  # (n,) int64
+
+
+class UserArrays(NamedTuple):
+    """One user's settings (a ``FrameTable`` in kernel form) and source imperfections."""
+
+    first_frame: int  # of the tables
+    round_keys: np.ndarray  # (n, FEISTEL_ROUNDS) uint64, ``feistel_round_keys`` of the frames
+    cum_counts: np.ndarray  # (n, n_combos) int64
+    bit_key: np.uint64  # ``bit_hash_key`` of the user's key
+    mean_photon_numbers: np.ndarray
+    fluctuation_rel: float
+    flip_probability: float
+
+
+def _user_arrays(table: FrameTable, gen: SettingsGenerator, source: Source) -> UserArrays:
+    return UserArrays(table.first_frame, feistel_round_keys(table.frame_keys), table.cum_counts,
+                      bit_hash_key(gen.key), gen.plan.mean_photon_numbers,
+                      float(source.intensity_fluctuation_rel), float(source.bit_flip_probability))
+
+
+class DetectorArrays(NamedTuple):
+    """The detectors, and which click patterns make a record."""
+
+    efficiencies: np.ndarray  # (4,)
+    dark_count_probabilities: np.ndarray  # (4,)
+    patterns: np.ndarray  # int64 patterns with at least ``min_clicks`` clicks, ascending
+    min_clicks: int
 
 
 # --- common post-processing ------------------------------------------------------------------
@@ -244,20 +294,25 @@ def _fluctuate(mu, rel, rng_state):
 
 
 @njit(cache=True, inline="always")
-def _candidate(u, cur, fi, combo, mu_a, bs, bob, phys, src, det, rng_state, p, q):
+def _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, eff_max,
+               phase_randomized, jones, rng_state, p, q):
     """Accept or reject one candidate slot; its click pattern, or -1 if rejected.
 
     ``u`` is uniform on (0, bound]: the slot is kept with probability P(≥ min_clicks | φ)/bound.
     It is rejected early, before the optics, when ``u`` exceeds the slot's own bound (which needs
     only the intensities), since P(≥ min_clicks | φ) never does. Alice's intensity is already
-    drawn (with its fluctuation); Bob's is read here. The arguments come bundled in tuples
-    (built at the top of each kernel): Python compiles a call of more than 30 arguments into
-    one that numba cannot inline.
+    drawn (with its fluctuation); Bob's is read here.
     """
-    b_first, b_rk, b_cum, b_mu, b_fluct, frame_bits = bob
-    trans_a, trans_b, unit_a, unit_b, gamma = phys
-    a_bitkey, a_flip, b_bitkey, b_flip, phase_randomized, jones = src
-    eff, pd, dark_max, eff_max, multi_patterns, min_clicks = det
+    # Fields are read here, before any branch, so that numba can prune the reference counting of
+    # their arrays; read inside the branches below, it cannot, and this path slows markedly.
+    trans_a, trans_b, gamma = frames.transmittance_a, frames.transmittance_b, frames.gamma
+    unit_a, unit_b, frame_bits = frames.unitary_a, frames.unitary_b, frames.frame_bits
+    a_bitkey, a_flip = alice.bit_key, alice.flip_probability
+    b_first, b_rk, b_cum = bob.first_frame, bob.round_keys, bob.cum_counts
+    b_mu, b_fluct = bob.mean_photon_numbers, bob.fluctuation_rel
+    b_bitkey, b_flip = bob.bit_key, bob.flip_probability
+    eff, pd = det.efficiencies, det.dark_count_probabilities
+    multi_patterns, min_clicks = det.patterns, det.min_clicks
     mu_b = 0.0
     combo_b = 0
     if bs >= 0:
@@ -320,25 +375,21 @@ def _draw_pattern(multi_patterns, p, q, uniform):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _fast_kernel(position, stop, bound, rng_state,
-                 frame_bits, phys_first_frame, trans_a, trans_b, unit_a, unit_b, gamma, bob_off,
-                 a_first, a_rk, a_cum, a_bitkey, a_mu, a_fluct, a_flip,
-                 b_first, b_rk, b_cum, b_bitkey, b_mu, b_fluct, b_flip,
-                 eff, pd, phase_randomized, jones, multi_patterns, min_clicks, out_slot,
-                 out_pattern):
+def _fast_kernel(position, stop, bound, rng_state, frames, alice, bob, det, phase_randomized,
+                 jones, out_slot, out_pattern):
     """Thinning kernel over any slot range (one global bound). Returns (next position, records).
 
-    ``min_clicks`` = 2 thins to coincidences; 1 skips only the empty slots (every click is drawn).
-    ``multi_patterns`` lists the patterns with at least ``min_clicks`` clicks. Used for partial
-    frames and for fluctuating intensities; whole frames go through ``_table_kernel``.
+    ``det.min_clicks`` = 2 thins to coincidences; 1 skips only the empty slots (every click is
+    drawn). Used for partial frames and for fluctuating intensities; whole frames go through
+    ``_table_kernel``. ``frames``, ``alice``, ``bob``, ``det``: ``FrameArrays``, ``UserArrays``
+    (twice), ``DetectorArrays``.
     """
     log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
-    dark_max = pd.max()
-    eff_max = eff.max()
-    bob = (b_first, b_rk, b_cum, b_mu, b_fluct, frame_bits)
-    phys = (trans_a, trans_b, unit_a, unit_b, gamma)
-    src = (a_bitkey, a_flip, b_bitkey, b_flip, phase_randomized, jones)
-    det = (eff, pd, dark_max, eff_max, multi_patterns, min_clicks)
+    dark_max = det.dark_count_probabilities.max()
+    eff_max = det.efficiencies.max()
+    frame_bits, first_frame, bob_off = frames.frame_bits, frames.first_frame, frames.bob_slot_offset
+    a_first, a_rk, a_cum = alice.first_frame, alice.round_keys, alice.cum_counts
+    a_mu, a_fluct = alice.mean_photon_numbers, alice.fluctuation_rel
     n_out = 0
     capacity = out_slot.size
     s = position
@@ -351,12 +402,13 @@ def _fast_kernel(position, stop, bound, rng_state,
             return stop, n_out
         cur = s
         s += 1
-        fi = (cur >> frame_bits) - phys_first_frame
+        fi = (cur >> frame_bits) - first_frame
         combo = lookup_combo_rk(cur, a_first, a_rk, a_cum, frame_bits)
         mu_a = _fluctuate(a_mu[combo >> 1], a_fluct, rng_state)
         bs = cur + bob_off[fi]
         u = next_uniform(rng_state) * bound
-        c = _candidate(u, cur, fi, combo, mu_a, bs, bob, phys, src, det, rng_state, p, q)
+        c = _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, eff_max,
+                       phase_randomized, jones, rng_state, p, q)
         if c < 0:
             continue
         out_slot[n_out] = cur
@@ -426,7 +478,9 @@ def _frame_table(fi, n_phases, trans_a, trans_b, unit_a, unit_b, gamma, a_mu, b_
 
 
 @njit(cache=True, inline="always")
-def _same_frame_physics(f1, f2, trans_a, trans_b, unit_a, unit_b, gamma):
+def _same_frame_physics(frames, f1, f2):
+    trans_a, trans_b, gamma = frames.transmittance_a, frames.transmittance_b, frames.gamma
+    unit_a, unit_b = frames.unitary_a, frames.unitary_b
     if trans_a[f1] != trans_a[f2] or trans_b[f1] != trans_b[f2] or gamma[f1] != gamma[f2]:
         return False
     for r in range(2):
@@ -440,11 +494,8 @@ _BATCH = 1024  # candidates per batch in ``_table_kernel`` (its buffers stay in 
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
-                  frame_bits, phys_first_frame, trans_a, trans_b, unit_a, unit_b, gamma, bob_off,
-                  a_first, a_rk, a_cum, a_bitkey, a_mu, a_flip,
-                  b_first, b_rk, b_cum, b_bitkey, b_mu, b_flip,
-                  eff, pd, jones, patterns, capacity):
+def _table_kernel(frame_lo, frame_hi, rng_state, n_phases, frames, alice, bob, det, jones,
+                  capacity):
     """Exact thinning over whole frames ``[frame_lo, frame_hi)`` from per-frame pattern tables.
 
     Per frame, ``_frame_table`` gives each pair of sent states its exact (phase-averaged)
@@ -457,10 +508,16 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
     ``(0, P_acc]`` and picks the pattern from the cumulative row. No phase, exponential or
     trigonometric function is evaluated per candidate, and the two bits are hashed only when
     ``u`` is below the largest ``P_acc`` over them (given both users' intensity and basis).
-    Records of a frame are sorted by slot (radix sort). Returns (slots, patterns).
+    Records of a frame are sorted by slot (radix sort). Returns (slots, patterns). ``frames``,
+    ``alice``, ``bob``, ``det``: ``FrameArrays``, ``UserArrays`` (twice), ``DetectorArrays``.
     """
-    n_int = a_mu.size
-    n_sb = 4 * b_mu.size
+    frame_bits = frames.frame_bits
+    a_first, a_rk, a_cum, a_bitkey = (alice.first_frame, alice.round_keys, alice.cum_counts,
+                                      alice.bit_key)
+    b_first, b_rk, b_cum, b_bitkey = bob.first_frame, bob.round_keys, bob.cum_counts, bob.bit_key
+    n_int = alice.mean_photon_numbers.size
+    n_sb = 4 * bob.mean_photon_numbers.size
+    patterns = det.patterns
     n_pat = patterns.size
     table = np.zeros((4 * n_int, n_sb + 1, n_pat))
     class_bound = np.zeros(n_int)
@@ -477,11 +534,13 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
     b_u = np.empty(_BATCH)
     counts = np.empty(1 << _RADIX_MAX_BITS, np.int64)
     for f in range(frame_lo, frame_hi):
-        fi = f - phys_first_frame
-        if prev < 0 or not _same_frame_physics(fi, prev, trans_a, trans_b, unit_a, unit_b,
-                                               gamma):
-            _frame_table(fi, n_phases, trans_a, trans_b, unit_a, unit_b, gamma, a_mu, b_mu,
-                         a_flip, b_flip, eff, pd, jones, patterns, table)
+        fi = f - frames.first_frame
+        if prev < 0 or not _same_frame_physics(frames, fi, prev):
+            _frame_table(fi, n_phases, frames.transmittance_a, frames.transmittance_b,
+                         frames.unitary_a, frames.unitary_b, frames.gamma,
+                         alice.mean_photon_numbers, bob.mean_photon_numbers,
+                         alice.flip_probability, bob.flip_probability, det.efficiencies,
+                         det.dark_count_probabilities, jones, patterns, table)
             for i in range(n_int):
                 class_bound[i] = table[4 * i:4 * i + 4, :, n_pat - 1].max()
             for ca in range(2 * n_int):
@@ -492,7 +551,7 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases,
         row = a_cum[f - a_first]
         rk = a_rk[f - a_first]
         frame_base = np.int64(f) << frame_bits
-        off = bob_off[fi]
+        off = frames.bob_slot_offset[fi]
         frame_start = n_out
         for i in range(n_int):
             lo = row[2 * i - 1] if i > 0 else np.int64(0)
@@ -691,20 +750,16 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
                            FAST_CHUNK_SLOTS), stop]
     frame_bits = physics.frame_bits
     src_a, src_b = link.source_a, link.source_b
-    phys = (frame_bits, physics.first_frame, physics.transmittance_a, physics.transmittance_b,
-            physics.unitary_a, physics.unitary_b, physics.gamma, physics.bob_slot_offset)
-    alice_tab = (ta.first_frame, feistel_round_keys(ta.frame_keys), ta.cum_counts,
-                 bit_hash_key(alice.key), alice.plan.mean_photon_numbers)
-    bob_tab = (tb.first_frame, feistel_round_keys(tb.frame_keys), tb.cum_counts,
-               bit_hash_key(bob.key), bob.plan.mean_photon_numbers)
-    detectors = (link.relay.efficiencies, link.relay.dark_count_probabilities)
-    shared = (*phys, *alice_tab, src_a.intensity_fluctuation_rel, src_a.bit_flip_probability,
-              *bob_tab, src_b.intensity_fluctuation_rel, src_b.bit_flip_probability, *detectors,
-              src_a.phase_randomized or src_b.phase_randomized, JONES, patterns, min_clicks)
+    frames = FrameArrays(frame_bits, physics.first_frame, physics.transmittance_a,
+                         physics.transmittance_b, physics.unitary_a, physics.unitary_b,
+                         physics.gamma, physics.bob_slot_offset)
+    det = DetectorArrays(link.relay.efficiencies, link.relay.dark_count_probabilities, patterns,
+                         min_clicks)
+    shared = (frames, _user_arrays(ta, alice, src_a), _user_arrays(tb, bob, src_b), det)
+    phase_randomized = src_a.phase_randomized or src_b.phase_randomized
     # the pattern tables need every slot's intensities to be one of the plan's values
     tables = src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0
-    table_args = (phase_points(link, alice, bob), *phys, *alice_tab, src_a.bit_flip_probability,
-                  *bob_tab, src_b.bit_flip_probability, *detectors, JONES, patterns)
+    n_phases = phase_points(link, alice, bob)
 
     def run_range(lo: int, hi: int, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         capacity = int(min(1 << 22, bound * (hi - lo) * 1.2 + 1024))
@@ -714,7 +769,7 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
             out_slot = np.empty(capacity, dtype=np.int64)
             out_pattern = np.empty(capacity, dtype=np.uint8)
             position, n = _fast_kernel(np.int64(position), np.int64(hi), bound, state, *shared,
-                                       out_slot, out_pattern)
+                                       phase_randomized, JONES, out_slot, out_pattern)
             slots_parts.append(out_slot[:n])
             pattern_parts.append(out_pattern[:n])
         return np.concatenate(slots_parts), np.concatenate(pattern_parts)
@@ -731,8 +786,8 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
         if lo < first_whole << frame_bits:
             parts.append(run_range(lo, first_whole << frame_bits, state))
         capacity = int(bound * ((last_whole - first_whole) << frame_bits) * 0.5 + 1024)
-        parts.append(_table_kernel(np.int64(first_whole), np.int64(last_whole), state,
-                                   *table_args, capacity))
+        parts.append(_table_kernel(np.int64(first_whole), np.int64(last_whole), state, n_phases,
+                                   *shared, JONES, capacity))
         if last_whole << frame_bits < hi:
             parts.append(run_range(last_whole << frame_bits, hi, state))
         return (np.concatenate([x[0] for x in parts]), np.concatenate([x[1] for x in parts]))
