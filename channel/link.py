@@ -14,6 +14,7 @@ import numpy as np
 from channel.clock import Clock, mode_overlap, slot_alignment
 from channel.fiber import Fiber
 from channel.relay import RelayOptics
+from channel.rng import derive_seed
 from channel.settings import DEFAULT_FRAME_BITS
 from channel.source import Source
 
@@ -75,7 +76,7 @@ class Link:
         cached = self._drift_cache.get(which)
         if cached is None or cached.shape[0] <= last_frame:
             n = max(last_frame + 1, 2 * (0 if cached is None else cached.shape[0]), 64)
-            rng = np.random.default_rng([self.drift_seed, 0 if which == "a" else 1])
+            rng = np.random.default_rng(derive_seed(self.drift_seed, f"arm {which}"))
             cached = fiber.drift.unitaries(n, self.frame_seconds, rng)
             self._drift_cache[which] = cached
         return cached

@@ -13,9 +13,14 @@ evaluate only the slots that matter while Alice and Bob can still enumerate what
 * ``next_u64`` / ``next_uniform`` / ``next_normal`` draw from a sequential SplitMix64 stream for
   numba kernels; its state is a one-element uint64 array (``make_state``), so that it can be passed
   in and out of ``@njit`` functions.
+* ``derive_seed(seed, label, *counters)`` is the one way a seed becomes the seed of a named
+  stream (a chunk's, a node's, a pre-shared secret's): distinct labels or counters give unrelated
+  seeds, and no salt constant is written anywhere else.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from numba import njit
@@ -138,6 +143,20 @@ def next_normal(state: np.ndarray) -> float:
     u1 = next_uniform(state)
     u2 = next_uniform(state)
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def derive_seed(seed: int, label: str, *counters: int) -> int:
+    """The 64-bit seed of the stream named ``label`` (and ``counters``) under ``seed``.
+
+    BLAKE2b over an unambiguous encoding (each integer as 16 signed little-endian bytes, the label
+    as UTF-8 after its length): a pure function of its arguments, the same in every process.
+    """
+    data = label.encode()
+    h = hashlib.blake2b(digest_size=8, person=b"mdiqkd.seed")
+    h.update(len(data).to_bytes(4, "little") + data)
+    for n in (seed, *counters):
+        h.update(int(n).to_bytes(16, "little", signed=True))
+    return int.from_bytes(h.digest(), "little")
 
 
 def make_state(seed: int) -> np.ndarray:

@@ -41,6 +41,7 @@ from numba import njit
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
 from channel.rng import (
+    derive_seed,
     feistel_invert_rk,
     feistel_round_keys,
     make_state,
@@ -188,7 +189,7 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
     _check_range(start, stop)
     physics = link.physics(start, stop)
     rng = np.random.default_rng(seed)
-    memory_rng = make_state(seed ^ 0x5EED)
+    memory_rng = make_state(derive_seed(seed, "detector memory"))
     relay = link.relay
     eff = relay.efficiencies
     pd = relay.dark_count_probabilities
@@ -777,7 +778,7 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
     def run_chunk(lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Whole frames from the pattern tables; partial frames (and fluctuating intensities)
         with the global bound and the optics per candidate."""
-        state = make_state(seed * 1_000_003 + lo // FAST_CHUNK_SLOTS)
+        state = make_state(derive_seed(seed, "thinning chunk", lo // FAST_CHUNK_SLOTS))
         first_whole = -(-lo >> frame_bits)
         last_whole = hi >> frame_bits  # exclusive
         if not tables or last_whole <= first_whole:

@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 
 from channel.link import Link
 from channel.relay import DETECTOR_NAMES, N_DETECTORS, DetectionRecords
+from channel.rng import derive_seed
 from channel.samplers import sample
 from channel.settings import SettingsGenerator, SettingsPlan
 from classical.messages import Announcement, EndOfRun
@@ -111,7 +112,7 @@ class ChannelEmulator:
         size = 1 << self.link.frame_bits
         start, stop = a.first_frame * size, (a.first_frame + a.n_frames) * size
         out = sample(self.link, self._settings(a), self._settings(b), start, stop,
-                     self.seed * 1_000_003 + a.first_frame, self.sampler)
+                     derive_seed(self.seed, "pulse batch", a.first_frame), self.sampler)
         self.singles += out.singles
         return out.records
 

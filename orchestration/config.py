@@ -21,7 +21,6 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -30,6 +29,7 @@ from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETE
 from channel.fiber import Fiber, PolarizationDrift, linear_rotation
 from channel.link import Link
 from channel.relay import Detector, RelayOptics
+from channel.rng import derive_seed
 from channel.settings import DEFAULT_FRAME_BITS, IntensityClass, SettingsGenerator, SettingsPlan
 from channel.source import Source
 from classical.cascade import CascadeVariant
@@ -357,7 +357,7 @@ def build_link(s: Scenario) -> Link:
         fiber_a=_fiber(s.alice.arm), fiber_b=_fiber(s.bob.arm), relay=relay,
         clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
         clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
-        frame_bits=s.frame_bits, drift_seed=s.seed)
+        frame_bits=s.frame_bits, drift_seed=derive_seed(s.seed, "polarization drift"))
 
 
 def build_charles_config(s: Scenario) -> CharlesConfig:
@@ -365,11 +365,10 @@ def build_charles_config(s: Scenario) -> CharlesConfig:
 
 
 def user_keys(s: Scenario) -> dict[str, int]:
-    """Each user's secret settings key and protocol seed, derived from the scenario seed."""
-    children = np.random.SeedSequence(s.seed).spawn(5)
+    """Each user's secret settings key and protocol seed, and nature's seed, derived from the
+    scenario seed."""
     names = ("alice_settings", "bob_settings", "alice_protocol", "bob_protocol", "nature")
-    return {n: int(c.generate_state(1, np.uint64)[0]) for n, c in zip(names, children,
-                                                                        strict=True)}
+    return {n: derive_seed(s.seed, n) for n in names}
 
 
 def build_settings(s: Scenario, user: Literal["alice", "bob"]) -> SettingsGenerator:

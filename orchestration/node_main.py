@@ -45,7 +45,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, tracer):  # type: 
 
         link = build_link(scenario)
         plans = {u: build_settings(scenario, u).plan for u in ("alice", "bob")}  # type: ignore[arg-type]
-        nature = ChannelEmulator(link, plans, user_keys(scenario)["nature"] % (2**31))
+        nature = ChannelEmulator(link, plans, user_keys(scenario)["nature"])
         return ctx, CharlesNode(ctx, nature, build_charles_config(scenario))
     from nodes.users import UserNode, UserPlan
 

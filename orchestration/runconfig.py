@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from channel.rng import derive_seed
 from classical.authentication import KeyPool
 from classical.secure import LinkKeys, SecureLink, hmac_link, wegman_carter_link
 from orchestration.config import Scenario
@@ -47,13 +48,11 @@ def local_run_config(run_dir: Path, otlp_endpoint: str | None = None) -> RunConf
                      pulses=f"tcp://{HOST}:{ports[3]}", otlp_endpoint=otlp_endpoint)
 
 
-def _pair_secret(scenario: Scenario, a: str, b: str, direction: str) -> bytes:
-    """The pre-shared secret of one direction between two nodes (emulated distribution: derived
-    from the scenario seed, identical at both ends, never logged)."""
-    names = ("alice", "bob", "charles")
-    tag = [names.index(a), names.index(b), 0 if direction == "ab" else 1, 0x5EC4E7]
-    rng = np.random.default_rng([scenario.seed, *tag])
-    return rng.bytes(scenario.authentication.initial_pool_bytes)
+def _pair_secret(scenario: Scenario, sender: str, receiver: str) -> bytes:
+    """The pre-shared secret of messages from ``sender`` to ``receiver`` (emulated distribution:
+    derived from the scenario seed, identical at both ends, never logged)."""
+    seed = derive_seed(scenario.seed, f"pre-shared secret {sender}->{receiver}")
+    return np.random.default_rng(seed).bytes(scenario.authentication.initial_pool_bytes)
 
 
 def secure_links(role: str, run: RunConfig, scenario: Scenario) -> dict[str, SecureLink]:
@@ -62,9 +61,7 @@ def secure_links(role: str, run: RunConfig, scenario: Scenario) -> dict[str, Sec
     for peer in ("alice", "bob", "charles"):
         if peer == role:
             continue
-        a, b = sorted((role, peer))
-        ab, ba = _pair_secret(scenario, a, b, "ab"), _pair_secret(scenario, a, b, "ba")
-        outgoing, incoming = (ab, ba) if role == a else (ba, ab)
+        outgoing, incoming = _pair_secret(scenario, role, peer), _pair_secret(scenario, peer, role)
         if scenario.authentication.mode == "hmac":
             link = hmac_link(outgoing[:32], incoming[:32])
         else:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 from channel.analytic import exact_class_statistics
 from channel.fiber import Fiber, linear_rotation
 from channel.link import Link
 from channel.relay import RelayOptics
+from channel.rng import derive_seed
 from channel.samplers import sample
 from channel.settings import BASIS_NAMES, SettingsGenerator, SettingsPlan
 from channel.source import Source
@@ -46,7 +45,6 @@ def binomial_z(observed: int, trials: int, p: float) -> float:
 def build_fixed_link(o: SimulateOptions) -> tuple[Link, SettingsGenerator, SettingsGenerator]:
     basis = BASIS_NAMES.index(o.basis)
     plan_a, plan_b = SettingsPlan.fixed(o.mu_a, basis), SettingsPlan.fixed(o.mu_b, basis)
-    seeds = np.random.SeedSequence(o.seed).spawn(2)
     link = Link(
         source_a=Source(plan_a),
         # The flip model acts on one encoder: sifted errors become E + e_d(1 − 2E).
@@ -56,8 +54,8 @@ def build_fixed_link(o: SimulateOptions) -> tuple[Link, SettingsGenerator, Setti
         relay=RelayOptics.uniform(o.eta_d, o.dark_count),
         gamma_override=o.gamma,
     )
-    alice = SettingsGenerator(plan_a, int(seeds[0].generate_state(1, np.uint64)[0]))
-    bob = SettingsGenerator(plan_b, int(seeds[1].generate_state(1, np.uint64)[0]))
+    alice = SettingsGenerator(plan_a, derive_seed(o.seed, "alice_settings"))
+    bob = SettingsGenerator(plan_b, derive_seed(o.seed, "bob_settings"))
     return link, alice, bob
 
 
