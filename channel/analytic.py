@@ -206,6 +206,11 @@ class ClassStatistics:
     gain_psi_minus: float
 
 
+#: The Bell-state codes of a ``bell_of_pattern`` table (Charles's software decides; nature's
+#: model only reads the table it is given).
+_FAILURE, _PSI_PLUS, _PSI_MINUS = 0, 1, 2
+
+
 def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a: float,
                            transmittance_b: float, unitary_a: np.ndarray | None = None,
                            unitary_b: np.ndarray | None = None,
@@ -225,8 +230,8 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
     ub = np.eye(2) if unitary_b is None else np.asarray(unitary_b)
     eff = np.broadcast_to(np.asarray(efficiencies, dtype=np.float64), (N_DETECTORS,))
     pd = np.broadcast_to(np.asarray(dark_count_probabilities, dtype=np.float64), (N_DETECTORS,))
-    bell = bell_of_pattern
-    gain = {1: 0.0, 2: 0.0}
+    bell = bell_of_pattern  # Charles's codes: 0 failure, 1 ψ⁺, 2 ψ⁻ (classical.sifting's)
+    gain = {_PSI_PLUS: 0.0, _PSI_MINUS: 0.0}
     errors = 0.0
     for bit_a in (0, 1):
         for bit_b in (0, 1):
@@ -234,15 +239,16 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
                                    ua @ JONES[basis, bit_a], ub @ JONES[basis, bit_b], eff)
             probs = pattern_probabilities(x, y, gamma, pd) / 4.0
             for c in range(16):
-                if bell[c] == 0:
+                if bell[c] == _FAILURE:
                     continue
                 gain[int(bell[c])] += probs[c]
-                flip = 0 if (basis == BASIS_X and bell[c] == 1) else 1
+                flip = 0 if (basis == BASIS_X and bell[c] == _PSI_PLUS) else 1
                 if bit_a != (bit_b ^ flip):
                     errors += probs[c]
-    total = gain[1] + gain[2]
+    total = gain[_PSI_PLUS] + gain[_PSI_MINUS]
     errors = errors + flip_misalignment * (total - 2 * errors)
-    return ClassStatistics(total, errors / total if total > 0 else 0.0, gain[1], gain[2])
+    return ClassStatistics(total, errors / total if total > 0 else 0.0, gain[_PSI_PLUS],
+                           gain[_PSI_MINUS])
 
 
 __all__ = [

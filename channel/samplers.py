@@ -606,11 +606,13 @@ def _table_kernel(frame_lo, frame_hi, rng_state, n_phases, frames, alice, bob, d
                     while u > cum[k]:
                         k += 1
                     if n_out == out_slot.size:
+                        # element copies: a slice copy compiles numba's shape-error text
                         grown = np.empty(2 * out_slot.size + 1024, np.int64)
-                        grown[:n_out] = out_slot[:n_out]
-                        out_slot = grown
                         grown_p = np.empty(2 * out_pattern.size + 1024, np.uint8)
-                        grown_p[:n_out] = out_pattern[:n_out]
+                        for j in range(n_out):
+                            grown[j] = out_slot[j]
+                            grown_p[j] = out_pattern[j]
+                        out_slot = grown
                         out_pattern = grown_p
                     out_slot[n_out] = local
                     out_pattern[n_out] = patterns[k]
@@ -661,7 +663,8 @@ def _radix_sort(keys, scratch, key_bits, counts):
         src, dst = dst, src
         shift += bits
     if passes % 2:
-        keys[:] = scratch
+        for j in range(m):
+            keys[j] = scratch[j]
 
 
 def phase_points(link: Link, alice: SettingsGenerator, bob: SettingsGenerator) -> int:

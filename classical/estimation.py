@@ -45,11 +45,12 @@ MIN_INTENSITIES = 3
 
 def binary_entropy(p: ArrayLike) -> Any:
     """h(p) in bits, h(0) = h(1) = 0, p clipped to [0, 1]: a float for a scalar, elementwise
-    for an array."""
+    for an array. NaN stays NaN, so an undefined error rate can never pass for a zero one."""
     q = np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)
     inside = (q > 0.0) & (q < 1.0)
     r = np.where(inside, q, 0.5)
     h = np.where(inside, -r * np.log2(r) - (1.0 - r) * np.log2(1.0 - r), 0.0)
+    h = np.where(np.isnan(q), np.nan, h)
     return float(h) if h.ndim == 0 else h
 
 
@@ -583,6 +584,8 @@ def _block_length(bounds: SinglePhotonBounds, leakage: float, mode: str,
     value = bounds.s11_z_lower * (1.0 - binary_entropy(bounds.phase_error_upper)) - leakage
     if mode == "finite":
         value -= params.finite_key_cost_bits
+    if not math.isfinite(value):  # an undefined bound proves nothing: no key (fail closed)
+        return 0
     return math.floor(value)
 
 

@@ -16,8 +16,10 @@ the dialogue over a :class:`ReconcileChannel` (one ``ask`` = one round trip), Al
 What is counted, and by whom: every bit in a ``bits`` field (Alice's replies and Bob's requests)
 is public information about the keys, and the round (``classical.rounds``), not the method,
 records it in the :class:`~classical.leakage.LeakageLedger` as it crosses the channel, on both
-sides. ``rows`` are questions (positions, pass indices), not key bits, and are not counted. A
-method cannot under-report its leakage: it never touches the ledger.
+sides. ``rows`` (positions, pass indices) and plan ``parameters`` are not counted, so a method
+must put every key-dependent bit it discloses into ``bits``; it never touches the ledger itself.
+Cascade's bisection questions do depend on Bob's key (they say where his parities differed from
+Alice's); counting them too, as Tupkary & Lütkenhaus argue, is an open point (docs/finite-key.md).
 
 Lengths are checked before anything is decoded: the codec bounds every array, the round checks the
 generic shapes and dtypes below (and that a reply has the ``reply_bits`` Bob expects), and the

@@ -85,6 +85,7 @@ from numba import njit
 from numpy.typing import NDArray
 
 from channel.rng import splitmix64_at
+from classical.reconciliation import MAX_SEED
 
 __all__ = [
     "AliceParityOracle",
@@ -105,7 +106,6 @@ __all__ = [
 ]
 
 _MAX_BITS = 2**31 - 1
-_MAX_SEED = 2**128
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class CascadePlan:
     def __post_init__(self) -> None:
         if not 1 <= self.n_bits <= _MAX_BITS:
             raise ValueError(f"n_bits must be in [1, 2**31), got {self.n_bits}")
-        if not 0 <= self.seed < _MAX_SEED:
+        if not 0 <= self.seed < MAX_SEED:
             raise ValueError(f"seed must be in [0, 2**128), got {self.seed}")
         if not self.block_sizes:
             raise ValueError("block_sizes must name at least one permutation pass")

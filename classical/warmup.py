@@ -13,23 +13,38 @@ from __future__ import annotations
 import numpy as np
 
 from classical.amplification import seed_from_bytes, toeplitz_hash
+from classical.authentication import KeyPool
+from classical.messages import ReconcileReply, ReconcileRequest
 from classical.reconciliation import AliceSession, Reconciler, Request
+from classical.secure import LinkKeys, wegman_carter_link
 from classical.verification import draw_hash_key, tag_bits_for, verification_tag
 
 #: Big enough, at this QBER, for every code path of reconciliation (Cascade's half-key passes
 #: included) and of amplification (tiled products); tests/classical/test_warmup.py checks it.
 WARM_UP_KEY_BITS = 200_000
 WARM_UP_QBER = 0.03
+#: Wegman–Carter key per direction: ample for the dialogue's few hundred tags.
+_POOL_BYTES = 1 << 16
 
 
-class _Direct:
-    """A reconcile channel straight into Alice's session (no wire, no authentication)."""
+class _Wire:
+    """A reconcile channel into Alice's session through authenticated frames, as in a round
+    (``classical.secure``: codec, Wegman–Carter tags): arrays arrive as a real round's do
+    (read-only buffers), so numba compiles the same versions of the kernels."""
 
-    def __init__(self, session: AliceSession) -> None:
+    def __init__(self, session: AliceSession, rng: np.random.Generator) -> None:
+        ab, ba = rng.bytes(_POOL_BYTES), rng.bytes(_POOL_BYTES)
+        self.bob = wegman_carter_link(LinkKeys(outgoing=KeyPool(ab), incoming=KeyPool(ba)))
+        self.alice = wegman_carter_link(LinkKeys(outgoing=KeyPool(ba), incoming=KeyPool(ab)))
         self.session = session
 
     def ask(self, request: Request) -> np.ndarray:
-        return self.session.answer(request)
+        sent, _ = self.alice.unpack(self.bob.pack(ReconcileRequest(0, request.rows,
+                                                                   request.bits)))
+        seen = Request(sent.rows, sent.bits, request.reply_bits)
+        reply = ReconcileReply(0, self.session.answer(seen))
+        answer, _ = self.bob.unpack(self.alice.pack(reply))
+        return answer.bits
 
 
 def warm_up_postprocessing(reconciler: Reconciler, key_bits: int = WARM_UP_KEY_BITS,
@@ -39,7 +54,7 @@ def warm_up_postprocessing(reconciler: Reconciler, key_bits: int = WARM_UP_KEY_B
     alice = rng.integers(0, 2, key_bits, dtype=np.uint8)
     bob = alice ^ (rng.random(key_bits) < qber).astype(np.uint8)
     plan = reconciler.plan(key_bits, qber, rng)
-    reconciler.bob(bob, plan, _Direct(reconciler.alice(alice, plan)))
+    reconciler.bob(bob, plan, _Wire(reconciler.alice(alice, plan), rng))
     tag_bits = tag_bits_for(key_bits, 1e-15)
     verification_tag(alice, draw_hash_key(rng, tag_bits), tag_bits)
     out_bits = key_bits // 2

@@ -37,10 +37,11 @@ class LocalProcessLauncher:
         logs.mkdir(parents=True, exist_ok=True)
         for name in NODE_ORDER:
             log = (logs / f"{name}.log").open("wb")
-            # -I (isolated): neither the working directory nor PYTHON* variables can put other
-            # code in front of the installed package; -u: unbuffered logs.
+            # -P: the working directory does not go on sys.path, so a folder of the same name
+            # there cannot shadow the installed package (user-site installs still work); -u:
+            # unbuffered logs.
             self.processes[name] = subprocess.Popen(
-                [self.python, "-I", "-u", "-m", "orchestration.node_main", name, str(run_dir)],
+                [self.python, "-P", "-u", "-m", "orchestration.node_main", name, str(run_dir)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             log.close()
 

@@ -17,10 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
-    # Build from a copy: setuptools writes build/ and *.egg-info/ beside the sources.
+    # Build from a copy of the tracked files: setuptools writes build/ and *.egg-info/ beside
+    # the sources, and nothing untracked (a venv, old build output) may leak into the wheel.
     source = out / "source"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", "build", "runs", "*.egg-info", "__pycache__", ".*_cache"))
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                     "-q", "-w", str(out), str(source)], check=True, cwd=out)
     (path,) = out.glob("mdiqkd-*.whl")

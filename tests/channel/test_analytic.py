@@ -121,3 +121,11 @@ def test_closed_forms_broadcast_over_intensities():
     q, e = mr_x_basis(1e-3, 2e-3, mu, mu.T, PD, ED)
     assert q.shape == e.shape == (3, 3)
     assert q[1, 2] == pytest.approx(float(mr_x_basis(1e-3, 2e-3, 0.1, 0.0, PD, ED)[0]), rel=1e-15)
+
+
+def test_the_analytic_model_reads_the_bell_codes_the_protocol_defines():
+    from channel import analytic
+    from classical import sifting
+
+    assert (analytic._FAILURE, analytic._PSI_PLUS, analytic._PSI_MINUS) == (
+        sifting.FAIL, sifting.PSI_PLUS, sifting.PSI_MINUS)

@@ -631,3 +631,14 @@ def test_binary_entropy_edges_scalars_and_arrays():
     assert binary_entropy(0.11) == pytest.approx(-0.11 * math.log2(0.11) - 0.89 * math.log2(0.89),
                                                  rel=1e-15)
     assert binary_entropy(-0.2) == 0.0 and binary_entropy(1.5) == 0.0
+    assert math.isnan(binary_entropy(math.nan))
+    assert np.isnan(binary_entropy(np.array([0.1, math.nan]))).tolist() == [False, True]
+
+
+def test_an_undefined_phase_error_bound_gives_no_key():
+    from classical.estimation import SinglePhotonBounds, _block_length
+
+    bounds = SinglePhotonBounds("psi+-", n_z=2e6, z_errors=1e4, qber_z=5e-3, qber_x=0.3,
+                                y11_z_lower=1e-3, y11_x_lower=1e-3, e11_x_upper=math.nan,
+                                s11_z_lower=1e6, phase_error_upper=math.nan, bounded_counts=0)
+    assert _block_length(bounds, 0.0, "asymptotic", SecurityParameters()) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.optimize import brentq
 
 from channel.analytic import arm_transmittance, single_photon_phase_error, single_photon_yield
 from orchestration import keyrate
@@ -195,7 +196,7 @@ def _fake_curve(rate_of_distance):
     # a positive stretch beyond a long gap, wider than the scan step
     (lambda d: np.where(d < 100, 100.0 - d, 1.0 - np.abs(d - 300.4)), 301.4),
     # a ripple: the sign changes thrice between 47 and 53 km, islands wider than the step
-    (lambda d: 50.0 - d + 4 * np.sin(d), 52.67466),
+    (lambda d: 50.0 - d + 4 * np.sin(d), brentq(lambda d: 50.0 - d + 4 * np.sin(d), 52, 53)),
 ])
 def test_reach_is_the_last_sign_change_of_the_rate(monkeypatch, rate, reach):
     monkeypatch.setattr(keyrate, "_curve", _fake_curve(rate))
