@@ -186,3 +186,16 @@ def test_a_tampered_announcement_aborts_the_round_on_both_sides_without_a_crash(
     assert "AuthenticationError" in row["abort_reason"]
     assert row["bob_aborted"] and "no announcement from charles" in row["bob_abort_reason"]
     assert summary["secure_bits"] == 0
+
+
+def test_a_package_in_the_working_directory_cannot_shadow_the_installed_nodes(tmp_path,
+                                                                              monkeypatch):
+    """Nodes start with -P: an `orchestration/` folder where the user stands is never imported."""
+    decoy = tmp_path / "cwd" / "orchestration"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("")
+    (decoy / "node_main.py").write_text("raise SystemExit(3)\n")
+    monkeypatch.chdir(decoy.parent)
+    scenario, run_dir = _run(tmp_path, "shadow", **SMALL)
+    summary = execute(scenario, run_dir)
+    assert summary["rounds"] == 1  # the nodes ran the installed code to the end
