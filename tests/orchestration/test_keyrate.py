@@ -96,11 +96,10 @@ DISTANCES_KM = np.arange(0.0, 201.0, 10.0)
 RATE_FLOOR = 1e-10
 
 
-def _decoy_layouts():
-    for nu in WEAK_DECOYS:
-        for omega in (0.0, nu / 10):
-            yield pytest.param("3", nu, omega, id=f"3-nu{nu:g}-omega{omega:g}")
-    yield pytest.param("infinite", 0.1, 0.0, id="infinite")
+def _decoy_layouts() -> list:
+    return [*(pytest.param("3", nu, omega, id=f"3-nu{nu:g}-omega{omega:g}")
+              for nu in WEAK_DECOYS for omega in (0.0, nu / 10)),
+            pytest.param("infinite", 0.1, 0.0, id="infinite")]
 
 
 @pytest.mark.parametrize(("decoys", "nu", "omega"), _decoy_layouts())
