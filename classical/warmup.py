@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from classical.amplification import seed_from_bytes, toeplitz_hash
-from classical.authentication import KeyPool
 from classical.messages import ReconcileReply, ReconcileRequest
+from classical.pipeline import shared_link_keys
 from classical.reconciliation import AliceSession, Reconciler, Request
-from classical.secure import LinkKeys, wegman_carter_link
+from classical.secure import wegman_carter_link
 from classical.verification import draw_hash_key, tag_bits_for, verification_tag
 
 #: Big enough, at this QBER, for every code path of reconciliation (Cascade's half-key passes
@@ -33,9 +33,9 @@ class _Wire:
     (read-only buffers), so numba compiles the same versions of the kernels."""
 
     def __init__(self, session: AliceSession, rng: np.random.Generator) -> None:
-        ab, ba = rng.bytes(_POOL_BYTES), rng.bytes(_POOL_BYTES)
-        self.bob = wegman_carter_link(LinkKeys(outgoing=KeyPool(ab), incoming=KeyPool(ba)))
-        self.alice = wegman_carter_link(LinkKeys(outgoing=KeyPool(ba), incoming=KeyPool(ab)))
+        alice_keys, bob_keys = shared_link_keys(_POOL_BYTES, rng)
+        self.alice = wegman_carter_link(alice_keys)
+        self.bob = wegman_carter_link(bob_keys)
         self.session = session
 
     def ask(self, request: Request) -> np.ndarray:
