@@ -140,8 +140,9 @@ class SecurityParameters:
     """Security parameters (ε) and abort thresholds of parameter estimation.
 
     ``epsilon_pe`` is the failure probability of each Chernoff-bounded count (both tails);
-    ``max_qber_z`` the Z-basis QBER above which a round aborts; ``min_key_detections`` the fewest
-    key-class detections (both Bell states) worth estimating from.
+    ``epsilon_beta`` the ε_β that Curty et al.'s composition adds once per Bell-state block (weight
+    1, docs/finite-key.md §4); ``max_qber_z`` the Z-basis QBER above which a round aborts;
+    ``min_key_detections`` the fewest key-class detections (both Bell states) worth estimating from.
     """
 
     epsilon_correctness: float = 1e-15
@@ -149,12 +150,13 @@ class SecurityParameters:
     epsilon_smoothing: float = 1e-10
     epsilon_pa: float = 1e-10
     epsilon_pe: float = 1e-10
+    epsilon_beta: float = 1e-10
     max_qber_z: float = 0.11
     min_key_detections: int = 100
 
     def __post_init__(self) -> None:
         for name in ("epsilon_correctness", "epsilon_prime", "epsilon_smoothing", "epsilon_pa",
-                     "epsilon_pe"):
+                     "epsilon_pe", "epsilon_beta"):
             value = getattr(self, name)
             if not 0.0 < value < 1.0:
                 raise ValueError(f"{name} must be in (0, 1), got {value}")
@@ -164,12 +166,13 @@ class SecurityParameters:
             raise ValueError(f"min_key_detections must be >= 1, got {self.min_key_detections}")
 
     def block_secrecy(self, bounded_counts: int) -> float:
-        """ε_sec of one block that bounded ``bounded_counts`` counts: 2(ε′ + 2ε_e + ε̂) + ε_PA
-        with ε_e = bounded_counts · ε_PE (docs/finite-key.md §4)."""
+        """ε_sec of one block that bounded ``bounded_counts`` counts:
+        2(ε′ + 2ε_e + ε̂) + ε_β + ε_PA with ε_e = bounded_counts · ε_PE (docs/finite-key.md §4)."""
         if bounded_counts < 0:
             raise ValueError(f"bounded_counts must be >= 0, got {bounded_counts}")
         eps_e = bounded_counts * self.epsilon_pe
-        return 2.0 * (self.epsilon_prime + 2.0 * eps_e + self.epsilon_smoothing) + self.epsilon_pa
+        return (2.0 * (self.epsilon_prime + 2.0 * eps_e + self.epsilon_smoothing)
+                + self.epsilon_beta + self.epsilon_pa)
 
     @property
     def finite_key_cost_bits(self) -> float:
@@ -342,9 +345,10 @@ class Estimate:
     state (or one merged entry). ``e11_x_upper`` is the s11-weighted mean of the blocks' bounds
     (for display; lengths use each block's own). ``epsilons`` names every ε (empty asymptotically):
     ``correctness`` (ε_cor), ``prime`` (ε′), ``smoothing`` (ε̂), ``privacy_amplification`` (ε_PA),
-    ``parameter_estimation_per_count`` (ε_PE) and ``parameter_estimation_<block>`` (ε_e of each
-    kept block). ``epsilon_security`` = Σ over kept blocks of 2(ε′ + 2ε_e + ε̂) + ε_PA and
-    ``epsilon_correctness`` = (kept blocks) · ε_cor (docs/finite-key.md §4).
+    ``parameter_estimation_per_count`` (ε_PE), and per kept block ``parameter_estimation_<block>``
+    (its ε_e) and ``beta_<block>`` (its ε_β). ``epsilon_security`` = Σ over kept blocks of
+    2(ε′ + 2ε_e + ε̂) + ε_β + ε_PA and ``epsilon_correctness`` = (kept blocks) · ε_cor
+    (docs/finite-key.md §4).
     """
 
     method: str
@@ -661,6 +665,7 @@ def estimate(observations: DecoyObservations, leakage_bits: float | Sequence[flo
         for b in kept:
             epsilons[f"parameter_estimation_{b.name}"] = (b.bounds.bounded_counts
                                                           * params.epsilon_pe)
+            epsilons[f"beta_{b.name}"] = params.epsilon_beta
             eps_sec += params.block_secrecy(b.bounds.bounded_counts)
             eps_cor += params.epsilon_correctness
     return Estimate(

@@ -217,7 +217,7 @@ def test_finite_key_at_scale_contains_the_truth_and_gives_a_key():
 
 # Distinct values, so that a wrong multiplicity of any one of them shows.
 CURTY_EPS = {"epsilon_correctness": 3e-16, "epsilon_prime": 1e-11, "epsilon_smoothing": 3e-11,
-             "epsilon_pa": 7e-12, "epsilon_pe": 1e-13}
+             "epsilon_pa": 7e-12, "epsilon_pe": 1e-13, "epsilon_beta": 5e-12}
 # Cells with a non-zero coefficient in Xu13 Eq. 6 (G(ν) and G(μ)): νν ωω νω ων, μμ ωω μω ωμ.
 XU13_YIELD_CELLS = {"nu-nu", "omega-omega", "nu-omega", "omega-nu", "mu-mu", "mu-omega", "omega-mu"}
 XU13_ERROR_CELLS = 4  # Eq. 7: νν, ωω, νω, ων of the X error gains
@@ -231,9 +231,11 @@ def _curty_length_cost_bits(eps_cor: float, eps_prime: float, eps_hat: float,
             + 2 * math.log2(1 / (2 * eps_pa)))
 
 
-def _curty_secrecy(eps_prime: float, eps_e: float, eps_hat: float, eps_pa: float) -> float:
-    """ε_sec of one Bell-state block: 2(ε′ + 2ε_e + ε̂) + ε_PA (Curty et al. 2014)."""
-    return 2 * (eps_prime + 2 * eps_e + eps_hat) + eps_pa
+def _curty_secrecy(eps_prime: float, eps_e: float, eps_hat: float, eps_beta: float,
+                   eps_pa: float) -> float:
+    """ε_sec of one Bell-state block: 2(ε′ + 2ε_e + ε̂) + ε_β + ε_PA (Curty et al. 2014, with
+    every estimation failure charged as ε_e; docs/finite-key.md §4)."""
+    return 2 * (eps_prime + 2 * eps_e + eps_hat) + eps_beta + eps_pa
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +264,7 @@ def test_epsilon_security_is_curtys_composition_with_one_eps_pe_per_bounded_coun
     assert len(kept) == (2 if per_bell else 1)
     eps_e = counts_per_block * CURTY_EPS["epsilon_pe"]  # union bound over the bounded counts
     block_sec = _curty_secrecy(CURTY_EPS["epsilon_prime"], eps_e, CURTY_EPS["epsilon_smoothing"],
-                               CURTY_EPS["epsilon_pa"])
+                               CURTY_EPS["epsilon_beta"], CURTY_EPS["epsilon_pa"])
     assert result.epsilon_security == pytest.approx(len(kept) * block_sec, rel=1e-12)
     assert result.epsilon_correctness == pytest.approx(
         len(kept) * CURTY_EPS["epsilon_correctness"], rel=1e-12)
@@ -277,8 +279,11 @@ def test_epsilon_security_is_curtys_composition_with_one_eps_pe_per_bounded_coun
     for b in kept:
         assert b.bounds.bounded_counts == counts_per_block
         assert named[f"parameter_estimation_{b.name}"] == pytest.approx(eps_e, rel=1e-12)
+        assert named[f"beta_{b.name}"] == CURTY_EPS["epsilon_beta"]  # one ε_β per Bell state
+    assert {k for k in named if k.startswith("beta_")} == {f"beta_{b.name}" for b in kept}
     parts = sum(2 * named["prime"] + 4 * named[f"parameter_estimation_{b.name}"]
-                + 2 * named["smoothing"] + named["privacy_amplification"] for b in kept)
+                + 2 * named["smoothing"] + named[f"beta_{b.name}"]
+                + named["privacy_amplification"] for b in kept)
     assert result.epsilon_security == pytest.approx(parts, rel=1e-12)
 
     # the length's ε terms are the paper's, once per block
@@ -297,7 +302,8 @@ def test_the_epsilon_terms_of_the_length_are_curtys():
         assert p.finite_key_cost_bits == pytest.approx(_curty_length_cost_bits(
             p.epsilon_correctness, p.epsilon_prime, p.epsilon_smoothing, p.epsilon_pa))
         assert p.block_secrecy(20) == pytest.approx(_curty_secrecy(
-            p.epsilon_prime, 20 * p.epsilon_pe, p.epsilon_smoothing, p.epsilon_pa))
+            p.epsilon_prime, 20 * p.epsilon_pe, p.epsilon_smoothing, p.epsilon_beta,
+            p.epsilon_pa))
     with pytest.raises(ValueError):
         SecurityParameters().block_secrecy(-1)
 
@@ -391,8 +397,11 @@ def test_security_parameter_defaults_and_cost():
     p = SecurityParameters()
     cost = (math.log2(8 / 1e-15) + 2 * math.log2(2 / 1e-20) + 2 * math.log2(1 / 2e-10))
     assert p.finite_key_cost_bits == pytest.approx(cost)
+    assert p.epsilon_beta == 1e-10  # ε_β enters ε_sec only, not the length
     with pytest.raises(ValueError):
         SecurityParameters(epsilon_pa=0.0)
+    with pytest.raises(ValueError, match="epsilon_beta"):
+        SecurityParameters(epsilon_beta=0.0)
 
 
 def test_predicted_leakage_and_test_positions():

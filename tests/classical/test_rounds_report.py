@@ -28,7 +28,7 @@ PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
 ROUND_SLOTS = 3000 << 20
 EPSILON_NAMES = {"eps_sec", "eps_cor", "eps_correctness", "eps_prime", "eps_smoothing",
                  "eps_privacy_amplification", "eps_parameter_estimation_per_count",
-                 "eps_parameter_estimation_psi+-", "chernoff_counts_psi+-"}
+                 "eps_parameter_estimation_psi+-", "eps_beta_psi+-", "chernoff_counts_psi+-"}
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +55,10 @@ def test_the_final_report_names_every_epsilon_as_a_plain_number(finite_round):
         assert report["eps_cor"] == sec.epsilon_correctness  # one block (ψ± reconciled together)
         assert report["eps_parameter_estimation_psi+-"] == pytest.approx(
             report["chernoff_counts_psi+-"] * sec.epsilon_pe)
+        assert report["eps_beta_psi+-"] == sec.epsilon_beta
         assert report["eps_sec"] == pytest.approx(
             2 * (sec.epsilon_prime + 2 * report["eps_parameter_estimation_psi+-"]
-                 + sec.epsilon_smoothing) + sec.epsilon_pa)
+                 + sec.epsilon_smoothing) + report["eps_beta_psi+-"] + sec.epsilon_pa)
         assert json.loads(json.dumps(report))["eps_sec"] == report["eps_sec"]
 
 
