@@ -270,6 +270,25 @@ class Scenario(_Model):
             raise FieldProblem(("postprocessing", "decoy_method"), problem)
         return self
 
+    @model_validator(mode="after")
+    def _finite_key_needs_nominal_intensities(self) -> Scenario:
+        """The decoy bounds take each class's photon number as Poissonian of its nominal mean; a
+        fluctuating intensity makes it a mixture of Poissonians, for which the finite-key bounds
+        (and so its ε) are not proven (docs/finite-key.md §6)."""
+        if self.postprocessing.mode != "finite":
+            return self
+        for name, user in (("alice", self.alice), ("bob", self.bob)):
+            r = user.source.intensity_fluctuation_rel
+            if r > 0:
+                raise FieldProblem(
+                    (name, "source", "intensity_fluctuation_rel"),
+                    f"{r} > 0 is refused with postprocessing.mode: finite: the decoy bounds "
+                    "assume every pulse of a class has the nominal mean photon number (a Poisson "
+                    "photon number), which a fluctuating intensity breaks, so the finite key "
+                    "would claim an ε it does not have; set it to 0, or use mode: asymptotic to "
+                    "study the fluctuation (docs/finite-key.md §6)")
+        return self
+
     @property
     def round_slots(self) -> int:
         return self.round_frames << self.frame_bits

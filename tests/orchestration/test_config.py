@@ -100,6 +100,26 @@ def test_a_signal_never_in_z_names_its_z_probability(tmp_path):
     assert "alice.source.intensities.0.z_probability" in _error(tmp_path, edit)
 
 
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_a_fluctuating_intensity_is_refused_for_the_finite_key_naming_the_field(tmp_path, user):
+    def edit(d):
+        d[user]["source"]["intensity_fluctuation_rel"] = 0.02
+
+    message = _error(tmp_path, edit)
+    assert f"{user}.source.intensity_fluctuation_rel" in message
+    assert "mode: finite" in message and "Poisson" in message
+    assert message.startswith("edited.yaml:")  # with a line number
+
+
+def test_a_fluctuating_intensity_is_accepted_asymptotically(tmp_path):
+    def edit(d):
+        d["alice"]["source"]["intensity_fluctuation_rel"] = 0.02
+        d["postprocessing"]["mode"] = "asymptotic"
+
+    scenario = load_scenario(_edited(tmp_path, edit))
+    assert scenario.alice.source.intensity_fluctuation_rel == 0.02
+
+
 def test_probabilities_that_do_not_sum_to_one_name_the_list(tmp_path):
     def edit(d):
         d["alice"]["source"]["intensities"][3]["probability"] = 0.5
