@@ -1,6 +1,8 @@
 """The reconcilers by name: what ``RoundConfig`` and a scenario's ``postprocessing.reconciliation``
 choose from. A new method is a module with a :class:`~classical.reconciliation.Reconciler` and
-one entry here.
+one entry here; its questions must depend on the keys only through their difference (what keeps
+them free of leakage charge, ``classical.leakage``), which tests/classical/test_leakage.py checks
+for every entry.
 """
 
 from __future__ import annotations

@@ -16,10 +16,14 @@ the dialogue over a :class:`ReconcileChannel` (one ``ask`` = one round trip), Al
 What is counted, and by whom: every bit in a ``bits`` field (Alice's replies and Bob's requests)
 is public information about the keys, and the round (``classical.rounds``), not the method,
 records it in the :class:`~classical.leakage.LeakageLedger` as it crosses the channel, on both
-sides. ``rows`` (positions, pass indices) and plan ``parameters`` are not counted, so a method
-must put every key-dependent bit it discloses into ``bits``; it never touches the ledger itself.
-Cascade's bisection questions do depend on Bob's key (they say where his parities differed from
-Alice's); counting them too, as Tupkary & Lütkenhaus argue, is an open point (docs/finite-key.md).
+sides, by one rule (:func:`~classical.leakage.round_trip_leakage`); a method never touches the
+ledger itself. ``rows`` (positions, pass indices) and plan ``parameters`` are not charged, which
+is sound (Tupkary & Lütkenhaus; the argument is in ``classical.leakage``) only because every
+method obeys one rule: *Bob's questions depend on the keys only through their difference*
+W = X ⊕ Y. Cascade's bisection questions do depend on Bob's key, but only through where his
+parities differ from Alice's; flipping the same positions of both keys leaves every question as
+it was (tests/classical/test_leakage.py checks this for every registered method). A method whose
+questions use Bob's key in any other way must put those key-dependent bits into ``bits``.
 
 Lengths are checked before anything is decoded: the codec bounds every array, the round checks the
 generic shapes and dtypes below (and that a reply has the ``reply_bits`` Bob expects), and the
@@ -88,7 +92,8 @@ class Request:
 
     Attributes:
         rows: int32, 2-D ``(fields, m)``: the questions, in the method's layout (Cascade: pass
-            index, start, end of each queried range). Not key information.
+            index, start, end of each queried range). They may depend on the keys only through
+            their difference, and are then not charged (module docstring).
         bits: uint8 0/1, 1-D: bits about Bob's key he discloses with the questions (empty for
             Cascade); counted in the ledger.
         reply_bits: how many bits Alice's reply must hold (checked before the method sees it);
@@ -137,7 +142,8 @@ class Reconciler(ABC):
     """One reconciliation method with its parameters (a plain, immutable value).
 
     Both users hold the same reconciler (it is part of the agreed round configuration); Alice
-    refuses a plan that names another method.
+    refuses a plan that names another method. Bob's questions must depend on the keys only
+    through their difference (module docstring): that is what makes them free of charge.
     """
 
     name: ClassVar[str]
