@@ -44,8 +44,9 @@ the full matrix would be ``m * n`` bits. Alice may send those bits, or, as
 :func:`seed_from_bytes` allows, a short random seed that both ends expand identically with
 PCG64 seeded through a ``SeedSequence``. The seed is public: it must only be drawn after the
 key is fixed and be independent of it. Expanding it with a non-cryptographic generator makes
-the hash choice pseudo-random rather than uniform; for a proof that needs a uniform seed, send
-all ``n + m - 1`` seed bits (the functions here accept any seed array).
+the hash choice pseudo-random rather than uniform, which the leftover hash lemma does not cover;
+the key rounds therefore send all ``n + m - 1`` seed bits (:func:`seed_bits`, a few hundred
+kilobytes per round), and :func:`seed_from_bytes` is kept for benchmarks and warm-up only.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ from numba.extending import intrinsic
 __all__ = [
     "CLMUL_BACKEND",
     "dense_toeplitz_hash",
+    "seed_bits",
     "seed_from_bytes",
     "toeplitz_hash",
+    "toeplitz_seed_bytes",
     "toeplitz_seed_length",
 ]
 
@@ -137,6 +140,34 @@ def dense_toeplitz_hash(bits: np.ndarray, seed: np.ndarray, out_len: int) -> np.
         matrix = seed_bits[rows - cols + n - 1].astype(np.float64)
         out[first : first + rows.shape[0]] = (matrix @ key_float).astype(np.int64) & 1
     return out
+
+
+def toeplitz_seed_bytes(input_bits: int, out_len: int) -> int:
+    """Bytes that carry the whole seed of an ``out_len x input_bits`` Toeplitz matrix."""
+    return (toeplitz_seed_length(input_bits, out_len) + 7) // 8
+
+
+def seed_bits(seed: bytes | np.ndarray, input_bits: int, out_len: int) -> np.ndarray:
+    """The ``input_bits + out_len - 1`` seed bits carried whole in ``seed`` (little-endian bit
+    order within each byte, trailing pad bits ignored): the uniform seed privacy amplification's
+    proof assumes, no expansion. Raises ValueError unless ``seed`` has exactly
+    :func:`toeplitz_seed_bytes` bytes (``bytes`` or a 1-D uint8 array)."""
+    if isinstance(seed, np.ndarray):
+        if seed.ndim != 1 or seed.dtype != np.uint8:
+            raise ValueError(f"seed array must be 1-D uint8, got {seed.ndim}-D {seed.dtype}")
+        seed = seed.tobytes()
+    if not isinstance(seed, bytes | bytearray):
+        raise ValueError("seed must be bytes or a uint8 array")
+    if input_bits <= 0 or out_len <= 0 or out_len > input_bits:
+        raise ValueError(
+            f"need 1 <= out_len <= input_bits, got input_bits={input_bits}, out_len={out_len}"
+        )
+    want = toeplitz_seed_bytes(input_bits, out_len)
+    if len(seed) != want:
+        raise ValueError(f"Toeplitz seed of {len(seed)} bytes, a {out_len} x {input_bits} matrix "
+                         f"needs {want}")
+    bits = np.unpackbits(np.frombuffer(bytes(seed), np.uint8), bitorder="little")
+    return bits[:toeplitz_seed_length(input_bits, out_len)]
 
 
 def seed_from_bytes(shared_seed: bytes, input_bits: int, out_len: int) -> np.ndarray:

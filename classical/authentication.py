@@ -30,11 +30,20 @@ Frames (:class:`Sealer` / :class:`Opener`), all integers big-endian::
 
     version u8 (=1) | seq u64 | payload length u32 | payload | tag (authenticator.tag_bytes)
 
-The tag covers everything before it. :meth:`Opener.open` verifies the tag first, reading only
-the sequence number at its fixed offset (to select the pad); version, length and payload are
-looked at only after the tag checks out; then the sequence number must be exactly the next
-expected one. Key consumption is counted in :class:`KeyPool` (totals and per round) so the net
-key rate can subtract it.
+The tag covers everything before it, preceded by the direction's *context* (e.g.
+``b"alice->bob"``, never sent): the sender's and receiver's names are authenticated with the frame,
+so a frame cannot be passed off as coming from another node or going the other way.
+:meth:`Opener.open` verifies the tag first, reading only the sequence number at its fixed offset
+(to select the pad); version, length and payload are looked at only after the tag checks out;
+then the sequence number must be exactly the next expected one (or, with ``allow_gaps``, any
+later one).
+
+Key consumption is accounted from *authenticated progress*, never from what a verifier drew: a
+forged frame claiming a sequence number up to ``lookahead`` ahead makes the verifier draw pads
+early, but :meth:`WegmanCarterAuthenticator.key_bytes_through` reports the pool position after the
+pads of the frames actually sealed or accepted, which is the same on both ends. A verifier whose
+pool cannot supply a claimed pad rejects the frame (:class:`AuthenticationError`), it does not
+fail. :class:`KeyPool` still counts raw bytes taken (totals and per round).
 """
 
 from __future__ import annotations
@@ -213,7 +222,10 @@ class WegmanCarterAuthenticator:
         self._lookahead = lookahead
         self.key_bytes_consumed = 0
         self._hash_keys = [self._draw() for _ in range(evaluations)]
-        self._pads: dict[int, tuple[int, ...]] = {}
+        self._base_offset = pool.consumed_bytes  # pool stream position after the hash keys
+        # seq -> (pad, pool stream position just after it): pads are drawn in seq order, so the
+        # position after pad s is what sequence numbers 0..s cost, the same on both ends
+        self._pads: dict[int, tuple[tuple[int, ...], int]] = {}
         self._next_pad_seq = 0  # pads for seq < this have been drawn
         self._oldest_kept_seq = 0  # pads for seq < this have been discarded
         self._next_tag_seq = 0  # a pad is never used to tag twice
@@ -238,13 +250,37 @@ class WegmanCarterAuthenticator:
         return value
 
     def _pad(self, seq: int) -> tuple[int, ...] | None:
-        """The pad of ``seq``, drawing pads up to it; None if outside the held window."""
+        """The pad of ``seq``, drawing pads up to it; None if outside the held window.
+
+        Raises :class:`KeyPoolExhausted` when the pool runs dry on the way (pads drawn before
+        that stay drawn: the pool is a stream, and both ends draw it in the same order)."""
         if seq < self._oldest_kept_seq or seq >= self._next_pad_seq + self._lookahead:
             return None
         while self._next_pad_seq <= seq:
-            self._pads[self._next_pad_seq] = tuple(self._draw() for _ in range(self._evaluations))
+            pad = tuple(self._draw() for _ in range(self._evaluations))
+            self._pads[self._next_pad_seq] = (pad, self._pool.consumed_bytes)
             self._next_pad_seq += 1
-        return self._pads[seq]
+        return self._pads[seq][0]
+
+    def key_bytes_through(self, seq: int) -> int:
+        """Pool stream position after the hash keys and the pads of sequence numbers 0..``seq``
+        (``seq = -1``: after the hash keys only).
+
+        This is what authenticated progress costs, identical on both ends of a direction
+        whatever either end drew ahead: the sender passes its last sealed seq, the receiver its
+        last accepted one (or the next it will seal: its pad is drawn now). ``seq`` must be -1, a
+        sequence number whose pad is still held (the last ``replay_window`` ones) or one within
+        ``lookahead``; anything else raises ``ValueError``, a dry pool ``KeyPoolExhausted``.
+        """
+        if seq == -1:
+            return self._base_offset
+        if seq >= self._next_pad_seq:  # the sender's next frame: draw its pad now
+            self._pad(seq)
+        held = self._pads.get(seq)
+        if held is None:
+            raise ValueError(f"seq {seq} is not held (pads held: {self._oldest_kept_seq}.."
+                             f"{self._next_pad_seq - 1})")
+        return held[1]
 
     def _slide_window(self, seq: int) -> None:
         oldest = seq + 1 - self._replay_window
@@ -279,7 +315,10 @@ class WegmanCarterAuthenticator:
     def verify(self, header: bytes, payload: bytes, seq: int, tag: bytes) -> None:
         """Raise :class:`AuthenticationError` unless ``tag`` tags ``(header, payload, seq)``."""
         parts = _authenticated_string(header, payload, seq)
-        pad = self._pad(seq)
+        try:
+            pad = self._pad(seq)
+        except KeyPoolExhausted as e:  # a claimed seq beyond the pool: cannot be authentic
+            raise AuthenticationError(f"no pad for seq {seq}: {e}") from None
         if pad is None:
             raise AuthenticationError(f"no pad held for seq {seq}: cannot authenticate")
         if not hmac.compare_digest(self._compute(parts, pad), bytes(tag)):
@@ -329,9 +368,11 @@ class OpenedFrame(NamedTuple):
 class Sealer:
     """Sending end of one direction: numbers frames 0, 1, 2, ... and tags them."""
 
-    def __init__(self, authenticator: MessageAuthenticator, *, first_seq: int = 0) -> None:
+    def __init__(self, authenticator: MessageAuthenticator, *, first_seq: int = 0,
+                 context: bytes = b"") -> None:
         self._authenticator = authenticator
         self.next_seq = first_seq
+        self.context = bytes(context)
 
     def seal(self, payload: bytes) -> bytes:
         """Frame ``version | seq | length | payload | tag`` for the next sequence number."""
@@ -339,7 +380,7 @@ class Sealer:
             raise ValueError("payload longer than 2**32 - 1 bytes")
         seq = self.next_seq
         header = _FRAME_HEADER.pack(FRAME_VERSION, seq, len(payload))
-        tag = self._authenticator.tag(header, payload, seq)
+        tag = self._authenticator.tag(self.context + header, payload, seq)
         self.next_seq = seq + 1
         return b"".join((header, payload, tag))
 
@@ -354,8 +395,9 @@ class Opener:
     """
 
     def __init__(self, authenticator: MessageAuthenticator, *, first_seq: int = 0,
-                 allow_gaps: bool = False) -> None:
+                 allow_gaps: bool = False, context: bytes = b"") -> None:
         self._authenticator = authenticator
+        self.context = bytes(context)
         self.expected_seq = first_seq
         self.allow_gaps = allow_gaps
         self.skipped = 0
@@ -377,7 +419,7 @@ class Opener:
         tag = bytes(view[-tag_bytes:])
         # The seq sits at a fixed offset; it only selects the pad here, it is trusted after.
         claimed_seq = int.from_bytes(header[_SEQ_OFFSET : _SEQ_OFFSET + 8], "big")
-        self._authenticator.verify(header, payload, claimed_seq, tag)
+        self._authenticator.verify(self.context + header, payload, claimed_seq, tag)
 
         version, seq, length = _FRAME_HEADER.unpack(header)
         if version != FRAME_VERSION:

@@ -15,9 +15,17 @@ Who sends what (one key round, docs/architecture.md §3):
     Alice → Bob            ReconcileReply       Alice's answers (bits) for that batch
     Bob → Alice            VerifyRequest        ε_cor-universal hash key and tag of his key
     Alice → Bob            VerifyResult         whether Alice's key has the same tag
-    Alice → Bob            Amplify              privacy-amplification seed, output length, key id
+    Alice → Bob            Amplify              privacy-amplification seed, output length, key id,
+                                                the authentication key it repays (pending key)
+    Bob → Alice            Confirm              Bob holds the same pending key (Alice commits)
+    Alice → Bob            Committed            Alice has committed it (Bob commits)
     either                 RoundAbort           the round stops, with the reason
     Alice → Bob, Charles   EndOfRun             no more rounds: stop cleanly
+
+A key is delivered in two phases (docs/architecture.md §3): both users hold it *pending* until Bob
+confirms; Alice commits on ``Confirm``, Bob on ``Committed``. Alice's ``Amplify`` and ``EndOfRun``
+also carry the ID of the last key she committed, which settles a key Bob still holds pending
+because ``Committed`` did not reach him.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ class RoundStart(Message):
 class EndOfRun(Message):
     KIND: ClassVar[int] = 12
     reason: str
+    committed: str  # ID of the last key Alice committed ("" if none)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,7 @@ class SiftingInfo(Message):
     basis: np.ndarray  # uint8 per announced slot
     intensity: np.ndarray  # uint8 per announced slot
     sent_counts: np.ndarray  # int64 (frames, combos): pulses sent per class in each frame
+    announcement_digest: bytes  # SHA-256 of the announcement sifted (both must sift the same)
 
 
 @dataclass(frozen=True)
@@ -117,8 +127,29 @@ class VerifyResult(Message):
 @dataclass(frozen=True)
 class Amplify(Message):
     KIND: ClassVar[int] = 9
-    seed: bytes
+    seed: np.ndarray  # uint8: the whole Toeplitz seed, input_bits + output_bits - 1 bits
     output_bits: int
+    key_id: str
+    a_to_b_seq: int  # classical.secure.Repayment: authenticated progress (last seq) per
+    b_to_a_seq: int  # direction, and what each pool is owed there, taken from the key's head
+    a_to_b_bytes: int
+    b_to_a_bytes: int
+    committed: str  # ID of the last key Alice committed before this round ("" if none)
+
+
+@dataclass(frozen=True)
+class Confirm(Message):
+    """Bob holds the pending key ``key_id`` (he checked the length and the repayment)."""
+
+    KIND: ClassVar[int] = 13
+    key_id: str
+
+
+@dataclass(frozen=True)
+class Committed(Message):
+    """Alice has committed ``key_id`` (stored, pools replenished)."""
+
+    KIND: ClassVar[int] = 14
     key_id: str
 
 
@@ -131,5 +162,5 @@ class RoundAbort(Message):
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls for cls in (RoundStart, EndOfRun, Announcement, SiftingInfo, XBasisBits,
                               ReconcileStart, ReconcileRequest, ReconcileReply, VerifyRequest,
-                              VerifyResult, Amplify, RoundAbort)
+                              VerifyResult, Amplify, RoundAbort, Confirm, Committed)
 }

@@ -3,10 +3,15 @@
 ``FramePeer`` seals outgoing messages (``classical.secure``: codec, tag, sequence number) and opens
 incoming frames in one place, for the in-memory peer (``classical.pipeline.QueuePeer``) and the
 ZeroMQ peer (``nodes.transport.ZmqPeer``) alike; a transport supplies only ``_put`` and ``_get``.
-Opening a frame: authenticate and check order before decoding (``SecureLink.unpack``); count a
-rejected frame and abort the round (``ProtocolError``); count and drop an authentic message of an
-earlier round (left over after an abort); raise ``PeerAborted`` on the peer's ``RoundAbort`` unless
-the caller expects one; anything else of an unexpected kind is a ``ProtocolError``.
+Opening a frame: authenticate and check order before decoding (``SecureLink.unpack``); count and
+drop a rejected frame (forged, replayed, malformed) and keep waiting, so a stranger who can reach a
+port cannot end a round by sending garbage, unless more than ``MAX_REJECTED_PER_ROUND`` frames are
+rejected in one round (then the channel is broken and the round aborts, ``ProtocolError``); count
+and drop an authentic message of an earlier round (left over after an abort); raise
+``PeerAborted`` on the peer's ``RoundAbort`` unless the caller expects one. A message of a *later*
+round that is not what the caller waits for is kept for that round (``receive`` returns it once
+``round_id`` has caught up) and the wait ends with a ``ProtocolError``: the peer has moved on.
+Anything else of an unexpected kind is a ``ProtocolError``.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from classical.authentication import KeyPoolExhausted
 from classical.messages import Message, RoundAbort
 from classical.rounds import PeerAborted, ProtocolError
 from classical.secure import REJECTED_FRAME_ERRORS, SecureLink
+
+#: Rejected frames tolerated per round before the channel counts as broken: far more than a
+#: corrupted or replayed frame now and then, few enough that a flood ends the round quickly.
+MAX_REJECTED_PER_ROUND = 32
 
 Count = Callable[[str], None]
 """Adds one to the named counter (a node's metrics); the default counts nothing."""
@@ -34,6 +44,9 @@ class FramePeer:
         self.count = count or _no_count
         self.round_id = -1
         self.last_traceparent: str | None = None
+        self._rejected_round = -1
+        self._rejected_in_round = 0
+        self._held: Message | None = None  # a later round's message, kept for that round
 
     def _put(self, frame: bytes) -> None:
         raise NotImplementedError
@@ -46,26 +59,55 @@ class FramePeer:
         return None
 
     def send(self, message: Message) -> None:
-        self._put(self.link.pack(message, self._traceparent()))
+        try:
+            frame = self.link.pack(message, self._traceparent())
+        except KeyPoolExhausted as e:  # no pad left for this direction: nothing can be sent
+            raise ProtocolError(f"cannot authenticate a message to {self.name}: {e}") from None
+        self._put(frame)
 
     def receive(self, *expected: type) -> Any:
         while True:
-            message = self.open(self._get(), expected)
+            if self._held is not None and self._held.round_id <= self.round_id:
+                held, self._held = self._held, None
+                message = self._dispatch(held, expected)
+            else:
+                message = self.open(self._get(), expected)
             if message is not None:
                 return message
 
     def open(self, frame: bytes, expected: tuple[type, ...]) -> Message | None:
-        """The message in ``frame`` if it is one of ``expected``; None for a stale one."""
+        """The message in ``frame`` if it is one of ``expected``; None for a frame dropped (rejected
+        or stale)."""
         try:
             message, traceparent = self.link.unpack(frame)
         except REJECTED_FRAME_ERRORS as e:
             self.count(f"classical_frames_rejected_{type(e).__name__}")
-            raise ProtocolError(f"rejected frame from {self.name} ({type(e).__name__}: "
-                                f"{e})") from None
+            if self._rejected_round != self.round_id:
+                self._rejected_round, self._rejected_in_round = self.round_id, 0
+            self._rejected_in_round += 1
+            if self._rejected_in_round > MAX_REJECTED_PER_ROUND:
+                raise ProtocolError(f"channel from {self.name} broken: more than "
+                                    f"{MAX_REJECTED_PER_ROUND} frames rejected this round (last: "
+                                    f"{type(e).__name__}: {e})") from None
+            return None
         if message.round_id < self.round_id:
             self.count("classical_frames_stale")
             return None
         self.last_traceparent = traceparent
+        return self._dispatch(message, expected)
+
+    def _dispatch(self, message: Message, expected: tuple[type, ...]) -> Message | None:
+        if (0 <= self.round_id < message.round_id and not isinstance(message, expected)
+                and self._held is None):
+            # the peer has moved on to a later round (e.g. our last message of this round did
+            # not reach it, or its answer was lost): keep the message for that round
+            self._held = message
+            raise ProtocolError(f"{self.name} moved on to round {message.round_id} "
+                                f"({type(message).__name__}) while round {self.round_id} "
+                                f"waited for {'/'.join(t.__name__ for t in expected)}")
+        if message.round_id < self.round_id:  # held from an earlier round: now stale
+            self.count("classical_frames_stale")
+            return None
         if isinstance(message, RoundAbort) and RoundAbort not in expected:
             raise PeerAborted(message.reason)
         if not isinstance(message, expected):

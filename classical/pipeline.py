@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from classical.authentication import KeyPool
-from classical.messages import Announcement
+from classical.custody import KeyCustody
+from classical.messages import Announcement, EndOfRun
 from classical.peer import FramePeer
 from classical.rounds import (
     LocalView,
+    PeerAborted,
     ProtocolError,
     RecordingObserver,
     RoundConfig,
@@ -29,8 +31,9 @@ from classical.rounds import (
 )
 from classical.secure import LinkKeys, SecureLink, wegman_carter_link
 
-Wire = Callable[[str, bytes], bytes | None]
-"""(direction "alice->bob" or "bob->alice", frame) → the frame to deliver, or None to drop it."""
+Wire = Callable[[str, bytes], bytes | list[bytes] | None]
+"""(direction "alice->bob" or "bob->alice", frame) → the frame to deliver, several frames to
+deliver in that order (an injected one beside it), or None to drop it."""
 
 
 class QueuePeer(FramePeer):
@@ -44,11 +47,9 @@ class QueuePeer(FramePeer):
         self.timeout_s, self.wire, self.direction = timeout_s, wire, direction
 
     def _put(self, frame: bytes) -> None:
-        if self.wire is not None:
-            frame = self.wire(self.direction, frame)
-            if frame is None:
-                return
-        self.outbox.put(frame)
+        out = self.wire(self.direction, frame) if self.wire is not None else frame
+        for f in [out] if isinstance(out, bytes) else out or []:
+            self.outbox.put(f)
 
     def _get(self) -> bytes:
         try:
@@ -71,8 +72,31 @@ class PipelineResult:
 
     @property
     def keys_match(self) -> bool:
+        """Both committed the round's key, and it is the same."""
         a, b = self.alice.key, self.bob.key
-        return a is not None and b is not None and np.array_equal(a, b)
+        return (self.alice.committed and self.bob.committed and a is not None and b is not None
+                and np.array_equal(a, b))
+
+
+RoundInput = tuple[Announcement, LocalView, LocalView]
+"""One round's announcement and Alice's and Bob's local views."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Several rounds over one pair of links, as a run does them: the key stores at the end
+    (key ID → net key bits), every round's outcomes, and the pools' final state."""
+
+    alice: list[RoundOutcome]
+    bob: list[RoundOutcome]
+    alice_store: dict[str, np.ndarray]
+    bob_store: dict[str, np.ndarray]
+    keys: tuple[LinkKeys, LinkKeys]
+
+    @property
+    def stores_match(self) -> bool:
+        return (self.alice_store.keys() == self.bob_store.keys()
+                and all(np.array_equal(v, self.bob_store[k]) for k, v in self.alice_store.items()))
 
 
 def run_key_round(announcement: Announcement, alice: LocalView, bob: LocalView, cfg: RoundConfig,
@@ -85,9 +109,9 @@ def run_key_round(announcement: Announcement, alice: LocalView, bob: LocalView, 
         keys = shared_link_keys(1 << 16, np.random.default_rng(seeds[2]))
     a_to_b: queue.Queue[bytes] = queue.Queue()
     b_to_a: queue.Queue[bytes] = queue.Queue()
-    peers = (QueuePeer(wegman_carter_link(keys[0]), a_to_b, b_to_a, timeout_s, wire,
-                       "alice->bob"),
-             QueuePeer(wegman_carter_link(keys[1]), b_to_a, a_to_b, timeout_s, wire,
+    peers = (QueuePeer(wegman_carter_link(keys[0], "alice", "bob"), a_to_b, b_to_a, timeout_s,
+                       wire, "alice->bob"),
+             QueuePeer(wegman_carter_link(keys[1], "bob", "alice"), b_to_a, a_to_b, timeout_s, wire,
                        "bob->alice"))
     outcomes: dict[str, RoundOutcome] = {}
     errors: list[BaseException] = []
@@ -111,3 +135,57 @@ def run_key_round(announcement: Announcement, alice: LocalView, bob: LocalView, 
     if errors:
         raise errors[0]
     return PipelineResult(outcomes["alice"], outcomes["bob"])
+
+
+def run_key_rounds(rounds: list[RoundInput], cfg: RoundConfig, seed: int,
+                   keys: tuple[LinkKeys, LinkKeys] | None = None, wire: Wire | None = None,
+                   qber_prior: float = 0.02, timeout_s: float = 60.0) -> RunResult:
+    """Run ``rounds`` in order with Alice and Bob in two threads over one pair of links, with
+    the two-phase key commit and the end-of-run settlement (``classical.custody``), and return
+    both key stores. The same protocol as the nodes, without sockets and without pipelining."""
+    seeds = np.random.SeedSequence(seed).spawn(3)
+    if keys is None:
+        keys = shared_link_keys(1 << 16, np.random.default_rng(seeds[2]))
+    a_to_b: queue.Queue[bytes] = queue.Queue()
+    b_to_a: queue.Queue[bytes] = queue.Queue()
+    peers = {"alice": QueuePeer(wegman_carter_link(keys[0], "alice", "bob"), a_to_b, b_to_a,
+                                timeout_s, wire, "alice->bob"),
+             "bob": QueuePeer(wegman_carter_link(keys[1], "bob", "alice"), b_to_a, a_to_b,
+                              timeout_s, wire, "bob->alice")}
+    for p in peers.values():
+        p.link.opener.allow_gaps = True  # as the nodes: a lost frame leaves a gap, not a wedge
+    stores: dict[str, dict[str, np.ndarray]] = {"alice": {}, "bob": {}}
+    outcomes: dict[str, list[RoundOutcome]] = {"alice": [], "bob": []}
+    errors: list[BaseException] = []
+
+    def side(role: str, ss: np.random.SeedSequence) -> None:
+        peer = peers[role]
+        custody = KeyCustody(role, peer.link,  # type: ignore[arg-type]
+                             lambda key_id, _r, bits: stores[role].__setitem__(key_id, bits))
+        run = run_alice_round if role == "alice" else run_bob_round
+        try:
+            for r, (ann, view_a, view_b) in enumerate(rounds):
+                peer.round_id = ann.round_id
+                rng = np.random.default_rng([ss.entropy, r])  # type: ignore[list-item]
+                outcomes[role].append(run(ann, view_a if role == "alice" else view_b, cfg, peer,
+                                          rng, RecordingObserver(), qber_prior, custody))
+            if role == "alice":
+                peer.send(EndOfRun(len(rounds), "all rounds done", custody.last_committed))
+            else:
+                try:
+                    custody.resolve(peer.receive(EndOfRun).committed)
+                except (ProtocolError, PeerAborted) as e:  # no word from Alice: not delivered
+                    if custody.pending is not None:
+                        custody.discard(custody.pending.key_id, f"no EndOfRun from Alice ({e})")
+        except BaseException as e:  # surfaced below, in the caller's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=side, args=(role, ss), name=role)
+               for role, ss in (("alice", seeds[0]), ("bob", seeds[1]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return RunResult(outcomes["alice"], outcomes["bob"], stores["alice"], stores["bob"], keys)

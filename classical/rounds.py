@@ -35,7 +35,8 @@ from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
-from classical.amplification import seed_from_bytes, toeplitz_hash
+from classical.amplification import seed_bits, toeplitz_hash, toeplitz_seed_bytes
+from classical.custody import KeyCustody, PendingKey, Settled
 from classical.estimation import (
     DEFAULT_DECOY_METHOD,
     DEFAULT_EC_INEFFICIENCY,
@@ -52,6 +53,8 @@ from classical.leakage import LeakageLedger
 from classical.messages import (
     Amplify,
     Announcement,
+    Committed,
+    Confirm,
     Message,
     ReconcileReply,
     ReconcileRequest,
@@ -70,7 +73,16 @@ from classical.reconciliation import (
     check_reply,
     check_request,
 )
-from classical.sifting import BASIS_X, SiftedData, class_errors, sent_pairs, sift
+from classical.secure import Repayment
+from classical.sifting import (
+    BASIS_X,
+    SiftedData,
+    announcement_digest,
+    check_announcement,
+    class_errors,
+    sent_pairs,
+    sift,
+)
 from classical.verification import draw_hash_key, tag_bits_for, verification_tag, verify
 
 M = TypeVar("M", bound=Message)
@@ -189,15 +201,24 @@ class LocalView:
 
 @dataclass(frozen=True)
 class RoundOutcome:
+    """``key``: the final key (before repayment), None when aborted; ``pending``: Bob holds it
+    but has not learnt that Alice committed it (``classical.custody``); the report's
+    ``net_secure_bits`` is what was delivered to the key store."""
+
     round_id: int
     key: np.ndarray | None  # final key bits (uint8), None when aborted
     key_id: str | None
     abort_reason: str | None
     report: dict[str, Any]
+    pending: bool = False
 
     @property
     def aborted(self) -> bool:
         return self.key is None
+
+    @property
+    def committed(self) -> bool:
+        return self.key is not None and not self.pending
 
 
 class _Abort(Exception):
@@ -209,9 +230,13 @@ class _Abort(Exception):
 
 def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
                    st: Stage) -> tuple[SiftedData, DecoyObservations]:
+    digest = announcement_digest(ann)
     peer.send(SiftingInfo(ann.round_id, local.basis.astype(np.uint8),
-                          local.intensity.astype(np.uint8), local.sent_counts.astype(np.int64)))
+                          local.intensity.astype(np.uint8), local.sent_counts.astype(np.int64),
+                          digest))
     other = peer.receive(SiftingInfo)
+    if other.announcement_digest != digest:
+        raise ProtocolError("the users received different announcements from the relay")
     n = ann.slots.size
     if other.basis.shape != (n,) or other.intensity.shape != (n,):
         raise ProtocolError(f"peer's sifting info covers {other.basis.size} slots, expected {n}")
@@ -306,7 +331,9 @@ def _precheck(obs: DecoyObservations, n_key: int, qber_prior: float, cfg: RoundC
 
 def _finish(role: Role, ann: Announcement, obs: DecoyObservations, key: np.ndarray,
             corrected: int, disclosed: int, cfg: RoundConfig, peer: Peer, rng: np.random.Generator,
-            observer: Observer) -> tuple[np.ndarray, str]:
+            observer: Observer, custody: KeyCustody) -> tuple[np.ndarray, str, bool]:
+    """Final estimate, privacy amplification and the two-phase commit (``classical.custody``).
+    Returns (final key, key ID, still pending)."""
     with observer.stage("estimate") as st:
         st.set(phase="final", corrected_bits=int(corrected))
         est = _estimate(obs, corrected, disclosed, cfg, st)
@@ -314,18 +341,84 @@ def _finish(role: Role, ann: Announcement, obs: DecoyObservations, key: np.ndarr
     with observer.stage("amplify") as st:
         length = int(est.secure_length)
         if role == "alice":
-            seed = rng.bytes(32)
-            key_id = f"r{ann.round_id}-{seed[:6].hex()}"
-            peer.send(Amplify(ann.round_id, seed, length, key_id))
+            seed = np.frombuffer(rng.bytes(toeplitz_seed_bytes(key.size, length)), np.uint8)
+            key_id = f"r{ann.round_id}-{seed[:6].tobytes().hex()}"
+            rep = custody.stated_repayment()
+            msg = Amplify(ann.round_id, seed, length, key_id, rep.a_to_b_seq, rep.b_to_a_seq,
+                          rep.a_to_b_bytes, rep.b_to_a_bytes, custody.last_committed)
         else:
             msg = peer.receive(Amplify)
-            if msg.output_bits != length:
-                raise _Abort(f"Alice amplifies to {msg.output_bits} bits, Bob's estimate allows "
-                             f"{length}", notify_peer=True)
+            custody.resolve(msg.committed)  # a key still pending from an earlier round
+            rep = _checked_amplify(msg, length, key.size, custody)
             seed, key_id = msg.seed, msg.key_id
-        final = toeplitz_hash(key, seed_from_bytes(seed, key.size, length), length)
-        st.set(input_bits=int(key.size), output_bits=length, key_id=key_id)
-    return final, key_id
+        final = toeplitz_hash(key, seed_bits(seed, key.size, length), length)
+        custody.hold(PendingKey(ann.round_id, key_id, final, rep))
+        if role == "alice":
+            peer.send(msg)
+        st.set(input_bits=int(key.size), output_bits=length, key_id=key_id,
+               auth_key_bits_repaid=8 * sum(rep.split(length)))
+    with observer.stage("commit") as st:
+        settled = (_alice_commit if role == "alice" else _bob_commit)(ann, key_id, peer, custody)
+        st.set(key_status="pending" if settled is None else "committed",
+               net_secure_bits=0 if settled is None else settled.net_bits,
+               auth_key_bits_replenished=0 if settled is None else settled.replenished_bits)
+    return final, key_id, settled is None
+
+
+def _checked_amplify(msg: Amplify, length: int, key_bits: int,
+                     custody: KeyCustody) -> Repayment:
+    """Bob's checks of ``Amplify``: the length his estimate allows, a whole seed, a well-formed
+    key ID, and the repayment his own pools and sequence numbers give."""
+    if msg.output_bits != length:
+        raise _Abort(f"Alice amplifies to {msg.output_bits} bits, Bob's estimate allows "
+                     f"{length}", notify_peer=True)
+    if msg.seed.shape != (toeplitz_seed_bytes(key_bits, length),) or msg.seed.dtype != np.uint8:
+        raise _Abort(f"Toeplitz seed of shape {msg.seed.shape}, expected "
+                     f"{toeplitz_seed_bytes(key_bits, length)}", notify_peer=True)
+    if not msg.key_id.startswith(f"r{msg.round_id}-") or len(msg.key_id) > 64:
+        raise _Abort(f"malformed key ID {msg.key_id[:64]!r}", notify_peer=True)
+    stated = Repayment(msg.a_to_b_seq, msg.b_to_a_seq, msg.a_to_b_bytes, msg.b_to_a_bytes)
+    expected = custody.expected_repayment()
+    if stated != expected:
+        raise _Abort(f"Alice's repayment {stated} differs from Bob's {expected}: the "
+                     f"authentication pools are out of step", notify_peer=True)
+    return stated
+
+
+def _alice_commit(ann: Announcement, key_id: str, peer: Peer, custody: KeyCustody) -> Settled:
+    """Alice commits on Bob's ``Confirm``; without it (abort, timeout) she discards."""
+    try:
+        confirm = peer.receive(Confirm)
+    except (PeerAborted, ProtocolError) as e:
+        reason = f"key {key_id} not confirmed by Bob ({type(e).__name__}: {e})"
+        custody.discard(key_id, reason)
+        raise _Abort(reason, notify_peer=isinstance(e, ProtocolError)) from None
+    if confirm.key_id != key_id:
+        reason = f"Bob confirmed {confirm.key_id[:64]!r}, not {key_id}"
+        custody.discard(key_id, reason)
+        raise _Abort(reason, notify_peer=True)
+    settled = custody.commit(key_id)
+    peer.send(Committed(ann.round_id, key_id))
+    return settled
+
+
+def _bob_commit(ann: Announcement, key_id: str, peer: Peer,
+                custody: KeyCustody) -> Settled | None:
+    """Bob confirms, then commits on ``Committed``; on Alice's abort he discards; if nothing
+    comes he keeps the key pending (settled by Alice's next ``Amplify`` or ``EndOfRun``)."""
+    peer.send(Confirm(ann.round_id, key_id))
+    try:
+        done = peer.receive(Committed)
+    except PeerAborted as e:
+        reason = f"Alice discarded {key_id}: {e}"
+        custody.discard(key_id, reason)
+        raise _Abort(reason, notify_peer=False) from None
+    except ProtocolError:
+        return None
+    if done.key_id != key_id:
+        custody.discard(key_id, f"Alice committed {done.key_id[:64]!r}, not {key_id}")
+        raise _Abort(f"Alice committed {done.key_id[:64]!r}, not {key_id}", notify_peer=False)
+    return custody.commit(key_id)
 
 
 class _PeerReconcileChannel:
@@ -338,7 +431,7 @@ class _PeerReconcileChannel:
     def ask(self, request: Request) -> np.ndarray:
         self.peer.send(ReconcileRequest(self.round_id, request.rows, request.bits))
         bits = self.peer.receive(ReconcileReply).bits
-        self.ledger.record_round_trip(int(request.bits.size) + int(bits.size))
+        self.ledger.record_exchange(request, bits)
         try:
             check_reply(bits, request.reply_bits)
         except ValueError as e:
@@ -347,23 +440,35 @@ class _PeerReconcileChannel:
 
 
 def run_alice_round(ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
-                    rng: np.random.Generator, observer: Observer,
-                    qber_prior: float = 0.02) -> RoundOutcome:
-    return _run("alice", ann, local, cfg, peer, rng, observer, qber_prior)
+                    rng: np.random.Generator, observer: Observer, qber_prior: float = 0.02,
+                    custody: KeyCustody | None = None) -> RoundOutcome:
+    return _run("alice", ann, local, cfg, peer, rng, observer, qber_prior, custody)
 
 
 def run_bob_round(ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
-                  rng: np.random.Generator, observer: Observer,
-                  qber_prior: float = 0.02) -> RoundOutcome:
-    return _run("bob", ann, local, cfg, peer, rng, observer, qber_prior)
+                  rng: np.random.Generator, observer: Observer, qber_prior: float = 0.02,
+                  custody: KeyCustody | None = None) -> RoundOutcome:
+    return _run("bob", ann, local, cfg, peer, rng, observer, qber_prior, custody)
 
 
 def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer: Peer,
-         rng: np.random.Generator, observer: Observer, qber_prior: float) -> RoundOutcome:
+         rng: np.random.Generator, observer: Observer, qber_prior: float,
+         custody: KeyCustody | None) -> RoundOutcome:
+    """One round. ``custody`` holds the final key through the two-phase commit (a fresh one
+    over the peer's link, delivering nowhere, when None: one-round use and tests)."""
     def report() -> dict[str, Any]:
         return observer.report() if hasattr(observer, "report") else {}
 
+    if custody is None:
+        custody = KeyCustody(role, getattr(peer, "link", None))
     try:
+        try:
+            check_announcement(ann, ann.round_id, ann.start_slot, ann.stop_slot)
+        except ValueError as e:  # the caller checks the round and range it expects
+            raise _Abort(f"announcement refused: {e}", notify_peer=True) from None
+        if local.basis.shape != ann.slots.shape:
+            raise _Abort(f"local view covers {local.basis.shape} slots, the announcement "
+                         f"{ann.slots.shape}", notify_peer=True)
         with observer.stage("sift") as st:
             sifted, obs = _sift_and_test(role, ann, local, cfg, peer, st)
         key = sifted.bits[sifted.key_mask(key_intensity=cfg.key_intensity)]
@@ -375,13 +480,16 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
         else:
             key, corrected, disclosed = _bob_reconcile(ann, key, qber_prior, cfg, peer, rng,
                                                        observer)
-        final, key_id = _finish(role, ann, obs, key, corrected, disclosed, cfg, peer, rng,
-                                observer)
-        return RoundOutcome(ann.round_id, final, key_id, None, report())
+        final, key_id, pending = _finish(role, ann, obs, key, corrected, disclosed, cfg, peer,
+                                         rng, observer, custody)
+        return RoundOutcome(ann.round_id, final, key_id, None, report(), pending)
     except (_Abort, PeerAborted, ProtocolError) as e:
         reason = e.reason if isinstance(e, _Abort) else f"{type(e).__name__}: {e}"
         if isinstance(e, ProtocolError) or (isinstance(e, _Abort) and e.notify_peer):
-            peer.send(RoundAbort(ann.round_id, reason))
+            try:
+                peer.send(RoundAbort(ann.round_id, reason))
+            except ProtocolError:  # the channel itself is gone; the peer times out instead
+                pass
         return RoundOutcome(ann.round_id, None, None, reason, report())
 
 
@@ -447,7 +555,7 @@ def _alice_reconcile(ann: Announcement, key: np.ndarray, cfg: RoundConfig, peer:
                 answers = session.answer(Request(msg.rows, msg.bits))
             except ValueError as e:
                 raise ProtocolError(f"bad reconciliation request: {e}") from None
-            ledger.record_round_trip(int(msg.bits.size) + int(answers.size))
+            ledger.record_exchange(Request(msg.rows, msg.bits), answers)
             peer.send(ReconcileReply(ann.round_id, answers))
         st.set(reconciler=plan.method, disclosed_bits=ledger.disclosed_bits,
                round_trips=ledger.round_trips)

@@ -31,6 +31,46 @@ REJECTED_FRAME_ERRORS = (AuthenticationError, FrameFormatError, ReplayError, Mes
 
 
 @dataclass
+class LinkKeys:
+    """Pre-shared material of one pair of users: one pool per direction (Wegman–Carter)."""
+
+    outgoing: KeyPool
+    incoming: KeyPool
+
+    def consumed_bytes(self) -> int:
+        return self.outgoing.consumed_bytes + self.incoming.consumed_bytes
+
+
+@dataclass(frozen=True)
+class Repayment:
+    """The authentication key a final key pays back, as Alice states it in ``Amplify``.
+
+    ``a_to_b_seq``/``b_to_a_seq``: the last sequence number authenticated in each direction
+    (-1: none), which fixes the pool position both ends have paid for; ``a_to_b_bytes``/
+    ``b_to_a_bytes``: what each pool is owed at that position (consumed minus replenished). Both
+    users compute it from their own pools and sequence numbers; Bob refuses a statement that
+    differs from his. Taken from the head of the final key, A→B first, each capped by what is
+    left of the key (a debt the key cannot cover carries over to the next one).
+    """
+
+    a_to_b_seq: int = -1
+    b_to_a_seq: int = -1
+    a_to_b_bytes: int = 0
+    b_to_a_bytes: int = 0
+
+    def split(self, key_bits: int) -> tuple[int, int]:
+        """Bytes taken for the A→B and the B→A pool out of a ``key_bits``-bit key."""
+        ab = min(self.a_to_b_bytes, key_bits // 8)
+        ba = min(self.b_to_a_bytes, (key_bits - 8 * ab) // 8)
+        return ab, ba
+
+
+def _pools(keys: LinkKeys, role: Literal["alice", "bob"]) -> tuple[KeyPool, KeyPool]:
+    """(A→B pool, B→A pool) of ``role``'s copy."""
+    return (keys.outgoing, keys.incoming) if role == "alice" else (keys.incoming, keys.outgoing)
+
+
+@dataclass
 class SecureLink:
     sealer: Sealer
     opener: Opener
@@ -49,47 +89,58 @@ class SecureLink:
             self.rejected[name] = self.rejected.get(name, 0) + 1
             raise
 
+    @property
+    def last_sealed(self) -> int:
+        """Sequence number of the last frame sent (-1: none)."""
+        return self.sealer.next_seq - 1
 
-@dataclass
-class LinkKeys:
-    """Pre-shared material of one pair of users: one pool per direction (Wegman–Carter)."""
+    @property
+    def last_accepted(self) -> int:
+        """Sequence number of the last authentic frame accepted (-1: none)."""
+        return self.opener.expected_seq - 1
 
-    outgoing: KeyPool
-    incoming: KeyPool
+    def repayment(self, role: Literal["alice", "bob"], a_to_b_seq: int,
+                  b_to_a_seq: int) -> Repayment:
+        """What ``role``'s pools are owed once the frames through the given sequence numbers are
+        paid for (all zero for HMAC, which consumes no key)."""
+        if self.keys is None:
+            return Repayment(a_to_b_seq, b_to_a_seq)
+        out_auth = self.sealer._authenticator  # noqa: SLF001 - the link owns both halves
+        in_auth = self.opener._authenticator  # noqa: SLF001
+        a_to_b_auth, b_to_a_auth = (out_auth, in_auth) if role == "alice" else (in_auth, out_auth)
+        a_to_b, b_to_a = _pools(self.keys, role)
+        return Repayment(
+            a_to_b_seq, b_to_a_seq,
+            max(0, a_to_b_auth.key_bytes_through(a_to_b_seq) - a_to_b.replenished_bytes),
+            max(0, b_to_a_auth.key_bytes_through(b_to_a_seq) - b_to_a.replenished_bytes))
 
-    def consumed_bytes(self) -> int:
-        return self.outgoing.consumed_bytes + self.incoming.consumed_bytes
-
-
-def wegman_carter_link(keys: LinkKeys) -> SecureLink:
-    return SecureLink(Sealer(WegmanCarterAuthenticator(keys.outgoing)),
-                      Opener(WegmanCarterAuthenticator(keys.incoming)), keys=keys)
-
-
-def repay_key_debt(keys: LinkKeys, key: np.ndarray,
-                   role: Literal["alice", "bob"]) -> tuple[np.ndarray, int]:
-    """Replenish the Alice–Bob pools from the head of a fresh final key; return (net key, bits).
-
-    Each pool is topped up by what it has consumed beyond what was already replenished, A→B
-    first, then B→A, so both users take the same bits for the same pools: at the end of a
-    successful round both have processed every frame of both directions (the last ones are
-    Bob's VerifyRequest and Alice's Amplify), so their pools' counters agree. What is left is the
-    net key: the key rate reported and stored is after authentication's consumption.
-    """
-    a_to_b, b_to_a = ((keys.outgoing, keys.incoming) if role == "alice"
-                      else (keys.incoming, keys.outgoing))
-    used = 0
-    for pool in (a_to_b, b_to_a):
-        debt = pool.consumed_bytes - pool.replenished_bytes
-        take = min(max(debt, 0), (key.size - used) // 8)
-        if take > 0:
-            pool.replenish(np.packbits(key[used:used + 8 * take]).tobytes())
-            used += 8 * take
-    return key[used:], used
+    def settle(self, key: np.ndarray, repayment: Repayment,
+               role: Literal["alice", "bob"]) -> tuple[np.ndarray, int]:
+        """Replenish the pools from the head of a committed final key; (net key, bits used)."""
+        ab, ba = repayment.split(int(key.size))
+        if self.keys is None or ab + ba == 0:
+            return key, 0
+        a_to_b, b_to_a = _pools(self.keys, role)
+        a_to_b.replenish(np.packbits(key[:8 * ab]).tobytes())
+        b_to_a.replenish(np.packbits(key[8 * ab:8 * (ab + ba)]).tobytes())
+        used = 8 * (ab + ba)
+        return key[used:], used
 
 
-def hmac_link(send_secret: bytes, receive_secret: bytes) -> SecureLink:
+def wegman_carter_link(keys: LinkKeys, me: str = "", peer: str = "") -> SecureLink:
+    """A Wegman–Carter link from ``me`` to ``peer``: the names are authenticated with every
+    frame (the sealer's context ``me->peer``, the opener's ``peer->me``)."""
+    return SecureLink(Sealer(WegmanCarterAuthenticator(keys.outgoing),
+                             context=f"{me}->{peer}".encode()),
+                      Opener(WegmanCarterAuthenticator(keys.incoming),
+                             context=f"{peer}->{me}".encode()), keys=keys)
+
+
+def hmac_link(send_secret: bytes, receive_secret: bytes, me: str = "",
+              peer: str = "") -> SecureLink:
     """Computational mode (HMAC-SHA256, one long-term secret per direction so that a frame cannot
-    be reflected back to its sender): consumes no key."""
-    return SecureLink(Sealer(HmacAuthenticator(send_secret)),
-                      Opener(HmacAuthenticator(receive_secret)))
+    be reflected back to its sender; the names authenticated as for Wegman–Carter): consumes no
+    key."""
+    return SecureLink(Sealer(HmacAuthenticator(send_secret), context=f"{me}->{peer}".encode()),
+                      Opener(HmacAuthenticator(receive_secret),
+                             context=f"{peer}->{me}".encode()))

@@ -43,10 +43,14 @@ Everything is vectorized over slots; the only Python loops are over a handful of
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from classical.messages import Announcement
 
 #: Bell-state announcement codes (wire convention of ``Announcement.bell``).
 FAIL, PSI_PLUS, PSI_MINUS = 0, 1, 2
@@ -57,6 +61,48 @@ BASIS_NAMES = ("Z", "X")
 SIGNAL = 0
 
 Role = Literal["alice", "bob"]
+
+
+def check_announcement(ann: Announcement, round_id: int, start_slot: int, stop_slot: int) -> None:
+    """Refuse an announcement the round does not allow (``ValueError`` naming what is wrong).
+
+    The relay is not trusted: the announcement must be for this round and exactly its slot range
+    (so slots of another round cannot be announced again), ``slots`` one-dimensional integers,
+    strictly increasing and inside the range (so no slot counts twice), ``bell`` the same length
+    with only ψ⁺ (1) or ψ⁻ (2). Vectorized: O(n) over the announced slots.
+    """
+    if ann.round_id != round_id:
+        raise ValueError(f"announcement is for round {ann.round_id}, the round is {round_id}")
+    if (ann.start_slot, ann.stop_slot) != (start_slot, stop_slot):
+        raise ValueError(f"announcement covers slots [{ann.start_slot}, {ann.stop_slot}), the "
+                         f"round is [{start_slot}, {stop_slot})")
+    slots, bell = ann.slots, ann.bell
+    if not isinstance(slots, np.ndarray) or slots.ndim != 1 or slots.dtype.kind not in "iu":
+        raise ValueError("announced slots must be a one-dimensional integer array")
+    if not isinstance(bell, np.ndarray) or bell.shape != slots.shape or bell.dtype != np.uint8:
+        raise ValueError(f"announced Bell states must be uint8 of the slots' shape {slots.shape}")
+    if slots.size > stop_slot - start_slot:
+        raise ValueError(f"{slots.size} slots announced in a round of {stop_slot - start_slot}")
+    if slots.size:
+        s64 = slots.astype(np.int64, copy=False)
+        if s64[0] < start_slot or s64[-1] >= stop_slot:
+            raise ValueError(f"announced slots run from {s64[0]} to {s64[-1]}, outside the "
+                             f"round [{start_slot}, {stop_slot})")
+        if np.any(s64[1:] <= s64[:-1]):
+            raise ValueError("announced slots are not strictly increasing (a slot is listed "
+                             "twice or out of order)")
+        if not np.all((bell == PSI_PLUS) | (bell == PSI_MINUS)):
+            raise ValueError("announced Bell states other than ψ⁺ (1) and ψ⁻ (2)")
+
+
+def announcement_digest(ann: Announcement) -> bytes:
+    """SHA-256 of an announcement (round, range, slots, Bell states): both users exchange it
+    while sifting, so a relay that told them different things is caught before any key."""
+    h = hashlib.sha256(struct.pack(">qqqq", ann.round_id, ann.start_slot, ann.stop_slot,
+                                   int(ann.slots.size)))
+    h.update(np.ascontiguousarray(ann.slots, dtype="<i8").tobytes())
+    h.update(np.ascontiguousarray(ann.bell, dtype=np.uint8).tobytes())
+    return h.digest()
 
 
 def bob_flip(basis: np.ndarray, bell: np.ndarray) -> np.ndarray:
@@ -224,5 +270,6 @@ def _class_index(ia: np.ndarray, ib: np.ndarray, basis: np.ndarray, bell: np.nda
 
 __all__ = [
     "BASIS_NAMES", "BASIS_X", "BASIS_Z", "FAIL", "PSI_MINUS", "PSI_PLUS", "SIGNAL", "Role",
-    "SiftedData", "bob_flip", "class_errors", "sent_pairs", "sift", "sifted_errors",
+    "SiftedData", "announcement_digest", "bob_flip", "check_announcement", "class_errors",
+    "sent_pairs", "sift", "sifted_errors",
 ]

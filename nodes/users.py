@@ -27,6 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
 from channel.settings import SettingsGenerator
+from classical.custody import KeyCustody, Settled
 from classical.messages import Announcement, EndOfRun, RoundAbort, RoundStart
 from classical.rounds import (
     LocalView,
@@ -37,7 +38,7 @@ from classical.rounds import (
     run_alice_round,
     run_bob_round,
 )
-from classical.secure import repay_key_debt
+from classical.sifting import check_announcement
 from classical.warmup import warm_up_postprocessing
 from nodes.base import NodeContext
 from nodes.keystore import KeyStore
@@ -94,6 +95,10 @@ class UserNode:
         self.rounds_log = (ctx.node_dir / "rounds.jsonl").open("a")
         self.qber_prior = plan.qber_prior
         self._round_started: dict[int, tuple[float, float]] = {}  # perf_counter, unix time
+        self._pending_records: dict[int, dict[str, object]] = {}  # logged while key pending
+        # the two-phase commit (classical.custody): keys reach the store only once committed
+        self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
+                                  self._on_settled)
 
     # --- one round --------------------------------------------------------------------------
 
@@ -123,12 +128,16 @@ class UserNode:
         charles.round_id = round_id
         peer = self.ctx.peers[self.peer_name]
         peer.round_id = round_id
+        start, stop = self._round_range(round_id)
         try:
             ann = charles.receive(Announcement)
-        except (ProtocolError, PeerAborted) as e:
-            reason = f"no announcement from charles ({e})"
+            check_announcement(ann, round_id, start, stop)  # the relay is not trusted
+        except (ProtocolError, PeerAborted, ValueError) as e:
+            reason = (f"announcement refused ({e})" if isinstance(e, ValueError)
+                      else f"no announcement from charles ({e})")
+            self.ctx.counters.add("announcements_refused_total" if isinstance(e, ValueError)
+                                  else "announcements_missing_total")
             peer.send(RoundAbort(round_id, reason))  # the other user stops waiting at once
-            start, stop = self._round_range(round_id)
             empty = Announcement(round_id, start, stop, np.zeros(0, np.int64),
                                  np.zeros(0, np.uint8))
             outcome = RoundOutcome(round_id, None, None, reason, {})
@@ -140,22 +149,16 @@ class UserNode:
         run = run_alice_round if self.plan.role == "alice" else run_bob_round
         rng = np.random.default_rng([self.plan.protocol_seed, round_id])
         outcome = run(ann, local_view(self.plan.settings, ann), self.plan.round_config, peer, rng,
-                      observer, self.qber_prior)
+                      observer, self.qber_prior, self.custody)
         with self.ctx.tracer.start_as_current_span("store") as span:
             span.set_attribute("mdiqkd.round", round_id)
             if outcome.key is not None and outcome.key_id is not None:
-                net, used = outcome.key, 0
-                keys = self.ctx.links[self.peer_name].keys
-                if keys is not None:  # authentication's key comes back out of the new key
-                    net, used = repay_key_debt(keys, outcome.key, self.plan.role)
-                outcome.report["auth_key_bits_replenished"] = used
-                outcome.report["net_secure_bits"] = int(net.size)
-                span.set_attribute("mdiqkd.auth_key_bits_replenished", used)
-                span.set_attribute("mdiqkd.stored_bits", int(net.size))
-                if net.size:
-                    self.store.put(outcome.key_id, round_id, net)
-                self.ctx.counters.add("secure_bits_total", int(net.size))
-                self.ctx.counters.add("auth_key_bits_replenished_total", used)
+                span.set_attribute("mdiqkd.key_status",
+                                   "pending" if outcome.pending else "committed")
+                span.set_attribute("mdiqkd.auth_key_bits_replenished",
+                                   int(outcome.report.get("auth_key_bits_replenished", 0)))
+                span.set_attribute("mdiqkd.stored_bits",
+                                   int(outcome.report.get("net_secure_bits", 0)))
                 qber = outcome.report.get("qber_z")
                 if qber:  # next round's Cascade: the last measured QBER, floored by the
                     # configured estimate (larger blocks mean more round trips, and every
@@ -180,8 +183,36 @@ class UserNode:
                   "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
                   "secure_bits": int(outcome.report.get("net_secure_bits", 0)),
                   **{k: v for k, v in outcome.report.items() if k != "key_id"}}
+        if outcome.pending:
+            self._pending_records[round_id] = record
+        self._write(record)
+
+    def _write(self, record: dict[str, object]) -> None:
         self.rounds_log.write(json.dumps(record, default=float) + "\n")
         self.rounds_log.flush()
+
+    # --- custody: what reaches the key store --------------------------------------------------
+
+    def _deliver(self, key_id: str, round_id: int, bits: np.ndarray) -> None:
+        self.store.put(key_id, round_id, bits)
+
+    def _on_settled(self, settled: Settled) -> None:
+        if settled.committed:
+            self.ctx.counters.add("secure_bits_total", settled.net_bits)
+            self.ctx.counters.add("auth_key_bits_replenished_total", settled.replenished_bits)
+            self.ctx.counters.add("keys_committed_total")
+        else:
+            self.ctx.counters.add("keys_discarded_total")
+            print(f"{self.plan.role}: key {settled.key_id} discarded: {settled.reason}",
+                  flush=True)
+        record = self._pending_records.pop(settled.round_id, None)
+        if record is not None:  # logged as pending: this line supersedes it (same round)
+            self._write({**record, "key_status": "committed" if settled.committed
+                         else "discarded", "settled_late": True,
+                         "secure_bits": settled.net_bits, "net_secure_bits": settled.net_bits,
+                         "auth_key_bits_replenished": settled.replenished_bits,
+                         "aborted": not settled.committed,
+                         "abort_reason": settled.reason if not settled.committed else None})
 
     # --- the run ------------------------------------------------------------------------------
 
@@ -238,7 +269,7 @@ class UserNode:
         finally:
             _end_spans(started)  # rounds begun but not finished (the node is failing)
         for peer in (bob, charles):
-            peer.send(EndOfRun(self.plan.rounds, "all rounds done"))
+            peer.send(EndOfRun(self.plan.rounds, "all rounds done", self.custody.last_committed))
 
     def _run_bob(self) -> None:
         alice = self.ctx.peers["alice"]
@@ -268,23 +299,27 @@ class UserNode:
         if isinstance(first, EndOfRun):
             return
         start(first)
-        ended = False
+        end: EndOfRun | None = None
         try:
             while started:
                 r = min(started)
-                if r + 1 < self.plan.rounds and not ended:
+                if r + 1 < self.plan.rounds and end is None:
                     msg = next_message(RoundStart, EndOfRun)
                     if isinstance(msg, RoundStart):
                         start(msg)
                     else:
-                        ended = True
+                        end = msg
                 self._finish_round(r, started.pop(r))
         finally:
             _end_spans(started)
-        if not ended:
-            next_message(EndOfRun)
+        if end is None:
+            end = next_message(EndOfRun)
+        self.custody.resolve(end.committed)  # a key still pending: Alice says what she kept
 
     def close(self) -> None:
+        if self.custody.pending is not None:  # never learnt whether Alice committed it
+            self.custody.discard(self.custody.pending.key_id,
+                                 "node stopped before Alice said whether she committed it")
         self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})
         self.rounds_log.close()
         self.store.close()

@@ -63,9 +63,9 @@ def secure_links(role: str, run: RunConfig, scenario: Scenario) -> dict[str, Sec
             continue
         outgoing, incoming = _pair_secret(scenario, role, peer), _pair_secret(scenario, peer, role)
         if scenario.authentication.mode == "hmac":
-            link = hmac_link(outgoing[:32], incoming[:32])
+            link = hmac_link(outgoing[:32], incoming[:32], role, peer)
         else:
-            link = wegman_carter_link(LinkKeys(KeyPool(outgoing), KeyPool(incoming)))
+            link = wegman_carter_link(LinkKeys(KeyPool(outgoing), KeyPool(incoming)), role, peer)
         link.opener.allow_gaps = True
         links[peer] = link
     return links

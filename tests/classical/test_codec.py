@@ -15,6 +15,8 @@ from classical.messages import (
     MESSAGE_TYPES,
     Amplify,
     Announcement,
+    Committed,
+    Confirm,
     EndOfRun,
     ReconcileReply,
     ReconcileRequest,
@@ -29,17 +31,20 @@ from classical.messages import (
 
 SAMPLES = [
     RoundStart(0, 0, 3000 << 20),
-    EndOfRun(3, "all rounds done"),
+    EndOfRun(3, "all rounds done", "r2-0a1b2c3d4e5f"),
     Announcement(1, 0, 1 << 30, np.array([3, 9, 2**40], np.int64), np.array([1, 2, 1], np.uint8)),
     SiftingInfo(2, np.array([0, 1], np.uint8), np.array([2, 0], np.uint8),
-                np.arange(12, dtype=np.int64).reshape(2, 6)),
+                np.arange(12, dtype=np.int64).reshape(2, 6), bytes(range(32))),
     XBasisBits(2, np.zeros(0, np.uint8)),
     ReconcileStart(3, "cascade", 100_000, 0.021, str(2**100), np.array([8, 38, 190], np.int64)),
     ReconcileRequest(3, np.array([[0, 1], [0, 7], [7, 9]], np.int32), np.zeros(0, np.uint8)),
     ReconcileReply(3, np.array([1, 0, 1], np.uint8)),
     VerifyRequest(4, np.array([2**61 - 2], np.uint64), np.array([12345], np.uint64), 61, 17),
     VerifyResult(4, True),
-    Amplify(5, b"\x00\xff" * 16, 4096, "r5-abc"),
+    Amplify(5, np.frombuffer(b"\x00\xff" * 16, np.uint8), 4096, "r5-abc", 41, 40, 1024, 960,
+            "r4-abd"),
+    Confirm(5, "r5-abc"),
+    Committed(5, "r5-abc"),
     RoundAbort(6, "QBER_Z 0.31 above threshold 0.11"),
 ]
 

@@ -1,5 +1,6 @@
-"""One frame-opening path for every transport: forged frames are counted and abort the round,
-stale rounds are counted and dropped, a peer's abort ends the round unless it is expected."""
+"""One frame-opening path for every transport: forged frames are counted and dropped (a flood of
+them ends the round), stale rounds are counted and dropped, a peer's abort ends the round unless
+it is expected."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from classical.messages import EndOfRun, RoundAbort, RoundStart
-from classical.peer import FramePeer
+from classical.peer import MAX_REJECTED_PER_ROUND, FramePeer
 from classical.pipeline import QueuePeer, shared_link_keys
 from classical.rounds import PeerAborted, ProtocolError
 from classical.secure import wegman_carter_link
@@ -45,22 +46,48 @@ def test_an_expected_message_arrives(pair):
     assert bob.receive(RoundStart) == RoundStart(round_id=3, start_slot=0, stop_slot=1 << 20)
 
 
-def test_a_forged_frame_is_counted_and_ends_the_round(pair):
+def _forge(frame: bytes) -> bytes:
+    return frame[:-1] + bytes([frame[-1] ^ 1])
+
+
+def test_a_forged_frame_is_counted_and_dropped_and_the_real_one_still_arrives(pair):
     alice, bob, wire, counts = pair
-    alice.send(EndOfRun(round_id=0, reason="done"))
-    wire[0] = wire[0][:-1] + bytes([wire[0][-1] ^ 1])
-    with pytest.raises(ProtocolError, match="rejected frame from alice"):
-        bob.receive(EndOfRun)
+    alice.send(EndOfRun(round_id=0, reason="done", committed=""))
+    wire.insert(0, _forge(wire[0]))  # a forgery of the same frame arrives first
+    assert bob.receive(EndOfRun).reason == "done"
     assert counts == ["classical_frames_rejected_AuthenticationError"]
+
+
+def test_a_flood_of_forged_frames_breaks_the_channel(pair):
+    alice, bob, wire, counts = pair
+    alice.send(EndOfRun(round_id=0, reason="done", committed=""))
+    wire[:] = [_forge(wire[0])] * (MAX_REJECTED_PER_ROUND + 1)
+    with pytest.raises(ProtocolError, match="channel from alice broken"):
+        bob.receive(EndOfRun)
+    assert counts == ["classical_frames_rejected_AuthenticationError"] * (
+        MAX_REJECTED_PER_ROUND + 1)
 
 
 def test_a_message_of_an_earlier_round_is_counted_and_dropped(pair):
     alice, bob, _, counts = pair
     bob.round_id = 5
-    alice.send(EndOfRun(round_id=4, reason="done"))
-    alice.send(EndOfRun(round_id=5, reason="done"))
+    alice.send(EndOfRun(round_id=4, reason="done", committed=""))
+    alice.send(EndOfRun(round_id=5, reason="done", committed=""))
     assert bob.receive(EndOfRun).round_id == 5
     assert counts == ["classical_frames_stale"]
+
+
+def test_a_later_rounds_message_is_kept_for_that_round(pair):
+    """Bob waits for the end of round 4, but Alice has moved on to round 5 (her last message of
+    round 4 was lost): the wait ends, and round 5's message is not lost with it."""
+    alice, bob, _, _ = pair
+    bob.round_id = 4
+    alice.send(RoundAbort(round_id=5, reason="round 5's own abort"))
+    with pytest.raises(ProtocolError, match="moved on to round 5"):
+        bob.receive(EndOfRun)
+    bob.round_id = 5
+    with pytest.raises(PeerAborted, match="round 5's own abort"):
+        bob.receive(EndOfRun)
 
 
 def test_a_peer_abort_ends_the_round_unless_expected(pair):
@@ -74,7 +101,7 @@ def test_a_peer_abort_ends_the_round_unless_expected(pair):
 
 def test_an_unexpected_kind_is_a_protocol_error(pair):
     alice, bob, _, _ = pair
-    alice.send(EndOfRun(round_id=0, reason="done"))
+    alice.send(EndOfRun(round_id=0, reason="done", committed=""))
     with pytest.raises(ProtocolError, match="expected RoundStart from alice, got EndOfRun"):
         bob.receive(RoundStart)
 

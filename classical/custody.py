@@ -1,0 +1,118 @@
+"""Custody of a final key between privacy amplification and the key store: the two-phase commit.
+
+A round's final key is first *held pending* by each user. Alice's ``Amplify`` states the key and
+the authentication key it repays; Bob checks both against his own view, holds the same key pending
+and sends ``Confirm``; Alice *commits* on ``Confirm`` (pools replenished from the key's head, the
+rest delivered to her key store) and sends ``Committed``; Bob commits on ``Committed``. A pending
+key that is not confirmed is *discarded* on both sides, with the reason, and since pools are only
+replenished on commit, they stay in step.
+
+``Committed`` may not reach Bob (dropped, delayed, forged). He then keeps the key pending and
+settles it the next time Alice says which key she committed last: her next ``Amplify`` or her
+``EndOfRun`` carry it (:meth:`KeyCustody.resolve`). Only the loss of the very last message of a
+run can leave the two stores different (the two generals' problem has no finite solution); a key
+Bob still holds pending when he stops is discarded and reported, never delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from classical.secure import Repayment, SecureLink
+
+Role = Literal["alice", "bob"]
+Deliver = Callable[[str, int, np.ndarray], None]
+"""(key ID, round, net key bits) → stores the key: called once per committed key with bits."""
+
+
+@dataclass(frozen=True)
+class PendingKey:
+    round_id: int
+    key_id: str
+    key: np.ndarray  # the final key, before repayment
+    repayment: Repayment
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What became of a pending key."""
+
+    round_id: int
+    key_id: str
+    committed: bool
+    net_bits: int = 0  # delivered to the key store (after repayment)
+    replenished_bits: int = 0  # paid back into the authentication pools
+    reason: str | None = None  # why it was discarded
+
+
+class KeyCustody:
+    """One user's pending key (at most one at a time) and the record of what it committed."""
+
+    def __init__(self, role: Role, link: SecureLink | None = None,
+                 deliver: Deliver | None = None,
+                 on_settled: Callable[[Settled], None] | None = None) -> None:
+        self.role, self.link = role, link
+        self._deliver = deliver
+        self._on_settled = on_settled
+        self.pending: PendingKey | None = None
+        self.last_committed = ""
+
+    # --- the repayment a key states and checks -----------------------------------------------
+
+    def stated_repayment(self) -> Repayment:
+        """Alice, about to send ``Amplify``: the A→B progress includes that very frame."""
+        if self.link is None:
+            return Repayment()
+        return self.link.repayment("alice", self.link.last_sealed + 1, self.link.last_accepted)
+
+    def expected_repayment(self) -> Repayment:
+        """Bob, having just accepted ``Amplify``: what Alice should have stated."""
+        if self.link is None:
+            return Repayment()
+        return self.link.repayment("bob", self.link.last_accepted, self.link.last_sealed)
+
+    # --- the two phases ----------------------------------------------------------------------
+
+    def hold(self, key: PendingKey) -> None:
+        if self.pending is not None:
+            raise RuntimeError(f"{self.role} already holds pending key {self.pending.key_id}")
+        self.pending = key
+
+    def commit(self, key_id: str) -> Settled:
+        p = self._take(key_id)
+        net, used = (self.link.settle(p.key, p.repayment, self.role) if self.link is not None
+                     else (p.key, 0))
+        if net.size and self._deliver is not None:
+            self._deliver(p.key_id, p.round_id, net)
+        self.last_committed = p.key_id
+        return self._settled(Settled(p.round_id, p.key_id, True, int(net.size), used))
+
+    def discard(self, key_id: str, reason: str) -> Settled:
+        p = self._take(key_id)
+        return self._settled(Settled(p.round_id, p.key_id, False, reason=reason))
+
+    def resolve(self, alice_last_committed: str) -> Settled | None:
+        """Bob: settle a key still pending, given the last key Alice says she committed."""
+        if self.pending is None:
+            return None
+        key_id = self.pending.key_id
+        if alice_last_committed == key_id:
+            return self.commit(key_id)
+        return self.discard(key_id, f"Alice did not commit {key_id} (her last committed key: "
+                                    f"{alice_last_committed or 'none'})")
+
+    def _take(self, key_id: str) -> PendingKey:
+        if self.pending is None or self.pending.key_id != key_id:
+            held = self.pending.key_id if self.pending else "none"
+            raise RuntimeError(f"{self.role} holds no pending key {key_id} (holds {held})")
+        p, self.pending = self.pending, None
+        return p
+
+    def _settled(self, s: Settled) -> Settled:
+        if self._on_settled is not None:
+            self._on_settled(s)
+        return s

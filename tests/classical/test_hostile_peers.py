@@ -1,0 +1,244 @@
+"""Attacks by a hostile relay and by anyone who reaches the classical channel (issue 10, items
+1–3), each as the attacker would run it, in memory over the real wire format.
+
+* The relay lists slots twice, announces another round's slots, sends malformed arrays, or tells
+  the two users different things: the round aborts with the reason, before any key.
+* A stranger injects forged frames: they are counted and dropped, the round goes on, and both
+  users repay the authentication pools with the same bits.
+* Someone drops, delays or tampers each message of the key commit (Amplify, Confirm, Committed):
+  after the run both key stores are identical, and the pools still authenticate each other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from channel.fiber import Fiber
+from channel.link import Link
+from channel.relay import RelayOptics
+from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
+from channel.source import Source
+from classical.messages import Amplify, Announcement, Committed, Confirm
+from classical.pipeline import QueuePeer, run_key_round, run_key_rounds, shared_link_keys
+from classical.rounds import RecordingObserver, run_alice_round, run_bob_round
+from classical.secure import wegman_carter_link
+from classical.sifting import announcement_digest, check_announcement
+from nodes.users import local_view
+from orchestration.inmemory import emulate_round, round_config
+
+# The metro round of tests/orchestration/test_inmemory.py: a finite key of ~2·10⁵ bits.
+PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
+    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
+ROUND_SLOTS = 3000 << 20
+
+
+@pytest.fixture(scope="module")
+def users():
+    return SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
+
+
+@pytest.fixture(scope="module")
+def honest(users):
+    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(25), Fiber(25),
+                relay=RelayOptics.uniform(0.8, 1e-7))
+    return emulate_round(link, *users, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS, seed=11)
+
+
+def _run(users, ann: Announcement, **kwargs):
+    """One round in which Alice and Bob sift what the relay announced."""
+    alice, bob = users
+    return run_key_round(ann, local_view(alice, ann), local_view(bob, ann),
+                         round_config(alice, bob), 3, **kwargs)
+
+
+def _run_split(users, ann_a: Announcement, ann_b: Announcement):
+    """Alice sifts ``ann_a``, Bob ``ann_b``: a relay that tells them different things."""
+    alice, bob = users
+    cfg = round_config(alice, bob)
+    ka, kb = shared_link_keys(1 << 16, np.random.default_rng(0))
+    ab, ba = queue.Queue(), queue.Queue()
+    pa = QueuePeer(wegman_carter_link(ka, "alice", "bob"), ab, ba, 20, None, "alice->bob")
+    pb = QueuePeer(wegman_carter_link(kb, "bob", "alice"), ba, ab, 20, None, "bob->alice")
+    out = {}
+
+    def side(name, run, ann, gen, peer, seed):
+        out[name] = run(ann, local_view(gen, ann), cfg, peer, np.random.default_rng(seed),
+                        RecordingObserver())
+
+    threads = [threading.Thread(target=side, args=("a", run_alice_round, ann_a, alice, pa, 1)),
+               threading.Thread(target=side, args=("b", run_bob_round, ann_b, bob, pb, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out["a"], out["b"]
+
+
+# --- item 1: announcements are checked, never taken on trust -----------------------------------
+
+
+def test_the_honest_round_yields_a_key(users, honest):
+    result = _run(users, honest.announcement)
+    assert result.keys_match and result.alice.key.size > 10_000
+
+
+def test_slots_listed_twice_abort_the_round_instead_of_doubling_the_key(users, honest):
+    ann = honest.announcement
+    doubled = dataclasses.replace(ann, slots=np.repeat(ann.slots, 2), bell=np.repeat(ann.bell, 2))
+    result = _run(users, doubled)
+    assert result.alice.key is None and result.bob.key is None
+    assert "strictly increasing" in result.alice.abort_reason
+    assert "strictly increasing" in result.bob.abort_reason
+
+
+def test_a_relay_that_tells_the_users_different_things_is_caught_before_any_key(users, honest):
+    ann = honest.announcement
+    bell = ann.bell.copy()
+    bell[::2] = 3 - bell[::2]  # ψ⁺ ↔ ψ⁻ on every other slot, for Bob only
+    a, b = _run_split(users, ann, dataclasses.replace(ann, bell=bell))
+    assert a.key is None and b.key is None
+    assert "different announcements" in a.abort_reason + b.abort_reason
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda a: dataclasses.replace(a, round_id=8), "for round 8"),
+    (lambda a: dataclasses.replace(a, start_slot=a.start_slot + ROUND_SLOTS,
+                                   stop_slot=a.stop_slot + ROUND_SLOTS), "covers slots"),
+    (lambda a: dataclasses.replace(a, slots=a.slots.reshape(-1, 1)), "one-dimensional"),
+    (lambda a: dataclasses.replace(a, slots=a.slots.astype(np.float64)), "integer"),
+    (lambda a: dataclasses.replace(a, bell=a.bell[:-1]), "Bell states must be uint8"),
+    (lambda a: dataclasses.replace(a, bell=np.where(a.bell == 1, 0, a.bell).astype(np.uint8)),
+     "other than"),
+    (lambda a: dataclasses.replace(a, slots=a.slots[::-1].copy(), bell=a.bell[::-1].copy()),
+     "strictly increasing"),
+    (lambda a: dataclasses.replace(a, slots=a.slots + ROUND_SLOTS), "outside the round"),
+])
+def test_every_malformed_announcement_is_refused_with_its_reason(honest, mutate, problem):
+    ann = honest.announcement
+    check_announcement(ann, 7, 0, ROUND_SLOTS)  # the honest one passes
+    with pytest.raises(ValueError, match=problem):
+        check_announcement(mutate(ann), 7, 0, ROUND_SLOTS)
+
+
+def test_another_rounds_slots_announced_again_are_refused(honest):
+    """Round 7's slots re-announced as round 8's: the same raw bits must not make two keys."""
+    replayed = dataclasses.replace(honest.announcement, round_id=8)
+    with pytest.raises(ValueError, match="covers slots"):
+        check_announcement(replayed, 8, ROUND_SLOTS, 2 * ROUND_SLOTS)
+
+
+def test_the_digest_covers_every_field(honest):
+    ann = honest.announcement
+    d = announcement_digest(ann)
+    slots = ann.slots.copy()
+    slots[-1] += 1
+    for other in (dataclasses.replace(ann, round_id=8), dataclasses.replace(ann, stop_slot=1),
+                  dataclasses.replace(ann, slots=slots),
+                  dataclasses.replace(ann, bell=3 - ann.bell)):
+        assert announcement_digest(other) != d
+
+
+# --- item 2: forged frames are dropped and do not touch the pools' accounting -----------------
+
+
+def _forge(frame: bytes, ahead: int) -> bytes:
+    """The frame claiming a sequence number ``ahead`` further on, with a wrong tag."""
+    seq = int.from_bytes(frame[1:9], "big") + ahead
+    return frame[:1] + seq.to_bytes(8, "big") + frame[9:-1] + bytes([frame[-1] ^ 1])
+
+
+def test_forged_frames_are_dropped_and_both_users_repay_the_same_bits(users, honest):
+    """One forged frame per direction, each claiming a sequence number ahead so that the
+    verifier draws pads early: before the fix it aborted the round (or, once it got through,
+    made the users take different repayment bits from the same key)."""
+    injected = {"alice->bob": 0, "bob->alice": 0}
+
+    def inject(direction: str, frame: bytes) -> list[bytes]:
+        injected[direction] += 1
+        if injected[direction] == 2:
+            return [_forge(frame, 40), frame]
+        return [frame]
+
+    result = _run(users, honest.announcement, wire=inject)
+    assert result.keys_match, (result.alice.abort_reason, result.bob.abort_reason)
+    ra, rb = result.alice.report, result.bob.report
+    assert ra["auth_key_bits_replenished"] == rb["auth_key_bits_replenished"] > 0
+    assert ra["net_secure_bits"] == rb["net_secure_bits"] > 0
+
+
+# --- item 3: the two-phase key commit ---------------------------------------------------------
+
+KIND_OFFSET = 13 + 1  # frame header (13 bytes), then the codec's version byte, then the kind
+TIMEOUT_S = 6.0
+
+
+def _attack(kind: type, how: str):
+    """A wire that drops, delays (past the receiver's timeout) or tampers the first message of
+    ``kind`` in round 1."""
+    done = []
+
+    def wire(direction: str, frame: bytes):
+        if done or frame[KIND_OFFSET] != kind.KIND or b'"round_id":1' not in frame:
+            return frame
+        done.append(how)
+        if how == "drop":
+            return None
+        if how == "delay":
+            time.sleep(TIMEOUT_S * 1.5)
+            return frame
+        return frame[:30] + bytes([frame[30] ^ 0x04]) + frame[31:]  # tamper
+
+    return wire, done
+
+
+@pytest.fixture(scope="module")
+def three_rounds(honest):
+    return [(dataclasses.replace(honest.announcement, round_id=r), honest.alice, honest.bob)
+            for r in range(3)]
+
+
+def _stores_in_step(result) -> None:
+    assert result.stores_match, (sorted(result.alice_store), sorted(result.bob_store))
+    # the pools are still identical on both ends: the last round committed on both sides
+    assert result.alice[-1].committed and result.bob[-1].committed
+    ka, kb = result.keys
+    assert ka.outgoing.replenished_bytes == kb.incoming.replenished_bytes
+    assert ka.incoming.replenished_bytes == kb.outgoing.replenished_bytes
+
+
+def test_an_undisturbed_run_commits_every_key_on_both_sides(users, three_rounds):
+    result = run_key_rounds(three_rounds, round_config(*users), 5, timeout_s=TIMEOUT_S)
+    assert len(result.alice_store) == 3
+    _stores_in_step(result)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", [Amplify, Confirm, Committed])
+@pytest.mark.parametrize("how", ["drop", "delay", "tamper"])
+def test_each_commit_message_dropped_delayed_or_tampered_leaves_identical_stores(
+        users, three_rounds, kind, how):
+    wire, done = _attack(kind, how)
+    result = run_key_rounds(three_rounds, round_config(*users), 5, wire=wire,
+                            timeout_s=TIMEOUT_S)
+    assert done == [how]
+    _stores_in_step(result)
+
+
+@pytest.mark.parametrize("kind", [Amplify, Committed])
+def test_a_lost_commit_message_leaves_identical_stores(users, three_rounds, kind):
+    """The quick version of the matrix above (which runs with the slow tests)."""
+    wire, done = _attack(kind, "drop")
+    result = run_key_rounds(three_rounds, round_config(*users), 5, wire=wire,
+                            timeout_s=TIMEOUT_S)
+    assert done == ["drop"]
+    _stores_in_step(result)
+    if kind is Committed:  # Bob held round 1's key pending and settled it on the next Amplify
+        assert result.bob[1].pending and "r1-" in " ".join(result.bob_store)
+    else:
+        assert result.alice[1].aborted and result.bob[1].aborted
