@@ -4,7 +4,8 @@ Run directory (every file and field: docs/run-directory.md)::
 
     config.json          resolved scenario and endpoints (what the nodes read)
     rounds.jsonl         one line per key round (Alice's view, with Bob's outcome beside it)
-    summary.json         rounds, aborted, secure_bits, key_rate_bps_emulated, qber, keys_match …
+    summary.json         rounds, aborted, secure_bits, key_rate_bps_emulated, qber, keys_match,
+                         authentication …
     traces/<node>.jsonl  OpenTelemetry spans, one JSON object per line
     <node>/metrics.json  counters of each node; alice/ and bob/ also hold keys.sqlite
     logs/<node>.log      each process's output
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAuthenticator
 from nodes.keystore import KeyStore
 from orchestration.config import Scenario
 from orchestration.launchers import Launcher, LocalProcessLauncher
@@ -123,6 +125,32 @@ def rounds_wall_seconds(rounds: list[dict[str, Any]]) -> float | None:
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 
+#: Bytes per slot of a round that bound any one classical message of the round: the largest, the
+#: announcement, carries 9 (an int64 slot number and a Bell byte per announced slot); sifting,
+#: X bits and reconciliation carry fewer per slot, and the rest are of fixed size.
+MESSAGE_BYTES_PER_SLOT = 16
+#: Room for headers and the fixed-size messages on top of the per-slot bound.
+MESSAGE_BYTES_OVERHEAD = 1 << 20
+
+
+def authentication_record(scenario: Scenario) -> dict[str, Any]:
+    """``summary.json``'s ``authentication``: the mode, and its ε per authenticated message.
+
+    Wegman–Carter: the forgery bound of ``WegmanCarterAuthenticator.forgery_bound`` for messages
+    of at most ``message_bytes_bound`` bytes (``MESSAGE_BYTES_PER_SLOT`` per slot of a round, plus
+    ``MESSAGE_BYTES_OVERHEAD``); a run's ε_auth is that times the number of verified messages and
+    forgery attempts (docs/finite-key.md §4). HMAC: no information-theoretic ε
+    (``"computational"``). The nodes do not count authenticated messages, so none is given.
+    """
+    if scenario.authentication.mode == "hmac":
+        return {"mode": HmacAuthenticator.mode, "epsilon_per_message": "computational"}
+    bound = MESSAGE_BYTES_PER_SLOT * scenario.round_slots + MESSAGE_BYTES_OVERHEAD
+    # the bound depends on the tag's size only; the pool behind this instance is never used
+    authenticator = WegmanCarterAuthenticator(KeyPool(bytes(1 << 10)))
+    return {"mode": authenticator.mode, "epsilon_per_message": authenticator.forgery_bound(bound),
+            "message_bytes_bound": bound, "tag_bits": 8 * authenticator.tag_bytes}
+
+
 def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
               fingerprint: bool = False) -> dict[str, Any]:
     alice_rounds = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
@@ -161,6 +189,7 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
         "realtime_factor": emulated / wall_seconds if wall_seconds else None,
         "rounds_wall_seconds": rounds_wall,
         "realtime_factor_rounds": emulated / rounds_wall if rounds_wall else None,
+        "authentication": authentication_record(scenario),
     }
     if fingerprint and keys_match:
         h = hashlib.sha256()

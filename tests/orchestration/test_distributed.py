@@ -63,6 +63,21 @@ def test_identical_keys_on_both_sides_of_the_estimated_length(quickstart_run):
         summary["secure_bits"] / summary["emulated_seconds"])
 
 
+def test_summary_json_records_the_authentication_mode_and_its_epsilon(quickstart_run):
+    scenario, run_dir, summary = quickstart_run
+    written = json.loads((run_dir / "summary.json").read_text())
+    assert written["authentication"] == summary["authentication"]
+    auth = written["authentication"]
+    assert scenario.authentication.mode == "wegman-carter"
+    assert auth["mode"] == "information-theoretic-wegman-carter" and auth["tag_bits"] == 128
+    # two evaluations of a polynomial hash over GF(2^61 - 1): ((N + 1) / p)^2 for N 32-bit blocks
+    assert auth["message_bytes_bound"] >= 9 * scenario.round_slots  # an announcement of every slot
+    blocks = -(-auth["message_bytes_bound"] // 4)
+    assert auth["epsilon_per_message"] == pytest.approx(((blocks + 1) / (2**61 - 1)) ** 2,
+                                                        rel=1e-12)
+    assert auth["epsilon_per_message"] < 1e-15
+
+
 def test_one_trace_per_round_spans_all_three_nodes(quickstart_run):
     _, run_dir, _ = quickstart_run
     spans = load_spans(run_dir)
