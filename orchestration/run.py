@@ -145,7 +145,7 @@ def authentication_record(scenario: Scenario) -> dict[str, Any]:
     if scenario.authentication.mode == "hmac":
         return {"mode": HmacAuthenticator.mode, "epsilon_per_message": "computational"}
     bound = MESSAGE_BYTES_PER_SLOT * scenario.round_slots + MESSAGE_BYTES_OVERHEAD
-    # the bound depends on the tag's size only; the pool behind this instance is never used
+    # the bound depends on the message size and the tag's evaluations; this pool is never used
     authenticator = WegmanCarterAuthenticator(KeyPool(bytes(1 << 10)))
     return {"mode": authenticator.mode, "epsilon_per_message": authenticator.forgery_bound(bound),
             "message_bytes_bound": bound, "tag_bits": 8 * authenticator.tag_bytes}
