@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from classical.messages import Committed
 from nodes.keystore import KeyStore
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.faults import MailboxProxy, flip_byte
@@ -26,13 +27,16 @@ def _run(tmp: Path, name: str, **overrides):
     return scenario, run_dir
 
 
-def _execute_behind_proxy(scenario, run_dir: Path, mutation):
-    """Run with a fault-injecting proxy in front of Alice's mailbox (every node exits 0)."""
+def _execute_behind_proxy(scenario, run_dir: Path, mutation, node: str = "alice",
+                          message_timeout_s: float = 10.0):
+    """Run with a fault-injecting proxy in front of ``node``'s mailbox (every node exits 0); a
+    message that does not come ends the wait after ``message_timeout_s``."""
     config = json.loads((run_dir / "config.json").read_text())
     proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
-    config["run"]["connect"] = {"alice": proxy_address}
+    config["run"]["connect"] = {node: proxy_address}
+    config["run"]["message_timeout_s"] = message_timeout_s
     (run_dir / "config.json").write_text(json.dumps(config))
-    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"]["alice"], mutation)
+    proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"][node], mutation)
     try:
         return execute(scenario, run_dir), proxy
     finally:
@@ -151,14 +155,17 @@ def test_too_few_counts_abort_with_the_reason_and_store_nothing(tmp_path):
     assert list(KeyStore(run_dir / "alice" / "keys.sqlite").items()) == []
 
 
-def test_a_classical_frame_altered_on_the_wire_aborts_the_round(tmp_path):
+def test_a_classical_frame_altered_on_the_wire_is_dropped_and_its_loss_aborts_the_round(
+        tmp_path):
     scenario, run_dir = _run(tmp_path, "tampered", **SMALL)
-    # Bob's first frame to Alice (his sifting info) gets one bit flipped on the wire
-    summary, proxy = _execute_behind_proxy(scenario, run_dir, flip_byte("bob", index=0))
+    # Bob's first frame to Alice (his sifting info) gets one bit flipped on the wire: Alice
+    # counts and drops it, and the round ends without it (Bob's next message comes instead)
+    summary, proxy = _execute_behind_proxy(scenario, run_dir, flip_byte("bob", index=0),
+                                           message_timeout_s=3)
     assert proxy.altered == 1
     assert summary["aborted"] == 1 and summary["secure_bits"] == 0
     (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
-    assert "AuthenticationError" in row["abort_reason"]
+    assert "expected SiftingInfo from bob" in row["abort_reason"]
     metrics = json.loads((run_dir / "alice" / "metrics.json").read_text())
     assert metrics["rejected_from_bob_AuthenticationError"] == 1
     assert list(KeyStore(run_dir / "bob" / "keys.sqlite").items()) == []
@@ -195,10 +202,12 @@ def test_nodes_stop_cleanly_on_sigterm(tmp_path):
 def test_a_tampered_announcement_aborts_the_round_on_both_sides_without_a_crash(tmp_path):
     scenario, run_dir = _run(tmp_path, "announcement", **SMALL)
     summary, _ = _execute_behind_proxy(scenario, run_dir,
-                                       flip_byte("charles", index=0, offset=40))
+                                       flip_byte("charles", index=0, offset=40),
+                                       message_timeout_s=3)
     (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert "no announcement from charles" in row["abort_reason"]
-    assert "AuthenticationError" in row["abort_reason"]
+    metrics = json.loads((run_dir / "alice" / "metrics.json").read_text())
+    assert metrics["rejected_from_charles_AuthenticationError"] == 1  # counted and dropped
     assert row["bob_aborted"] and "no announcement from charles" in row["bob_abort_reason"]
     assert summary["secure_bits"] == 0
 
@@ -214,3 +223,33 @@ def test_a_package_in_the_working_directory_cannot_shadow_the_installed_nodes(tm
     scenario, run_dir = _run(tmp_path, "shadow", **SMALL)
     summary = execute(scenario, run_dir)
     assert summary["rounds"] == 1  # the nodes ran the installed code to the end
+
+
+def _drop_first(sender: str, kind: int):
+    """Drop the first frame from ``sender`` whose message kind is ``kind`` (the payload's kind
+    byte sits after the 13-byte frame header and the codec's version byte)."""
+    dropped = []
+
+    def mutate(s: str, i: int, frame: bytes) -> bytes | None:
+        if s == sender and not dropped and len(frame) > 14 and frame[14] == kind:
+            dropped.append(i)
+            return None
+        return frame
+
+    return mutate, dropped
+
+
+def test_a_lost_committed_message_leaves_both_key_stores_identical(tmp_path):
+    """Issue 10 (item 3) across real processes: Alice's ``Committed`` for round 0 never reaches
+    Bob. He holds round 0's key pending, settles it when Alice's next ``Amplify`` names it, and
+    both stores end identical, with every round's key."""
+    scenario, run_dir = _run(tmp_path, "commit", rounds=2)
+    mutate, dropped = _drop_first("alice", Committed.KIND)
+    summary, _ = _execute_behind_proxy(scenario, run_dir, mutate, node="bob",
+                                       message_timeout_s=5)
+    assert dropped and summary["keys_match"] is True and summary["aborted"] == 0
+    a = dict((k, v.tolist()) for k, _, v in KeyStore(run_dir / "alice" / "keys.sqlite").items())
+    b = dict((k, v.tolist()) for k, _, v in KeyStore(run_dir / "bob" / "keys.sqlite").items())
+    assert a == b and len(a) == 2
+    bob_rows = [json.loads(x) for x in (run_dir / "bob" / "rounds.jsonl").read_text().splitlines()]
+    assert [r.get("key_status") for r in bob_rows if r["round"] == 0] == ["pending", "committed"]
