@@ -13,7 +13,7 @@ from opentelemetry import trace
 
 from classical.secure import SecureLink
 from nodes.tracing import current_traceparent
-from nodes.transport import Counters, Mailbox, Outbox, ZmqPeer
+from nodes.transport import MAX_CLASSICAL_MESSAGE_BYTES, Counters, Mailbox, Outbox, ZmqPeer
 
 NODE_NAMES = ("alice", "bob", "charles")
 
@@ -39,13 +39,15 @@ class NodeContext:
     tracer: trace.Tracer
     run_dir: Path
     timeout_s: float = 300.0
+    #: the mailbox's ZeroMQ MAXMSGSIZE (``nodes.transport.classical_max_message_bytes``)
+    max_message_bytes: int = MAX_CLASSICAL_MESSAGE_BYTES
     stop: threading.Event = field(default_factory=threading.Event)
     counters: Counters = field(default_factory=Counters)
 
     def __post_init__(self) -> None:
         self.zmq = zmq.Context()
         self.mailbox = Mailbox(self.zmq, self.endpoints.mailbox[self.name], list(self.links),
-                               self.counters, self.stop)
+                               self.counters, self.stop, self.max_message_bytes)
         self.outboxes = {p: Outbox(self.zmq, self.endpoints.peer_address(p), self.name)
                          for p in self.links}
         self.peers = {p: ZmqPeer(p, link, self.mailbox, self.outboxes[p], self.counters,

@@ -13,6 +13,8 @@ Two parts, kept apart on purpose (docs/trust-boundaries.md):
 
 from __future__ import annotations
 
+import contextlib
+import queue
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -30,7 +32,12 @@ from classical.sifting import PSI_MINUS, PSI_PLUS
 from nodes.base import NodeContext
 from nodes.relay_software import CharlesConfig, bell_successes
 from nodes.tracing import context_from, link_to
-from nodes.transport import PulseBatch, PulseReceiver
+from nodes.transport import Counters, PulseBatch, PulseBatchRejected, PulseLayout, PulseReceiver
+
+#: Rounds the emulator holds pulse batches for: the oldest incomplete round and the next one (the
+#: users emit round r + 1 while round r is distilled, ``nodes.users``), and one more for margin.
+#: Batches of later rounds are refused, so what waits for a partner is bounded by the layout.
+ROUNDS_IN_FLIGHT = 3
 
 
 @dataclass(frozen=True)
@@ -55,18 +62,32 @@ class ChannelEmulator:
     """Nature at the relay: pulse batches in, detector clicks out.
 
     Pairs Alice's and Bob's batches of the same frames and samples them together; the pulse
-    descriptions never leave it.
+    descriptions never leave it. Only batches ``layout`` allows are taken
+    (``PulseBatch.from_parts``), only for the ``ROUNDS_IN_FLIGHT`` rounds from the oldest
+    incomplete one, and only once per user and frame position, so ``waiting`` holds at most
+    ``ROUNDS_IN_FLIGHT`` rounds of batches per user. A round is complete when every batch position
+    of it has been paired.
     """
 
     link: Link
     plans: dict[str, SettingsPlan]
     seed: int
+    layout: PulseLayout
     sampler: str = "fast"
     singles: np.ndarray = field(default_factory=lambda: np.zeros(N_DETECTORS, np.int64))
     waiting: dict[str, dict[int, PulseBatch]] = field(
         default_factory=lambda: {"alice": {}, "bob": {}})
-    finished: dict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: first frames of the batches paired so far, per round not yet behind ``next_round``
+    paired: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
+    #: rounds below this are complete; batches of them are stale
+    next_round: int = 0
+    _complete: set[int] = field(default_factory=set)
     _ready: dict[int, tuple[PulseBatch, PulseBatch]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.layout.combos) != set(self.waiting) or any(
+                self.layout.combos[u] != self.plans[u].n_combos for u in self.waiting):
+            raise ValueError(f"layout classes {dict(self.layout.combos)} do not match the plans")
 
     def _settings(self, batch: PulseBatch) -> SettingsGenerator:
         gen = SettingsGenerator(self.plans[batch.user], batch.settings_key, self.link.frame_bits)
@@ -76,31 +97,38 @@ class ChannelEmulator:
     def accept(self, parts: list[object]) -> ReadyFrames | None:
         """One wire message; ``ReadyFrames`` once both users' batches of its frames are in.
 
-        Raises ValueError (or KeyError/TypeError) for a malformed batch; the caller counts it.
+        Raises ``PulseBatchRejected`` (only) for a batch it refuses; nothing is kept of it.
         """
-        batch = PulseBatch.from_parts(parts)
-        if batch.user not in self.waiting:
-            raise ValueError(f"unknown user {batch.user!r}")
+        batch = PulseBatch.from_parts(parts, self.layout)
+        r, first = batch.round_id, batch.first_frame
+        if r < self.next_round or r in self._complete or first in self.paired.get(r, ()):
+            raise PulseBatchRejected("stale", f"{batch.user}'s batch at frame {first} of round "
+                                     f"{r}: those frames were measured already")
+        if r >= self.next_round + ROUNDS_IN_FLIGHT:
+            raise PulseBatchRejected("ahead", f"{batch.user}'s batch of round {r}: round "
+                                     f"{self.next_round} is not complete yet")
+        if first in self.waiting[batch.user]:
+            raise PulseBatchRejected("duplicate", f"{batch.user}'s batch at frame {first} is "
+                                     f"already waiting for its partner")
         other = "bob" if batch.user == "alice" else "alice"
-        partner = self.waiting[other].pop(batch.first_frame, None)
+        partner = self.waiting[other].pop(first, None)
         if partner is None:
-            self.waiting[batch.user][batch.first_frame] = batch
+            self.waiting[batch.user][first] = batch
             return None
         a, b = (batch, partner) if batch.user == "alice" else (partner, batch)
-        if (a.first_frame, a.n_frames, a.round_id) != (b.first_frame, b.n_frames, b.round_id):
-            raise ValueError(f"pulse batches do not cover the same frames: alice "
-                             f"{a.first_frame}+{a.n_frames}, bob {b.first_frame}+{b.n_frames}")
-        for user, x in (("alice", a), ("bob", b)):
-            if x.last_in_round:
-                self.finished[x.round_id].add(user)
-        complete = self.finished[a.round_id] == {"alice", "bob"}
+        paired = self.paired[r]
+        paired.add(first)
+        complete = len(paired) == self.layout.batches_per_round
         if complete:
-            self.finished.pop(a.round_id)
-        handle = a.first_frame
-        self._ready[handle] = (a, b)
+            self._complete.add(r)
+            while self.next_round in self._complete:
+                self._complete.remove(self.next_round)
+                self.paired.pop(self.next_round, None)
+                self.next_round += 1
+        self._ready[first] = (a, b)
         size = 1 << self.link.frame_bits
-        return ReadyFrames(a.round_id, a.first_frame * size, (a.first_frame + a.n_frames) * size,
-                           complete, (a.traceparent, b.traceparent), handle)
+        return ReadyFrames(r, first * size, (first + a.n_frames) * size, complete,
+                           (a.traceparent, b.traceparent), first)
 
     def measure_ready(self, ready: ReadyFrames) -> DetectionRecords:
         return self.measure(*self._ready.pop(ready.handle))
@@ -122,12 +150,30 @@ class ChannelEmulator:
                 for name, c in zip(DETECTOR_NAMES, self.singles, strict=True)}
 
 
+def take_pulse_batch(nature: ChannelEmulator, parts: list[object],
+                     counters: Counters) -> ReadyFrames | None:
+    """Charles's receive path for one message of the pulse channel: counted as received
+    (``pulse_batches_received_total``), then as accepted (``pulse_batches_accepted_total``) or
+    dropped (``pulse_batches_dropped_total`` and ``pulse_batches_dropped_<reason>``). A refused
+    batch is dropped, never raised: hostile input cannot end the relay."""
+    counters.add("pulse_batches_received_total")
+    try:
+        ready = nature.accept(parts)
+    except PulseBatchRejected as e:
+        counters.add("pulse_batches_dropped_total")
+        counters.add(f"pulse_batches_dropped_{e.reason}")
+        return None
+    counters.add("pulse_batches_accepted_total")
+    return ready
+
+
 class CharlesNode:
     """Charles's software: sees ``ReadyFrames`` and detection records, and announces."""
 
     def __init__(self, ctx: NodeContext, nature: ChannelEmulator, config: CharlesConfig) -> None:
         self.ctx, self.nature, self.config = ctx, nature, config
-        self.pulses = PulseReceiver(ctx.zmq, ctx.endpoints.pulses)
+        self.pulses = PulseReceiver(ctx.zmq, ctx.endpoints.pulses,
+                                    nature.layout.max_message_bytes())
         # Charles decides each batch's Bell states as it is measured and keeps only successes
         self.successes: dict[int, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.coincidences: dict[int, int] = defaultdict(int)
@@ -136,27 +182,31 @@ class CharlesNode:
     def run(self) -> None:
         alice_q = self.ctx.mailbox.queues["alice"]
         while True:
-            if not alice_q.empty():  # Alice's EndOfRun (authenticated like everything else)
-                try:
-                    self.ctx.peers["alice"].receive(EndOfRun)
+            # Alice's EndOfRun (authenticated like everything else), opened without waiting: a
+            # forged frame in her queue must not hold up the pulses
+            with contextlib.suppress(queue.Empty):
+                if self._end_of_run(alice_q.get_nowait()):
                     return
-                except (ProtocolError, PeerAborted) as e:  # counted and dropped
-                    self.ctx.counters.add("unexpected_messages_from_alice")
-                    print(f"charles: dropped a message from alice: {e}", flush=True)
             parts = self.pulses.receive_or_none(self.ctx.stop)
-            if parts is None:
-                continue
-            self.ctx.counters.add("pulse_batches_received_total")
-            try:
-                ready = self.nature.accept(parts)
-            except (ValueError, KeyError, TypeError) as e:
-                self.ctx.counters.add("pulse_batches_dropped_malformed")
-                self.ctx.counters.add(f"pulse_batch_error_{type(e).__name__}")
-                continue
-            if ready is not None:
-                self._measure(ready)
-                if ready.round_complete:
-                    self._announce(ready.round_id, ready.traceparents[0])
+            if parts is not None:
+                self.on_pulses(parts)
+
+    def _end_of_run(self, frame: bytes) -> bool:
+        try:
+            return self.ctx.peers["alice"].open(frame, (EndOfRun,)) is not None
+        except (ProtocolError, PeerAborted) as e:  # counted and dropped
+            self.ctx.counters.add("unexpected_messages_from_alice")
+            print(f"charles: dropped a message from alice: {e}", flush=True)
+            return False
+
+    def on_pulses(self, parts: list[object]) -> None:
+        """One message of the pulse channel: a refused batch is counted and dropped; a ready pair
+        is measured, and a complete round announced."""
+        ready = take_pulse_batch(self.nature, parts, self.ctx.counters)
+        if ready is not None:
+            self._measure(ready)
+            if ready.round_complete:
+                self._announce(ready.round_id, ready.traceparents[0])
 
     def _measure(self, ready: ReadyFrames) -> None:
         links = [x for x in map(link_to, ready.traceparents) if x is not None]

@@ -36,16 +36,20 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def build_node(role: str, run: RunConfig, scenario: Scenario, tracer):  # type: ignore[no-untyped-def]
     from nodes.base import Endpoints, NodeContext
+    from nodes.transport import PulseLayout, classical_max_message_bytes
 
     endpoints = Endpoints(run.mailboxes, run.pulses, run.connect)
     ctx = NodeContext(role, endpoints, secure_links(role, run, scenario), tracer, run.run_dir,
-                      timeout_s=run.message_timeout_s)
+                      timeout_s=run.message_timeout_s,
+                      max_message_bytes=classical_max_message_bytes(scenario.round_slots))
     if role == "charles":
         from nodes.charles import ChannelEmulator, CharlesNode
 
         link = build_link(scenario)
         plans = {u: build_settings(scenario, u).plan for u in ("alice", "bob")}  # type: ignore[arg-type]
-        nature = ChannelEmulator(link, plans, user_keys(scenario)["nature"])
+        layout = PulseLayout(scenario.rounds, scenario.round_frames, scenario.batch_frames,
+                             scenario.frame_bits, {u: p.n_combos for u, p in plans.items()})
+        nature = ChannelEmulator(link, plans, user_keys(scenario)["nature"], layout)
         return ctx, CharlesNode(ctx, nature, build_charles_config(scenario))
     from nodes.users import UserNode, UserPlan
 

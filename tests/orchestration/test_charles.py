@@ -10,7 +10,7 @@ import numpy as np
 
 from nodes import relay_software
 from nodes.charles import ChannelEmulator, CharlesNode, ReadyFrames
-from nodes.transport import PulseBatch
+from nodes.transport import PulseBatch, PulseLayout
 from orchestration.config import (
     DEFAULT_SCENARIO,
     build_charles_config,
@@ -28,7 +28,9 @@ def _batch(user: str, gen, first: int, n: int, last: bool) -> list:
 def test_emulator_pairs_batches_and_charles_learns_no_settings():
     scenario = load_scenario(DEFAULT_SCENARIO, {"frame_bits": 12})
     alice, bob = build_settings(scenario, "alice"), build_settings(scenario, "bob")
-    nature = ChannelEmulator(build_link(scenario), {"alice": alice.plan, "bob": bob.plan}, 1)
+    layout = PulseLayout(1, 4, 4, 12, {"alice": alice.plan.n_combos, "bob": bob.plan.n_combos})
+    nature = ChannelEmulator(build_link(scenario), {"alice": alice.plan, "bob": bob.plan}, 1,
+                             layout)
     assert nature.accept(_batch("alice", alice, 0, 4, True)) is None  # waits for Bob
     ready = nature.accept(_batch("bob", bob, 0, 4, True))
     assert isinstance(ready, ReadyFrames) and ready.round_complete
