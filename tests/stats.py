@@ -31,3 +31,22 @@ def assert_z_scores_consistent(z: list[float] | np.ndarray, label: str = "") -> 
              f"max|z| = {np.abs(z).max():.2f} (limit {z_limit:.2f}), z = {np.round(z, 2).tolist()}"
     assert chi2 <= chi2_limit, detail
     assert np.abs(z).max() <= z_limit, detail
+
+
+def assert_normal_sample_consistent(x: np.ndarray, sigma: float, label: str = "",
+                                    assertions: int = 1) -> None:
+    """Independent draws ``x`` of N(0, σ²): the mean's z-score and Σx²/σ² (χ² with x.size
+    degrees of freedom, two-sided) each at level ALPHA / (2 · ``assertions``), so that
+    ``assertions`` calls together fail a correct sampler with probability at most ALPHA."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    level = ALPHA / (2 * assertions)
+    z = float(x.mean() / (sigma / math.sqrt(n)))
+    z_limit = stats.norm.isf(level / 2)
+    chi2 = float((x**2).sum() / sigma**2)
+    lo, hi = stats.chi2.ppf(level / 2, n), stats.chi2.isf(level / 2, n)
+    detail = (f"{label}: z(mean) = {z:.2f} (limit {z_limit:.2f}), rms/σ = "
+              f"{math.sqrt(chi2 / n):.3f} (limits {math.sqrt(lo / n):.3f}, "
+              f"{math.sqrt(hi / n):.3f})")
+    assert abs(z) <= z_limit, detail
+    assert lo <= chi2 <= hi, detail

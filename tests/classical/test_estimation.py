@@ -373,14 +373,36 @@ def test_chernoff_bounds_solve_the_tail_equations(chi, log_eps):
         assert lo == 0 and hi == pytest.approx(-target)
 
 
-def test_chernoff_interval_covers_the_mean():
-    rng = np.random.default_rng(5)
-    eps = 0.05
-    for mean in (3.0, 40.0, 2000.0):
-        draws = rng.binomial(10**7, mean / 1e7, size=4000)
-        lo, hi = chernoff_bounds(draws, eps)
-        miss = np.mean((mean < lo) | (mean > hi))
-        assert miss <= eps, (mean, miss)
+def _tail_quantiles(dist, epsilon: float) -> tuple[int, int]:
+    """(k_lo, k_hi) of a discrete distribution: the largest k with P(X < k) ≤ ε/2 and the
+    smallest k with P(X > k) ≤ ε/2 (the exact ε/2 quantiles of each tail)."""
+    q = epsilon / 2
+    k_lo = int(dist.ppf(q))  # smallest k with P(X ≤ k) ≥ q, so P(X < k) < q ≤ P(X < k + 1)
+    k_hi = int(dist.isf(q))
+    while dist.sf(k_hi - 1) <= q:
+        k_hi -= 1
+    while dist.sf(k_hi) > q:
+        k_hi += 1
+    return k_lo, k_hi
+
+
+@pytest.mark.parametrize("mean", [0.5, 3.0, 40.0, 2000.0, 1e6])
+@pytest.mark.parametrize("epsilon", [0.05, 1e-3, 1e-10])
+def test_chernoff_interval_covers_the_mean_at_the_exact_tail_quantiles(mean, epsilon):
+    """Each end of the interval fails with probability ≤ ε/2 iff, at the count X would exceed
+    only with probability ≤ ε/2 (its exact quantile), the lower end still lies below the mean,
+    and likewise for the upper end: the ends are monotone in the count. Deterministic, exact for
+    a binomial count (the bound's model: a sum of independent Bernoullis)."""
+    from scipy import stats
+
+    trials = max(10**7, int(100 * mean))
+    dist = stats.binom(trials, mean / trials)
+    k_lo, k_hi = _tail_quantiles(dist, epsilon)
+    assert dist.cdf(k_lo - 1) <= epsilon / 2 < dist.cdf(k_lo)  # the quantiles are exact
+    assert dist.sf(k_hi) <= epsilon / 2 < dist.sf(k_hi - 1)
+    lower, _ = chernoff_bounds(float(k_hi), epsilon)
+    _, upper = chernoff_bounds(float(k_lo), epsilon)
+    assert float(lower) <= mean <= float(upper), (k_lo, k_hi, float(lower), float(upper))
 
 
 def test_realised_bounds_bracket_the_expectation():
@@ -559,23 +581,38 @@ def test_four_intensities_beat_three_asymptotically_at_the_same_signal(distance_
 
 
 def test_a_joint_interval_covers_the_summed_gains_at_its_confidence():
-    """Coverage of one joint constraint, by simulation: two classes with very different numbers
-    of pulse pairs (so the N_G/N_c weights matter), 4000 independent rounds, ε_PE = 0.05. The
-    Chernoff interval may fail with probability ≤ ε_PE; the test allows ε_PE plus three binomial
-    standard deviations. Weighting the counts wrongly (e.g. summing the raw counts) centres the
-    interval on the wrong value and fails every round."""
+    """Exact coverage of one joint constraint: two classes with very different numbers of pulse
+    pairs (so the N_G/N_c weights matter), the probability of every pair of counts within ±12
+    standard deviations (the rest weighs < 1e-30), and each end's failure probability summed
+    over them must be ≤ ε_PE/2. Weighting the counts wrongly (e.g. summing the raw counts)
+    centres the interval on the wrong value and fails nearly always."""
+    from scipy import stats
+
     from classical.estimation import joint_constraints
 
-    rng = np.random.default_rng(11)
     pairs = np.array([[2e5, 5e4]])
     gain = np.array([[3e-3, 8e-3]])
     group = np.ones((1, 2), dtype=bool)
-    eps, trials = 0.05, 4000
-    misses = 0
-    for counts in rng.binomial(pairs.astype(np.int64), gain, size=(trials, 1, 2)):
-        (c,) = joint_constraints("x", counts.astype(float), pairs, [group], "finite", eps)
-        misses += not c.lo <= gain.sum() <= c.hi
-    assert misses <= eps * trials + 3 * math.sqrt(eps * trials)
+    ks, pmfs = [], []
+    for n, p in zip(pairs.ravel().astype(np.int64), gain.ravel(), strict=True):
+        sd = math.sqrt(n * p * (1 - p))
+        k = np.arange(max(0, int(n * p - 12 * sd)), int(n * p + 12 * sd) + 1)
+        ks.append(k)
+        pmfs.append(stats.binom.pmf(k, n, p))
+    k1, k2 = np.meshgrid(*ks, indexing="ij")
+    weight = np.outer(*pmfs)
+    assert weight.sum() == pytest.approx(1.0, abs=1e-12)
+    counts = np.stack([k1.ravel(), k2.ravel()], axis=1).astype(float)
+    for eps in (0.05, 1e-6):
+        # joint_constraints bounds one group at a time; its arithmetic is vectorised here
+        n_min = pairs.min()
+        observed = (n_min / pairs[0] * counts).sum(axis=1)
+        lo, hi = (v / n_min for v in chernoff_bounds(observed, eps))
+        (c,) = joint_constraints("x", counts[1234].reshape(1, 2), pairs, [group], "finite", eps)
+        assert (c.lo, c.hi) == pytest.approx((lo[1234], hi[1234]), rel=1e-12)
+        fail_low = weight.ravel()[lo > gain.sum()].sum()
+        fail_high = weight.ravel()[hi < gain.sum()].sum()
+        assert fail_low <= eps / 2 and fail_high <= eps / 2, (eps, fail_low, fail_high)
     (exact,) = joint_constraints("e", pairs * gain, pairs, [group], "asymptotic", eps)
     assert exact.lo == pytest.approx(gain.sum()) and exact.hi == pytest.approx(gain.sum())
 
