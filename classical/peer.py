@@ -10,7 +10,8 @@ rejected in one round (then the channel is broken and the round aborts, ``Protoc
 and drop an authentic message of an earlier round (left over after an abort); raise
 ``PeerAborted`` on the peer's ``RoundAbort`` unless the caller expects one. A message of a *later*
 round that is not what the caller waits for is kept for that round (``receive`` returns it once
-``round_id`` has caught up) and the wait ends with a ``ProtocolError``: the peer has moved on.
+``round_id`` has caught up, or to a caller that expects its kind, e.g. ``EndOfRun``) and the wait
+ends with a ``ProtocolError``: the peer has moved on.
 Anything else of an unexpected kind is a ``ProtocolError``.
 """
 
@@ -67,7 +68,8 @@ class FramePeer:
 
     def receive(self, *expected: type) -> Any:
         while True:
-            if self._held is not None and self._held.round_id <= self.round_id:
+            if self._held is not None and (self._held.round_id <= self.round_id
+                                           or isinstance(self._held, expected)):
                 held, self._held = self._held, None
                 message = self._dispatch(held, expected)
             else:

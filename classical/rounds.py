@@ -27,6 +27,7 @@ works with either decoy method; the four-intensity layout (s in Z only; μ, ν, 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -486,10 +487,9 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
     except (_Abort, PeerAborted, ProtocolError) as e:
         reason = e.reason if isinstance(e, _Abort) else f"{type(e).__name__}: {e}"
         if isinstance(e, ProtocolError) or (isinstance(e, _Abort) and e.notify_peer):
-            try:
+            # the channel itself may be gone (pool exhausted): the peer then times out instead
+            with contextlib.suppress(ProtocolError):
                 peer.send(RoundAbort(ann.round_id, reason))
-            except ProtocolError:  # the channel itself is gone; the peer times out instead
-                pass
         return RoundOutcome(ann.round_id, None, None, reason, report())
 
 

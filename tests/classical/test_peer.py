@@ -90,6 +90,17 @@ def test_a_later_rounds_message_is_kept_for_that_round(pair):
         bob.receive(EndOfRun)
 
 
+def test_a_kept_message_goes_to_the_first_caller_that_expects_its_kind(pair):
+    """The last round's ``Committed`` was lost: Bob's wait for it ends on Alice's ``EndOfRun``,
+    which must then reach him when he asks for it, still in the last round."""
+    alice, bob, _, _ = pair
+    bob.round_id = 2
+    alice.send(EndOfRun(round_id=3, reason="done", committed="r2-x"))
+    with pytest.raises(ProtocolError, match="moved on to round 3"):
+        bob.receive(RoundStart)
+    assert bob.receive(EndOfRun).committed == "r2-x"
+
+
 def test_a_peer_abort_ends_the_round_unless_expected(pair):
     alice, bob, _, _ = pair
     alice.send(RoundAbort(round_id=0, reason="QBER too high"))

@@ -159,10 +159,6 @@ def test_a_lost_or_altered_verification_message_leaves_no_key_of_that_round(
     _pools_in_step(result)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "source bug: Bob's _bob_commit (classical/rounds.py) takes Alice's EndOfRun as the unexpected "
-    "message that ends his wait for Committed and drops it, so nothing settles his pending key: "
-    "Alice stores the last round's key, Bob discards it"))
 def test_a_lost_committed_in_the_last_round_leaves_identical_stores(users, three_rounds):
     """The last round's ``Committed`` is tampered: only ``EndOfRun`` can settle Bob's key."""
     wire, done = _attack(Committed, "tamper", round_id=2)

@@ -31,7 +31,7 @@ from classical.verification import ELEMENT_BITS
 from nodes.keystore import KeyStore
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.faults import MailboxProxy, Mutation
-from orchestration.run import RunFailed, execute, prepare_run_dir
+from orchestration.run import execute, prepare_run_dir
 from orchestration.runconfig import HOST, free_ports
 
 HEADER_BYTES, TAG_BYTES = 13, 16  # frame header; Wegman–Carter tag (docs/wire-formats.md)
@@ -159,12 +159,6 @@ def test_a_tampered_frame_at_the_end_of_the_round_leaves_no_key_in_either_store(
     assert metrics[f"rejected_from_{sender}_AuthenticationError"] == 1
 
 
-KNOWN_BUG = ("source bug: Bob takes Alice's EndOfRun as the unexpected message that ends his "
-             "wait for Committed (classical/rounds.py _bob_commit) and drops it; he then waits "
-             "between rounds for a message that never comes, and discards his pending key when "
-             "he is stopped")
-
-
 @pytest.mark.slow
 def test_a_tampered_committed_leaves_identical_stores(tapped_run, tmp_path):
     """Bob keeps the last round's key pending and Alice's ``EndOfRun`` settles it."""
@@ -172,13 +166,8 @@ def test_a_tampered_committed_leaves_identical_stores(tapped_run, tmp_path):
     assert untampered["secure_bits"] > 0
     run_dir = prepare_run_dir(scenario, tmp_path / "committed")
     mutate, done = _tamper_first("alice", Committed)
-    try:
-        _execute_behind_proxies(scenario, run_dir, {"bob": mutate}, message_timeout_s=4,
-                                timeout_s=60)
-    except RunFailed as e:
-        if "did not finish" in str(e) and "still running: bob" in str(e):
-            pytest.xfail(KNOWN_BUG)
-        raise
+    _execute_behind_proxies(scenario, run_dir, {"bob": mutate}, message_timeout_s=4,
+                            timeout_s=60)
     assert len(done) == 1
     a, b = _store(run_dir, "alice"), _store(run_dir, "bob")
     assert a == b and len(a) == 1
