@@ -15,16 +15,18 @@ from classical.secure import SecureLink
 from nodes.tracing import current_traceparent
 from nodes.transport import MAX_CLASSICAL_MESSAGE_BYTES, Counters, Mailbox, Outbox, ZmqPeer
 
-NODE_NAMES = ("alice", "bob", "charles")
+NODE_NAMES = ("alice", "bob", "charles", "nature")
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """``tcp://host:port`` of each node's classical mailbox (where it binds) and of the relay's
-    pulse input; ``connect`` optionally routes a node's peers elsewhere (a proxy at the edge)."""
+    """``tcp://host:port`` of each node's classical mailbox (where it binds), of the emulator's
+    pulse input and of Charles's records input; ``connect`` optionally routes a node's peers
+    elsewhere (a proxy at the edge)."""
 
     mailbox: dict[str, str]
     pulses: str
+    records: str = ""
     connect: dict[str, str] = field(default_factory=dict)
 
     def peer_address(self, name: str) -> str:
@@ -46,8 +48,10 @@ class NodeContext:
 
     def __post_init__(self) -> None:
         self.zmq = zmq.Context()
-        self.mailbox = Mailbox(self.zmq, self.endpoints.mailbox[self.name], list(self.links),
-                               self.counters, self.stop, self.max_message_bytes)
+        # nature has no classical link and so no mailbox: it cannot hear a protocol message
+        self.mailbox = (Mailbox(self.zmq, self.endpoints.mailbox[self.name], list(self.links),
+                                self.counters, self.stop, self.max_message_bytes)
+                        if self.links else None)
         self.outboxes = {p: Outbox(self.zmq, self.endpoints.peer_address(p), self.name)
                          for p in self.links}
         self.peers = {p: ZmqPeer(p, link, self.mailbox, self.outboxes[p], self.counters,
@@ -69,5 +73,6 @@ class NodeContext:
         self.stop.set()
         for o in self.outboxes.values():
             o.close()
-        self.mailbox.close()
+        if self.mailbox is not None:
+            self.mailbox.close()
         self.zmq.term()

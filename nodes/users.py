@@ -28,6 +28,7 @@ from opentelemetry.trace import Span, SpanKind
 
 from channel.settings import SettingsGenerator
 from classical.custody import KeyCustody, Settled
+from classical.entropy import OsRandom
 from classical.messages import Announcement, EndOfRun, RoundAbort, RoundStart
 from classical.rounds import (
     LocalView,
@@ -82,6 +83,7 @@ class UserPlan:
     protocol_seed: int
     qber_prior: float
     clock_rate_hz: float
+    os_entropy: bool = False  # protocol randomness from the OS (entropy: os), not the seed
 
 
 class UserNode:
@@ -147,7 +149,8 @@ class UserNode:
             return outcome
         observer = SpanObserver(self.ctx.tracer, round_id)
         run = run_alice_round if self.plan.role == "alice" else run_bob_round
-        rng = np.random.default_rng([self.plan.protocol_seed, round_id])
+        rng = (OsRandom() if self.plan.os_entropy
+               else np.random.default_rng([self.plan.protocol_seed, round_id]))
         outcome = run(ann, local_view(self.plan.settings, ann), self.plan.round_config, peer, rng,
                       observer, self.qber_prior, self.custody)
         with self.ctx.tracer.start_as_current_span("store") as span:

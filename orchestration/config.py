@@ -244,6 +244,9 @@ class Scenario(_Model):
     title: str
     description: str = ""
     seed: int = Field(0, ge=0)
+    entropy: Literal["seeded", "os"] = Field(
+        "seeded", description="seeded: every secret derived from `seed` (reproducible "
+        "emulation); os: from the operating system's generator (not reproducible)")
     clock_rate_hz: float = Field(1e9, gt=0.0)
     rounds: int = Field(gt=0)
     round_frames: int = Field(gt=0, description="frames of 2**frame_bits slots per key round")
@@ -362,7 +365,8 @@ def _fiber(arm: ArmModel) -> Fiber:
                  drift=PolarizationDrift(arm.drift_rad_per_sqrt_s, arm.ramp_rad_per_s))
 
 
-def build_link(s: Scenario) -> Link:
+def build_link(s: Scenario, drift_seed: int | None = None) -> Link:
+    """Nature's link; ``drift_seed`` defaults to the one derived from the scenario's seed."""
     dets = s.relay.detectors if isinstance(s.relay.detectors, list) else [s.relay.detectors] * 4
     relay = RelayOptics(tuple(Detector(d.efficiency, d.dark_count_probability,
                                        jitter_ps=d.jitter_ps) for d in dets))
@@ -376,7 +380,8 @@ def build_link(s: Scenario) -> Link:
         fiber_a=_fiber(s.alice.arm), fiber_b=_fiber(s.bob.arm), relay=relay,
         clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
         clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
-        frame_bits=s.frame_bits, drift_seed=derive_seed(s.seed, "polarization drift"))
+        frame_bits=s.frame_bits,
+        drift_seed=derive_seed(s.seed, "polarization drift") if drift_seed is None else drift_seed)
 
 
 def build_charles_config(s: Scenario) -> CharlesConfig:
@@ -390,9 +395,18 @@ def user_keys(s: Scenario) -> dict[str, int]:
     return {n: derive_seed(s.seed, n) for n in names}
 
 
-def build_settings(s: Scenario, user: Literal["alice", "bob"]) -> SettingsGenerator:
+def settings_plan(s: Scenario, user: Literal["alice", "bob"]) -> SettingsPlan:
+    """A user's public settings plan (intensities, probabilities): no key."""
+    return _plan((s.alice if user == "alice" else s.bob).source)
+
+
+def build_settings(s: Scenario, user: Literal["alice", "bob"],
+                   key: int | None = None) -> SettingsGenerator:
+    """A user's settings generator; ``key`` defaults to the one derived from the scenario's seed
+    (in-process tools and tests: the nodes get theirs from ``orchestration.secrets``)."""
     model = s.alice if user == "alice" else s.bob
-    return SettingsGenerator(_plan(model.source), user_keys(s)[f"{user}_settings"], s.frame_bits)
+    key = user_keys(s)[f"{user}_settings"] if key is None else key
+    return SettingsGenerator(_plan(model.source), key, s.frame_bits)
 
 
 def build_round_config(s: Scenario) -> RoundConfig:

@@ -1,7 +1,8 @@
-"""Where nodes run. ``LocalProcessLauncher``: three OS processes on this machine (the default).
+"""Where nodes run. ``LocalProcessLauncher``: four OS processes on this machine (the default).
 
-A launcher starts the three node programs for a prepared run directory and reports their state;
-the run loop (``orchestration.run``) watches them and fails loudly, naming the node, when one dies.
+A launcher starts the node programs for a prepared run directory (nature, the channel emulator;
+Charles; Bob; Alice) and reports their state; the run loop (``orchestration.run``) watches them,
+fails loudly, naming the node, when one dies, and stops nature once the protocol nodes are done.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-NODE_ORDER = ("charles", "bob", "alice")  # Alice leads, so she starts last
+NODE_ORDER = ("nature", "charles", "bob", "alice")  # Alice leads, so she starts last
+#: The nodes whose end is the run's end; nature serves them and is stopped after them.
+PROTOCOL_NODES = ("alice", "bob", "charles")
 
 
 class Launcher(Protocol):

@@ -2,7 +2,8 @@
 
 Run directory (every file and field: docs/run-directory.md)::
 
-    config.json          resolved scenario and endpoints (what the nodes read)
+    config.json          resolved scenario (without its seed) and endpoints (what the nodes read)
+    <node>/secrets.json  that node's own secrets only, owner-only (orchestration.secrets)
     rounds.jsonl         one line per key round (Alice's view, with Bob's outcome beside it)
     summary.json         rounds, aborted, secure_bits, key_rate_bps_emulated, qber, keys_match,
                          authentication …
@@ -22,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAuthenticator
+from classical.codec import max_message_bytes
 from nodes.keystore import KeyStore
 from orchestration.config import Scenario
-from orchestration.launchers import Launcher, LocalProcessLauncher
+from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.runconfig import local_run_config
+from orchestration.secrets import node_secrets, write_node_secrets
 
 
 class RunFailed(RuntimeError):
@@ -45,8 +48,11 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
     run = local_run_config(out.resolve(), otlp_endpoint)
-    config = {"run": json.loads(run.model_dump_json()), "scenario": scenario.model_dump()}
+    # the master seed stays here: every node reads config.json, and gets its own secrets only
+    public = scenario.model_dump(exclude={"seed"})
+    config = {"run": json.loads(run.model_dump_json()), "scenario": public}
     (out / "config.json").write_text(json.dumps(config, indent=2))
+    write_node_secrets(out, node_secrets(scenario))
     return out
 
 
@@ -91,8 +97,8 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
                 on_progress(Progress(len(rows), scenario.rounds,
                                      sum(r["secure_bits"] for r in rows),
                                      sum(r["emulated_seconds"] for r in rows)))
-            if all(c == 0 for c in codes.values()):
-                break
+            if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
+                break  # nature is stopped below (it serves until then) and writes its metrics
             if time.monotonic() - t0 > timeout_s:
                 running = [n for n, c in codes.items() if c is None]
                 raise RunFailed(f"run did not finish within {timeout_s:.0f} s; still running: "
@@ -125,26 +131,18 @@ def rounds_wall_seconds(rounds: list[dict[str, Any]]) -> float | None:
     return max(e for _, e in spans) - min(s for s, _ in spans)
 
 
-#: Bytes per slot of a round that bound any one classical message of the round: the largest, the
-#: announcement, carries 9 (an int64 slot number and a Bell byte per announced slot); sifting,
-#: X bits and reconciliation carry fewer per slot, and the rest are of fixed size.
-MESSAGE_BYTES_PER_SLOT = 16
-#: Room for headers and the fixed-size messages on top of the per-slot bound.
-MESSAGE_BYTES_OVERHEAD = 1 << 20
-
-
 def authentication_record(scenario: Scenario) -> dict[str, Any]:
     """``summary.json``'s ``authentication``: the mode, and its ε per authenticated message.
 
     Wegman–Carter: the forgery bound of ``WegmanCarterAuthenticator.forgery_bound`` for messages
-    of at most ``message_bytes_bound`` bytes (``MESSAGE_BYTES_PER_SLOT`` per slot of a round, plus
-    ``MESSAGE_BYTES_OVERHEAD``); a run's ε_auth is that times the number of verified messages and
+    of at most ``message_bytes_bound`` bytes (``classical.codec.max_message_bytes``, the bound the
+    receivers enforce); a run's ε_auth is that times the number of verified messages and
     forgery attempts (docs/finite-key.md §4). HMAC: no information-theoretic ε
     (``"computational"``). The nodes do not count authenticated messages, so none is given.
     """
     if scenario.authentication.mode == "hmac":
         return {"mode": HmacAuthenticator.mode, "epsilon_per_message": "computational"}
-    bound = MESSAGE_BYTES_PER_SLOT * scenario.round_slots + MESSAGE_BYTES_OVERHEAD
+    bound = max_message_bytes(scenario.round_slots)
     # the bound depends on the message size and the tag's evaluations; this pool is never used
     authenticator = WegmanCarterAuthenticator(KeyPool(bytes(1 << 10)))
     return {"mode": authenticator.mode, "epsilon_per_message": authenticator.forgery_bound(bound),
@@ -176,6 +174,9 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
     summary: dict[str, Any] = {
         "title": scenario.title,
         "seed": scenario.seed,
+        # seeded: every secret derived from the seed, so a run can be replayed; os: drawn from
+        # the operating system's generator (orchestration.secrets)
+        "entropy": scenario.entropy,
         "rounds": len(alice_rounds),
         "aborted": sum(1 for r in alice_rounds if r["aborted"]),
         "abort_reasons": sorted({r["abort_reason"] for r in alice_rounds if r["aborted"]}),

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from channel.rng import derive_seed
 from classical.authentication import KeyPool
 from classical.secure import LinkKeys, SecureLink, hmac_link, wegman_carter_link
 from orchestration.config import Scenario
+from orchestration.secrets import NodeSecrets
 
 HOST = "127.0.0.1"
 
@@ -21,7 +21,8 @@ class RunConfig(BaseModel):
 
     run_dir: Path
     mailboxes: dict[str, str]
-    pulses: str
+    pulses: str  # nature binds it, the users push their pulse batches to it
+    records: str  # Charles binds it, nature pushes detection records to it
     connect: dict[str, str] = {}
     message_timeout_s: float = 300.0
     otlp_endpoint: str | None = None
@@ -41,27 +42,26 @@ def free_ports(n: int) -> list[int]:
 
 
 def local_run_config(run_dir: Path, otlp_endpoint: str | None = None) -> RunConfig:
-    ports = free_ports(4)
+    ports = free_ports(5)
     return RunConfig(run_dir=run_dir,
                      mailboxes={n: f"tcp://{HOST}:{p}" for n, p in
                                 zip(("alice", "bob", "charles"), ports[:3], strict=True)},
-                     pulses=f"tcp://{HOST}:{ports[3]}", otlp_endpoint=otlp_endpoint)
+                     pulses=f"tcp://{HOST}:{ports[3]}", records=f"tcp://{HOST}:{ports[4]}",
+                     otlp_endpoint=otlp_endpoint)
 
 
-def _pair_secret(scenario: Scenario, sender: str, receiver: str) -> bytes:
-    """The pre-shared secret of messages from ``sender`` to ``receiver`` (emulated distribution:
-    derived from the scenario seed, identical at both ends, never logged)."""
-    seed = derive_seed(scenario.seed, f"pre-shared secret {sender}->{receiver}")
+def _pool(scenario: Scenario, seed: int) -> bytes:
+    """A pre-shared pool from its seed (the same bytes at both ends of its direction; never
+    logged). Emulated distribution: in a deployment these bytes come from a courier or an
+    earlier QKD session."""
     return np.random.default_rng(seed).bytes(scenario.authentication.initial_pool_bytes)
 
 
-def secure_links(role: str, run: RunConfig, scenario: Scenario) -> dict[str, SecureLink]:
-    """Authenticated links from ``role`` to each other node."""
+def secure_links(role: str, scenario: Scenario, mine: NodeSecrets) -> dict[str, SecureLink]:
+    """Authenticated links from ``role`` to each peer it holds pools with."""
     links = {}
-    for peer in ("alice", "bob", "charles"):
-        if peer == role:
-            continue
-        outgoing, incoming = _pair_secret(scenario, role, peer), _pair_secret(scenario, peer, role)
+    for peer, (out_seed, in_seed) in sorted(mine.pools.items()):
+        outgoing, incoming = _pool(scenario, out_seed), _pool(scenario, in_seed)
         if scenario.authentication.mode == "hmac":
             link = hmac_link(outgoing[:32], incoming[:32], role, peer)
         else:

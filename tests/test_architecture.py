@@ -64,3 +64,51 @@ def test_pure_packages_open_no_sockets(package):
     for path in (ROOT / package).rglob("*.py"):
         assert not _imports(path) & {"zmq", "socket", "ray"}, path
 
+
+
+#: Charles's software: what a malicious relay would replace wholesale. It must not be able to reach
+#: the emulator (nature, which holds the pulses and the users' settings keys) or the settings
+#: generator, nor the orchestration that holds the master seed. (``channel.rng`` is reachable
+#: through classical's Cascade; it is a pure function, and Charles's process has no seed to feed
+#: it: ``orchestration.secrets``.) Checked transitively over the project's modules.
+CHARLES_MODULES = ("nodes/charles.py", "nodes/relay_software.py", "nodes/records.py")
+CHARLES_FORBIDDEN = {"nodes.nature", "nodes.users", "channel.settings", "channel.samplers",
+                     "channel.link", "orchestration"}
+
+
+def _project_file(module: str) -> Path | None:
+    path = ROOT / Path(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _reachable(path: Path) -> set[str]:
+    """Project modules imported by ``path``, directly or through other project modules."""
+    seen: set[str] = set()
+    todo = [m for m in _modules(path) if m.split(".")[0] in ALLOWED]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        f = _project_file(m)
+        if f is not None:
+            todo += [x for x in _modules(f) if x.split(".")[0] in ALLOWED]
+    return seen
+
+
+@pytest.mark.parametrize("module", CHARLES_MODULES)
+def test_charles_cannot_import_the_emulator_or_the_settings_generator(module):
+    reached = {m for m in _reachable(ROOT / module) for f in CHARLES_FORBIDDEN
+               if m == f or m.startswith(f + ".")}
+    assert not reached, f"{module} reaches {reached}"
+
+
+def test_the_charles_rule_would_catch_an_import_of_the_emulator(tmp_path):
+    bad = tmp_path / "charles.py"
+    bad.write_text("from nodes.nature import ChannelEmulator\nimport channel.settings\n")
+    imported = _modules(bad)
+    assert {m for m in imported for f in CHARLES_FORBIDDEN
+            if m == f or m.startswith(f + ".")} == {"nodes.nature", "channel.settings"}

@@ -1,5 +1,6 @@
-"""Charles's receive path without a network: a ``CharlesNode`` on an in-process context, its
-announcements recorded, and honest pulse batches to build attacks from."""
+"""The relay's receive paths without a network: nature (``NatureNode``) and Charles
+(``CharlesNode``) on in-process contexts, nature's records handed to Charles over the records wire
+format, Charles's announcements recorded, and honest pulse batches to build attacks from."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import zmq
 from opentelemetry import trace
 
 from channel.settings import SettingsGenerator
-from nodes.charles import ChannelEmulator, CharlesNode
+from nodes.charles import CharlesNode
+from nodes.nature import ChannelEmulator, NatureNode
+from nodes.records import RoundLayout
 from nodes.transport import Counters, PulseBatch, PulseLayout
 from orchestration.config import (
     DEFAULT_SCENARIO,
@@ -39,7 +42,7 @@ class Recorder:
 
 
 class Relay:
-    """A Charles with his emulator, fed messages by hand (``on_pulses``)."""
+    """Nature and Charles, fed pulse messages by hand (``on_pulses``)."""
 
     def __init__(self) -> None:
         scenario = load_scenario(DEFAULT_SCENARIO, {"frame_bits": FRAME_BITS})
@@ -54,8 +57,19 @@ class Relay:
         self.context = zmq.Context()
         ctx = SimpleNamespace(zmq=self.context, counters=self.counters, peers=self.peers,
                               endpoints=SimpleNamespace(pulses=f"inproc://pulses-{next(_endpoints)}"),
-                              tracer=trace.get_tracer("tests"))
-        self.charles = CharlesNode(ctx, self.nature, build_charles_config(scenario))  # type: ignore[arg-type]
+                              tracer=trace.get_tracer("tests"), stop=None,
+                              write_metrics=lambda extra=None: None)
+        self.nature_node = NatureNode(ctx, self.nature)  # type: ignore[arg-type]
+        self.records_endpoint = f"inproc://records-{next(_endpoints)}"
+        self.round_layout = RoundLayout(ROUNDS, ROUND_FRAMES, BATCH_FRAMES, FRAME_BITS)
+        self.charles = CharlesNode(ctx, self.round_layout, build_charles_config(scenario),  # type: ignore[arg-type]
+                                   self.records_endpoint)
+
+    def on_pulses(self, parts: list[bytes]) -> None:
+        """One pulse message through nature, and its records (if any) through Charles."""
+        out = self.nature_node.on_pulses(parts)
+        if out is not None:
+            self.charles.on_records(out.to_parts())
 
     def batch(self, user: str, round_id: int, index: int) -> PulseBatch:
         """The honest batch number ``index`` of ``user`` in ``round_id``."""
@@ -78,7 +92,8 @@ class Relay:
         return [a.round_id for a in self.peers["alice"].sent]
 
     def close(self) -> None:
-        self.charles.pulses.close()
+        self.nature_node.close()
+        self.charles.close()
         self.context.term()
 
 

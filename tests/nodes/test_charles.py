@@ -16,7 +16,7 @@ import zmq
 from classical.messages import EndOfRun
 from classical.peer import FramePeer
 from classical.secure import hmac_link
-from nodes.charles import ROUNDS_IN_FLIGHT
+from nodes.nature import ROUNDS_IN_FLIGHT
 from tests.nodes.relay_harness import BATCHES_PER_ROUND, ROUND_FRAMES, Relay
 
 
@@ -39,8 +39,8 @@ def _dropped(relay: Relay, reason: str) -> int:
 
 def test_an_honest_round_is_measured_and_announced(relay):
     for i in range(BATCHES_PER_ROUND):
-        relay.charles.on_pulses(relay.parts("alice", 0, i))
-        relay.charles.on_pulses(relay.parts("bob", 0, i))
+        relay.on_pulses(relay.parts("alice", 0, i))
+        relay.on_pulses(relay.parts("bob", 0, i))
     assert relay.announced() == [0]
     assert relay.count("pulse_batches_accepted_total") == 2 * BATCHES_PER_ROUND
     assert relay.nature.next_round == 1 and not any(relay.nature.waiting.values())
@@ -49,7 +49,7 @@ def test_an_honest_round_is_measured_and_announced(relay):
 @pytest.mark.parametrize("header", [b"[1, 2]", b"17", b"null", b'"alice"', b"{}", b"\xff\xfe",
                                     b"[" * 5000, b"{" * 500])
 def test_a_header_that_is_not_a_mapping_is_dropped(relay, header):
-    relay.charles.on_pulses([header, bytes(48)])
+    relay.on_pulses([header, bytes(48)])
     assert _dropped(relay, "malformed") == 1
 
 
@@ -62,8 +62,8 @@ def test_frames_outside_the_configured_round_are_dropped(relay, changes):
     parts = _with_header(relay.parts("alice", 0, 0), **changes)
     if "shape" in changes:
         parts[1] = parts[1][:48]
-    relay.charles.on_pulses(parts)
-    relay.charles.on_pulses(_with_header(relay.parts("bob", 0, 0), **changes))
+    relay.on_pulses(parts)
+    relay.on_pulses(_with_header(relay.parts("bob", 0, 0), **changes))
     assert relay.count("pulse_batches_received_total") == 2
     assert relay.count("pulse_batches_dropped_total") >= 1
     assert relay.count("pulse_batches_accepted_total") + relay.count(
@@ -72,7 +72,7 @@ def test_frames_outside_the_configured_round_are_dropped(relay, changes):
 
 @pytest.mark.parametrize("changes", [{"user": "eve"}, {"user": "ALICE"}])
 def test_an_unknown_user_is_dropped(relay, changes):
-    relay.charles.on_pulses(_with_header(relay.parts("alice", 0, 0), **changes))
+    relay.on_pulses(_with_header(relay.parts("alice", 0, 0), **changes))
     assert _dropped(relay, "unknown_user") == 1
 
 
@@ -83,7 +83,7 @@ def test_an_unknown_user_is_dropped(relay, changes):
     {"extra": 1},
 ])
 def test_ill_typed_fields_are_dropped(relay, changes):
-    relay.charles.on_pulses(_with_header(relay.parts("alice", 0, 0), **changes))
+    relay.on_pulses(_with_header(relay.parts("alice", 0, 0), **changes))
     assert _dropped(relay, "malformed") == 1
 
 
@@ -91,11 +91,11 @@ def test_missing_fields_and_buffers_that_do_not_fit_are_dropped(relay):
     parts = relay.parts("alice", 0, 0)
     header = json.loads(parts[0])
     del header["key"]
-    relay.charles.on_pulses([json.dumps(header).encode(), parts[1]])
-    relay.charles.on_pulses([parts[0], parts[1][:-1]])
-    relay.charles.on_pulses([parts[0], parts[1] + bytes(8)])
-    relay.charles.on_pulses([parts[0]])
-    relay.charles.on_pulses([parts[0], parts[1], b""])
+    relay.on_pulses([json.dumps(header).encode(), parts[1]])
+    relay.on_pulses([parts[0], parts[1][:-1]])
+    relay.on_pulses([parts[0], parts[1] + bytes(8)])
+    relay.on_pulses([parts[0]])
+    relay.on_pulses([parts[0], parts[1], b""])
     assert _dropped(relay, "malformed") == 5
 
 
@@ -113,8 +113,8 @@ def test_counts_that_do_not_add_up_to_the_frame_are_dropped(relay, corrupt):
     else:  # wraps around to the frame size in int64
         counts[0, :3] = 2**62, 2**62, -(2**63) + (counts[0].sum() - counts[0, 3:].sum())
     parts = [batch.to_parts()[0], counts.tobytes()]
-    relay.charles.on_pulses(parts)
-    relay.charles.on_pulses(relay.parts("bob", 0, 0))
+    relay.on_pulses(parts)
+    relay.on_pulses(relay.parts("bob", 0, 0))
     assert _dropped(relay, "bad_counts") == 1
     assert relay.announced() == []
 
@@ -122,18 +122,18 @@ def test_counts_that_do_not_add_up_to_the_frame_are_dropped(relay, corrupt):
 def test_waiting_is_bounded_by_the_rounds_in_flight(relay):
     for r in range(100):
         for i in range(BATCHES_PER_ROUND):
-            relay.charles.on_pulses(relay.parts("alice", r, i))
+            relay.on_pulses(relay.parts("alice", r, i))
     assert len(relay.nature.waiting["alice"]) == ROUNDS_IN_FLIGHT * BATCHES_PER_ROUND
     assert _dropped(relay, "ahead") == (100 - ROUNDS_IN_FLIGHT) * BATCHES_PER_ROUND
 
 
 def test_a_batch_sent_twice_is_dropped_and_a_measured_one_is_stale(relay):
-    relay.charles.on_pulses(relay.parts("alice", 0, 0))
-    relay.charles.on_pulses(relay.parts("alice", 0, 0))
+    relay.on_pulses(relay.parts("alice", 0, 0))
+    relay.on_pulses(relay.parts("alice", 0, 0))
     assert _dropped(relay, "duplicate") == 1
-    relay.charles.on_pulses(relay.parts("bob", 0, 0))
-    relay.charles.on_pulses(relay.parts("alice", 0, 0))
-    relay.charles.on_pulses(relay.parts("bob", 0, 0))
+    relay.on_pulses(relay.parts("bob", 0, 0))
+    relay.on_pulses(relay.parts("alice", 0, 0))
+    relay.on_pulses(relay.parts("bob", 0, 0))
     assert _dropped(relay, "stale") == 2
     assert relay.nature.waiting == {"alice": {}, "bob": {}}
 
@@ -141,16 +141,16 @@ def test_a_batch_sent_twice_is_dropped_and_a_measured_one_is_stale(relay):
 def test_the_window_moves_on_with_completed_rounds(relay):
     for r in range(2 * ROUNDS_IN_FLIGHT):
         for i in range(BATCHES_PER_ROUND):
-            relay.charles.on_pulses(relay.parts("alice", r, i))
-            relay.charles.on_pulses(relay.parts("bob", r, i))
+            relay.on_pulses(relay.parts("alice", r, i))
+            relay.on_pulses(relay.parts("bob", r, i))
     assert relay.announced() == list(range(2 * ROUNDS_IN_FLIGHT))
     assert relay.count("pulse_batches_dropped_total") == 0
-    relay.charles.on_pulses(relay.parts("bob", 0, 0))
+    relay.on_pulses(relay.parts("bob", 0, 0))
     assert _dropped(relay, "stale") == 1
     assert set(relay.nature.paired) <= {relay.nature.next_round}
 
 
-def test_a_forged_frame_in_alices_queue_does_not_hold_up_the_pulses(relay):
+def test_a_forged_frame_in_alices_queue_does_not_hold_up_the_records(relay):
     class AlicePeer(FramePeer):  # Charles's end of his link with Alice, frames handed in by hand
         def _put(self, frame: bytes) -> None:
             sent.append(frame)
@@ -172,14 +172,16 @@ def test_a_forged_frame_in_alices_queue_does_not_hold_up_the_pulses(relay):
     node.start()
     push = relay.context.socket(zmq.PUSH)
     try:
-        push.connect(relay.charles.ctx.endpoints.pulses)
+        push.connect(relay.records_endpoint)
         for i in range(BATCHES_PER_ROUND):
             for user in ("alice", "bob"):
-                push.send_multipart(relay.parts(user, 0, i))
+                out = relay.nature_node.on_pulses(relay.parts(user, 0, i))
+                if out is not None:  # nature's records, to Charles's socket
+                    push.send_multipart(out.to_parts())
         deadline = time.monotonic() + 30
         while relay.count("rounds_announced_total") == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert relay.count("rounds_announced_total") == 1  # the pulses went on meanwhile
+        assert relay.count("rounds_announced_total") == 1  # the records went on meanwhile
         assert len(sent) == 1  # the announcement, to Alice
         alice_q.put(alice.pack(_end_of_run()))
         node.join(timeout=30)
@@ -201,7 +203,7 @@ def test_every_message_is_counted(relay):
     messages = [relay.parts("alice", 0, 0), [b"{}", b""], relay.parts("bob", 0, 0),
                 relay.parts("bob", 0, 0), [b"x"], relay.parts("alice", 9, 0)]
     for m in messages:
-        relay.charles.on_pulses(m)
+        relay.on_pulses(m)
     counts = relay.counters.values
     assert counts["pulse_batches_received_total"] == len(messages)
     assert counts["pulse_batches_accepted_total"] + counts["pulse_batches_dropped_total"] == \
@@ -213,5 +215,5 @@ def test_every_message_is_counted(relay):
 
 def test_the_pulse_socket_refuses_more_than_a_full_batch(relay):
     assert max(map(len, relay.parts("alice", 0, 0))) <= relay.layout.max_message_bytes()
-    assert relay.charles.pulses.socket.getsockopt(zmq.MAXMSGSIZE) == \
+    assert relay.nature_node.pulses.socket.getsockopt(zmq.MAXMSGSIZE) == \
         relay.layout.max_message_bytes()

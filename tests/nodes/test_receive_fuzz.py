@@ -1,6 +1,6 @@
 """Random and mutated frames at every receive path: no crash, no hang, every frame counted.
 
-Three paths, each fed honest frames mutated by bit flips, byte overwrites, truncation,
+Four paths, each fed honest frames mutated by bit flips, byte overwrites, truncation,
 extension and corruption of the size fields, and plain random bytes:
 
 * the classical codec (``classical.codec.decode``): only ``MessageDecodeError``;
@@ -8,9 +8,11 @@ extension and corruption of the size fields, and plain random bytes:
   authenticated link (``classical.secure.SecureLink.unpack``), for a stranger who forges frames
   and for a peer who holds the key and seals whatever it likes: only the documented rejections,
   and received = accepted + dropped;
-* Charles's pulse path (``nodes.charles.CharlesNode.on_pulses``), hostile messages interleaved
-  with an honest stream: never an exception, received = accepted + dropped, what waits is bounded,
-  and every round the honest users complete is announced once.
+* the pulse path (nature's ``nodes.nature.NatureNode.on_pulses``, whose records go on to Charles),
+  hostile messages interleaved with an honest stream: never an exception, received = accepted +
+  dropped, what waits is bounded, and every round the honest users complete is announced once;
+* Charles's records path (``nodes.charles.CharlesNode.on_records``), the same with hostile
+  records messages among nature's honest ones.
 
 The quick versions run in the default suite; the ``slow`` ones run 10,000 frames per path.
 Hypothesis runs derandomized (a fixed seed per test), so CI sees the same frames every time.
@@ -29,7 +31,7 @@ from hypothesis import strategies as st
 
 from classical.codec import MessageDecodeError, decode, encode
 from classical.secure import REJECTED_FRAME_ERRORS, hmac_link
-from nodes.charles import ROUNDS_IN_FLIGHT
+from nodes.nature import ROUNDS_IN_FLIGHT
 from nodes.transport import Counters, Mailbox
 from tests.classical.test_codec import SAMPLES
 from tests.nodes.relay_harness import BATCHES_PER_ROUND, Relay
@@ -257,8 +259,8 @@ def _pulse_path(examples: int) -> None:
         nonlocal honest
         step = honest // 2
         near = step // BATCHES_PER_ROUND
-        relay.charles.on_pulses(data.draw(pulse_messages(relay, near)))  # must not raise
-        relay.charles.on_pulses(relay.parts(("alice", "bob")[honest % 2], near,
+        relay.on_pulses(data.draw(pulse_messages(relay, near)))  # must not raise
+        relay.on_pulses(relay.parts(("alice", "bob")[honest % 2], near,
                                             step % BATCHES_PER_ROUND))
         honest += 1
         assert sum(map(len, relay.nature.waiting.values())) <= \
@@ -288,3 +290,72 @@ def test_relay_takes_hostile_pulse_batches():
 @pytest.mark.slow
 def test_relay_takes_10000_hostile_pulse_batches():
     _pulse_path(SLOW)
+
+
+# --- (d) Charles's records path (from nature's process) ----------------------------------------
+
+
+@st.composite
+def records_messages(draw, honest: list[list[bytes]]) -> list[bytes]:
+    """A hostile records message: random parts, or an honest one with one part's bytes mutated,
+    a header field changed, or parts dropped or added."""
+    what = draw(st.sampled_from(["random", "bytes", "field", "field", "parts"]))
+    if what == "random":
+        return draw(st.lists(st.binary(max_size=64), max_size=5))
+    parts = [bytes(p) for p in draw(st.sampled_from(honest))]
+    if what == "bytes":
+        i = draw(st.integers(0, 3))
+        parts[i] = _mutate(parts[i], [draw(_BYTE_MUTATION)], [])
+    elif what == "field":
+        h = json.loads(parts[0])
+        h[draw(st.sampled_from(["v", "round", "first_slot", "stop_slot", "complete",
+                                "traceparents", "measure", "other"]))] = draw(_JSON)
+        parts[0] = json.dumps(h).encode()
+    else:
+        parts = draw(st.sampled_from([parts[:3], parts + [b""], parts[::-1], []]))
+    return parts
+
+
+HONEST_ROUNDS = 8
+
+
+def _records_path(examples: int) -> None:
+    """Hostile records interleaved with nature's honest ones (those of ``HONEST_ROUNDS`` rounds,
+    made first): Charles never raises, counts every message, and announces each round once."""
+    relay = Relay()
+    honest: list[list[bytes]] = []
+    for r in range(HONEST_ROUNDS):
+        for i in range(BATCHES_PER_ROUND):
+            relay.nature_node.on_pulses(relay.parts("alice", r, i))
+            honest.append(relay.nature_node.on_pulses(relay.parts("bob", r, i)).to_parts())
+    sent = 0
+
+    @given(st.data())
+    def one(data) -> None:
+        nonlocal sent
+        relay.charles.on_records(data.draw(records_messages(honest)))  # must not raise
+        if sent < len(honest):
+            relay.charles.on_records(honest[sent])
+            sent += 1
+
+    try:
+        _fuzz(one, examples)
+    finally:
+        relay.close()
+    counts = relay.counters.values
+    received = counts["records_batches_received_total"]
+    assert received == examples + min(examples, len(honest))
+    assert received == counts.get("records_batches_accepted_total", 0) + counts.get(
+        "records_batches_dropped_total", 0)
+    announced = relay.announced()
+    assert len(set(announced)) == len(announced)
+    assert set(range(min(examples, len(honest)) // BATCHES_PER_ROUND)) <= set(announced)
+
+
+def test_charles_takes_hostile_records():
+    _records_path(QUICK)
+
+
+@pytest.mark.slow
+def test_charles_takes_10000_hostile_records():
+    _records_path(SLOW)

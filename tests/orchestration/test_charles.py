@@ -1,4 +1,5 @@
-"""The relay's split: the channel emulator pairs pulse batches; Charles sees no settings."""
+"""The relay's split: the channel emulator (nature, its own process) pairs pulse batches;
+Charles's software sees no settings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import inspect
 import numpy as np
 
 from nodes import relay_software
-from nodes.charles import ChannelEmulator, CharlesNode, ReadyFrames
+from nodes.charles import CharlesNode
+from nodes.nature import ChannelEmulator, ReadyFrames
 from nodes.transport import PulseBatch, PulseLayout
 from orchestration.config import (
     DEFAULT_SCENARIO,

@@ -82,7 +82,7 @@ def test_summary_json_records_the_authentication_mode_and_its_epsilon(quickstart
     assert auth["epsilon_per_message"] < 1e-15
 
 
-def test_one_trace_per_round_spans_all_three_nodes(quickstart_run):
+def test_one_trace_per_round_spans_all_four_nodes(quickstart_run):
     _, run_dir, _ = quickstart_run
     spans = load_spans(run_dir)
     trees = round_trees(spans)
@@ -90,19 +90,21 @@ def test_one_trace_per_round_spans_all_three_nodes(quickstart_run):
     for r in (0, 1):
         (root,) = trees[r]  # Alice's round span is the only root of the round
         trace_spans = [s for s in spans if s.trace_id == root.trace_id]
-        assert {s.service for s in trace_spans} == {"alice", "bob", "charles"}
+        assert {s.service for s in trace_spans} == {"alice", "bob", "charles", "nature"}
         names = {(s.service, s.name) for s in trace_spans}
-        for stage in ("emit", "sift", "estimate", "reconcile", "verify", "amplify", "store"):
+        for stage in ("emit", "sift", "estimate", "reconcile", "verify", "amplify", "commit",
+                      "store"):
             assert ("alice", stage) in names and ("bob", stage) in names
-        assert ("charles", "announce") in names
+        assert ("charles", "announce") in names and ("charles", "decide") in names
         measures = [s for s in trace_spans if s.name == "measure"]
+        assert {m.service for m in measures} == {"nature"}  # the emulator's own process
         assert measures and all(len(m.links) == 2 and m.kind == "CONSUMER" for m in measures)
         emits = {s.span_id for s in trace_spans if s.name == "emit"}
         assert all(set(m.links) == emits for m in measures)  # linked to both senders' frames
 
 
 def test_the_next_round_is_emitted_before_this_round_is_distilled(quickstart_run):
-    """Rounds overlap: both users emit round 1 before they start sifting round 0, and Charles
+    """Rounds overlap: both users emit round 1 before they start sifting round 0, and nature
     measures round 1 while they distill round 0."""
     _, run_dir, _ = quickstart_run
     spans = load_spans(run_dir)

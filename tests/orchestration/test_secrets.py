@@ -1,0 +1,91 @@
+"""Each process gets its own secrets only (issue 10, item 5): the master seed stays with the
+orchestrator, Charles holds nothing of the users', nature nothing of the protocol's."""
+
+from __future__ import annotations
+
+import json
+import stat
+
+import numpy as np
+import pytest
+
+from classical.entropy import OsRandom
+from nodes.keystore import KeyStore
+from orchestration.config import DEFAULT_SCENARIO, load_scenario
+from orchestration.run import execute, prepare_run_dir
+from orchestration.secrets import NODES, node_secrets, read_node_secrets
+
+
+@pytest.fixture(scope="module")
+def scenario():
+    return load_scenario(DEFAULT_SCENARIO, {"rounds": 1})
+
+
+def test_each_node_holds_only_its_own_secrets(scenario):
+    s = node_secrets(scenario)
+    assert set(s) == set(NODES)
+    for user in ("alice", "bob"):
+        assert s[user].settings_key is not None and s[user].protocol_seed is not None
+        assert s[user].nature_seed is None and s[user].drift_seed is None
+        assert set(s[user].pools) == {"alice", "bob", "charles"} - {user}
+    charles = s["charles"]
+    assert (charles.settings_key, charles.protocol_seed, charles.nature_seed,
+            charles.drift_seed) == (None, None, None, None)
+    assert set(charles.pools) == {"alice", "bob"}
+    nature = s["nature"]
+    assert nature.pools == {} and nature.settings_key is None and nature.protocol_seed is None
+    # a pool is shared by exactly the two ends of its direction
+    assert s["alice"].pools["bob"] == tuple(reversed(s["bob"].pools["alice"]))
+    assert s["alice"].pools["charles"] == tuple(reversed(s["charles"].pools["alice"]))
+    assert s["alice"].pools["bob"][0] not in {*s["charles"].pools["alice"],
+                                              *s["charles"].pools["bob"]}
+    assert len({s["alice"].settings_key, s["bob"].settings_key, s["alice"].protocol_seed,
+                s["bob"].protocol_seed, nature.nature_seed, nature.drift_seed}) == 6
+
+
+def test_seeded_secrets_are_reproducible_and_os_secrets_are_not(scenario):
+    assert node_secrets(scenario) == node_secrets(scenario)
+    os_mode = scenario.model_copy(update={"entropy": "os"})
+    a, b = node_secrets(os_mode), node_secrets(os_mode)
+    assert a["alice"].settings_key != b["alice"].settings_key
+    assert a["alice"].pools["bob"] == tuple(reversed(a["bob"].pools["alice"]))  # still shared
+
+
+def test_the_run_directory_gives_no_node_the_master_seed(scenario, tmp_path):
+    run_dir = prepare_run_dir(scenario.model_copy(update={"seed": 987654321}), tmp_path / "r")
+    config = (run_dir / "config.json").read_text()
+    assert "seed" not in json.loads(config)["scenario"] and "987654321" not in config
+    for node in NODES:
+        path = run_dir / node / "secrets.json"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE((run_dir / node).stat().st_mode) == 0o700
+        assert read_node_secrets(run_dir, node).role == node
+    (run_dir / "bob" / "secrets.json").replace(run_dir / "bob" / "moved.json")
+    (run_dir / "alice" / "secrets.json").replace(run_dir / "bob" / "secrets.json")
+    with pytest.raises(ValueError, match="holds alice's secrets, not bob's"):
+        read_node_secrets(run_dir, "bob")
+
+
+def test_os_random_draws_in_range_from_the_os():
+    rng = OsRandom()
+    assert len(rng.bytes(33)) == 33 and rng.bytes(16) != rng.bytes(16)
+    x = rng.integers(0, 2**61 - 1, size=1000, dtype=np.uint64)
+    assert x.dtype == np.uint64 and x.max() < 2**61 - 1 and len(set(x.tolist())) == 1000
+    assert 5 <= int(rng.integers(5, 7)) < 7
+    with pytest.raises(ValueError):
+        rng.integers(3, 3)
+
+
+def test_an_os_entropy_run_delivers_matching_keys_unlike_any_seeded_run(scenario, tmp_path):
+    summaries, keys = {}, {}
+    for mode in ("seeded", "os"):
+        this = scenario.model_copy(update={"entropy": mode})
+        run_dir = prepare_run_dir(this, tmp_path / mode)
+        summaries[mode] = execute(this, run_dir)
+        assert json.loads((run_dir / "summary.json").read_text())["entropy"] == mode
+        (key_id, _, bits), = KeyStore(run_dir / "alice" / "keys.sqlite").items()
+        assert KeyStore(run_dir / "bob" / "keys.sqlite").get(key_id).tolist() == bits.tolist()
+        keys[mode] = bits
+    assert summaries["os"]["keys_match"] and summaries["seeded"]["keys_match"]
+    n = min(keys["os"].size, keys["seeded"].size)
+    assert not np.array_equal(keys["os"][:n], keys["seeded"][:n])
