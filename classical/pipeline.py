@@ -124,17 +124,21 @@ def run_key_round(announcement: Announcement, alice: LocalView, bob: LocalView, 
         except BaseException as e:  # surfaced below, in the caller's thread
             errors.append(e)
 
-    threads = [threading.Thread(target=side, args=("alice", run_alice_round, alice, peers[0],
-                                                   seeds[0]), name="alice"),
-               threading.Thread(target=side, args=("bob", run_bob_round, bob, peers[1],
-                                                   seeds[1]), name="bob")]
+    _both(errors, threading.Thread(target=side, args=("alice", run_alice_round, alice, peers[0],
+                                                      seeds[0]), name="alice"),
+          threading.Thread(target=side, args=("bob", run_bob_round, bob, peers[1], seeds[1]),
+                           name="bob"))
+    return PipelineResult(outcomes["alice"], outcomes["bob"])
+
+
+def _both(errors: list[BaseException], *threads: threading.Thread) -> None:
+    """Run Alice's and Bob's threads to the end; raise the first error either met."""
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return PipelineResult(outcomes["alice"], outcomes["bob"])
 
 
 def run_key_rounds(rounds: list[RoundInput], cfg: RoundConfig, seed: int,
@@ -180,12 +184,6 @@ def run_key_rounds(rounds: list[RoundInput], cfg: RoundConfig, seed: int,
         except BaseException as e:  # surfaced below, in the caller's thread
             errors.append(e)
 
-    threads = [threading.Thread(target=side, args=(role, ss), name=role)
-               for role, ss in (("alice", seeds[0]), ("bob", seeds[1]))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    _both(errors, *(threading.Thread(target=side, args=(role, ss), name=role)
+                    for role, ss in (("alice", seeds[0]), ("bob", seeds[1]))))
     return RunResult(outcomes["alice"], outcomes["bob"], stores["alice"], stores["bob"], keys)

@@ -19,35 +19,24 @@ import time
 import numpy as np
 import pytest
 
-from channel.fiber import Fiber
-from channel.link import Link
-from channel.relay import RelayOptics
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
-from channel.source import Source
 from classical.messages import Amplify, Announcement, Committed, Confirm
 from classical.pipeline import QueuePeer, run_key_round, run_key_rounds, shared_link_keys
 from classical.rounds import RecordingObserver, run_alice_round, run_bob_round
 from classical.secure import wegman_carter_link
 from classical.sifting import announcement_digest, check_announcement
 from nodes.users import local_view
-from orchestration.inmemory import emulate_round, round_config
-
-# The metro round of tests/orchestration/test_inmemory.py: a finite key of ~2·10⁵ bits.
-PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
-    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
-ROUND_SLOTS = 3000 << 20
+from orchestration.inmemory import round_config
+from tests.metro import ROUND_SLOTS, metro_round, metro_users
 
 
 @pytest.fixture(scope="module")
 def users():
-    return SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
+    return metro_users()
 
 
 @pytest.fixture(scope="module")
 def honest(users):
-    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(25), Fiber(25),
-                relay=RelayOptics.uniform(0.8, 1e-7))
-    return emulate_round(link, *users, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS, seed=11)
+    return metro_round(users)
 
 
 def _run(users, ann: Announcement, **kwargs):

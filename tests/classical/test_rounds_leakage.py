@@ -19,40 +19,28 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from channel.fiber import Fiber
-from channel.link import Link
-from channel.relay import RelayOptics
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
-from channel.source import Source
-from classical.codec import decode
 from classical.estimation import DecoyObservations, estimate
-from classical.messages import ReconcileReply, ReconcileRequest, VerifyRequest
 from classical.pipeline import run_key_round
 from classical.reconcilers import default_reconciler
 from classical.reconciliation import Reconciler, Request
 from classical.rounds import RoundConfig
 from classical.sifting import BASIS_X, class_errors, sent_pairs, sift
-from classical.verification import ELEMENT_BITS
-from orchestration.inmemory import emulate_round, round_config
+from orchestration.inmemory import round_config
+from tests.leakage_count import disclosed, open_frame
+from tests.metro import metro_round as emulate_metro_round
+from tests.metro import metro_users
 
-# The metro round of tests/orchestration/test_inmemory.py: a finite key of ~2·10⁵ bits.
-PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
-    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
-ROUND_SLOTS = 3000 << 20
-HEADER_BYTES, TAG_BYTES = 13, 16  # frame header; Wegman–Carter tag (docs/wire-formats.md)
 CASCADE = default_reconciler()
 
 
 @pytest.fixture(scope="module")
 def users():
-    return SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
+    return metro_users()
 
 
 @pytest.fixture(scope="module")
 def metro_round(users):
-    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(25), Fiber(25),
-                relay=RelayOptics.uniform(0.8, 1e-7))
-    return emulate_round(link, *users, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS, seed=11)
+    return emulate_metro_round(users)
 
 
 class LeakageTap:
@@ -65,19 +53,15 @@ class LeakageTap:
         self._lock = threading.Lock()
 
     def __call__(self, direction: str, frame: bytes) -> bytes:
-        message, _ = decode(frame[HEADER_BYTES:-TAG_BYTES])
+        message = open_frame(frame)
         with self._lock:
             self.frames[type(message).__name__] += 1
-            if isinstance(message, ReconcileReply):
-                assert direction == "alice->bob"
-                self.bits["reply"] += int(message.bits.size)
-            elif isinstance(message, ReconcileRequest):
-                assert direction == "bob->alice"
-                self.bits["request"] += int(message.bits.size)
-            elif isinstance(message, VerifyRequest):
-                # the tag is that many field elements, each worth at most ELEMENT_BITS bits
-                assert message.tag_bits == ELEMENT_BITS * message.tag.size
-                self.bits["tag"] += ELEMENT_BITS * int(message.tag.size)
+            counted = disclosed(message)
+            if counted is not None:
+                kind, bits = counted
+                assert direction == ("alice->bob" if kind == "reply" else
+                                     "bob->alice")  # replies from Alice, the rest from Bob
+                self.bits[kind] += bits
         return frame
 
     @property

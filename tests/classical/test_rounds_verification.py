@@ -18,34 +18,25 @@ import dataclasses
 
 import pytest
 
-from channel.fiber import Fiber
-from channel.link import Link
-from channel.relay import RelayOptics
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
-from channel.source import Source
 from classical.cascade import CascadeReconciler
 from classical.messages import Committed, VerifyRequest, VerifyResult
 from classical.pipeline import run_key_round, run_key_rounds
 from classical.reconciliation import BobOutcome
-from orchestration.inmemory import emulate_round, round_config
+from orchestration.inmemory import round_config
+from tests.metro import metro_round, metro_users
 
-PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
-    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
-ROUND_SLOTS = 3000 << 20
 KIND_OFFSET = 13 + 1  # frame header (13 bytes), then the codec's version byte, then the kind
 TIMEOUT_S = 6.0
 
 
 @pytest.fixture(scope="module")
 def users():
-    return SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
+    return metro_users()
 
 
 @pytest.fixture(scope="module")
 def honest(users):
-    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(25), Fiber(25),
-                relay=RelayOptics.uniform(0.8, 1e-7))
-    return emulate_round(link, *users, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS, seed=11)
+    return metro_round(users)
 
 
 @pytest.fixture(scope="module")

@@ -18,23 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from classical.codec import decode
 from classical.messages import (
     Amplify,
     Committed,
-    ReconcileReply,
-    ReconcileRequest,
     VerifyRequest,
     VerifyResult,
 )
-from classical.verification import ELEMENT_BITS
 from nodes.keystore import KeyStore
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.faults import MailboxProxy, Mutation
 from orchestration.run import execute, prepare_run_dir
 from orchestration.runconfig import HOST, free_ports
+from tests.leakage_count import HEADER_BYTES, TAG_BYTES, disclosed, open_frame
 
-HEADER_BYTES, TAG_BYTES = 13, 16  # frame header; Wegman–Carter tag (docs/wire-formats.md)
 KIND_OFFSET = HEADER_BYTES + 1  # after the codec's version byte
 ONE_ROUND = {"rounds": 1}  # the quick start's round: about 1.6e5 secure bits
 
@@ -66,15 +62,10 @@ class LeakageTap:
 
     def __call__(self, sender: str, index: int, frame: bytes) -> bytes:
         if sender in ("alice", "bob"):
-            message, _ = decode(frame[HEADER_BYTES:-TAG_BYTES])
-            with self._lock:
-                if isinstance(message, ReconcileReply):
-                    self.bits["reply"] += int(message.bits.size)
-                elif isinstance(message, ReconcileRequest):
-                    self.bits["request"] += int(message.bits.size)
-                elif isinstance(message, VerifyRequest):
-                    assert message.tag_bits == ELEMENT_BITS * message.tag.size
-                    self.bits["tag"] += ELEMENT_BITS * int(message.tag.size)
+            counted = disclosed(open_frame(frame))
+            if counted is not None:
+                with self._lock:
+                    self.bits[counted[0]] += counted[1]
         return frame
 
     @property
