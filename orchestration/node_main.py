@@ -14,18 +14,15 @@ import sys
 import traceback
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from orchestration.config import (
-    Scenario,
-    build_charles_config,
-    build_link,
-    build_round_config,
-    build_settings,
-    settings_plan,
-)
-from orchestration.runconfig import RunConfig, secure_links
-from orchestration.secrets import NODES, NodeSecrets, read_node_secrets
-from orchestration.telemetry import setup_tracing
+# Only the standard library is imported before the signal handlers are in place (main): the
+# project's modules load numba and take seconds, and a SIGTERM in that time must still end the
+# node cleanly.
+if TYPE_CHECKING:
+    from orchestration.config import Scenario
+    from orchestration.runconfig import RunConfig
+    from orchestration.secrets import NodeSecrets
 
 
 class _Stop(Exception):
@@ -41,6 +38,14 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
     from nodes.base import Endpoints, NodeContext
     from nodes.records import RoundLayout
     from nodes.transport import classical_max_message_bytes
+    from orchestration.config import (
+        build_charles_config,
+        build_link,
+        build_round_config,
+        build_settings,
+        settings_plan,
+    )
+    from orchestration.runconfig import secure_links
 
     endpoints = Endpoints(run.mailboxes, run.pulses, run.records, run.connect)
     ctx = NodeContext(role, endpoints, secure_links(role, scenario, secrets), tracer,
@@ -64,6 +69,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         return ctx, CharlesNode(ctx, layout, build_charles_config(scenario), run.records)
     from nodes.users import UserNode, UserPlan
 
+    ctx.peers["charles"].timeout_s = max(run.message_timeout_s, run.announcement_timeout_s)
+
     settings = build_settings(scenario, role, _required(secrets.settings_key, role))  # type: ignore[arg-type]
     plan = UserPlan(role, settings, build_round_config(scenario),  # type: ignore[arg-type]
                     scenario.rounds, scenario.round_frames, scenario.batch_frames,
@@ -80,18 +87,28 @@ def _required(value: int | None, role: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2 or args[0] not in NODES:
-        print(f"usage: python -m orchestration.node_main {'|'.join(NODES)} RUN_DIR",
-              file=sys.stderr)
-        return 2
-    role, run_dir = args[0], Path(args[1])
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    data = json.loads((run_dir / "config.json").read_text())
-    run = RunConfig.model_validate(data["run"])
-    scenario = Scenario.model_validate(data["scenario"])  # public: no master seed in it
-    secrets = read_node_secrets(run_dir, role)
-    tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
+    role = args[0] if args else "node"
+    try:
+        from orchestration.config import Scenario
+        from orchestration.runconfig import RunConfig
+        from orchestration.secrets import NODES, read_node_secrets
+        from orchestration.telemetry import setup_tracing
+
+        if len(args) != 2 or args[0] not in NODES:
+            print(f"usage: python -m orchestration.node_main {'|'.join(NODES)} RUN_DIR",
+                  file=sys.stderr)
+            return 2
+        run_dir = Path(args[1])
+        data = json.loads((run_dir / "config.json").read_text())
+        run = RunConfig.model_validate(data["run"])
+        scenario = Scenario.model_validate(data["scenario"])  # public: no master seed in it
+        secrets = read_node_secrets(run_dir, role)
+        tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
+    except _Stop as e:
+        print(f"{role}: stopped by {e} before it started", file=sys.stderr)
+        return 0
     ctx = node = None
     code = 0
     try:

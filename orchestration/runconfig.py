@@ -25,6 +25,10 @@ class RunConfig(BaseModel):
     records: str  # Charles binds it, nature pushes detection records to it
     connect: dict[str, str] = {}
     message_timeout_s: float = 300.0
+    #: how long a user waits for the relay's announcement: it comes only once nature has measured
+    #: the whole round, which takes longer than any message of the dialogue (kept apart so that a
+    #: short message timeout, as fault-injection tests use, does not cut the measurement short)
+    announcement_timeout_s: float = 300.0
     otlp_endpoint: str | None = None
 
 

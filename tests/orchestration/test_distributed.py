@@ -28,13 +28,15 @@ def _run(tmp: Path, name: str, **overrides):
 
 
 def _execute_behind_proxy(scenario, run_dir: Path, mutation, node: str = "alice",
-                          message_timeout_s: float = 10.0):
+                          message_timeout_s: float = 10.0, announcement_timeout_s: float = 120.0):
     """Run with a fault-injecting proxy in front of ``node``'s mailbox (every node exits 0); a
-    message that does not come ends the wait after ``message_timeout_s``."""
+    message that does not come ends the wait after ``message_timeout_s`` (an announcement after
+    ``announcement_timeout_s``)."""
     config = json.loads((run_dir / "config.json").read_text())
     proxy_address = f"tcp://{HOST}:{free_ports(1)[0]}"
     config["run"]["connect"] = {node: proxy_address}
     config["run"]["message_timeout_s"] = message_timeout_s
+    config["run"]["announcement_timeout_s"] = announcement_timeout_s
     (run_dir / "config.json").write_text(json.dumps(config))
     proxy = MailboxProxy(proxy_address, config["run"]["mailboxes"][node], mutation)
     try:
@@ -191,21 +193,40 @@ def test_nodes_stop_cleanly_on_sigterm(tmp_path):
     scenario, run_dir = _run(tmp_path, "sigterm", rounds=3)
     launcher = LocalProcessLauncher()
     launcher.start(run_dir)
-    time.sleep(4)
+    deadline = time.monotonic() + 120  # until both users are built (their logs are open) ...
+    while not all((run_dir / u / "rounds.jsonl").exists() for u in ("alice", "bob")):
+        assert time.monotonic() < deadline, "the users did not start within 120 s"
+        time.sleep(0.2)
+    time.sleep(2)  # ... and into the first round
     for p in launcher.processes.values():
         p.send_signal(signal.SIGTERM)
     codes = {n: p.wait(timeout=30) for n, p in launcher.processes.items()}
-    assert codes == {"alice": 0, "bob": 0, "charles": 0}
-    for n in ("alice", "bob", "charles"):
+    assert codes == {"alice": 0, "bob": 0, "charles": 0, "nature": 0}
+    for n in ("alice", "bob", "charles", "nature"):
         assert "stopped by SIGTERM" in (run_dir / "logs" / f"{n}.log").read_text()
         assert (run_dir / n / "metrics.json").exists()
+
+
+def test_a_node_stopped_while_it_starts_exits_cleanly(tmp_path):
+    """SIGTERM before the node's modules are loaded (they take seconds: numba) is a clean stop,
+    not a death by signal: the handlers are in place before anything heavy is imported."""
+    scenario, run_dir = _run(tmp_path, "early", rounds=1)
+    launcher = LocalProcessLauncher()
+    launcher.start(run_dir)
+    time.sleep(0.5)
+    for p in launcher.processes.values():
+        p.send_signal(signal.SIGTERM)
+    codes = {n: p.wait(timeout=60) for n, p in launcher.processes.items()}
+    assert codes == {"alice": 0, "bob": 0, "charles": 0, "nature": 0}
+    for n in codes:
+        assert "stopped by SIGTERM" in (run_dir / "logs" / f"{n}.log").read_text()
 
 
 def test_a_tampered_announcement_aborts_the_round_on_both_sides_without_a_crash(tmp_path):
     scenario, run_dir = _run(tmp_path, "announcement", **SMALL)
     summary, _ = _execute_behind_proxy(scenario, run_dir,
                                        flip_byte("charles", index=0, offset=40),
-                                       message_timeout_s=3)
+                                       message_timeout_s=15, announcement_timeout_s=5)
     (row,) = [json.loads(x) for x in (run_dir / "rounds.jsonl").read_text().splitlines()]
     assert "no announcement from charles" in row["abort_reason"]
     metrics = json.loads((run_dir / "alice" / "metrics.json").read_text())

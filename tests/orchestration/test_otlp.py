@@ -40,7 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-def test_spans_reach_an_otlp_collector_from_all_three_nodes(tmp_path):
+def test_spans_reach_an_otlp_collector_from_all_four_nodes(tmp_path):
     collector = _Collector()
     thread = threading.Thread(target=collector.serve_forever, daemon=True)
     thread.start()
@@ -61,7 +61,7 @@ def test_spans_reach_an_otlp_collector_from_all_three_nodes(tmp_path):
             ids = received.setdefault(attrs["service.name"], set())
             for scope in resource_spans.scope_spans:
                 ids.update(span.span_id for span in scope.spans)
-    assert set(received) == {"alice", "bob", "charles"}
+    assert set(received) == {"alice", "bob", "charles", "nature"}
     # the same spans as the JSON-lines files, none missing
     for node, ids in received.items():
         local = {int(s.span_id, 16).to_bytes(8, "big") for s in load_spans(run_dir)

@@ -76,16 +76,19 @@ def test_os_random_draws_in_range_from_the_os():
         rng.integers(3, 3)
 
 
-def test_an_os_entropy_run_delivers_matching_keys_unlike_any_seeded_run(scenario, tmp_path):
-    summaries, keys = {}, {}
-    for mode in ("seeded", "os"):
-        this = scenario.model_copy(update={"entropy": mode})
-        run_dir = prepare_run_dir(this, tmp_path / mode)
-        summaries[mode] = execute(this, run_dir)
-        assert json.loads((run_dir / "summary.json").read_text())["entropy"] == mode
-        (key_id, _, bits), = KeyStore(run_dir / "alice" / "keys.sqlite").items()
-        assert KeyStore(run_dir / "bob" / "keys.sqlite").get(key_id).tolist() == bits.tolist()
-        keys[mode] = bits
-    assert summaries["os"]["keys_match"] and summaries["seeded"]["keys_match"]
-    n = min(keys["os"].size, keys["seeded"].size)
-    assert not np.array_equal(keys["os"][:n], keys["seeded"][:n])
+def test_an_os_entropy_run_delivers_matching_keys_from_secrets_the_seed_does_not_give(
+        scenario, tmp_path):
+    this = scenario.model_copy(update={"entropy": "os"})
+    run_dir = prepare_run_dir(this, tmp_path / "os")
+    summary = execute(this, run_dir)
+    assert summary["keys_match"] and summary["entropy"] == "os"
+    (key_id, _, bits), = KeyStore(run_dir / "alice" / "keys.sqlite").items()
+    assert KeyStore(run_dir / "bob" / "keys.sqlite").get(key_id).tolist() == bits.tolist()
+    seeded = node_secrets(scenario)
+    for node in NODES:  # nothing the run used could have come from the seed
+        drawn = read_node_secrets(run_dir, node)
+        assert drawn.entropy == "os"
+        assert (drawn.settings_key, drawn.protocol_seed, drawn.nature_seed) != (
+            seeded[node].settings_key, seeded[node].protocol_seed, seeded[node].nature_seed) or \
+            node == "charles"
+        assert not set(drawn.pools.values()) & set(seeded[node].pools.values())
