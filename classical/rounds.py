@@ -486,6 +486,9 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
         return RoundOutcome(ann.round_id, final, key_id, None, report(), pending)
     except (_Abort, PeerAborted, ProtocolError) as e:
         reason = e.reason if isinstance(e, _Abort) else f"{type(e).__name__}: {e}"
+        held = custody.pending
+        if role == "alice" and held is not None and held.round_id == ann.round_id:
+            custody.discard(held.key_id, reason)  # e.g. her Amplify could not be sent
         if isinstance(e, ProtocolError) or (isinstance(e, _Abort) and e.notify_peer):
             # the channel itself may be gone (pool exhausted): the peer then times out instead
             with contextlib.suppress(ProtocolError):

@@ -19,9 +19,10 @@ import time
 import numpy as np
 import pytest
 
+from classical.custody import KeyCustody
 from classical.messages import Amplify, Announcement, Committed, Confirm
 from classical.pipeline import QueuePeer, run_key_round, run_key_rounds, shared_link_keys
-from classical.rounds import RecordingObserver, run_alice_round, run_bob_round
+from classical.rounds import ProtocolError, RecordingObserver, run_alice_round, run_bob_round
 from classical.secure import wegman_carter_link
 from classical.sifting import announcement_digest, check_announcement
 from nodes.users import local_view
@@ -231,3 +232,32 @@ def test_a_lost_commit_message_leaves_identical_stores(users, three_rounds, kind
         assert result.bob[1].pending and "r1-" in " ".join(result.bob_store)
     else:
         assert result.alice[1].aborted and result.bob[1].aborted
+
+
+def test_an_amplify_that_cannot_be_sent_leaves_no_pending_key_behind(users, honest):
+    """Alice's pool runs dry exactly at ``Amplify``: the round aborts, her pending key is
+    discarded (not left to make the next round fail), and nothing is stored."""
+    class DryAtAmplify(QueuePeer):
+        def send(self, message):
+            if isinstance(message, Amplify):
+                raise ProtocolError("cannot authenticate a message to bob: key pool exhausted")
+            super().send(message)
+
+    alice, bob = users
+    cfg = round_config(alice, bob)
+    ka, kb = shared_link_keys(1 << 16, np.random.default_rng(0))
+    ab, ba = queue.Queue(), queue.Queue()
+    pa = DryAtAmplify(wegman_carter_link(ka, "alice", "bob"), ab, ba, 5, None, "alice->bob")
+    pb = QueuePeer(wegman_carter_link(kb, "bob", "alice"), ba, ab, 5, None, "bob->alice")
+    stored = []
+    custody = KeyCustody("alice", pa.link, lambda *a: stored.append(a))
+    out = {}
+    ann = honest.announcement
+    t = threading.Thread(target=lambda: out.__setitem__("b", run_bob_round(
+        ann, honest.bob, cfg, pb, np.random.default_rng(2), RecordingObserver())))
+    t.start()
+    a = run_alice_round(ann, honest.alice, cfg, pa, np.random.default_rng(1),
+                        RecordingObserver(), 0.02, custody)
+    t.join()
+    assert a.aborted and "key pool exhausted" in a.abort_reason
+    assert custody.pending is None and stored == [] and out["b"].key is None
