@@ -28,13 +28,12 @@ from nodes.base import NodeContext
 from nodes.records import RecordsBatch
 from nodes.tracing import context_from, current_traceparent, link_to
 from nodes.transport import (
-    POLL_MS,
     Counters,
-    NodeStopped,
     PulseBatch,
     PulseBatchRejected,
     PulseLayout,
     PulseReceiver,
+    send_stoppable,
 )
 
 #: Rounds the emulator holds pulse batches for: the oldest incomplete round and the next one (the
@@ -220,14 +219,7 @@ class NatureNode:
 
     def _send(self, parts: list[object]) -> None:
         assert self.records is not None
-        while True:  # backpressure from a slow Charles, but stoppable
-            if self.stop.is_set():
-                raise NodeStopped()
-            try:
-                self.records.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                self.records.poll(POLL_MS, zmq.POLLOUT)
+        send_stoppable(self.records, parts, self.stop)  # a slow Charles holds nature back
 
     def close(self) -> None:
         if hasattr(self.ctx, "write_metrics"):

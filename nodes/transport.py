@@ -327,6 +327,19 @@ class PulseBatch:
         return batch
 
 
+def send_stoppable(socket: zmq.Socket, parts: list[Any], stop: threading.Event) -> None:
+    """Send a multipart message, blocking while the receiver is behind (backpressure, never a
+    silent drop) but ending with ``NodeStopped`` as soon as ``stop`` is set."""
+    while True:
+        if stop.is_set():
+            raise NodeStopped()
+        try:
+            socket.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
+            return
+        except zmq.Again:
+            socket.poll(POLL_MS, zmq.POLLOUT)
+
+
 class PulseSender:
     def __init__(self, context: zmq.Context, endpoint: str, high_water_mark: int = 4) -> None:
         self.socket = context.socket(zmq.PUSH)
@@ -335,15 +348,7 @@ class PulseSender:
         self.socket.connect(endpoint)
 
     def send(self, batch: PulseBatch, stop: threading.Event) -> None:
-        parts = batch.to_parts()
-        while True:  # blocks while the relay is behind (backpressure), but stays stoppable
-            if stop.is_set():
-                raise NodeStopped()
-            try:
-                self.socket.send_multipart(parts, copy=False, flags=zmq.NOBLOCK)
-                return
-            except zmq.Again:
-                self.socket.poll(POLL_MS, zmq.POLLOUT)
+        send_stoppable(self.socket, batch.to_parts(), stop)
 
     def close(self) -> None:
         self.socket.close()

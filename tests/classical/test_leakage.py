@@ -30,28 +30,14 @@ from classical.reconciliation import (
     Request,
 )
 from orchestration.inmemory import emulate_round, round_config
-
-
-class Transcript:
-    """A ``ReconcileChannel`` answering from Alice's session in-process, keeping what crosses."""
-
-    def __init__(self, session) -> None:
-        self.session = session
-        self.requests: list[Request] = []
-        self.replies: list[NDArray[np.uint8]] = []
-
-    def ask(self, request: Request) -> NDArray[np.uint8]:
-        reply = self.session.answer(Request(request.rows, request.bits))
-        self.requests.append(request)
-        self.replies.append(reply)
-        return reply
+from tests.classical.test_reconciliation import AliceOverChannel  # one in-process channel
 
 
 def _questions(reconciler: Reconciler, alice: np.ndarray, bob: np.ndarray, qber: float,
                seed: int) -> list[np.ndarray]:
     """The rows of every request Bob makes, under the plan drawn from ``seed``."""
     plan = reconciler.plan(bob.size, qber, np.random.default_rng(seed))
-    transcript = Transcript(reconciler.alice(alice, plan))
+    transcript = AliceOverChannel(reconciler.alice(alice, plan))
     reconciler.bob(bob, plan, transcript)
     return [r.rows for r in transcript.requests]
 
@@ -138,7 +124,7 @@ def test_cascade_is_charged_alices_answers_exactly():
     alice, bob = _keys(5, 10_000, 0.02)
     cascade = CascadeReconciler()
     plan = cascade.plan(bob.size, 0.02, np.random.default_rng(5))
-    transcript = Transcript(cascade.alice(alice, plan))
+    transcript = AliceOverChannel(cascade.alice(alice, plan))
     cascade.bob(bob, plan, transcript)
     ledger = LeakageLedger()
     for request, reply in zip(transcript.requests, transcript.replies, strict=True):
