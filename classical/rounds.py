@@ -271,7 +271,9 @@ def _sift_and_test(role: Role, ann: Announcement, local: LocalView, cfg: RoundCo
                             cfg.key_intensity)
     key_bits = int(sifted.key_mask(key_intensity=cfg.key_intensity).sum())
     st.set(announced=int(n), sifted=len(sifted), key_bits_raw=key_bits,
-           x_bits=int(x_mask.sum()), qber_x=float(errors[:, :, 1].sum() / max(1, x_mask.sum())))
+           x_bits=int(x_mask.sum()),
+           # no X-basis bits: the X error rate is unknown (None), not 0
+           qber_x=float(errors[:, :, 1].sum() / x_mask.sum()) if x_mask.any() else None)
     return sifted, obs
 
 

@@ -50,7 +50,8 @@ class SpanStage:
 
     def set(self, **attributes: Any) -> None:
         for k, v in attributes.items():
-            self.span.set_attribute(f"mdiqkd.{k}", _attr(v))
+            if v is not None:  # unknown: absent from the span (OpenTelemetry has no null)
+                self.span.set_attribute(f"mdiqkd.{k}", _attr(v))
 
 
 class SpanObserver:
@@ -83,7 +84,7 @@ class _ReportingStage(SpanStage):
 
     def set(self, **attributes: Any) -> None:
         super().set(**attributes)
-        self.report.update({k: _attr(v) for k, v in attributes.items()})
+        self.report.update({k: None if v is None else _attr(v) for k, v in attributes.items()})
 
 
 __all__ = ["SpanKind", "SpanObserver", "context_from", "current_traceparent", "link_to"]

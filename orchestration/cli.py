@@ -1,20 +1,28 @@
 """The `mdiqkd` command line.
 
 Every command prints a readable table by default and JSON with ``--json``; options are validated
-once, here, by pydantic models (``orchestration.options``), and bad values exit with status 2 and a
-message naming the option — never a traceback.
+once, here, by pydantic models (``orchestration.options``), and bad values exit with status 2 and
+one line naming the option — never a traceback. Text from users and files (paths, titles,
+messages) is printed as text: never read as rich markup or emoji codes, never wrapped.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer's own click
+from typer.core import TyperGroup
 
 from channel.defaults import (
     ATTENUATION_DB_PER_KM,
@@ -24,23 +32,69 @@ from channel.defaults import (
 )
 from classical.estimation import DEFAULT_EC_INEFFICIENCY
 from orchestration.options import (
+    MAX_REFERENCE_SLOTS,
+    MAX_SIMULATE_SLOTS,
     KeyRateOptions,
     SimulateOptions,
     describe_validation_error,
     parse_distances,
 )
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value click cannot parse) as one line naming the
+    option, exit status 2, like every other bad input."""
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except NoArgsIsHelpError as e:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(e)
+            sys.exit(e.exit_code)
+        except ClickException as e:
+            where = f"{e.ctx.command_path}: " if getattr(e, "ctx", None) else ""
+            err_console.print(Text("error: ", style="bold red") + Text(where + e.format_message()),
+                              highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except typer.Abort:
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(help="mdiqkd: a distributed emulator of decoy-state MDI-QKD.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, cls=_OneLineErrors)
 bench_app = typer.Typer(help="Benchmarks, reported as ratios against same-run baselines.",
                         no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    """Ctrl-C: one line on stderr, then the usual KeyboardInterrupt (typer exits with 130)."""
+    sys.stderr.write("interrupted (SIGINT): stopped\n")
+    sys.stderr.flush()
+    raise KeyboardInterrupt
+
+
+@app.callback()
+def _main() -> None:
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    """Exit with status 2 and the message on one line of stderr (as text, never wrapped)."""
+    line = "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    err_console.print(Text("error: ", style="bold red") + Text(line), highlight=False,
+                      soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -58,11 +112,28 @@ def _emit(data: dict, as_json: bool, table: Table) -> None:
         console.print(table)
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any) -> Text:
+    """A table cell: numbers to four digits, everything as plain text (no markup)."""
     if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+        return Text(f"{v:.4g}")
+    return Text("null" if v is None else str(v))
 
+
+def _check_output_file(option: str, path: Path, suffix: str) -> None:
+    """Refuse, before any work, an output path that cannot be written as asked."""
+    if path.is_dir():
+        _fail(f"{option}: {path} is a directory; name a {suffix} file in it")
+    if path.suffix.lower() != suffix:
+        _fail(f"{option}: {path} must end in {suffix}")
+    if not path.parent.is_dir():
+        _fail(f"{option}: {path.parent} is not a directory")
+
+
+#: Bounds of the benchmark options (docs/bounds.md).
+MAX_LIST_ITEMS = 100
+MAX_BLOCK_BITS = 1 << 24
+MAX_BENCH_FRAMES = 1000
+MAX_REFERENCE_BITS = 1 << 20
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -81,13 +152,15 @@ def keyrate(
     ec_efficiency: Annotated[float, typer.Option(help="Error-correction inefficiency f.")] = DEFAULT_EC_INEFFICIENCY,
     attenuation: Annotated[float, typer.Option(help="Fiber loss in dB/km.")] = ATTENUATION_DB_PER_KM,
     max_distance: Annotated[bool, typer.Option("--max-distance", help="Also report the reach.")] = False,
-    plot: Annotated[Path | None, typer.Option(help="Write the curve to this PNG file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the curve to this PNG file (its name ends in .png).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Asymptotic key rate per pulse pair vs total distance (relay in the middle)."""
     from orchestration.keyrate import PhysicalParameters, key_rate
     from orchestration.keyrate import max_distance as reach
 
+    if plot is not None:
+        _check_output_file("--plot", plot, ".png")
     try:
         distances = parse_distances(distance_km)
     except ValueError as e:
@@ -116,7 +189,10 @@ def keyrate(
     if plot is not None:
         from orchestration.plots import plot_key_rate
 
-        plot_key_rate(points, plot, title=table.title)
+        try:
+            plot_key_rate(points, plot, title=str(table.title))
+        except OSError as e:
+            _fail(f"--plot: cannot write {plot} ({e.strerror or e})")
     _emit(data, as_json, table)
 
 
@@ -184,12 +260,16 @@ def _emit_bench(data: dict, as_json: bool, *tables: Table) -> None:
 
 
 def _parse_list(option: str, text: str, kind: type) -> list[Any]:
+    if text.count(",") >= MAX_LIST_ITEMS:
+        _fail(f"{option}: more than {MAX_LIST_ITEMS} values (docs/bounds.md)")
     try:
         values = [kind(x) for x in text.split(",") if x.strip()]
     except ValueError:
         _fail(f"{option} must be a comma-separated list of numbers, got {text!r}")
     if not values:
         _fail(f"{option} is empty")
+    if not all(math.isfinite(v) for v in values):
+        _fail(f"{option}: every value must be a finite number, got {text!r}")
     return values
 
 
@@ -202,8 +282,12 @@ def bench_sampler_cmd(
     """Emulated slots/s on one core: reference vs fast sampler, 2×25 and 2×50 km."""
     from orchestration.benchmarks.sampler import bench_sampler
 
-    if fast_slots <= 0 or reference_slots <= 0:
-        _fail("--fast-slots and --reference-slots must be > 0")
+    if not 0 < fast_slots <= MAX_SIMULATE_SLOTS:
+        _fail(f"--fast-slots must lie in [1, {MAX_SIMULATE_SLOTS:.0e}] (the sampler walks "
+              "every slot; docs/bounds.md)")
+    if not 0 < reference_slots <= MAX_REFERENCE_SLOTS:
+        _fail(f"--reference-slots must lie in [1, {MAX_REFERENCE_SLOTS:.0e}] (the reference "
+              "sampler visits every slot; docs/bounds.md)")
     with console.status("benchmarking samplers…"):
         data = bench_sampler(fast_slots=fast_slots, reference_slots=reference_slots)
     _emit_bench(data, as_json, _bench_table(
@@ -230,8 +314,16 @@ def bench_cascade_cmd(
     size_list = _parse_list("--block-bits", block_bits, int)
     if not all(0 < q < 0.5 for q in qber_list):
         _fail("--qbers must lie in (0, 0.5)")
-    if min(size_list) < 64 or frames <= 0 or reference_bits < 0:
-        _fail("--block-bits must be >= 64, --frames > 0 and --reference-bits >= 0")
+    if not all(64 <= b <= MAX_BLOCK_BITS for b in size_list):
+        _fail(f"--block-bits: every size must lie in [64, {MAX_BLOCK_BITS}] (a frame and its "
+              "shuffles are held in memory; docs/bounds.md)")
+    if not 0 < frames <= MAX_BENCH_FRAMES:
+        _fail(f"--frames must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
+    if not 0 <= reference_bits <= MAX_REFERENCE_BITS:
+        _fail(f"--reference-bits must lie in [0, {MAX_REFERENCE_BITS}] (the pure-Python "
+              "baseline is slow; docs/bounds.md)")
+    if seed < 0:
+        _fail("--seed must be >= 0")
     try:
         params = CascadeParameters(variant=variant)
     except ValueError as e:
@@ -252,8 +344,8 @@ def bench_postprocess_cmd(
     """Cascade, privacy amplification and authentication throughput beside plain references."""
     from orchestration.benchmarks.postprocess import bench_postprocess
 
-    if frames <= 0:
-        _fail("--frames must be > 0")
+    if not 0 < frames <= MAX_BENCH_FRAMES:
+        _fail(f"--frames must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
     with console.status("benchmarking post-processing…"):
         data = bench_postprocess(frames, quick)
     _emit_bench(data, as_json, *(_bench_table(section, section, data[section])
@@ -270,13 +362,20 @@ def bench_e2e_cmd(
 ) -> None:
     """Real-time factor of the quick-start link with three processes, and tracing overhead."""
     from orchestration.benchmarks.e2e import bench_e2e
+    from orchestration.config import MAX_ROUND_FRAMES, MAX_ROUNDS, ScenarioError
     from orchestration.run import RunFailed
 
-    if rounds <= 0 or repeats <= 0:
-        _fail("--rounds and --repeats must be > 0")
+    if not 0 < rounds <= MAX_ROUNDS:
+        _fail(f"--rounds must lie in [1, {MAX_ROUNDS}] (docs/bounds.md)")
+    if not 0 < repeats <= MAX_BENCH_FRAMES:
+        _fail(f"--repeats must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
+    if round_frames is not None and not 0 < round_frames <= MAX_ROUND_FRAMES:
+        _fail(f"--round-frames must lie in [1, {MAX_ROUND_FRAMES}] (docs/bounds.md)")
     with console.status("running the quick-start scenario (tracing off, on, alternating)…"):
         try:
             data = bench_e2e(rounds, round_frames, repeats)
+        except ScenarioError as e:
+            _fail(f"the quick-start scenario: {e}")
         except RunFailed as e:
             _fail(f"run failed: {e}")
     table = Table(title="end to end (three processes, 127.0.0.1)")
@@ -295,18 +394,23 @@ def bench_report_cmd(
     """Run every benchmark (sampler, post-processing with Cascade, end to end) and rewrite the
     results file and its JSON."""
     from orchestration.benchmarks.results import run_benchmarks, write_report
+    from orchestration.config import ScenarioError
     from orchestration.run import RunFailed
 
-    if out.suffix.lower() != ".md":
-        _fail("--out must name a .md file (the JSON is written beside it)")
+    _check_output_file("--out", out, ".md")
     with console.status("benchmarking…") as status:
         try:
             results = run_benchmarks(
                 quick, on_stage=lambda name: status.update(f"benchmarking: {name}…"))
+        except ScenarioError as e:
+            _fail(f"the quick-start scenario: {e}")
         except RunFailed as e:
             _fail(f"end-to-end run failed, nothing written: {e}")
-    md_path, json_path = write_report(results, out)
-    console.print(f"wrote {md_path} and {json_path}", highlight=False)
+    try:
+        md_path, json_path = write_report(results, out)
+    except OSError as e:
+        _fail(f"--out: cannot write {out} ({e.strerror or e})")
+    console.print(Text(f"wrote {md_path} and {json_path}"), highlight=False, soft_wrap=True)
 
 
 trace_app = typer.Typer(help="Inspect a run's OpenTelemetry traces.", no_args_is_help=True)
@@ -331,7 +435,8 @@ def scenario_list(as_json: JsonOpt = False) -> None:
         table.add_column(c, justify="right" if c in ("rounds", "emulated_s_per_round") else "left")
     for r in rows:
         name = f"{r['name']} (default)" if r["default"] else r["name"]
-        table.add_row(name, r["title"], str(r["rounds"]), _fmt(r["emulated_s_per_round"]))
+        table.add_row(Text(name), Text(r["title"]), _fmt(r["rounds"]),
+                      _fmt(r["emulated_s_per_round"]))
     _emit({"scenarios": rows}, as_json, table)
 
 
@@ -382,7 +487,10 @@ def run(
         run_dir = prepare_run_dir(sc, out, otlp_endpoint)
     except FileExistsError as e:
         _fail(str(e))
-    err_console.print(f"[bold]{sc.title}[/] → {run_dir}", highlight=False)
+    except OSError as e:
+        _fail(f"--out: cannot create {out} ({e.strerror or e})")
+    err_console.print(Text(sc.title, style="bold") + Text(f" → {run_dir}"), highlight=False,
+                      soft_wrap=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
             "{task.completed}/{task.total} rounds · {task.fields[bits]} key bits · "
             "{task.fields[emulated]:.1f} s emulated"), TimeElapsedColumn(),
@@ -399,15 +507,15 @@ def run(
             _fail(f"run failed: {e}")
         show_final = summary["rounds"]
         progress.update(task, completed=show_final)
-    table = Table(title=f"run summary ({run_dir})")
+    table = Table(title=Text(f"run summary ({run_dir})"))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in ("rounds", "aborted", "secure_bits", "key_rate_bps_emulated", "keys_match",
               "emulated_seconds", "wall_seconds", "realtime_factor", "realtime_factor_rounds"):
         table.add_row(k, _fmt(summary[k]))
-    table.add_row("qber Z / X", " / ".join(_fmt(v) for v in summary["qber"].values()))
+    table.add_row("qber Z / X", Text(" / ").join(_fmt(v) for v in summary["qber"].values()))
     for reason in summary["abort_reasons"]:
-        table.add_row("abort reason", reason)
+        table.add_row("abort reason", Text(str(reason)))
     _emit(summary, as_json, table)
     if not summary["keys_match"] and summary["secure_bits"] == 0 and summary["aborted"] < summary["rounds"]:
         raise typer.Exit(code=1)
@@ -426,7 +534,7 @@ def trace_show(
 
     try:
         rounds = round_trees(load_spans(run_dir))
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         _fail(str(e))
     wanted = sorted(r for r in rounds if r >= 0) if round_ is None else [round_]
     if round_ is not None and round_ not in rounds:
@@ -447,15 +555,15 @@ def trace_show(
         attrs = " ".join(f"{k.removeprefix('mdiqkd.')}={_fmt(v)}" for k, v in s.attributes.items()
                          if k != "mdiqkd.round")
         link = f" [dim]links={len(s.links)}[/]" if s.links else ""
-        node = tree.add(f"[bold]{s.name}[/] [cyan]{s.service}[/] {s.duration_ms:.1f} ms"
-                        f"{link} [dim]{attrs}[/]")
+        node = tree.add(f"[bold]{escape(s.name)}[/] [cyan]{escape(s.service)}[/] "
+                        f"{s.duration_ms:.1f} ms{link} [dim]{escape(attrs)}[/]")
         for c in s.children:
             add(node, c)
 
     for r in wanted:
         roots = rounds[r]
-        tree = Tree(f"round {r} · trace {roots[0].trace_id} · "
-                    f"{sum(1 for _ in _walk(roots))} spans")
+        tree = Tree(Text(f"round {r} · trace {roots[0].trace_id} · "
+                         f"{sum(1 for _ in _walk(roots))} spans"))
         for s in roots:
             add(tree, s)
         console.print(tree)

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from channel.clock import Clock
 from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
@@ -79,8 +87,42 @@ def resolve_scenario(ref: str | Path | None) -> Traversable:
                         f"{', '.join(shipped)}; `mdiqkd scenario list` shows them)")
 
 
+#: Bounds on every size a scenario sets, each checked when the scenario loads, before any process
+#: starts (docs/bounds.md gives the reasons). Memory: Charles holds every click of a pulse batch
+#: and each user every frame record of a round.
+MAX_ROUNDS = 1_000_000
+MAX_ROUND_FRAMES = 100_000
+MAX_BATCH_SLOTS = 1 << 30
+MAX_INITIAL_POOL_BYTES = 1 << 28
+MAX_DARK_COUNT_PROBABILITY = 1e-3
+MAX_SEED = (1 << 64) - 1
+#: Why each bounded field has its bound, added to the message when a value exceeds it.
+BOUND_REASONS = {
+    "rounds": "the run keeps a line of progress per round and the users a key-store row",
+    "round_frames": "each user holds a round's frame records and sifted bits in memory",
+    "initial_pool_bytes": "each user holds its authentication key pool in memory",
+    "seed": "seeds are 64-bit integers",
+}
+#: A scenario is a page of YAML; a larger file is refused before it is parsed.
+MAX_SCENARIO_BYTES = 1 << 20
+
+
+def refuse_booleans(value: Any, info: ValidationInfo, numeric: dict[str, Any]) -> Any:
+    """``true`` is not the number 1: a boolean given for a numeric field is refused."""
+    if isinstance(value, bool) and numeric.get(info.field_name or "") in (int, float):
+        raise ValueError(f"must be a number, got {str(value).lower()}")
+    return value
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: a NaN or infinite number is refused, naming its field
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_booleans(value, info, {n: f.annotation for n, f in
+                                             cls.model_fields.items()})
 
 
 class FieldProblem(ValueError):
@@ -167,6 +209,15 @@ class DetectorModel(_Model):
     dark_count_probability: float = Field(DARK_COUNT_PROBABILITY, ge=0.0, le=1.0)
     jitter_ps: float = Field(0.0, ge=0.0)
 
+    @field_validator("dark_count_probability")
+    @classmethod
+    def _bounded_dark_counts(cls, value: float) -> float:
+        if value > MAX_DARK_COUNT_PROBABILITY:
+            raise ValueError(f"{value} is above the bound {MAX_DARK_COUNT_PROBABILITY}: Charles "
+                             "holds every click of a pulse batch in memory, and dark clicks at "
+                             "this rate would fill it (docs/bounds.md)")
+        return value
+
 
 class RelayModel(_Model):
     detectors: DetectorModel | list[DetectorModel] = DetectorModel()
@@ -174,12 +225,30 @@ class RelayModel(_Model):
                                          description="Charles's setting, not the optics'")
     pulse_rms_ps: float = Field(50.0, gt=0.0)
 
-    @model_validator(mode="after")
-    def _four(self) -> RelayModel:
-        if isinstance(self.detectors, list) and len(self.detectors) != 4:
-            raise ValueError("detectors: give one detector model or a list of four (cH, cV, dH, "
-                             "dV)")
-        return self
+    @field_validator("detectors", mode="before")
+    @classmethod
+    def _one_or_four(cls, value: Any) -> Any:
+        """One detector model for all four, or a list of four: validated here so that an error
+        names the detector's field instead of pydantic's two union branches."""
+        if isinstance(value, DetectorModel | dict):
+            items, path = [value], ()
+        elif isinstance(value, list | tuple):
+            if len(value) != 4:
+                raise ValueError("give one detector model or a list of four (cH, cV, dH, dV), "
+                                 f"got a list of {len(value)}")
+            items = list(value)
+        else:
+            raise ValueError("give one detector model (a mapping) or a list of four")
+        models = []
+        for k, item in enumerate(items):
+            try:
+                models.append(DetectorModel.model_validate(item))
+            except ValidationError as e:
+                err = e.errors()[0]
+                path = (k,) if isinstance(value, list | tuple) else ()
+                raise FieldProblem((*path, *err["loc"]),
+                                   err["msg"].removeprefix("Value error, ")) from None
+        return models if isinstance(value, list | tuple) else models[0]
 
 
 class ReconciliationModel(BaseModel):
@@ -237,19 +306,21 @@ class PostprocessingModel(_Model):
 
 class AuthenticationModel(_Model):
     mode: Literal["wegman-carter", "hmac"] = "wegman-carter"
-    initial_pool_bytes: int = Field(1 << 20, ge=1024)
+    initial_pool_bytes: int = Field(1 << 20, ge=1024, le=MAX_INITIAL_POOL_BYTES,
+                                    description="each user holds its pool in memory")
 
 
 class Scenario(_Model):
     title: str
     description: str = ""
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     entropy: Literal["seeded", "os"] = Field(
         "seeded", description="seeded: every secret derived from `seed` (reproducible "
         "emulation); os: from the operating system's generator (not reproducible)")
     clock_rate_hz: float = Field(1e9, gt=0.0)
-    rounds: int = Field(gt=0)
-    round_frames: int = Field(gt=0, description="frames of 2**frame_bits slots per key round")
+    rounds: int = Field(gt=0, le=MAX_ROUNDS)
+    round_frames: int = Field(gt=0, le=MAX_ROUND_FRAMES,
+                              description="frames of 2**frame_bits slots per key round")
     batch_frames: int = Field(256, gt=0, description="frames per pulse batch on the wire")
     frame_bits: int = Field(DEFAULT_FRAME_BITS, ge=10, le=30)
     alice: UserModel
@@ -263,6 +334,16 @@ class Scenario(_Model):
     def _even_frame_bits(self) -> Scenario:
         if self.frame_bits % 2:
             raise FieldProblem(("frame_bits",), f"must be even, got {self.frame_bits}")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded_batches(self) -> Scenario:
+        slots = self.batch_frames << self.frame_bits
+        if slots > MAX_BATCH_SLOTS:
+            raise FieldProblem(("batch_frames",), f"{self.batch_frames} frames of "
+                               f"2**{self.frame_bits} slots is {slots} slots per batch, above "
+                               f"the bound {MAX_BATCH_SLOTS}: Charles holds a batch's clicks in "
+                               "memory (docs/bounds.md)")
         return self
 
     @model_validator(mode="after")
@@ -324,9 +405,16 @@ def load_scenario(path: Path | Traversable,
     if isinstance(path, str):
         path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise ScenarioError(f"{path}: larger than the bound of {MAX_SCENARIO_BYTES} bytes "
+                                "for a scenario file (docs/bounds.md)")
+        text = raw.decode("utf-8")
     except OSError as e:
         raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(f"{path}: not a text file in UTF-8 (byte {e.start})") from None
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
@@ -338,17 +426,24 @@ def load_scenario(path: Path | Traversable,
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        lines = []
+        problems = []
         for err in e.errors():
-            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
             problem = err.get("ctx", {}).get("error")
             if isinstance(problem, FieldProblem):
                 loc += problem.path
+            message = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "less_than_equal" and loc and loc[-1] in BOUND_REASONS:
+                message += f" ({BOUND_REASONS[loc[-1]]}; docs/bounds.md)"
+            if loc and loc[0] in (overrides or {}):
+                # a command-line override: name the option, not the file
+                problems.append(f"--{str(loc[0]).replace('_', '-')}: {message}")
+                continue
             line = _line_of(root, loc)
             where = f"{path.name}:{line}" if line else path.name
             field = ".".join(str(p) for p in loc) or "(top level)"
-            lines.append(f"{where}: {field}: {err['msg'].removeprefix('Value error, ')}")
-        raise ScenarioError("\n".join(lines)) from None
+            problems.append(f"{where}: {field}: {message}")
+        raise ScenarioError("; ".join(problems)) from None
 
 
 # --- building plain values --------------------------------------------------------------------

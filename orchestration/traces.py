@@ -33,11 +33,20 @@ def _time(text: str) -> datetime:
 
 
 def load_spans(run_dir: Path) -> list[SpanRecord]:
-    trace_dir = Path(run_dir) / "traces"
+    """Every span of a run; a missing run directory, a run without traces (tracing: false) and
+    a run whose traces hold no span each raise a message that says which."""
+    run_dir = Path(run_dir)
+    trace_dir = run_dir / "traces"
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
     if not trace_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: no traces/ directory (was tracing off?)")
+        raise FileNotFoundError(f"{run_dir}: no traces/ directory (not a run directory, or a "
+                                "run with tracing: false)")
     spans = []
-    for path in sorted(trace_dir.glob("*.jsonl")):
+    files = sorted(trace_dir.glob("*.jsonl"))
+    if not files:
+        raise ValueError(f"{trace_dir}: no trace files (*.jsonl) in it")
+    for path in files:
         for n, line in enumerate(path.read_text().splitlines(), 1):
             try:
                 d = json.loads(line)
@@ -49,6 +58,9 @@ def load_spans(run_dir: Path) -> list[SpanRecord]:
                     [lk["context"]["span_id"] for lk in d.get("links", [])]))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ValueError(f"{path}:{n}: not an OpenTelemetry span ({e})") from None
+    if not spans:
+        raise ValueError(f"{trace_dir}: the trace files hold no span (did the run stop before "
+                         "its first round ended?)")
     return spans
 
 

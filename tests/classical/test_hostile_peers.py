@@ -134,6 +134,20 @@ def test_the_digest_covers_every_field(honest):
         assert announcement_digest(other) != d
 
 
+def test_a_round_without_x_basis_slots_reports_its_x_error_rate_as_unknown(users, honest):
+    """The relay announces only the slots where both users chose Z: there is nothing to estimate
+    the phase error from, and the X error rate is unknown (None), not 0 (issue 11, item 5)."""
+    alice, bob = users
+    ann = honest.announcement
+    both_z = ((alice.settings_at(ann.slots).basis == 0) & (bob.settings_at(ann.slots).basis == 0))
+    z_only = dataclasses.replace(ann, slots=ann.slots[both_z].copy(), bell=ann.bell[both_z].copy())
+    result = _run(users, z_only)
+    assert result.alice.key is None and result.bob.key is None
+    for side in (result.alice, result.bob):
+        assert side.report["x_bits"] == 0
+        assert side.report["qber_x"] is None
+
+
 # --- item 2: forged frames are dropped and do not touch the pools' accounting -----------------
 
 

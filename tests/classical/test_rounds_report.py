@@ -78,6 +78,20 @@ def test_epsilons_reach_the_span_as_numbers_not_strings(finite_round):
         assert observer.report()[name] == value
 
 
+def test_an_unknown_value_is_null_in_the_report_and_absent_from_the_span():
+    # OpenTelemetry has no null: a value the round could not measure (qber_x without X bits)
+    # stays out of the span and reads null in rounds.jsonl, never 0
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = SpanObserver(provider.get_tracer("test"), round_id=7)
+    with observer.stage("sift") as st:
+        st.set(x_bits=0, qber_x=None)
+    (span,) = exporter.get_finished_spans()
+    assert "mdiqkd.qber_x" not in span.attributes and span.attributes["mdiqkd.x_bits"] == 0
+    assert json.loads(json.dumps(observer.report()))["qber_x"] is None
+
+
 def test_the_asymptotic_mode_claims_no_epsilon():
     estimate = Estimate("asymptotic", 10, 20.0, 0.05, 0.01, 0.2, 100, 5.0, ())
     assert epsilon_attributes(estimate) == {}
