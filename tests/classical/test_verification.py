@@ -127,3 +127,111 @@ def test_mismatched_tag_shape_does_not_match() -> None:
     key = np.array([7, 11], dtype=np.uint64)
     tag = verification_tag(bits, key, 2 * ELEMENT_BITS)
     assert not verify(bits, key, 2 * ELEMENT_BITS, tag[:1]).matched
+
+
+# --- Mutation testing (docs/mutation-testing.md): each test below turns a surviving mutant red.
+
+
+@pytest.mark.parametrize("n_key_bits", [1, 32, 33, 1000, 10**7])
+@pytest.mark.parametrize("evaluations", [1, 2, 3])
+def test_an_epsilon_cor_exactly_on_a_bound_is_met_by_that_tag(n_key_bits, evaluations) -> None:
+    # ε_cor equal to the bound of r evaluations is met by r (<=), one ulp less needs r + 1:
+    # the search neither overshoots at the boundary nor stops short just below it.
+    bound = collision_bound(n_key_bits, evaluations * ELEMENT_BITS)
+    assert tag_bits_for(n_key_bits, bound) == evaluations * ELEMENT_BITS
+    below = float(np.nextafter(bound, 0.0))
+    tag_bits = tag_bits_for(n_key_bits, below)
+    assert tag_bits == (evaluations + 1) * ELEMENT_BITS
+    assert collision_bound(n_key_bits, tag_bits) <= below
+
+
+@pytest.mark.parametrize(
+    ("n_key_bits", "blocks"), [(1, 1), (32, 1), (33, 2), (64, 2), (65, 3), (10**7, 312_500)]
+)
+def test_collision_bound_counts_whole_32_bit_blocks(n_key_bits, blocks) -> None:
+    p = FIELD_PRIME
+    assert collision_bound(n_key_bits, ELEMENT_BITS) == (blocks + 1) / p
+    assert collision_bound(n_key_bits, 2 * ELEMENT_BITS) == ((blocks + 1) / p) ** 2
+
+
+def test_message_blocks_are_whole_blocks() -> None:
+    from classical.verification import polynomial_hash_blocks
+
+    got = [polynomial_hash_blocks(n) for n in range(10)]
+    assert got == [0, 1, 1, 1, 1, 2, 2, 2, 2, 3]
+    assert all(type(n) is int for n in got)
+
+
+def test_epsilon_cor_of_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="epsilon_cor"):
+        tag_bits_for(100, 1.0)
+
+
+def test_a_zero_tag_length_is_refused_everywhere() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        collision_bound(100, 0)
+    with pytest.raises(ValueError, match="multiple"):
+        draw_hash_key(np.random.default_rng(0), 0)
+
+
+def test_a_uint8_array_hashes_like_the_same_bytes() -> None:
+    data = bytes(range(1, 23))
+    keys = [3, 987654321]
+    from_array = polynomial_hash(np.frombuffer(data, dtype=np.uint8), keys, len(data))
+    assert from_array.tolist() == polynomial_hash(data, keys, len(data)).tolist()
+    # a non-contiguous view hashes its own elements
+    strided = np.repeat(np.frombuffer(data, dtype=np.uint8), 2)[::2]
+    assert polynomial_hash(strided, keys, 22).tolist() == polynomial_hash(data, keys, 22).tolist()
+
+
+def test_data_arrays_other_than_1d_uint8_are_refused() -> None:
+    with pytest.raises(ValueError, match="1-D uint8"):
+        polynomial_hash(np.array([1, 2], dtype=np.int64), [5], 2)
+    with pytest.raises(ValueError, match="1-D uint8"):
+        polynomial_hash(np.zeros((2, 2), dtype=np.uint8), [5], 4)
+
+
+@pytest.mark.parametrize(
+    "keys", [[], np.zeros((1, 2), dtype=np.uint64), [5.0], np.array([1.5])], ids=str
+)
+def test_hash_keys_must_be_a_non_empty_1d_integer_array(keys) -> None:
+    with pytest.raises(ValueError, match="hash keys"):
+        polynomial_hash(b"abc", keys, 3)
+
+
+def test_the_largest_field_element_is_a_valid_hash_key() -> None:
+    top = FIELD_PRIME - 1  # = -1 mod p
+    got = polynomial_hash(b"\x00\x00\x00\x07", np.array([top], dtype=np.int64), 4)
+    assert [int(v) for v in got] == [_python_hash(b"\x00\x00\x00\x07", top, 4)]
+
+
+@pytest.mark.parametrize(
+    "bits", [np.zeros(0, dtype=np.bool_), np.zeros(0, dtype=np.uint8), np.ones((2, 8), np.uint8)],
+    ids=["empty-bool", "empty-uint8", "2-D"],
+)
+def test_a_key_to_tag_must_be_a_non_empty_1d_array(bits) -> None:
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        verification_tag(bits, np.array([5], dtype=np.uint64), ELEMENT_BITS)
+
+
+def test_a_peer_tag_off_by_one_in_its_lowest_bit_does_not_match() -> None:
+    # tag elements are up to 61 bits: compared as floats they would round to equal
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2, 4096, dtype=np.uint8)
+    tag_bits = 2 * ELEMENT_BITS
+    key = draw_hash_key(rng, tag_bits)
+    tag = verification_tag(bits, key, tag_bits)
+    for i in range(tag.size):
+        for delta in (1, -1):
+            forged = tag.copy()
+            forged[i] = np.uint64((int(tag[i]) + delta) % FIELD_PRIME)
+            assert not verify(bits, key, tag_bits, forged).matched
+    assert verify(bits, key, tag_bits, tag).matched
+
+
+def test_the_reported_collision_bound_is_for_the_verified_key_length() -> None:
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2, 100_000, dtype=np.uint8)
+    key = draw_hash_key(rng, ELEMENT_BITS)
+    outcome = verify(bits, key, ELEMENT_BITS, verification_tag(bits, key, ELEMENT_BITS))
+    assert outcome.collision_bound == collision_bound(100_000, ELEMENT_BITS) == 3126 / FIELD_PRIME
