@@ -27,17 +27,17 @@ from classical.secure import wegman_carter_link
 from classical.sifting import announcement_digest, check_announcement
 from nodes.users import local_view
 from orchestration.inmemory import round_config
-from tests.metro import ROUND_SLOTS, metro_round, metro_users
+from tests.metro import ROUND_SLOTS, shared_metro
 
 
 @pytest.fixture(scope="module")
 def users():
-    return metro_users()
+    return shared_metro()[0]
 
 
 @pytest.fixture(scope="module")
-def honest(users):
-    return metro_round(users)
+def honest():
+    return shared_metro()[1]
 
 
 def _run(users, ann: Announcement, **kwargs):

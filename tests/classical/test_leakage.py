@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from channel.fiber import Fiber
-from channel.link import Link
-from channel.relay import RelayOptics
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
-from channel.source import Source
 from classical.cascade import CascadeParameters, CascadeReconciler
 from classical.leakage import LeakageLedger, round_trip_leakage
-from classical.pipeline import run_key_round
 from classical.reconcilers import RECONCILERS, get_reconciler
 from classical.reconciliation import (
     BobOutcome,
@@ -29,8 +23,8 @@ from classical.reconciliation import (
     Reconciler,
     Request,
 )
-from orchestration.inmemory import emulate_round, round_config
 from tests.classical.test_reconciliation import AliceOverChannel  # one in-process channel
+from tests.metro import shared_metro_20km_round
 
 
 def _questions(reconciler: Reconciler, alice: np.ndarray, bob: np.ndarray, qber: float,
@@ -133,19 +127,10 @@ def test_cascade_is_charged_alices_answers_exactly():
     assert ledger.round_trips == len(transcript.replies)
 
 
-# A metro round on 2 x 20 km (as tests/classical/test_rounds_report.py): it reaches reconciliation.
-PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
-    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
-
-
 def test_alice_and_bob_charge_the_same_leakage_in_a_round():
-    alice, bob = SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
-    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(20), Fiber(20),
-                relay=RelayOptics.uniform(0.8, 1e-7))
-    emulated = emulate_round(link, alice, bob, round_id=7, start_slot=0,
-                             stop_slot=3000 << 20, seed=11)
-    cfg = round_config(alice, bob, decoy_method="analytic")
-    result = run_key_round(emulated.announcement, emulated.alice, emulated.bob, cfg, 3)
+    # the metro round on 2 x 20 km (as tests/classical/test_rounds_report.py, computed once for
+    # both): it reaches reconciliation
+    _, result = shared_metro_20km_round()
     a, b = result.alice.report, result.bob.report
     assert a["disclosed_bits"] == b["disclosed_bits"] > 0
     assert a["round_trips"] == b["round_trips"] > 0

@@ -27,20 +27,19 @@ from classical.rounds import RoundConfig
 from classical.sifting import BASIS_X, class_errors, sent_pairs, sift
 from orchestration.inmemory import round_config
 from tests.leakage_count import disclosed, open_frame
-from tests.metro import metro_round as emulate_metro_round
-from tests.metro import metro_users
+from tests.metro import shared_metro
 
 CASCADE = default_reconciler()
 
 
 @pytest.fixture(scope="module")
 def users():
-    return metro_users()
+    return shared_metro()[0]
 
 
 @pytest.fixture(scope="module")
-def metro_round(users):
-    return emulate_metro_round(users)
+def metro_round():
+    return shared_metro()[1]
 
 
 class LeakageTap:

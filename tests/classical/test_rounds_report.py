@@ -10,22 +10,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from channel.fiber import Fiber
-from channel.link import Link
-from channel.relay import RelayOptics
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
-from channel.source import Source
 from classical.estimation import Estimate
-from classical.pipeline import run_key_round
 from classical.rounds import epsilon_attributes
 from nodes.tracing import SpanObserver
-from orchestration.inmemory import emulate_round, round_config
+from tests.metro import shared_metro_20km_round
 
-# The metro round of tests/orchestration/test_inmemory.py on 2 x 20 km: the three-intensity analytic
-# bounds give it a finite key of about 2·10⁵ bits, far from the abort at zero.
-PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
-    ("mu", "nu", "omega"), (0.4, 0.1, 0.0), (0.3, 0.5, 0.2), (0.95, 0.2, 0.5), strict=True)))
-ROUND_SLOTS = 3000 << 20
 EPSILON_NAMES = {"eps_sec", "eps_cor", "eps_correctness", "eps_prime", "eps_smoothing",
                  "eps_privacy_amplification", "eps_parameter_estimation_per_count",
                  "eps_parameter_estimation_psi+-", "eps_beta_psi+-", "chernoff_counts_psi+-"}
@@ -33,13 +22,9 @@ EPSILON_NAMES = {"eps_sec", "eps_cor", "eps_correctness", "eps_prime", "eps_smoo
 
 @pytest.fixture(scope="module")
 def finite_round():
-    alice, bob = SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
-    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(20), Fiber(20),
-                relay=RelayOptics.uniform(0.8, 1e-7))
-    emulated = emulate_round(link, alice, bob, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS,
-                             seed=11)
-    cfg = round_config(alice, bob, decoy_method="analytic")  # the ε count below is its own
-    return cfg, run_key_round(emulated.announcement, emulated.alice, emulated.bob, cfg, 3)
+    # the metro round on 2 x 20 km: the three-intensity analytic bounds give it a finite key of
+    # about 2·10⁵ bits, far from the abort at zero (analytic: the ε count below is its own)
+    return shared_metro_20km_round()
 
 
 def test_the_final_report_names_every_epsilon_as_a_plain_number(finite_round):

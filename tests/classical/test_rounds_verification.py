@@ -23,7 +23,7 @@ from classical.messages import Committed, VerifyRequest, VerifyResult
 from classical.pipeline import run_key_round, run_key_rounds
 from classical.reconciliation import BobOutcome
 from orchestration.inmemory import round_config
-from tests.metro import metro_round, metro_users
+from tests.metro import shared_metro
 
 KIND_OFFSET = 13 + 1  # frame header (13 bytes), then the codec's version byte, then the kind
 TIMEOUT_S = 6.0
@@ -31,12 +31,12 @@ TIMEOUT_S = 6.0
 
 @pytest.fixture(scope="module")
 def users():
-    return metro_users()
+    return shared_metro()[0]
 
 
 @pytest.fixture(scope="module")
-def honest(users):
-    return metro_round(users)
+def honest():
+    return shared_metro()[1]
 
 
 @pytest.fixture(scope="module")

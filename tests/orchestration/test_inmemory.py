@@ -12,13 +12,14 @@ import pytest
 from channel.fiber import Fiber
 from channel.link import Link
 from channel.relay import RelayOptics
-from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
+from channel.settings import IntensityClass, SettingsPlan
 from channel.source import Source
 from classical.estimation import DecoyObservations, estimate
 from classical.pipeline import run_key_round
 from classical.reconciliation import BobOutcome, ReconcilePlan, Reconciler, Request
 from classical.sifting import BASIS_X, class_errors, sent_pairs, sift
 from orchestration.inmemory import emulate_round, round_config
+from tests.metro import shared_metro
 
 # A metro link with modern detectors: the smallest round (≈3·10⁹ slots) with a positive finite key.
 PLAN = SettingsPlan(tuple(IntensityClass(n, m, p, z) for n, m, p, z in zip(
@@ -33,14 +34,13 @@ def _link(flip: float = 0.01) -> Link:
 
 @pytest.fixture(scope="module")
 def users():
-    return SettingsGenerator(PLAN, 101), SettingsGenerator(PLAN, 202)
+    return shared_metro()[0]  # SettingsGenerator(PLAN, 101) and (PLAN, 202)
 
 
 @pytest.fixture(scope="module")
-def metro_round(users):
-    alice, bob = users
-    return emulate_round(_link(), alice, bob, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS,
-                         seed=11)
+def metro_round():
+    # _link() over [0, ROUND_SLOTS), round 7, seed 11: tests/metro.py's, emulated once per process
+    return shared_metro()[1]
 
 
 def test_both_users_hold_identical_keys_of_the_finite_key_length(metro_round, users):
