@@ -18,7 +18,7 @@ from channel.link import Link
 from channel.relay import RelayOptics
 from channel.settings import IntensityClass, SettingsGenerator, SettingsPlan
 from channel.source import Source
-from classical.pipeline import PipelineResult, run_key_round
+from classical.pipeline import PipelineResult, RoundInput, RunResult, run_key_round, run_key_rounds
 from classical.rounds import RoundConfig
 from orchestration.inmemory import EmulatedRound, emulate_round, round_config
 
@@ -55,6 +55,21 @@ def shared_metro() -> tuple[tuple[SettingsGenerator, SettingsGenerator], Emulate
     emulated = metro_round(users)
     _freeze(emulated)
     return users, emulated
+
+
+def three_metro_rounds(emulated: EmulatedRound) -> list[RoundInput]:
+    """The metro round announced as rounds 0, 1 and 2 (the same slots): three keys in a run."""
+    return [(dataclasses.replace(emulated.announcement, round_id=r), emulated.alice, emulated.bob)
+            for r in range(3)]
+
+
+@functools.cache
+def shared_undisturbed_run(timeout_s: float) -> RunResult:
+    """:func:`three_metro_rounds` run by :func:`classical.pipeline.run_key_rounds` (seed 5) with
+    nobody interfering, once per test process and timeout."""
+    users, emulated = shared_metro()
+    return run_key_rounds(three_metro_rounds(emulated), round_config(*users), 5,
+                          timeout_s=timeout_s)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from classical.secure import wegman_carter_link
 from classical.sifting import announcement_digest, check_announcement
 from nodes.users import local_view
 from orchestration.inmemory import round_config
-from tests.metro import ROUND_SLOTS, shared_metro
+from tests.metro import ROUND_SLOTS, shared_metro, shared_undisturbed_run, three_metro_rounds
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +203,7 @@ def _attack(kind: type, how: str):
 
 @pytest.fixture(scope="module")
 def three_rounds(honest):
-    return [(dataclasses.replace(honest.announcement, round_id=r), honest.alice, honest.bob)
-            for r in range(3)]
+    return three_metro_rounds(honest)
 
 
 def _stores_in_step(result) -> None:
@@ -216,15 +215,23 @@ def _stores_in_step(result) -> None:
     assert ka.incoming.replenished_bytes == kb.outgoing.replenished_bytes
 
 
-def test_an_undisturbed_run_commits_every_key_on_both_sides(users, three_rounds):
-    result = run_key_rounds(three_rounds, round_config(*users), 5, timeout_s=TIMEOUT_S)
+def test_an_undisturbed_run_commits_every_key_on_both_sides():
+    # run_key_rounds(three_rounds, round_config(*users), 5, timeout_s=TIMEOUT_S), computed once
+    # for this module and test_rounds_verification
+    result = shared_undisturbed_run(TIMEOUT_S)
     assert len(result.alice_store) == 3
     _stores_in_step(result)
 
 
+# (drop, Amplify) and (drop, Committed) are test_a_lost_commit_message_leaves_identical_stores's
+# below (the same run, with more assertions, in the quick suite as well): not run twice.
+MATRIX = [(how, kind) for how in ("drop", "delay", "tamper")
+          for kind in (Amplify, Confirm, Committed)
+          if (how, kind) not in (("drop", Amplify), ("drop", Committed))]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [Amplify, Confirm, Committed])
-@pytest.mark.parametrize("how", ["drop", "delay", "tamper"])
+@pytest.mark.parametrize(("how", "kind"), MATRIX)
 def test_each_commit_message_dropped_delayed_or_tampered_leaves_identical_stores(
         users, three_rounds, kind, how):
     wire, done = _attack(kind, how)
@@ -236,7 +243,8 @@ def test_each_commit_message_dropped_delayed_or_tampered_leaves_identical_stores
 
 @pytest.mark.parametrize("kind", [Amplify, Committed])
 def test_a_lost_commit_message_leaves_identical_stores(users, three_rounds, kind):
-    """The quick version of the matrix above (which runs with the slow tests)."""
+    """The quick version of the matrix above (which runs with the slow tests), and its two cases
+    (drop, Amplify) and (drop, Committed), which the matrix leaves to this test."""
     wire, done = _attack(kind, "drop")
     result = run_key_rounds(three_rounds, round_config(*users), 5, wire=wire,
                             timeout_s=TIMEOUT_S)

@@ -14,8 +14,6 @@ result and not the round's size.
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from classical.cascade import CascadeReconciler
@@ -23,7 +21,7 @@ from classical.messages import Committed, VerifyRequest, VerifyResult
 from classical.pipeline import run_key_round, run_key_rounds
 from classical.reconciliation import BobOutcome
 from orchestration.inmemory import round_config
-from tests.metro import shared_metro
+from tests.metro import shared_metro, shared_undisturbed_run, three_metro_rounds
 
 KIND_OFFSET = 13 + 1  # frame header (13 bytes), then the codec's version byte, then the kind
 TIMEOUT_S = 6.0
@@ -41,13 +39,14 @@ def honest():
 
 @pytest.fixture(scope="module")
 def three_rounds(honest):
-    return [(dataclasses.replace(honest.announcement, round_id=r), honest.alice, honest.bob)
-            for r in range(3)]
+    return three_metro_rounds(honest)
 
 
 @pytest.fixture(scope="module")
-def undisturbed(users, three_rounds):
-    return run_key_rounds(three_rounds, round_config(*users), 5, timeout_s=TIMEOUT_S)
+def undisturbed():
+    # run_key_rounds(three_rounds, round_config(*users), 5, timeout_s=TIMEOUT_S), computed once
+    # for this module and test_hostile_peers
+    return shared_undisturbed_run(TIMEOUT_S)
 
 
 def _pools_in_step(result) -> None:
