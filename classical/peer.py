@@ -66,6 +66,11 @@ class FramePeer:
             raise ProtocolError(f"cannot authenticate a message to {self.name}: {e}") from None
         self._put(frame)
 
+    @property
+    def held(self) -> Message | None:
+        """A later round's message received while this round waited for another (or None)."""
+        return self._held
+
     def receive(self, *expected: type) -> Any:
         while True:
             if self._held is not None and (self._held.round_id <= self.round_id

@@ -16,6 +16,8 @@ from nodes.tracing import current_traceparent
 from nodes.transport import MAX_CLASSICAL_MESSAGE_BYTES, Counters, Mailbox, Outbox, ZmqPeer
 
 NODE_NAMES = ("alice", "bob", "charles", "nature")
+#: How long a stopping node's unsent classical frames may delay its exit.
+STOPPING_LINGER_MS = 500
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,12 @@ class NodeContext:
         (self.node_dir / "metrics.json").write_text(json.dumps(data, indent=2, default=float))
 
     def close(self) -> None:
+        # stopped early: a peer may be gone, so its unsent frames hold the exit briefly only
+        # (long enough for a last word such as EndOfRun to reach a live peer on 127.0.0.1)
+        linger_ms = STOPPING_LINGER_MS if self.stop.is_set() else None
         self.stop.set()
         for o in self.outboxes.values():
-            o.close()
+            o.close(linger_ms)
         if self.mailbox is not None:
             self.mailbox.close()
         self.zmq.term()

@@ -33,6 +33,7 @@ from nodes.transport import (
     PulseBatchRejected,
     PulseLayout,
     PulseReceiver,
+    run_stoppable,
     send_stoppable,
 )
 
@@ -198,7 +199,9 @@ class NatureNode:
         with self.tracer.start_as_current_span(
                 "measure", context=context_from(ready.traceparents[0]), kind=SpanKind.CONSUMER,
                 links=links) as span:
-            records = self.emulator.measure_ready(ready)
+            # in a worker: a batch's kernel can take seconds, and a stop must not wait for it
+            records = (run_stoppable(lambda: self.emulator.measure_ready(ready), self.stop)
+                       if self.stop is not None else self.emulator.measure_ready(ready))
             span.set_attribute("mdiqkd.round", ready.round_id)
             span.set_attribute("mdiqkd.first_slot", ready.first_slot)
             span.set_attribute("mdiqkd.slots", ready.stop_slot - ready.first_slot)
@@ -225,5 +228,5 @@ class NatureNode:
         if hasattr(self.ctx, "write_metrics"):
             self.ctx.write_metrics(self.emulator.metrics())
         self.pulses.close()
-        if self.records is not None:
-            self.records.close()
+        if self.records is not None:  # records nobody will measure do not hold the exit
+            self.records.close(linger=0 if self.stop.is_set() else None)

@@ -24,7 +24,7 @@ import queue
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zmq
@@ -49,6 +49,8 @@ MAX_CLASSICAL_MESSAGE_BYTES = (1 << 32) - 1 + FRAME_HEADER_BYTES + _TAG_ROOM
 #: A pulse-batch header is a few short fields (JSON); anything longer is refused unparsed.
 MAX_PULSE_HEADER_BYTES = 1024
 _MAX_TRACEPARENT = 256
+
+T = TypeVar("T")
 
 
 def classical_max_message_bytes(round_slots: int) -> int:
@@ -92,13 +94,16 @@ class Mailbox:
         self.socket.bind(endpoint)
         self.queues: dict[str, queue.Queue[bytes]] = {s: queue.Queue(max_queued) for s in senders}
         self.counters, self.stop = counters, stop
+        # the socket is drained until close(), not until ``stop``: a stopping node still hears
+        # its peer's last word (``EndOfRun``, which settles a pending key)
+        self._closed = threading.Event()
         self.thread = threading.Thread(target=self._drain, name="mailbox", daemon=True)
         self.thread.start()
 
     def _drain(self) -> None:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
-        while not self.stop.is_set():
+        while not self._closed.is_set():
             if not poller.poll(POLL_MS):
                 continue
             self.sort(self.socket.recv_multipart(copy=True))
@@ -129,6 +134,7 @@ class Mailbox:
         raise TimeoutError(f"no message from {sender} within {timeout_s:.0f} s")
 
     def close(self) -> None:
+        self._closed.set()
         self.thread.join(timeout=1.0)
         self.socket.close(linger=0)
 
@@ -143,8 +149,16 @@ class Outbox:
     def send(self, frame: bytes) -> None:
         self.socket.send_multipart([self.me, frame])
 
-    def close(self) -> None:
-        self.socket.close()
+    def limit_send_wait(self, ms: int) -> None:
+        """From now on a send waits at most ``ms`` for a receiver (then ``zmq.Again``): for a
+        stopping node's last words, whose receiver may already be gone (a PUSH socket without a
+        peer would wait for ever)."""
+        self.socket.setsockopt(zmq.SNDTIMEO, ms)
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """``linger_ms``: how long unsent frames may hold the node's exit (the socket's own
+        2 s when None)."""
+        self.socket.close(linger=linger_ms)
 
 
 TraceInjector = Callable[[], str | None]
@@ -327,6 +341,30 @@ class PulseBatch:
         return batch
 
 
+def run_stoppable(work: Callable[[], T], stop: threading.Event, poll_s: float = 0.05) -> T:
+    """``work()`` in a worker thread, waited for with ``stop`` checked every ``poll_s``: a long
+    kernel (sampling a whole pulse batch) does not hold a stopping node, which raises
+    ``NodeStopped`` and leaves the abandoned work to end with the process. Only for work whose
+    result is all that matters (nothing it touches must be left consistent)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            box["error"] = e
+
+    worker = threading.Thread(target=target, name="stoppable-work", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(poll_s)
+        if stop.is_set() and worker.is_alive():
+            raise NodeStopped()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def send_stoppable(socket: zmq.Socket, parts: list[Any], stop: threading.Event) -> None:
     """Send a multipart message, blocking while the receiver is behind (backpressure, never a
     silent drop) but ending with ``NodeStopped`` as soon as ``stop`` is set."""
@@ -350,8 +388,10 @@ class PulseSender:
     def send(self, batch: PulseBatch, stop: threading.Event) -> None:
         send_stoppable(self.socket, batch.to_parts(), stop)
 
-    def close(self) -> None:
-        self.socket.close()
+    def close(self, linger_ms: int | None = None) -> None:
+        """``linger_ms=0`` when the node stops: pulses of a round nobody finishes are dropped
+        instead of holding the exit for the socket's 2 s linger."""
+        self.socket.close(linger=linger_ms)
 
 
 class PulseReceiver:

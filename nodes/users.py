@@ -15,6 +15,7 @@ one round in flight, and the next round is still held back (backpressure) beyond
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import threading
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import zmq
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
@@ -41,7 +43,7 @@ from classical.rounds import (
 )
 from classical.sifting import check_announcement
 from classical.warmup import warm_up_postprocessing
-from nodes.base import NodeContext
+from nodes.base import STOPPING_LINGER_MS, NodeContext
 from nodes.keystore import KeyStore
 from nodes.tracing import SpanObserver, context_from, current_traceparent
 from nodes.transport import PulseBatch, PulseSender
@@ -61,6 +63,11 @@ def local_view(settings: SettingsGenerator, ann: Announcement) -> LocalView:
     s = settings.settings_at(ann.slots)
     return LocalView(s.basis, s.bit, s.intensity,
                      frame_sent_counts(settings, ann.start_slot, ann.stop_slot))
+
+
+#: How long a stopping Bob waits for Alice's ``EndOfRun`` to settle a pending key (the launcher
+#: gives every node 5 s to stop before it kills it).
+STOP_GRACE_S = 2.0
 
 
 def _end_spans(spans: dict[int, Span]) -> None:
@@ -101,6 +108,7 @@ class UserNode:
         # the two-phase commit (classical.custody): keys reach the store only once committed
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
                                   self._on_settled)
+        self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
 
     # --- one round --------------------------------------------------------------------------
 
@@ -250,7 +258,7 @@ class UserNode:
                                int(outcome.report.get("net_secure_bits", 0)))
 
     def _run_alice(self) -> None:
-        bob, charles = self.ctx.peers["bob"], self.ctx.peers["charles"]
+        bob = self.ctx.peers["bob"]
         started: dict[int, Span] = {}
 
         def start(r: int) -> None:
@@ -271,8 +279,20 @@ class UserNode:
                 self._finish_round(r, started.pop(r))
         finally:
             _end_spans(started)  # rounds begun but not finished (the node is failing)
-        for peer in (bob, charles):
-            peer.send(EndOfRun(self.plan.rounds, "all rounds done", self.custody.last_committed))
+        self._end_run("all rounds done")
+
+    def _end_run(self, reason: str) -> None:
+        """Alice's last word: no more rounds, and the last key she committed (which settles a
+        key Bob still holds pending). Its round ID is the run's number of rounds, so that it is
+        never stale, whatever round Bob is in."""
+        self._ended = True
+        for name in ("bob", "charles"):
+            if self.ctx.stop.is_set():  # stopping: the receiver may be gone already
+                self.ctx.outboxes[name].limit_send_wait(STOPPING_LINGER_MS)
+            # a channel gone (no pad left, no receiver): Bob then discards his pending key
+            with contextlib.suppress(ProtocolError, zmq.Again):
+                self.ctx.peers[name].send(EndOfRun(self.plan.rounds, reason,
+                                                   self.custody.last_committed))
 
     def _run_bob(self) -> None:
         alice = self.ctx.peers["alice"]
@@ -310,20 +330,54 @@ class UserNode:
                     msg = next_message(RoundStart, EndOfRun)
                     if isinstance(msg, RoundStart):
                         start(msg)
-                    else:
-                        end = msg
+                    else:  # Alice ended the run before starting round r + 1: she stopped,
+                        end = msg  # and distils no round she has started
+                        break
+                if isinstance(alice.held, EndOfRun):  # she stopped during the last round
+                    end = next_message(EndOfRun)
+                    break
                 self._finish_round(r, started.pop(r))
         finally:
             _end_spans(started)
         if end is None:
             end = next_message(EndOfRun)
+        self._ended = True
         self.custody.resolve(end.committed)  # a key still pending: Alice says what she kept
+        if end.reason != "all rounds done":
+            print(f"bob: Alice ended the run early: {end.reason}", flush=True)
+
+    def _settle_after_stop(self, grace_s: float) -> None:
+        """Bob stops while he holds a key Alice may have committed: wait up to ``grace_s`` for
+        her ``EndOfRun`` (she sends it when she stops too) and settle the key as she did. Only
+        if she is silent is the key discarded, and the stores may then differ by that key."""
+        alice = self.ctx.peers["alice"]
+        alice.stop = threading.Event()  # the node is stopping; this one wait goes on
+        deadline = time.monotonic() + grace_s
+        while self.custody.pending is not None and time.monotonic() < deadline:
+            alice.timeout_s = max(0.2, deadline - time.monotonic())
+            try:
+                end = alice.receive(EndOfRun)
+            except (ProtocolError, PeerAborted):  # the rest of the stopped round, or silence
+                continue
+            self._ended = True
+            self.custody.resolve(end.committed)
 
     def close(self) -> None:
+        """End in order, also when stopped mid-round: Alice discards a key Bob has not confirmed
+        and tells him the last key she committed; Bob waits briefly for that word and settles
+        his pending key by it. So both key stores hold the same keys after any stop."""
+        if self.plan.role == "alice":
+            if self.custody.pending is not None:  # Bob never confirmed it
+                self.custody.discard(self.custody.pending.key_id,
+                                     "node stopped before Bob confirmed the key")
+            if not self._ended:
+                self._end_run("Alice stopped before the last round")
+        elif self.custody.pending is not None and not self._ended:
+            self._settle_after_stop(STOP_GRACE_S)
         if self.custody.pending is not None:  # never learnt whether Alice committed it
             self.custody.discard(self.custody.pending.key_id,
                                  "node stopped before Alice said whether she committed it")
         self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})
         self.rounds_log.close()
         self.store.close()
-        self.pulses.close()
+        self.pulses.close(0 if self.ctx.stop.is_set() else None)

@@ -465,13 +465,12 @@ def run(
     otlp_endpoint: Annotated[str | None, typer.Option(help="Also export spans over OTLP/HTTP to this URL.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a scenario: Alice, Bob and Charles as three local processes over ZeroMQ."""
-    import time as _time
+    """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes over ZeroMQ."""
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestration.config import ScenarioError, load_scenario, resolve_scenario
-    from orchestration.run import RunFailed, execute, prepare_run_dir
+    from orchestration.run import RunFailed, execute, new_run_dir, prepare_run_dir
 
     overrides: dict[str, Any] = {}
     if seed is not None:
@@ -482,8 +481,8 @@ def run(
         sc = load_scenario(resolve_scenario(scenario), overrides)
     except ScenarioError as e:
         _fail(str(e))
-    out = out or Path("runs") / _time.strftime("%Y%m%d-%H%M%S")
     try:
+        out = out or new_run_dir()  # unique, even for runs started in the same second
         run_dir = prepare_run_dir(sc, out, otlp_endpoint)
     except FileExistsError as e:
         _fail(str(e))
@@ -517,6 +516,13 @@ def run(
     for reason in summary["abort_reasons"]:
         table.add_row("abort reason", Text(str(reason)))
     _emit(summary, as_json, table)
+    if summary["interrupted"]:
+        name = summary["interrupted_by"]
+        err_console.print(Text(
+            f"interrupted ({name}): the nodes stopped in order after {summary['rounds']} of "
+            f"{sc.rounds} rounds; {summary['secure_bits']} key bits delivered; summary in "
+            f"{run_dir / 'summary.json'}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(code=128 + int(getattr(signal, name)))
     if not summary["keys_match"] and summary["secure_bits"] == 0 and summary["aborted"] < summary["rounds"]:
         raise typer.Exit(code=1)
 

@@ -7,6 +7,7 @@ fails loudly, naming the node, when one dies, and stops nature once the protocol
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -29,29 +30,65 @@ class Launcher(Protocol):
 
     def stop(self, grace_s: float = 5.0) -> None: ...
 
+    def cause(self, name: str) -> str:
+        """The error that ended a failed node, as it reported it ("" if it could not)."""
+        ...
+
+
+class _StatusPipe:
+    """The read end of a pipe on which a node writes one line, the error that ended it, if it
+    fails. Its log may be on a full disk; this is not, so the run can still name the cause."""
+
+    def __init__(self) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        self._text = b""
+
+    def read(self) -> str:
+        try:
+            while chunk := os.read(self.read_fd, 65536):
+                self._text += chunk
+        except (BlockingIOError, OSError):
+            pass
+        return self._text.decode(errors="replace").strip()
+
+    def close(self) -> None:
+        os.close(self.read_fd)
+
 
 @dataclass
 class LocalProcessLauncher:
     python: str = sys.executable
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    status: dict[str, _StatusPipe] = field(default_factory=dict)
 
     def start(self, run_dir: Path) -> None:
         logs = run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for name in NODE_ORDER:
             log = (logs / f"{name}.log").open("wb")
+            status = self.status[name] = _StatusPipe()
             # -P: the working directory does not go on sys.path, so a folder of the same name
             # there cannot shadow the installed package (user-site installs still work); -u:
-            # unbuffered logs.
+            # unbuffered logs. --parent: the node stops by itself when this process dies.
             self.processes[name] = subprocess.Popen(
-                [self.python, "-P", "-u", "-m", "orchestration.node_main", name, str(run_dir)],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [self.python, "-P", "-u", "-m", "orchestration.node_main", name, str(run_dir),
+                 "--parent", str(os.getpid()), "--status-fd", str(status.write_fd)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                pass_fds=(status.write_fd,))
+            os.close(status.write_fd)
             log.close()
 
     def poll(self) -> dict[str, int | None]:
         return {n: p.poll() for n, p in self.processes.items()}
 
+    def cause(self, name: str) -> str:
+        status = self.status.get(name)
+        return status.read() if status is not None else ""
+
     def stop(self, grace_s: float = 5.0) -> None:
+        """SIGTERM to every node still running (each then stops in order), SIGKILL to any
+        still running after ``grace_s``."""
         for p in self.processes.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

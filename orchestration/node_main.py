@@ -2,15 +2,29 @@
 
 Reads ``RUN_DIR/config.json`` (public: the scenario without its seed, the endpoints) and the
 node's own ``RUN_DIR/ROLE/secrets.json`` (``orchestration.secrets``), builds the node, sets up
-telemetry, and runs the node until its work is done or SIGINT/SIGTERM arrives; then it flushes
+telemetry, and runs the node until its work is done or it is asked to stop; then it flushes
 traces and metrics and exits 0. Any other failure exits 1 with the error on stderr.
+
+Stopping is orderly. SIGINT, SIGTERM and SIGHUP, and the death of the process that started the
+node (``--parent PID``: a parent-death signal where Linux offers one, and a watchdog that polls
+the parent), only *ask* the node to stop: they set its stop flag, every wait of the node ends
+with ``NodeStopped`` at its next poll, and the node closes in order (the user nodes settle the
+two-phase key commit first, see ``nodes.users.UserNode.close``). Nothing is raised inside
+library code (a lock, the key store), so no stop leaves a traceback or a half-written file.
+Before the node runs (imports take seconds: numba), a signal ends the process at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import faulthandler
 import json
+import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from types import FrameType
@@ -25,12 +39,82 @@ if TYPE_CHECKING:
     from orchestration.secrets import NodeSecrets
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: A node asked to stop is gone within this, whatever it was doing (a kernel over a whole batch
+#: can take seconds on a loaded machine): the orderly stop normally takes well under a second,
+#: and the launcher kills a node after 5 s.
+STOP_DEADLINE_S = 4.5
+#: How often the watchdog looks for its parent (a lost parent stops the node within this).
+PARENT_POLL_S = 0.25
+_PR_SET_PDEATHSIG = 1
+
+
 class _Stop(Exception):
     pass
 
 
-def _on_signal(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
+class _StopRequest:
+    """Why and whether the node was asked to stop. Before the node runs, a stop ends the process
+    at once (``_Stop``); once it runs, a stop sets the node's flag and nothing more."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self.flag: threading.Event | None = None
+        self.role = "node"
+        self.asked_at: float | None = None
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason, self.asked_at = reason, time.monotonic()
+        if self.flag is None:
+            raise _Stop(self.reason)
+        if not self.flag.is_set():
+            self.flag.set()
+            threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
+
+    def _deadline(self) -> None:
+        time.sleep(STOP_DEADLINE_S)
+        _say(f"{self.role}: did not stop within {STOP_DEADLINE_S:g} s of {self.reason}; exiting "
+             "(where each thread was, below)")
+        with contextlib.suppress(OSError, ValueError):
+            faulthandler.dump_traceback(sys.stderr, all_threads=True)
+        os._exit(1)
+
+    def took(self) -> str:
+        return "" if self.asked_at is None else f" in {time.monotonic() - self.asked_at:.2f} s"
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.request(signal.Signals(signum).name)
+
+    def run_with(self, flag: threading.Event) -> None:
+        """From now on a stop sets ``flag``; a stop asked for already sets it at once."""
+        self.flag = flag
+        if self.reason is not None:
+            self.request(self.reason)
+
+
+_stop = _StopRequest()
+
+
+def _watch_parent(parent: int) -> None:
+    """Stop the node when ``parent`` dies: Linux sends SIGTERM (a parent-death signal), and a
+    watchdog thread notices a changed parent elsewhere or if the parent died before the signal
+    was armed. So no node outlives the ``mdiqkd run`` that started it, even after a SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still runs
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled in the main thread, like any stop
+
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecrets, tracer):  # type: ignore[no-untyped-def]
@@ -85,20 +169,55 @@ def _required(value: int | None, role: str) -> int:
     return value
 
 
+def _parse(args: list[str]) -> tuple[list[str], dict[str, int]]:
+    """``ROLE RUN_DIR [--parent PID] [--status-fd FD]``: the positional arguments and options."""
+    positional, options = [], {}
+    it = iter(args)
+    for a in it:
+        if a in ("--parent", "--status-fd"):
+            value = next(it, "")
+            if value.isdigit():
+                options[a[2:]] = int(value)
+                continue
+        positional.append(a)
+    return positional, options
+
+
+def _report_cause(fd: int | None, text: str) -> None:
+    """The last line of the error that ended the node, on the status pipe the launcher reads (it
+    is not on the disk the node's log may have filled)."""
+    if fd is None:
+        return
+    line = next((x.strip() for x in reversed(text.splitlines()) if x.strip()), text)
+    with contextlib.suppress(OSError):  # nobody listens (the launcher is gone)
+        os.write(fd, line.encode(errors="replace")[:4096] + b"\n")
+
+
+def _say(text: str) -> None:
+    """A line on stderr (the node's log); the log may be gone (a dead launcher's pipe, a full
+    disk): never an exception for that."""
+    with contextlib.suppress(OSError):
+        print(text, file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = argv if argv is not None else sys.argv[1:]
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    role = args[0] if args else "node"
+    args, options = _parse(argv if argv is not None else sys.argv[1:])
+    parent, status_fd = options.get("parent"), options.get("status-fd")
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop.on_signal)
+    role = _stop.role = args[0] if args else "node"
     try:
+        if parent is not None:
+            _watch_parent(parent)
+        from nodes.transport import NodeStopped
         from orchestration.config import Scenario
         from orchestration.runconfig import RunConfig
         from orchestration.secrets import NODES, read_node_secrets
         from orchestration.telemetry import setup_tracing
 
         if len(args) != 2 or args[0] not in NODES:
-            print(f"usage: python -m orchestration.node_main {'|'.join(NODES)} RUN_DIR",
-                  file=sys.stderr)
+            _say(f"usage: python -m orchestration.node_main {'|'.join(NODES)} RUN_DIR "
+                 "[--parent PID] [--status-fd FD]")
             return 2
         run_dir = Path(args[1])
         data = json.loads((run_dir / "config.json").read_text())
@@ -107,28 +226,49 @@ def main(argv: list[str] | None = None) -> int:
         secrets = read_node_secrets(run_dir, role)
         tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
     except _Stop as e:
-        print(f"{role}: stopped by {e} before it started", file=sys.stderr)
+        _say(f"{role}: stopped by {e} before it started")
         return 0
     ctx = node = None
     code = 0
     try:
         ctx, node = build_node(role, run, scenario, secrets, tracer)
+        _stop.run_with(ctx.stop)
         node.run()
-    except _Stop as e:
-        print(f"{role}: stopped by {e}", file=sys.stderr)
+    except _Stop as e:  # while the node was being built
+        _say(f"{role}: stopped by {e}")
+    except NodeStopped:  # said below, once closed
+        pass
     except Exception:  # noqa: BLE001 - report and fail loudly, naming the node
-        print(f"{role}: failed\n{traceback.format_exc()}", file=sys.stderr)
+        _say(f"{role}: failed\n{traceback.format_exc()}")
+        _report_cause(status_fd, traceback.format_exc())
         code = 1
     finally:
+        if _stop.flag is None:  # a second signal must not interrupt the closing below
+            _stop.run_with(ctx.stop if ctx is not None else threading.Event())
         try:
             if node is not None:
                 node.close()
             if ctx is not None:
                 ctx.close()
+        except Exception:  # noqa: BLE001 - e.g. the disk is full: say so, in one place
+            _say(f"{role}: failed while closing\n{traceback.format_exc()}")
+            if code == 0:
+                _report_cause(status_fd, traceback.format_exc())
+            code = 1
         finally:
             shutdown()
+    if _stop.reason is not None and code == 0:
+        _say(f"{role}: stopped by {_stop.reason}, closed{_stop.took()} after it")
     return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if _stop.reason is not None:
+        # stopped, and closed in order above: do not wait at exit for work abandoned in worker
+        # threads (a kernel over a pulse batch), which interpreter shutdown would join
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

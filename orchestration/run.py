@@ -14,8 +14,13 @@ Run directory (every file and field: docs/run-directory.md)::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
+import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,12 +40,66 @@ class RunFailed(RuntimeError):
     """A node died or the run did not finish in time; the message names the node."""
 
 
+class RunInterrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP reached the process running ``execute``: it stops the nodes in
+    order and writes a summary marked ``interrupted`` (a BaseException, like KeyboardInterrupt,
+    so that no ``except Exception`` swallows it)."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():  # type: ignore[no-untyped-def]
+    """While the nodes run, a stop signal raises ``RunInterrupted`` (in the main thread only:
+    elsewhere Python cannot take signals, and the caller's own handling stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _ignoring_stop_signals() -> None:
+    """While the nodes are being stopped: a second Ctrl-C must not cut the orderly stop short."""
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+
+
 @dataclass(frozen=True)
 class Progress:
     rounds_done: int
     rounds_total: int
     secure_bits: int
     emulated_seconds: float
+
+
+def new_run_dir(root: Path = Path("runs")) -> Path:
+    """A new directory ``root/<YYYYmmdd-HHMMSS>`` (``-2``, ``-3``, … when that second is taken),
+    created here: ``mkdir`` is atomic, so runs started in the same second never share one."""
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1, 10_000):
+        path = root / (stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"{root}: no free run directory name for {stamp}; choose --out")
 
 
 def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None) -> Path:
@@ -68,46 +127,83 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _tail(path: Path, n: int = 15) -> str:
+#: How much of the end of a log the failure message reads.
+TAIL_BYTES = 64 << 10
+
+
+def _tail(path: Path, n: int = 15) -> list[str]:
+    """The last ``n`` lines of a log file: of a regular file only (a log may be a device, or
+    endless), and of its last ``TAIL_BYTES`` only."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno())
+            if not stat.S_ISREG(size.st_mode):
+                return []
+            f.seek(max(0, size.st_size - TAIL_BYTES))
+            return f.read(TAIL_BYTES).decode(errors="replace").splitlines()[-n:]
     except OSError:
-        return "(no log)"
+        return []
+
+
+def node_failure(name: str, code: int, log: Path, cause: str = "") -> str:
+    """Why a node failed: the error that ended it first (as the node reported it on its status
+    pipe, readable even when its log could not be written, e.g. on a full disk), then the end
+    of its log."""
+    tail = _tail(log)
+    cause = cause or next((line.strip() for line in reversed(tail) if line.strip()), "")
+    head = f"node {name} exited with code {code}" + (f": {cause}" if cause else "")
+    if not tail:
+        return f"{head} (its log {log} is empty or unreadable)"
+    return f"{head}\nits log ({log}) ends with:\n" + "\n".join(tail)
 
 
 def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             on_progress: Callable[[Progress], None] | None = None,
             timeout_s: float | None = None, fingerprint: bool = False) -> dict[str, Any]:
-    """Launch the nodes on a prepared run directory and wait; returns the summary."""
+    """Launch the nodes on a prepared run directory and wait; returns the summary.
+
+    SIGINT, SIGTERM or SIGHUP stop the run in order: the nodes are asked to stop (each settles
+    its key commit and closes its key store), and the summary of what was delivered so far is
+    written with ``"interrupted": true`` and returned."""
     launcher = launcher or LocalProcessLauncher()
     timeout_s = timeout_s or 120.0 + 300.0 * scenario.rounds
     t0 = time.monotonic()
-    launcher.start(run_dir)
-    try:
-        while True:
-            codes = launcher.poll()
-            failed = {n: c for n, c in codes.items() if c not in (None, 0)}
-            if failed:
-                name, code = next(iter(failed.items()))
-                raise RunFailed(f"node {name} exited with code {code}; its log "
-                                f"({run_dir / 'logs' / f'{name}.log'}) ends with:\n"
-                                f"{_tail(run_dir / 'logs' / f'{name}.log')}")
-            if on_progress is not None:
-                rows = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
-                on_progress(Progress(len(rows), scenario.rounds,
-                                     sum(r["secure_bits"] for r in rows),
-                                     sum(r["emulated_seconds"] for r in rows)))
-            if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
-                break  # nature is stopped below (it serves until then) and writes its metrics
-            if time.monotonic() - t0 > timeout_s:
-                running = [n for n, c in codes.items() if c is None]
-                raise RunFailed(f"run did not finish within {timeout_s:.0f} s; still running: "
-                                f"{', '.join(running)}")
-            time.sleep(0.2)
-    finally:
-        launcher.stop()
+    interrupted: str | None = None
+    with _stop_signals_interrupt():
+        try:
+            launcher.start(run_dir)
+            _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0)
+        except RunInterrupted as e:
+            interrupted = e.signal_name
+            _ignoring_stop_signals()
+        finally:
+            launcher.stop()
     wall = time.monotonic() - t0
-    return summarise(scenario, run_dir, wall, fingerprint)
+    return summarise(scenario, run_dir, wall, fingerprint, interrupted)
+
+
+def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
+           on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float) -> None:
+    """Poll the nodes until the protocol nodes are done; RunFailed when one fails."""
+    while True:
+        codes = launcher.poll()
+        failed = {n: c for n, c in codes.items() if c not in (None, 0)}
+        if failed:
+            name, code = next(iter(failed.items()))
+            cause = launcher.cause(name) if hasattr(launcher, "cause") else ""
+            raise RunFailed(node_failure(name, code, run_dir / "logs" / f"{name}.log", cause))
+        if on_progress is not None:
+            rows = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
+            on_progress(Progress(len(rows), scenario.rounds,
+                                 sum(r["secure_bits"] for r in rows),
+                                 sum(r["emulated_seconds"] for r in rows)))
+        if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
+            return  # nature is stopped after (it serves until then) and writes its metrics
+        if time.monotonic() - t0 > timeout_s:
+            running = [n for n, c in codes.items() if c is None]
+            raise RunFailed(f"run did not finish within {timeout_s:.0f} s; still running: "
+                            f"{', '.join(running)}")
+        time.sleep(0.2)
 
 
 def _store_items(path: Path) -> dict[str, Any]:
@@ -150,7 +246,7 @@ def authentication_record(scenario: Scenario) -> dict[str, Any]:
 
 
 def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
-              fingerprint: bool = False) -> dict[str, Any]:
+              fingerprint: bool = False, interrupted: str | None = None) -> dict[str, Any]:
     alice_rounds = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
     bob_rounds = {r["round"]: r for r in _read_jsonl(run_dir / "bob" / "rounds.jsonl")}
     keys_a = _store_items(run_dir / "alice" / "keys.sqlite")
@@ -191,7 +287,11 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
         "rounds_wall_seconds": rounds_wall,
         "realtime_factor_rounds": emulated / rounds_wall if rounds_wall else None,
         "authentication": authentication_record(scenario),
+        # stopped by a signal before its last round: what is here was delivered until then
+        "interrupted": interrupted is not None,
     }
+    if interrupted is not None:
+        summary["interrupted_by"] = interrupted
     if fingerprint and keys_match:
         h = hashlib.sha256()
         for key_id in sorted(keys_a):

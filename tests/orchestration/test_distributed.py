@@ -207,13 +207,27 @@ def test_nodes_stop_cleanly_on_sigterm(tmp_path):
         assert (run_dir / n / "metrics.json").exists()
 
 
+def _wait_until_catching(pid: int, signum: int, timeout_s: float = 30.0) -> None:
+    """Until the process has a handler for ``signum`` (the SigCgt mask of /proc/PID/status)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1],
+                     16)
+        if caught >> (signum - 1) & 1:
+            return
+        assert time.monotonic() < deadline, f"process {pid} installed no handler for {signum}"
+        time.sleep(0.01)
+
+
 def test_a_node_stopped_while_it_starts_exits_cleanly(tmp_path):
     """SIGTERM before the node's modules are loaded (they take seconds: numba) is a clean stop,
     not a death by signal: the handlers are in place before anything heavy is imported."""
     scenario, run_dir = _run(tmp_path, "early", rounds=1)
     launcher = LocalProcessLauncher()
     launcher.start(run_dir)
-    time.sleep(0.5)
+    for p in launcher.processes.values():  # each has its handler for SIGTERM (and no more)
+        _wait_until_catching(p.pid, signal.SIGTERM)
     for p in launcher.processes.values():
         p.send_signal(signal.SIGTERM)
     codes = {n: p.wait(timeout=60) for n, p in launcher.processes.items()}
