@@ -481,6 +481,16 @@ def run(
         sc = load_scenario(resolve_scenario(scenario), overrides)
     except ScenarioError as e:
         _fail(str(e))
+    if otlp_endpoint is not None:
+        from orchestration.telemetry import otlp_endpoint_problem
+
+        problem = otlp_endpoint_problem(otlp_endpoint)
+        if problem is not None and problem[0] == "invalid":
+            _fail(f"--otlp-endpoint: {otlp_endpoint!r}: {problem[1]}")
+        if problem is not None:  # said once here, not only in every node's log
+            err_console.print(Text(f"warning: --otlp-endpoint {otlp_endpoint}: {problem[1]}; "
+                                   "spans are still written to traces/"), highlight=False,
+                              soft_wrap=True)
     try:
         out = out or new_run_dir()  # unique, even for runs started in the same second
         run_dir = prepare_run_dir(sc, out, otlp_endpoint)

@@ -59,3 +59,24 @@ def setup_tracing(service_name: str, run_dir: Path, enabled: bool = True,
         provider.shutdown()
 
     return tracer, shutdown
+
+
+def otlp_endpoint_problem(endpoint: str, timeout_s: float = 1.0) -> tuple[str, str] | None:
+    """Check an ``--otlp-endpoint`` before the run: ``("invalid", why)`` for a URL that is not
+    ``http(s)://host[:port]/…``, ``("unreachable", why)`` when nothing accepts a TCP connection
+    there (the run still writes its spans to ``traces/``), None when it can be reached."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(endpoint)
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError as e:
+        return "invalid", str(e)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        return "invalid", "expected an http:// or https:// URL with a host"
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout_s):
+            return None
+    except OSError as e:
+        return "unreachable", f"cannot connect to {url.hostname}:{port} ({e.strerror or e})"

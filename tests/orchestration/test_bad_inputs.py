@@ -231,3 +231,24 @@ def test_sigint_ends_with_one_line(monkeypatch):
         signal.signal(signal.SIGINT, previous)
     assert result.exit_code == 130
     assert len(result.stderr.splitlines()) == 1 and "interrupted" in result.stderr
+
+
+def test_an_otlp_endpoint_that_is_not_a_url_is_refused():
+    refused(["run", "quickstart", "--rounds", "1", "--otlp-endpoint", "localhost:4318"],
+            "--otlp-endpoint")
+
+
+def test_an_unreachable_otlp_endpoint_is_found_before_the_run():
+    import socket
+
+    from orchestration.telemetry import otlp_endpoint_problem
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert otlp_endpoint_problem(f"http://127.0.0.1:{port}/v1/traces") is None
+    # the same port, closed now: the user hears it once, before the nodes start
+    kind, why = otlp_endpoint_problem(f"http://127.0.0.1:{port}/v1/traces")
+    assert kind == "unreachable" and f"127.0.0.1:{port}" in why
+    assert otlp_endpoint_problem("ftp://127.0.0.1/x")[0] == "invalid"
