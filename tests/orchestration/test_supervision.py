@@ -97,7 +97,7 @@ def _assert_orderly(run_dir: Path) -> None:
     assert alice, "the run was stopped after its first rounds: keys were committed"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_stop_signal_to_the_command_stops_every_node_in_order(tmp_path, signum):
     run_dir = tmp_path / "run"
     proc = _start(run_dir)
