@@ -119,13 +119,19 @@ def _fmt(v: Any) -> Text:
     return Text("null" if v is None else str(v))
 
 
-def _check_output_file(option: str, path: Path, suffix: str) -> None:
-    """Refuse, before any work, an output path that cannot be written as asked."""
+def _check_output_file(option: str, path: Path, suffix: str, create_parent: bool = False) -> None:
+    """Refuse, before any work, an output path that cannot be written as asked (with
+    ``create_parent``, missing directories above it are created later, but none may be a
+    file)."""
     if path.is_dir():
         _fail(f"{option}: {path} is a directory; name a {suffix} file in it")
     if path.suffix.lower() != suffix:
         _fail(f"{option}: {path} must end in {suffix}")
-    if not path.parent.is_dir():
+    if create_parent:
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            _fail(f"{option}: {blocking} is not a directory")
+    elif not path.parent.is_dir():
         _fail(f"{option}: {path.parent} is not a directory")
 
 
@@ -397,7 +403,7 @@ def bench_report_cmd(
     from orchestration.config import ScenarioError
     from orchestration.run import RunFailed
 
-    _check_output_file("--out", out, ".md")
+    _check_output_file("--out", out, ".md", create_parent=True)
     with console.status("benchmarking…") as status:
         try:
             results = run_benchmarks(
@@ -421,23 +427,74 @@ app.add_typer(scenario_app, name="scenario")
 
 @scenario_app.command("list")
 def scenario_list(as_json: JsonOpt = False) -> None:
-    """List the shipped scenarios: name, title, rounds and emulated time per round."""
+    """List the shipped scenarios: name, title, tags, rounds and emulated time per round."""
     from orchestration.config import DEFAULT_SCENARIO_NAME, load_scenario, shipped_scenarios
 
     rows = []
     for name, resource in shipped_scenarios().items():
         sc = load_scenario(resource)
         rows.append({"name": name, "default": name == DEFAULT_SCENARIO_NAME, "title": sc.title,
-                     "rounds": sc.rounds, "emulated_s_per_round": sc.emulated_seconds_per_round,
+                     "tags": list(sc.tags or []), "rounds": sc.rounds,
+                     "emulated_s_per_round": sc.emulated_seconds_per_round,
                      "path": str(resource)})
     table = Table(title="shipped scenarios (run one with `mdiqkd run NAME`)")
-    for c in ("name", "title", "rounds", "emulated_s_per_round"):
+    for c in ("name", "title", "tags", "rounds", "emulated_s_per_round"):
         table.add_column(c, justify="right" if c in ("rounds", "emulated_s_per_round") else "left")
     for r in rows:
         name = f"{r['name']} (default)" if r["default"] else r["name"]
-        table.add_row(Text(name), Text(r["title"]), _fmt(r["rounds"]),
-                      _fmt(r["emulated_s_per_round"]))
+        table.add_row(Text(name), Text(r["title"]), Text(", ".join(r["tags"])),
+                      _fmt(r["rounds"]), _fmt(r["emulated_s_per_round"]))
     _emit({"scenarios": rows}, as_json, table)
+
+
+@scenario_app.command("validate")
+def scenario_validate(
+    files: Annotated[list[str], typer.Argument(help="Scenario files (or shipped scenarios' names).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Check scenario files without running them: one line per file, `ok` or the first problems (FILE:LINE: field: message); exit 1 if any is invalid."""
+    from orchestration.config import ScenarioError, load_scenario, resolve_scenario
+
+    results = []
+    for ref in files:
+        try:
+            resource = resolve_scenario(ref)
+            sc = load_scenario(resource)
+        except ScenarioError as e:
+            message = _one_line(str(e))
+            if Path(ref).is_file() and message.startswith(f"{Path(ref).name}:"):
+                message = ref + message.removeprefix(Path(ref).name)  # the path as typed
+            results.append({"file": ref, "ok": False, "error": message})
+            continue
+        except Exception as e:  # noqa: BLE001 - a bug here must still be one line, not a traceback
+            results.append({"file": ref, "ok": False, "error": _one_line(
+                f"{ref}: could not be checked ({type(e).__name__}: {e}); please report this")})
+            continue
+        results.append({"file": ref, "ok": True, "title": sc.title})
+    if as_json:
+        typer.echo(json.dumps({"files": results}, indent=2))
+    else:
+        for r in results:
+            line = f"{r['file']}: ok" if r["ok"] else r["error"]
+            console.print(Text(line), highlight=False, soft_wrap=True)
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(code=1)
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(part.strip() for part in message.splitlines() if part.strip())
+
+
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the JSON Schema of a scenario file (for editors: yaml-language-server and the like)."""
+    from orchestration.config import Scenario
+
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = ("An mdiqkd scenario file (docs/scenario-format.md; README.md, "
+                             "'Scenario files').")
+    typer.echo(json.dumps(schema, indent=2))
 
 
 @scenario_app.command("show")
@@ -481,6 +538,11 @@ def run(
         sc = load_scenario(resolve_scenario(scenario), overrides)
     except ScenarioError as e:
         _fail(str(e))
+    asked = sc.game_day_sections()
+    if asked:  # never run a game day without the faults and checks it asks for
+        _fail(f"{scenario}: {', '.join(asked)}: live fault injection is not built yet, so this "
+              "scenario cannot run as written; `mdiqkd scenario validate` checks it, and "
+              "without those sections it runs (docs/scenario-format.md)")
     if otlp_endpoint is not None:
         from orchestration.telemetry import otlp_endpoint_problem
 

@@ -16,6 +16,7 @@ Errors name the field, e.g. ``alice.source.intensities.0.z_probability``.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -29,6 +30,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -52,6 +54,18 @@ from classical.reconcilers import DEFAULT_METHOD, get_reconciler
 from classical.reconciliation import Reconciler
 from classical.rounds import RoundConfig
 from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
+from orchestration.experiment import (
+    FieldProblem,
+    Method,
+    Rollbacks,
+    RuntimeModel,
+    SteadyStateModel,
+    Tags,
+    cross_check,
+    did_you_mean,
+    model_at,
+    unknown,
+)
 
 #: The scenario ``mdiqkd run`` runs when none is named.
 DEFAULT_SCENARIO_NAME = "quickstart"
@@ -123,16 +137,6 @@ class _Model(BaseModel):
     def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         return refuse_booleans(value, info, {n: f.annotation for n, f in
                                              cls.model_fields.items()})
-
-
-class FieldProblem(ValueError):
-    """A validation error about a field below the validated model: ``path`` continues the
-    location pydantic reports, so the message names (and the loader finds the line of) e.g.
-    ``alice.source.intensities.2.mean_photon_number`` rather than ``alice.source``."""
-
-    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 #: Most intensity classes a source may list (the LP bounds grow with the square of it).
@@ -329,6 +333,22 @@ class Scenario(_Model):
     postprocessing: PostprocessingModel = PostprocessingModel()
     authentication: AuthenticationModel = AuthenticationModel()
     tracing: bool = True
+    # Game-day sections (orchestration/experiment.py, docs/scenario-format.md): optional, and
+    # left out of a dump when not given, so a scenario without them dumps as before.
+    tags: Tags | None = None
+    runtime: RuntimeModel | None = None
+    steady_state: SteadyStateModel | None = None
+    method: Method | None = None
+    rollbacks: Rollbacks | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_game_day_sections(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in GAME_DAY_FIELDS:
+                if name in data and data[name] is None:
+                    del data[name]
+        return data
 
     @model_validator(mode="after")
     def _even_frame_bits(self) -> Scenario:
@@ -373,6 +393,26 @@ class Scenario(_Model):
                     "study the fluctuation (docs/finite-key.md §6)")
         return self
 
+    @model_validator(mode="after")
+    def _game_day_cross_checks(self) -> Scenario:
+        cross_check(tags=self.tags, method=self.method, steady_state=self.steady_state,
+                    rollbacks=self.rollbacks, runtime=self.runtime, rounds=self.rounds,
+                    seconds_per_round=self.emulated_seconds_per_round,
+                    intensities={f"source/{u}": [i.name for i in m.source.intensities]
+                                 for u, m in (("alice", self.alice), ("bob", self.bob))})
+        return self
+
+    def game_day_sections(self) -> list[str]:
+        """The game-day sections this scenario fills that only the fault engine (not built yet)
+        could honour: a non-empty ``method``, ``steady_state`` or ``rollbacks``, and a
+        ``runtime`` that asks for more than ``rounds`` fast."""
+        asked = [n for n in ("method", "steady_state", "rollbacks") if getattr(self, n)]
+        r = self.runtime
+        if r is not None and (r.duration is not None or r.pacing != "fast" or r.fail_fast
+                              or r.rounds not in (None, self.rounds)):
+            asked.append("runtime")
+        return asked
+
     @property
     def round_slots(self) -> int:
         return self.round_frames << self.frame_bits
@@ -382,21 +422,61 @@ class Scenario(_Model):
         return self.round_slots / self.clock_rate_hz
 
 
+#: The optional game-day sections of a scenario (orchestration/experiment.py).
+GAME_DAY_FIELDS = ("tags", "runtime", "steady_state", "method", "rollbacks")
+
+
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the file, field and line."""
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The line of the field at ``loc``; of its nearest enclosing entry when the field itself is
+    not in the file (a missing field: the line of the mapping that lacks it)."""
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if k.value == str(key)), None)
+            found = next((v for k, v in node.value if k.value == str(key)), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
+            found = node.value[key]
         else:
             break
-        if node is None:
-            return None
+        if found is None:
+            break
+        node = found
     return node.start_mark.line + 1 if node is not None else None
+
+
+def _key_line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The line of the key at the end of ``loc`` (an unknown field's name), else as _line_of."""
+    parent = node
+    for key in loc[:-1]:
+        if isinstance(parent, yaml.MappingNode):
+            parent = next((v for k, v in parent.value if k.value == str(key)), None)
+        elif isinstance(parent, yaml.SequenceNode) and isinstance(key, int) \
+                and key < len(parent.value):
+            parent = parent.value[key]
+        else:
+            parent = None
+    if isinstance(parent, yaml.MappingNode) and loc:
+        key_node = next((k for k, _ in parent.value if k.value == str(loc[-1])), None)
+        if key_node is not None:
+            return key_node.start_mark.line + 1
+    return _line_of(node, loc)
+
+
+def _unknown_field(loc: tuple[Any, ...]) -> str:
+    """An unknown field's message, with the closest known name of its model."""
+    model = model_at(Scenario, loc[:-1])
+    if model is None or not loc:
+        return "unknown field"
+    return unknown("field", loc[-1], list(model.model_fields))
+
+
+#: pydantic messages (by error type) reworded for the game-day sections, whose users write
+#: mappings and lists by hand.
+_PLAIN_MESSAGES = {"model_type": "must be a mapping of fields",
+                   "model_attributes_type": "must be a mapping of fields",
+                   "dict_type": "must be a mapping", "list_type": "must be a list"}
 
 
 def load_scenario(path: Path | Traversable,
@@ -416,34 +496,65 @@ def load_scenario(path: Path | Traversable,
     except UnicodeDecodeError as e:
         raise ScenarioError(f"{path}: not a text file in UTF-8 (byte {e.start})") from None
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
+        loader = yaml.SafeLoader(text)  # parsed once: the node tree (for lines), then the data
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ScenarioError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a scenario must be a mapping of fields")
     data.update(overrides or {})
     try:
         return Scenario.model_validate(data)
+    except RecursionError:
+        raise ScenarioError(f"{path}: nested too deeply") from None
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
-            problem = err.get("ctx", {}).get("error")
-            if isinstance(problem, FieldProblem):
-                loc += problem.path
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "less_than_equal" and loc and loc[-1] in BOUND_REASONS:
-                message += f" ({BOUND_REASONS[loc[-1]]}; docs/bounds.md)"
-            if loc and loc[0] in (overrides or {}):
-                # a command-line override: name the option, not the file
-                problems.append(f"--{str(loc[0]).replace('_', '-')}: {message}")
-                continue
-            line = _line_of(root, loc)
-            where = f"{path.name}:{line}" if line else path.name
-            field = ".".join(str(p) for p in loc) or "(top level)"
-            problems.append(f"{where}: {field}: {message}")
-        raise ScenarioError("; ".join(problems)) from None
+        raise ScenarioError("; ".join(_problems(e, path.name, root, overrides or {}))) from None
+
+
+def _problems(e: ValidationError, name: str, root: yaml.Node | None,
+              overrides: dict[str, Any]) -> list[str]:
+    """Each error as ``FILE:LINE: field.path: message`` (``--option: message`` for an override).
+    A missing field that a misspelt one next to it stands for is reported once, as the
+    misspelling."""
+    found = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
+        problem = err.get("ctx", {}).get("error")
+        if isinstance(problem, FieldProblem):
+            loc += problem.path
+        message = err["msg"].removeprefix("Value error, ")
+        extra = err["type"] == "extra_forbidden" or message == "Extra inputs are not permitted"
+        if extra:
+            message = _unknown_field(loc)
+        elif err["type"] == "literal_error":
+            message += did_you_mean(err.get("input"), re.findall(
+                r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
+        elif loc and loc[0] in GAME_DAY_FIELDS and err["type"] in _PLAIN_MESSAGES:
+            message = _PLAIN_MESSAGES[err["type"]]
+        if err["type"] == "less_than_equal" and loc and loc[-1] in BOUND_REASONS:
+            message += f" ({BOUND_REASONS[loc[-1]]}; docs/bounds.md)"
+        found.append((loc, err["type"], extra, message))
+    misspelt = {(loc[:-1], m.split("did you mean '")[1].split("'")[0])
+                for loc, _, extra, m in found if extra and loc and "did you mean '" in m}
+    problems = []
+    for loc, kind, extra, message in found:
+        if kind == "missing" and loc and (loc[:-1], str(loc[-1])) in misspelt:
+            continue
+        if loc and loc[0] in overrides:
+            # a command-line override: name the option, not the file
+            problems.append(f"--{str(loc[0]).replace('_', '-')}: {message}")
+            continue
+        line = _key_line_of(root, loc) if extra else _line_of(root, loc)
+        where = f"{name}:{line}" if line else name
+        field = ".".join(str(p) for p in loc) or "(top level)"
+        problems.append(f"{where}: {field}: {message}")
+    return problems
 
 
 # --- building plain values --------------------------------------------------------------------
