@@ -424,6 +424,7 @@ class Scenario(_Model):
 
 #: The optional game-day sections of a scenario (orchestration/experiment.py).
 GAME_DAY_FIELDS = ("tags", "runtime", "steady_state", "method", "rollbacks")
+GAME_DAY_FIELDS_LOC = {(name,) for name in GAME_DAY_FIELDS}
 
 
 class ScenarioError(ValueError):
@@ -472,8 +473,8 @@ def _unknown_field(loc: tuple[Any, ...]) -> str:
     return unknown("field", loc[-1], list(model.model_fields))
 
 
-#: pydantic messages (by error type) reworded for the game-day sections, whose users write
-#: mappings and lists by hand.
+#: pydantic messages (by error type) reworded: a model's class name anywhere, and in the game-day
+#: sections (mappings and lists written by hand) the type names too.
 _PLAIN_MESSAGES = {"model_type": "must be a mapping of fields",
                    "model_attributes_type": "must be a mapping of fields",
                    "dict_type": "must be a mapping", "list_type": "must be a list"}
@@ -535,8 +536,9 @@ def _problems(e: ValidationError, name: str, root: yaml.Node | None,
         elif err["type"] == "literal_error":
             message += did_you_mean(err.get("input"), re.findall(
                 r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
-        elif loc and loc[0] in GAME_DAY_FIELDS and err["type"] in _PLAIN_MESSAGES:
-            message = _PLAIN_MESSAGES[err["type"]]
+        elif err["type"] in _PLAIN_MESSAGES and (loc[:1] in GAME_DAY_FIELDS_LOC
+                                                 or err["type"].startswith("model_")):
+            message = _PLAIN_MESSAGES[err["type"]]  # (a model's class name means nothing here)
         if err["type"] == "less_than_equal" and loc and loc[-1] in BOUND_REASONS:
             message += f" ({BOUND_REASONS[loc[-1]]}; docs/bounds.md)"
         found.append((loc, err["type"], extra, message))

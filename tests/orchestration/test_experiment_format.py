@@ -132,6 +132,25 @@ def test_the_registry_covers_every_type_the_issue_names():
                                  r"fraction|factor|probability|_rel$", param), (name, param)
 
 
+def test_the_format_page_documents_every_type_parameter_target_and_metric():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "scenario-format.md").read_text()
+    for name, kind in {**FAULT_TYPES, **ACTION_TYPES}.items():
+        row = next((line for line in page.splitlines() if line.startswith(f"| `{name}` |")), "")
+        assert row, name
+        for param in kind.params:
+            assert f"`{param}`" in row, (name, param)
+    for name in (*METRICS, *TARGETS):
+        assert f"`{name}`" in page, name
+
+
+def test_a_section_of_the_wrong_shape_never_names_a_model_class(tmp_path):
+    text = shipped_scenarios()["quickstart"].read_text().replace("alice:\n", "alice: 5\nx:\n", 1)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(_write(tmp_path, text))
+    assert ": alice: must be a mapping of fields" in str(info.value)
+    assert "UserModel" not in str(info.value)
+
+
 def _minimal_params(kind) -> dict:
     out = {}
     for name, spec in kind.params.items():
