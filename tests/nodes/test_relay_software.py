@@ -7,7 +7,7 @@ import pytest
 
 from channel.relay import NO_CLICK_TIME, DetectionRecords
 from classical.sifting import FAIL, PSI_MINUS, PSI_PLUS
-from nodes.relay_software import CharlesConfig, announce_round, bell_states
+from nodes.relay_software import CharlesConfig, announce_round, bell_states, bell_successes
 
 N = NO_CLICK_TIME
 
@@ -47,3 +47,33 @@ def test_the_announcement_lists_successes_under_charles_own_window():
 def test_a_window_must_be_positive():
     with pytest.raises(ValueError, match="coincidence_window_ps"):
         CharlesConfig(coincidence_window_ps=0)
+
+
+# --- Mutation testing (docs/mutation-testing.md): each test below turns a surviving mutant red.
+
+
+def test_the_announcement_carries_its_round_and_slot_range_as_plain_ints():
+    rec = _records([0b0011], [[0, 10, N, N]])
+    ann = announce_round(np.int64(7), np.int64(1000), np.uint32(2000), rec, CharlesConfig())
+    assert (ann.round_id, ann.start_slot, ann.stop_slot) == (7, 1000, 2000)
+    assert type(ann.start_slot) is int and type(ann.stop_slot) is int
+
+
+def test_announced_slots_are_int64_and_states_uint8_whatever_the_records_hold():
+    rec = DetectionRecords(np.array([3, 5, 8], np.int32), np.array([0b0011, 0b0101, 0b1001],
+                                                                   np.uint8),
+                           np.array([[0, 1, N, N], [0, N, 1, N], [0, N, N, 1]], np.int64))
+    slots, bell = bell_successes(rec, 1000)
+    assert slots.dtype == np.int64 and slots.tolist() == [3, 8]
+    assert bell.dtype == np.uint8 and bell.tolist() == [PSI_PLUS, PSI_MINUS]
+
+
+def test_a_sub_picosecond_window_is_a_valid_window():
+    assert CharlesConfig(coincidence_window_ps=0.5).coincidence_window_ps == 0.5
+    rec = _records([0b0011, 0b0011], [[0, 0, N, N], [0, 1, N, N]])
+    assert bell_states(rec, 0.5).tolist() == [PSI_PLUS, FAIL]
+
+
+def test_a_lone_record_is_held_to_the_window_too():
+    assert bell_states(_records([0b0011], [[0, 1001, N, N]]), 1000).tolist() == [FAIL]
+    assert bell_states(_records([0b0011], [[0, 1000, N, N]]), 1000).tolist() == [PSI_PLUS]
