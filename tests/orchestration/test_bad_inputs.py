@@ -101,7 +101,7 @@ OPTIONS = [
     (["bench", "postprocess", "--frames", str(10**9)], "--frames"),
     (["bench", "e2e", "--rounds", "0"], "--rounds"),
     (["bench", "e2e", "--round-frames", str(10**9)], "--round-frames"),
-    (["bench", "report", "--out", "missing-dir/x.md"], "--out"),
+    (["bench", "report", "--out", "/dev/null/x.md"], "--out"),  # under a file
     (["bench", "report", "--out", "x.txt"], "--out"),
     # trace, scenario, run (options)
     (["trace", "show"], "run_dir"),
