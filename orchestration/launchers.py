@@ -45,15 +45,20 @@ class _StatusPipe:
         self._text = b""
 
     def read(self) -> str:
-        try:
-            while chunk := os.read(self.read_fd, 65536):
-                self._text += chunk
-        except (BlockingIOError, OSError):
-            pass
+        if self.read_fd >= 0:
+            try:
+                while chunk := os.read(self.read_fd, 65536):
+                    self._text += chunk
+            except (BlockingIOError, OSError):
+                pass
         return self._text.decode(errors="replace").strip()
 
     def close(self) -> None:
-        os.close(self.read_fd)
+        """Keep what was written, and release the descriptor (a process may run many runs)."""
+        if self.read_fd >= 0:
+            self.read()
+            os.close(self.read_fd)
+            self.read_fd = -1
 
 
 @dataclass
@@ -99,3 +104,5 @@ class LocalProcessLauncher:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for status in self.status.values():
+            status.close()
