@@ -67,6 +67,20 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+_NUMBER_TEXT = re.compile(r"^\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*$")
+
+
+def numeric_text(value: Any) -> Any:
+    """``'1e-3'`` as the number 1e-3: YAML 1.1 (PyYAML) reads an exponent without a dot or a sign
+    as text, which today's fields accept as a number too (pydantic's lax mode); other values as
+    they are."""
+    if isinstance(value, str) and _NUMBER_TEXT.match(value):
+        number = float(value)
+        return int(number) if number.is_integer() and re.fullmatch(r"\s*[+-]?\d+\s*", value) \
+            else number
+    return value
+
+
 # --- durations ----------------------------------------------------------------------------------
 
 #: Emulated-time units a duration may carry; a plain number is seconds.
@@ -429,6 +443,7 @@ def _tolerance(value: Any) -> Any:
         return value
     if isinstance(value, bool):
         raise ValueError(f"must be a number, [lo, hi] or {{min, max}}, got {str(value).lower()}")
+    value = numeric_text(value)
     if isinstance(value, int | float):
         return {"min": value, "max": value}
     if isinstance(value, list | tuple):
@@ -526,19 +541,72 @@ def _unique(names: list[str], section: str, what: str) -> None:
                                f"{name!r} repeats an earlier {what}'s name")
 
 
+def _numeric_params(data: Any, kinds: dict[str, Kind]) -> Any:
+    """Numbers written as text (``1e-3`` in YAML 1.1) become numbers, for numeric parameters."""
+    if not isinstance(data, dict) or not isinstance(data.get("params"), dict):
+        return data
+    kind = kinds.get(data.get("type")) if isinstance(data.get("type"), str) else None
+    if kind is None:
+        return data
+    params = {k: numeric_text(v) if isinstance(k, str) and k in kind.params
+              and kind.params[k].kind in ("number", "integer") else v
+              for k, v in data["params"].items()}
+    return {**data, "params": params}
+
+
 def _known_type(value: Any, kinds: dict[str, Kind], what: str) -> Any:
     if isinstance(value, str) and value not in kinds:
         raise ValueError(unknown(what, value, list(kinds)))
     return value
 
 
+def _param_schema(spec: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": spec.doc}
+    if spec.kind in ("number", "integer"):
+        out["type"] = spec.kind
+        if spec.low is not None:
+            out["exclusiveMinimum" if spec.low_open else "minimum"] = spec.low
+        if spec.high is not None:
+            out["maximum"] = spec.high
+    elif spec.kind == "choice":
+        out["enum"] = list(spec.choices)
+    elif spec.kind == "choices":
+        out.update(type="array", items={"enum": list(spec.choices)}, minItems=1,
+                   uniqueItems=True)
+    else:
+        out.update(type="string", minLength=1)
+    if spec.default is not None:
+        out["default"] = spec.default
+    return out
+
+
+def _per_type_schema(kinds: dict[str, Kind]) -> Any:
+    """For editors: each type's targets and parameters, as JSON Schema if/then clauses."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        schema["allOf"] = [{
+            "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+            "then": {"properties": {
+                "target": {"enum": list(kind.targets)},
+                "params": {"type": "object", "additionalProperties": False,
+                           "properties": {n: _param_schema(p) for n, p in kind.params.items()},
+                           "required": [n for n, p in kind.params.items() if p.required]}}},
+        } for name, kind in kinds.items()]
+
+    return extra
+
+
 class FaultModel(_Model):
+    model_config = ConfigDict(json_schema_extra=_per_type_schema(FAULT_TYPES))
+
     type: str = Field(json_schema_extra={"enum": list(FAULT_TYPES)})
     target: str = Field(json_schema_extra={"enum": list(TARGETS)})
     params: dict[str, Any] = Field(default_factory=dict)
 
     _check_type = field_validator("type")(
         classmethod(lambda cls, v: _known_type(v, FAULT_TYPES, "fault")))
+    _numbers = model_validator(mode="before")(
+        classmethod(lambda cls, data: _numeric_params(data, FAULT_TYPES)))
 
     @model_validator(mode="after")
     def _fits_its_type(self) -> FaultModel:
@@ -553,12 +621,16 @@ class FaultModel(_Model):
 
 
 class ActionModel(_Model):
+    model_config = ConfigDict(json_schema_extra=_per_type_schema(ACTION_TYPES))
+
     type: str = Field(json_schema_extra={"enum": list(ACTION_TYPES)})
     target: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
     _check_type = field_validator("type")(
         classmethod(lambda cls, v: _known_type(v, ACTION_TYPES, "action")))
+    _numbers = model_validator(mode="before")(
+        classmethod(lambda cls, data: _numeric_params(data, ACTION_TYPES)))
 
     @model_validator(mode="after")
     def _fits_its_type(self) -> ActionModel:

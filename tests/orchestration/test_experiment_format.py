@@ -391,6 +391,26 @@ def test_validate_reports_every_file_one_line_each_and_exits_1_when_any_is_bad(t
     assert "missing.yaml: no such file" in lines[4]
 
 
+@pytest.mark.parametrize(("old", "new", "field", "needle", "line_text"), REFUSALS,
+                         ids=[f"{r[2]}:{r[3][:30]}" for r in REFUSALS])
+def test_validate_and_run_refuse_each_bad_game_day_in_one_line(tmp_path, old, new, field,
+                                                              needle, line_text):
+    text = EXAMPLE_TEXT.replace(old, new, 1)
+    path = _write(tmp_path, text)
+    where = f"{path}:{_line(text, line_text)}: {field}: "
+    result = runner.invoke(app, ["scenario", "validate", str(path)])
+    assert result.exit_code == 1 and result.exception is None or \
+        isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == 1
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(where) and needle in line, line
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = result.stderr.splitlines()
+    assert f"drift.yaml:{_line(text, line_text)}: {field}: " in line and needle in line, line
+    assert not (tmp_path / "run").exists()
+
+
 def test_validate_of_good_files_exits_0_and_json_lists_them():
     result = runner.invoke(app, ["scenario", "validate", "gameday_drift", "four_intensity"])
     assert result.exit_code == 0 and result.stdout.splitlines() == [
@@ -421,6 +441,30 @@ def test_schema_is_json_with_the_new_sections():
     at = json.dumps(defs["MethodEntry"]["properties"]["at"])
     assert "500ms" in at and "number" in at
     assert "anyOf" in json.dumps(defs["ProbeModel"]["properties"]["tolerance"])
+
+
+def test_the_schema_is_valid_and_checks_each_fault_type_s_targets_and_parameters():
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(runner.invoke(app, ["scenario", "schema"]).stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    # as an editor reads it (YAML 1.2: 1.0e9 is a number; PyYAML's YAML 1.1 reads it as text)
+    data = yaml.safe_load(EXAMPLE_TEXT.replace("1.0e9", "1.0e+9"))
+    assert not list(validator.iter_errors(data))
+    for edit in ({"params": {"extra_dB": 3}}, {"target": "relay"}, {"type": "polarisation"},
+                 {"params": {"extra_db": 300}}):
+        bad = json.loads(json.dumps(data))
+        bad["method"][1]["fault"].update(edit)
+        assert list(validator.iter_errors(bad)), edit
+
+
+def test_numbers_written_yaml_1_1_style_are_numbers(tmp_path):
+    """PyYAML reads ``1e-3`` (no dot, no sign) as text; as in today's fields, it is a number."""
+    text = EXAMPLE_TEXT.replace("{extra_db: 3}", "{extra_db: 3e0}").replace(
+        "tolerance: 0}", "tolerance: 1e-3}")
+    sc = load_scenario(_write(tmp_path, text))
+    assert sc.method[1].fault.params == {"extra_db": 3.0}
+    assert sc.steady_state.probes[1].tolerance.max == 1e-3
 
 
 def test_list_shows_tags():
