@@ -11,8 +11,10 @@ from classical import amplification
 from classical.amplification import (
     CLMUL_BACKEND,
     dense_toeplitz_hash,
+    seed_bits,
     seed_from_bytes,
     toeplitz_hash,
+    toeplitz_seed_bytes,
     toeplitz_seed_length,
 )
 
@@ -191,3 +193,133 @@ def test_expanded_seed_feeds_the_hash() -> None:
     bits = np.random.default_rng(5).integers(0, 2, 777, dtype=np.uint8)
     seed = seed_from_bytes(b"round 17", 777, 300)
     assert np.array_equal(toeplitz_hash(bits, seed, 300), dense_toeplitz_hash(bits, seed, 300))
+
+
+# --- Mutation testing (docs/mutation-testing.md): each test below turns a surviving mutant red.
+
+
+@pytest.mark.parametrize(("n", "m", "expected"), [(1, 1, 1), (8, 1, 1), (8, 2, 2), (5, 4, 1),
+                                                  (100, 40, 18), (1000, 1000, 250)])
+def test_the_whole_seed_fits_in_the_fewest_bytes(n: int, m: int, expected: int) -> None:
+    assert toeplitz_seed_bytes(n, m) == expected == -(-(n + m - 1) // 8)
+
+
+def test_seed_bits_are_the_sent_bytes_little_endian_without_the_padding() -> None:
+    # 12 + 5 - 1 = 16 seed bits need 2 bytes; 10 + 3 - 1 = 12 bits use 12 of 16
+    assert seed_bits(b"\x01\x80", 12, 5).tolist() == [1] + [0] * 14 + [1]
+    twelve = seed_bits(bytes([0b1010_0101, 0b1111_0110]), 10, 3)
+    assert twelve.tolist() == [1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 1, 0]
+    assert twelve.dtype == np.uint8
+
+
+def test_seed_bits_take_bytes_bytearrays_and_uint8_arrays_alike() -> None:
+    raw = bytes(np.random.default_rng(9).integers(0, 256, toeplitz_seed_bytes(300, 100), np.uint8))
+    expected = seed_bits(raw, 300, 100)
+    assert expected.size == 399
+    assert np.array_equal(seed_bits(bytearray(raw), 300, 100), expected)
+    assert np.array_equal(seed_bits(np.frombuffer(raw, np.uint8), 300, 100), expected)
+
+
+def test_seed_bits_refuse_a_seed_of_another_size_or_kind() -> None:
+    raw = bytes(toeplitz_seed_bytes(300, 100))  # 50 bytes
+    with pytest.raises(ValueError, match="needs 50"):
+        seed_bits(raw[:-1], 300, 100)
+    with pytest.raises(ValueError, match="needs 50"):
+        seed_bits(raw + b"\x00", 300, 100)
+    with pytest.raises(ValueError, match="1-D uint8"):
+        seed_bits(np.zeros(50, np.int8), 300, 100)
+    with pytest.raises(ValueError, match="1-D uint8"):
+        seed_bits(np.zeros((2, 25), np.uint8), 300, 100)
+    with pytest.raises(ValueError, match="bytes or a uint8 array"):
+        seed_bits(list(raw), 300, 100)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("n", "m"), [(0, 1), (10, 0), (10, -1), (10, 11)])
+def test_seed_bits_refuse_an_impossible_matrix(n: int, m: int) -> None:
+    with pytest.raises(ValueError, match="1 <= out_len <= input_bits"):
+        seed_bits(bytes(4), n, m)
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (10, 10), (10, 1)])
+def test_seed_bits_accept_the_extreme_shapes(n: int, m: int) -> None:
+    assert seed_bits(bytes(toeplitz_seed_bytes(n, m)), n, m).size == n + m - 1
+
+
+@pytest.mark.parametrize("out_len", [True, 2.0, 2.5, "2"], ids=repr)
+def test_out_len_must_be_an_integer(out_len: object) -> None:
+    bits, seed = _random_problem(1, 10, 2)
+    with pytest.raises(ValueError, match="out_len must be an integer"):
+        toeplitz_hash(bits, seed, out_len)  # type: ignore[arg-type]
+    expected = dense_toeplitz_hash(bits, seed, 2).tolist()
+    assert toeplitz_hash(bits, seed, np.int64(2)).tolist() == expected
+
+
+def test_the_dense_reference_returns_bits_like_the_fast_hash() -> None:
+    bits, seed = _random_problem(4, 300, 120)
+    dense = dense_toeplitz_hash(bits, seed, 120)
+    assert dense.dtype == np.uint8 == toeplitz_hash(bits, seed, 120).dtype
+
+
+def test_seed_expansion_is_the_documented_pcg64_stream() -> None:
+    # SeedSequence over 0x01 | seed bytes, PCG64 raw 64-bit outputs, bits little-endian
+    length = 1000 + 400 - 1
+    generator = np.random.PCG64(np.random.SeedSequence(int.from_bytes(b"\x01\x00ab", "big")))
+    words = generator.random_raw(-(-length // 64)).astype("<u8")
+    expected = np.unpackbits(words.view(np.uint8), bitorder="little")[:length]
+    assert np.array_equal(seed_from_bytes(b"\x00ab", 1000, 400), expected)
+
+
+@pytest.mark.parametrize(("n", "m"), [(1, 1), (64, 1), (10_000, 10_000), (12_345, 678)])
+def test_seed_expansion_gives_exactly_the_seed_length(n: int, m: int) -> None:
+    assert seed_from_bytes(b"s", n, m).size == toeplitz_seed_length(n, m)
+
+
+@pytest.mark.parametrize(("n", "m"), [(0, 1), (-1, 1), (10, 0), (10, -1), (10, 11)])
+def test_seed_expansion_refuses_an_impossible_matrix(n: int, m: int) -> None:
+    with pytest.raises(ValueError, match="1 <= out_len <= input_bits"):
+        seed_from_bytes(b"s", n, m)
+
+
+@pytest.mark.parametrize(
+    ("cpu_name", "cpu_features", "host", "expected"),
+    [
+        (None, None, {"vpclmulqdq", "avx512f", "pclmul"}, "vpclmulqdq-512"),
+        ("host", None, {"vpclmulqdq", "avx512f"}, "vpclmulqdq-512"),
+        (None, None, {"vpclmulqdq", "pclmul"}, "pclmulqdq"),
+        (None, None, {"avx512f", "pclmul"}, "pclmulqdq"),
+        (None, None, {"pclmul"}, "pclmulqdq"),
+        (None, None, {"sse2"}, "software"),
+        (None, None, set(), "software"),
+        ("skylake", None, {"vpclmulqdq", "avx512f", "pclmul"}, "software"),
+        (None, "+pclmul", {"pclmul"}, "software"),
+    ],
+)
+def test_the_leaf_kernel_is_one_the_target_cpu_has(monkeypatch, cpu_name, cpu_features, host,
+                                                   expected) -> None:
+    # an instruction the target lacks would crash (SIGILL) rather than give a wrong key
+    monkeypatch.setattr(amplification.numba.config, "CPU_NAME", cpu_name)
+    monkeypatch.setattr(amplification.numba.config, "CPU_FEATURES", cpu_features)
+    monkeypatch.setattr(amplification, "_host_features", lambda: set(host))
+    assert amplification._select_backend() == expected
+
+
+def test_host_features_are_the_ones_llvm_reports_enabled(monkeypatch) -> None:
+    class _Features:
+        def flatten(self) -> str:
+            return "+pclmul,-avx512f,+sse2,+vpclmulqdq"
+
+    class _Binding:
+        def get_host_cpu_features(self) -> _Features:
+            return _Features()
+
+    monkeypatch.setattr(amplification, "llvm_binding", _Binding())
+    assert amplification._host_features() == {"pclmul", "sse2", "vpclmulqdq"}
+
+
+def test_without_llvm_host_features_none_are_assumed(monkeypatch) -> None:
+    class _Binding:
+        def get_host_cpu_features(self):
+            raise RuntimeError("unknown host")
+
+    monkeypatch.setattr(amplification, "llvm_binding", _Binding())
+    assert amplification._host_features() == set()
