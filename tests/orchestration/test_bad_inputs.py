@@ -21,8 +21,10 @@ from orchestration.config import DEFAULT_SCENARIO
 runner = CliRunner()
 
 #: Each refusal must come this fast, and grow the process by less than this (it is checked
-#: before any work starts, so both are far from what the work itself would take).
-SECONDS = 10.0
+#: before any work starts, so both are far from what the work itself would take: the runaway
+#: cases of issue 11 ran for minutes or until the kernel killed them). A refusal takes ~50 ms;
+#: the bound is loose so that a busy machine cannot fail it.
+SECONDS = 30.0
 GROWTH_KIB = 300 * 1024
 
 
