@@ -14,8 +14,10 @@ extension and corruption of the size fields, and plain random bytes:
 * Charles's records path (``nodes.charles.CharlesNode.on_records``), the same with hostile
   records messages among nature's honest ones.
 
-The quick versions run in the default suite; the ``slow`` ones run 10,000 frames per path.
-Hypothesis runs derandomized (a fixed seed per test), so CI sees the same frames every time.
+The quick versions run in the default suite, drawn by Hypothesis (derandomized: a fixed seed per
+test, so CI sees the same frames every time); the ``slow`` ones run 10,000 frames per path, made of
+the same choices drawn from a seeded generator (``_Draws``): Hypothesis's own work per example cost
+several times what the receive paths do with it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import struct
 import threading
 
+import numpy as np
 import pytest
 import zmq
 from hypothesis import HealthCheck, given, settings
@@ -44,17 +47,74 @@ def _fuzz(test, examples: int) -> None:
              suppress_health_check=list(HealthCheck))(test)()
 
 
+class _Draws:
+    """The choices a hostile message is made of, from Hypothesis (the quick runs: it explores
+    and shrinks) or from a seeded generator (the 10,000-message runs: Hypothesis's own work per
+    example cost several times the receive path's, and a plain stream of the same choices is
+    what a long run needs)."""
+
+    def __init__(self, draw=None, rng: np.random.Generator | None = None) -> None:
+        self.draw, self.rng = draw, rng
+
+    def integer(self, lo: int, hi: int) -> int:
+        if self.draw is not None:
+            return self.draw(st.integers(lo, hi))
+        if hi - lo < 1 << 62:
+            return lo + int(self.rng.integers(0, hi - lo + 1))
+        return lo + int.from_bytes(self.rng.bytes(16), "big") % (hi - lo + 1)
+
+    def choice(self, options: list):
+        if self.draw is not None:
+            return self.draw(st.sampled_from(options))
+        return options[int(self.rng.integers(len(options)))]
+
+    def binary(self, max_size: int) -> bytes:
+        if self.draw is not None:
+            return self.draw(st.binary(max_size=max_size))
+        return self.rng.bytes(int(self.rng.integers(0, max_size + 1)))
+
+    def text(self, max_size: int) -> str:
+        if self.draw is not None:
+            return self.draw(st.text(max_size=max_size))
+        return "".join(chr(int(c)) for c in self.rng.integers(
+            0, 0xD800, int(self.rng.integers(0, max_size + 1))))
+
+
+def _run(one, examples: int, stream: bool, seed: int) -> None:
+    """``one(draws)`` per example: from a seeded generator (``stream``) or from Hypothesis."""
+    if stream:
+        draws = _Draws(rng=np.random.default_rng(seed))
+        for _ in range(examples):
+            one(draws)
+    else:
+        _fuzz(given(st.data())(lambda data: one(_Draws(data.draw))), examples)
+
+
 # --- mutations ------------------------------------------------------------------------------
 
-_SIZES = st.sampled_from([0, 1, 2, 255, 1 << 16, (1 << 31) - 1, (1 << 32) - 1]) | st.integers(
-    0, (1 << 32) - 1)
-_BYTE_MUTATION = st.one_of(
-    st.tuples(st.just("flip"), st.integers(0, 1 << 20), st.integers(0, 7)),
-    st.tuples(st.just("set"), st.integers(0, 1 << 20), st.integers(0, 255)),
-    st.tuples(st.just("truncate"), st.integers(0, 1 << 20)),
-    st.tuples(st.just("extend"), st.binary(min_size=1, max_size=64)),
-    st.tuples(st.just("size"), st.integers(0, 1 << 20), _SIZES),
-)
+_SPECIAL_SIZES = [0, 1, 2, 255, 1 << 16, (1 << 31) - 1, (1 << 32) - 1]
+
+
+def _size(d: _Draws) -> int:
+    return (d.choice(_SPECIAL_SIZES) if d.choice([True, False])
+            else d.integer(0, (1 << 32) - 1))
+
+
+def _byte_mutation(d: _Draws) -> tuple:
+    kind = d.choice(["flip", "set", "truncate", "extend", "size"])
+    if kind == "flip":
+        return kind, d.integer(0, 1 << 20), d.integer(0, 7)
+    if kind == "set":
+        return kind, d.integer(0, 1 << 20), d.integer(0, 255)
+    if kind == "truncate":
+        return kind, d.integer(0, 1 << 20)
+    if kind == "extend":
+        return kind, d.binary(64) or b"\x00"
+    return kind, d.integer(0, 1 << 20), _size(d)
+
+
+def _byte_mutations(d: _Draws, most: int) -> list[tuple]:
+    return [_byte_mutation(d) for _ in range(d.integer(1, most))]
 
 
 def _mutate(data: bytes, mutations: list[tuple], size_fields: list[int]) -> bytes:
@@ -99,23 +159,20 @@ _TRACE = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
 _HONEST = [encode(m, _TRACE) for m in SAMPLES]
 
 
-@st.composite
-def codec_frames(draw) -> bytes:
-    if draw(st.integers(0, 9)) == 0:
-        return draw(st.binary(max_size=256))
-    frame = draw(st.sampled_from(_HONEST))
-    mutations = draw(st.lists(_BYTE_MUTATION, min_size=1, max_size=4))
-    return _mutate(frame, mutations, _codec_size_fields(frame))
+def _codec_frame(d: _Draws) -> bytes:
+    if d.integer(0, 9) == 0:
+        return d.binary(256)
+    frame = d.choice(_HONEST)
+    return _mutate(frame, _byte_mutations(d, 4), _codec_size_fields(frame))
 
 
 # --- (a) the codec ----------------------------------------------------------------------------
 
 
-def _codec_path(examples: int) -> None:
+def _codec_path(examples: int, stream: bool = False) -> None:
     seen = {"received": 0, "accepted": 0, "dropped": 0}
 
-    @given(codec_frames())
-    def one(frame: bytes) -> None:
+    def check(frame: bytes) -> None:
         seen["received"] += 1
         try:
             decode(frame)
@@ -125,7 +182,7 @@ def _codec_path(examples: int) -> None:
         else:
             seen["accepted"] += 1
 
-    _fuzz(one, examples)
+    _run(lambda d: check(_codec_frame(d)), examples, stream, seed=1)
     assert seen["received"] >= examples
     assert seen["received"] == seen["accepted"] + seen["dropped"]
 
@@ -136,28 +193,27 @@ def test_codec_takes_hostile_frames():
 
 @pytest.mark.slow
 def test_codec_takes_10000_hostile_frames():
-    _codec_path(SLOW)
+    _codec_path(SLOW, stream=True)
 
 
 # --- (b) the classical receive path: mailbox, then the authenticated link ---------------------
 
 
-@st.composite
-def sealed_frames(draw, peer) -> tuple[bytes, bytes]:
+def _sealed_frame(d: _Draws, peer) -> tuple[bytes, bytes]:
     """(sender name, frame): from a key-holding peer sealing a mutated payload, from a forger
     mutating a sealed frame, or random bytes under any name."""
-    sender = draw(st.sampled_from([b"alice", b"alice", b"alice", b"eve", b"", b"\xff"]))
-    kind = draw(st.sampled_from(["sealed", "forged", "random"]))
+    sender = d.choice([b"alice", b"alice", b"alice", b"eve", b"", b"\xff"])
+    kind = d.choice(["sealed", "forged", "random"])
     if kind == "random":
-        return sender, draw(st.binary(max_size=256))
-    payload = draw(codec_frames()) if draw(st.booleans()) else draw(st.sampled_from(_HONEST))
+        return sender, d.binary(256)
+    payload = _codec_frame(d) if d.choice([True, False]) else d.choice(_HONEST)
     frame = peer.sealer.seal(payload)
     if kind == "forged":
-        frame = _mutate(frame, draw(st.lists(_BYTE_MUTATION, min_size=1, max_size=3)), [9])
+        frame = _mutate(frame, _byte_mutations(d, 3), [9])
     return sender, frame
 
 
-def _link_path(examples: int) -> None:
+def _link_path(examples: int, stream: bool = False) -> None:
     alice_end = hmac_link(b"a" * 32, b"b" * 32)  # the key-holding sender
     bob_end = hmac_link(b"b" * 32, b"a" * 32)
     bob_end.opener.allow_gaps = True  # as the nodes run
@@ -166,8 +222,7 @@ def _link_path(examples: int) -> None:
     mailbox.stop.set()  # drained by hand: ``sort`` is the thread's whole work
     accepted = 0
 
-    @given(sealed_frames(alice_end))
-    def one(message: tuple[bytes, bytes]) -> None:
+    def check(message: tuple[bytes, bytes]) -> None:
         nonlocal accepted
         if not mailbox.sort(list(message)):
             return
@@ -179,7 +234,7 @@ def _link_path(examples: int) -> None:
         accepted += 1
 
     try:
-        _fuzz(one, examples)
+        _run(lambda d: check(_sealed_frame(d, alice_end)), examples, stream, seed=2)
     finally:
         mailbox.close()
         context.term()
@@ -196,39 +251,50 @@ def test_classical_receive_path_takes_hostile_frames():
 
 @pytest.mark.slow
 def test_classical_receive_path_takes_10000_hostile_frames():
-    _link_path(SLOW)
+    _link_path(SLOW, stream=True)
 
 
 # --- (c) Charles's pulse path -----------------------------------------------------------------
 
-_JSON = st.one_of(
-    st.sampled_from([None, True, False, [], {}, [2, 6], [[2], [6]], {"shape": [2, 6]}, "", "eve",
-                     "alice\x00", 1.5, -0.0, float("inf"), float("nan"), "1" * 30]),
-    st.integers(-(1 << 70), 1 << 70), st.text(max_size=8))
-_HEADER_MUTATION = st.one_of(
-    st.tuples(st.just("field"), st.sampled_from(["v", "user", "round", "first_frame", "shape",
-                                                 "key", "last", "traceparent", "other"]), _JSON),
-    st.tuples(st.just("drop"), st.sampled_from(["v", "user", "round", "shape", "key", "last"])),
-    st.tuples(st.just("shift"), st.sampled_from(["round", "first_frame"]),
-              st.sampled_from([-1, 1, -(1 << 40), 1 << 40, 1 << 63])),
-    st.tuples(st.just("shape"), st.lists(_SIZES | st.integers(-3, 3), max_size=3)),
-)
+_JSON_VALUES = [None, True, False, [], {}, [2, 6], [[2], [6]], {"shape": [2, 6]}, "", "eve",
+                "alice\x00", 1.5, -0.0, float("inf"), float("nan"), "1" * 30]
 
 
-@st.composite
-def pulse_messages(draw, relay: Relay, near_round: int) -> list[bytes]:
+def _json(d: _Draws):
+    kind = d.integer(0, 2)
+    if kind == 0:
+        return d.choice(_JSON_VALUES)
+    return d.integer(-(1 << 70), 1 << 70) if kind == 1 else d.text(8)
+
+
+def _header_mutation(d: _Draws) -> tuple:
+    kind = d.choice(["field", "drop", "shift", "shape"])
+    if kind == "field":
+        return kind, d.choice(["v", "user", "round", "first_frame", "shape", "key", "last",
+                               "traceparent", "other"]), _json(d)
+    if kind == "drop":
+        return kind, d.choice(["v", "user", "round", "shape", "key", "last"])
+    if kind == "shift":
+        return kind, d.choice(["round", "first_frame"]), d.choice(
+            [-1, 1, -(1 << 40), 1 << 40, 1 << 63])
+    return kind, [_size(d) if d.choice([True, False]) else d.integer(-3, 3)
+                  for _ in range(d.integer(0, 3))]
+
+
+def _pulse_message(d: _Draws, relay: Relay, near_round: int) -> list[bytes]:
     """A hostile message: random parts, or a batch of a round near ``near_round`` (the honest
     users' current one) sent as is (a copy), or with one mutation of its header's fields, its
     header's bytes, its counts' bytes or its number of parts."""
-    what = draw(st.sampled_from(["random", "copy", "copy", "copy", "field", "field", "header",
-                                 "counts", "counts", "parts"]))
+    what = d.choice(["random", "copy", "copy", "copy", "field", "field", "header", "counts",
+                     "counts", "parts"])
     if what == "random":
-        return draw(st.lists(st.binary(max_size=64), max_size=3))
-    user = draw(st.sampled_from(["alice", "bob"]))
-    round_id = max(0, near_round + draw(st.integers(-2, 4) | st.integers(-50, 50)))
-    header, counts = relay.parts(user, round_id, draw(st.integers(0, BATCHES_PER_ROUND - 1)))
+        return [d.binary(64) for _ in range(d.integer(0, 3))]
+    user = d.choice(["alice", "bob"])
+    shift = d.integer(-2, 4) if d.choice([True, False]) else d.integer(-50, 50)
+    round_id = max(0, near_round + shift)
+    header, counts = relay.parts(user, round_id, d.integer(0, BATCHES_PER_ROUND - 1))
     if what == "field":
-        h, m = json.loads(header), draw(_HEADER_MUTATION)
+        h, m = json.loads(header), _header_mutation(d)
         if m[0] == "field":
             h[m[1]] = m[2]
         elif m[0] == "drop":
@@ -239,27 +305,26 @@ def pulse_messages(draw, relay: Relay, near_round: int) -> list[bytes]:
             h["shape"] = m[1]
         header = json.dumps(h).encode()
     elif what == "header":
-        header = _mutate(header, [draw(_BYTE_MUTATION)], [])
+        header = _mutate(header, [_byte_mutation(d)], [])
     elif what == "counts":
-        counts = _mutate(counts, [draw(_BYTE_MUTATION)], [])
+        counts = _mutate(counts, [_byte_mutation(d)], [])
     elif what == "parts":
-        return draw(st.sampled_from([[header], [header, counts, b""], [counts, header], []]))
+        return d.choice([[header], [header, counts, b""], [counts, header], []])
     return [header, counts]
 
 
-def _pulse_path(examples: int) -> None:
+def _pulse_path(examples: int, stream: bool = False) -> None:
     """Each example interleaves one hostile message with the next of the honest users' stream
     (Alice's and Bob's batches in order); every round the honest stream completes must still be
     announced exactly once, whatever the hostile messages did."""
     relay = Relay()
     honest = 0  # honest messages sent
 
-    @given(st.data())
-    def one(data) -> None:
+    def one(d: _Draws) -> None:
         nonlocal honest
         step = honest // 2
         near = step // BATCHES_PER_ROUND
-        relay.on_pulses(data.draw(pulse_messages(relay, near)))  # must not raise
+        relay.on_pulses(_pulse_message(d, relay, near))  # must not raise
         relay.on_pulses(relay.parts(("alice", "bob")[honest % 2], near,
                                             step % BATCHES_PER_ROUND))
         honest += 1
@@ -267,7 +332,7 @@ def _pulse_path(examples: int) -> None:
             2 * ROUNDS_IN_FLIGHT * BATCHES_PER_ROUND
 
     try:
-        _fuzz(one, examples)
+        _run(one, examples, stream, seed=3)
     finally:
         relay.close()
     counts = relay.counters.values
@@ -289,37 +354,36 @@ def test_relay_takes_hostile_pulse_batches():
 
 @pytest.mark.slow
 def test_relay_takes_10000_hostile_pulse_batches():
-    _pulse_path(SLOW)
+    _pulse_path(SLOW, stream=True)
 
 
 # --- (d) Charles's records path (from nature's process) ----------------------------------------
 
 
-@st.composite
-def records_messages(draw, honest: list[list[bytes]]) -> list[bytes]:
+def _records_message(d: _Draws, honest: list[list[bytes]]) -> list[bytes]:
     """A hostile records message: random parts, or an honest one with one part's bytes mutated,
     a header field changed, or parts dropped or added."""
-    what = draw(st.sampled_from(["random", "bytes", "field", "field", "parts"]))
+    what = d.choice(["random", "bytes", "field", "field", "parts"])
     if what == "random":
-        return draw(st.lists(st.binary(max_size=64), max_size=5))
-    parts = [bytes(p) for p in draw(st.sampled_from(honest))]
+        return [d.binary(64) for _ in range(d.integer(0, 5))]
+    parts = [bytes(p) for p in d.choice(honest)]
     if what == "bytes":
-        i = draw(st.integers(0, 3))
-        parts[i] = _mutate(parts[i], [draw(_BYTE_MUTATION)], [])
+        i = d.integer(0, 3)
+        parts[i] = _mutate(parts[i], [_byte_mutation(d)], [])
     elif what == "field":
         h = json.loads(parts[0])
-        h[draw(st.sampled_from(["v", "round", "first_slot", "stop_slot", "complete",
-                                "traceparents", "measure", "other"]))] = draw(_JSON)
+        h[d.choice(["v", "round", "first_slot", "stop_slot", "complete", "traceparents",
+                    "measure", "other"])] = _json(d)
         parts[0] = json.dumps(h).encode()
     else:
-        parts = draw(st.sampled_from([parts[:3], parts + [b""], parts[::-1], []]))
+        parts = d.choice([parts[:3], parts + [b""], parts[::-1], []])
     return parts
 
 
 HONEST_ROUNDS = 8
 
 
-def _records_path(examples: int) -> None:
+def _records_path(examples: int, stream: bool = False) -> None:
     """Hostile records interleaved with nature's honest ones (those of ``HONEST_ROUNDS`` rounds,
     made first): Charles never raises, counts every message, and announces each round once."""
     relay = Relay()
@@ -330,16 +394,15 @@ def _records_path(examples: int) -> None:
             honest.append(relay.nature_node.on_pulses(relay.parts("bob", r, i)).to_parts())
     sent = 0
 
-    @given(st.data())
-    def one(data) -> None:
+    def one(d: _Draws) -> None:
         nonlocal sent
-        relay.charles.on_records(data.draw(records_messages(honest)))  # must not raise
+        relay.charles.on_records(_records_message(d, honest))  # must not raise
         if sent < len(honest):
             relay.charles.on_records(honest[sent])
             sent += 1
 
     try:
-        _fuzz(one, examples)
+        _run(one, examples, stream, seed=4)
     finally:
         relay.close()
     counts = relay.counters.values
@@ -358,4 +421,4 @@ def test_charles_takes_hostile_records():
 
 @pytest.mark.slow
 def test_charles_takes_10000_hostile_records():
-    _records_path(SLOW)
+    _records_path(SLOW, stream=True)
