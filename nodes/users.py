@@ -68,6 +68,8 @@ def local_view(settings: SettingsGenerator, ann: Announcement) -> LocalView:
 #: How long a stopping Bob waits for Alice's ``EndOfRun`` to settle a pending key (the launcher
 #: gives every node 5 s to stop before it kills it).
 STOP_GRACE_S = 2.0
+#: How long Alice's ``EndOfRun`` may wait for a receiver when she is not stopping.
+LAST_WORD_WAIT_MS = 5000
 
 
 def _end_spans(spans: dict[int, Span]) -> None:
@@ -287,8 +289,10 @@ class UserNode:
         never stale, whatever round Bob is in."""
         self._ended = True
         for name in ("bob", "charles"):
-            if self.ctx.stop.is_set():  # stopping: the receiver may be gone already
-                self.ctx.outboxes[name].limit_send_wait(STOPPING_LINGER_MS)
+            # the receiver may be gone (stopped, or the reason Alice fails): a PUSH socket
+            # without a peer would wait for ever
+            self.ctx.outboxes[name].limit_send_wait(
+                STOPPING_LINGER_MS if self.ctx.stop.is_set() else LAST_WORD_WAIT_MS)
             # a channel gone (no pad left, no receiver): Bob then discards his pending key
             with contextlib.suppress(ProtocolError, zmq.Again):
                 self.ctx.peers[name].send(EndOfRun(self.plan.rounds, reason,
