@@ -20,7 +20,7 @@ import re
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -596,23 +596,41 @@ def _per_type_schema(kinds: dict[str, Kind]) -> Any:
     return extra
 
 
-class FaultModel(_Model):
+class _TypedEntry(_Model):
+    """A fault or an action: a ``type`` from its registry (``KINDS``), a target and parameters
+    that type allows, numbers written as text read as numbers."""
+
+    KINDS: ClassVar[dict[str, Kind]]
+    WHAT: ClassVar[str]
+
+    @field_validator("type", check_fields=False)
+    @classmethod
+    def _check_type(cls, value: Any) -> Any:
+        return _known_type(value, cls.KINDS, cls.WHAT)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        return _numeric_params(data, cls.KINDS)
+
+    def _check_kind(self) -> None:
+        what = f"{self.WHAT} {self.type}"
+        kind = self.KINDS[self.type]
+        _check_target(kind, self.target, what)  # type: ignore[attr-defined]
+        check_params(kind, self.params, what)  # type: ignore[attr-defined]
+
+
+class FaultModel(_TypedEntry):
+    KINDS, WHAT = FAULT_TYPES, "fault"
     model_config = ConfigDict(json_schema_extra=_per_type_schema(FAULT_TYPES))
 
     type: str = Field(json_schema_extra={"enum": list(FAULT_TYPES)})
     target: str = Field(json_schema_extra={"enum": list(TARGETS)})
     params: dict[str, Any] = Field(default_factory=dict)
 
-    _check_type = field_validator("type")(
-        classmethod(lambda cls, v: _known_type(v, FAULT_TYPES, "fault")))
-    _numbers = model_validator(mode="before")(
-        classmethod(lambda cls, data: _numeric_params(data, FAULT_TYPES)))
-
     @model_validator(mode="after")
     def _fits_its_type(self) -> FaultModel:
-        kind = FAULT_TYPES[self.type]
-        _check_target(kind, self.target, f"fault {self.type}")
-        check_params(kind, self.params, f"fault {self.type}")
+        self._check_kind()
         if self.type == "malicious_relay" and "announce" in self.params \
                 and self.params["mode"] != "biased_postselection":
             raise FieldProblem(("params", "announce"), "only mode biased_postselection takes "
@@ -620,23 +638,17 @@ class FaultModel(_Model):
         return self
 
 
-class ActionModel(_Model):
+class ActionModel(_TypedEntry):
+    KINDS, WHAT = ACTION_TYPES, "action"
     model_config = ConfigDict(json_schema_extra=_per_type_schema(ACTION_TYPES))
 
     type: str = Field(json_schema_extra={"enum": list(ACTION_TYPES)})
     target: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
-    _check_type = field_validator("type")(
-        classmethod(lambda cls, v: _known_type(v, ACTION_TYPES, "action")))
-    _numbers = model_validator(mode="before")(
-        classmethod(lambda cls, data: _numeric_params(data, ACTION_TYPES)))
-
     @model_validator(mode="after")
     def _fits_its_type(self) -> ActionModel:
-        kind = ACTION_TYPES[self.type]
-        _check_target(kind, self.target, f"action {self.type}")
-        check_params(kind, self.params, f"action {self.type}")
+        self._check_kind()
         if self.type == "calibrate" and self.target is not None:
             serves = LINKS if self.params["loop"] == "polarization" else SOURCES
             if self.target not in serves:

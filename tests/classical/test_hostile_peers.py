@@ -47,14 +47,21 @@ def _run(users, ann: Announcement, **kwargs):
                          round_config(alice, bob), 3, **kwargs)
 
 
+def _peers(timeout_s: float, alice_peer: type[QueuePeer] = QueuePeer):
+    """Alice's and Bob's peers over in-memory queues, with Wegman–Carter links."""
+    ka, kb = shared_link_keys(1 << 16, np.random.default_rng(0))
+    ab, ba = queue.Queue(), queue.Queue()
+    return (alice_peer(wegman_carter_link(ka, "alice", "bob"), ab, ba, timeout_s, None,
+                       "alice->bob"),
+            QueuePeer(wegman_carter_link(kb, "bob", "alice"), ba, ab, timeout_s, None,
+                      "bob->alice"))
+
+
 def _run_split(users, ann_a: Announcement, ann_b: Announcement):
     """Alice sifts ``ann_a``, Bob ``ann_b``: a relay that tells them different things."""
     alice, bob = users
     cfg = round_config(alice, bob)
-    ka, kb = shared_link_keys(1 << 16, np.random.default_rng(0))
-    ab, ba = queue.Queue(), queue.Queue()
-    pa = QueuePeer(wegman_carter_link(ka, "alice", "bob"), ab, ba, 20, None, "alice->bob")
-    pb = QueuePeer(wegman_carter_link(kb, "bob", "alice"), ba, ab, 20, None, "bob->alice")
+    pa, pb = _peers(20)
     out = {}
 
     def side(name, run, ann, gen, peer, seed):
@@ -267,10 +274,7 @@ def test_an_amplify_that_cannot_be_sent_leaves_no_pending_key_behind(users, hone
 
     alice, bob = users
     cfg = round_config(alice, bob)
-    ka, kb = shared_link_keys(1 << 16, np.random.default_rng(0))
-    ab, ba = queue.Queue(), queue.Queue()
-    pa = DryAtAmplify(wegman_carter_link(ka, "alice", "bob"), ab, ba, 5, None, "alice->bob")
-    pb = QueuePeer(wegman_carter_link(kb, "bob", "alice"), ba, ab, 5, None, "bob->alice")
+    pa, pb = _peers(5, DryAtAmplify)
     stored = []
     custody = KeyCustody("alice", pa.link, lambda *a: stored.append(a))
     out = {}
