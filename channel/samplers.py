@@ -33,11 +33,12 @@ import itertools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 from numba import njit
 
+from channel.arrays import readonly
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
 from channel.rng import (
@@ -109,6 +110,15 @@ class DetectorArrays(NamedTuple):
     dark_count_probabilities: np.ndarray  # (4,)
     patterns: np.ndarray  # int64 patterns with at least ``min_clicks`` clicks, ascending
     min_clicks: int
+
+
+_G = TypeVar("_G", bound=tuple)
+
+
+def _read_only(group: _G) -> _G:
+    """``group`` with its arrays as read-only views: the kernels only read them, and one array
+    type per field keeps numba to one compiled version (``channel.arrays``)."""
+    return type(group)(*(readonly(v) if isinstance(v, np.ndarray) else v for v in group))
 
 
 # --- common post-processing ------------------------------------------------------------------
@@ -759,7 +769,8 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
                          physics.gamma, physics.bob_slot_offset)
     det = DetectorArrays(link.relay.efficiencies, link.relay.dark_count_probabilities, patterns,
                          min_clicks)
-    shared = (frames, _user_arrays(ta, alice, src_a), _user_arrays(tb, bob, src_b), det)
+    shared = tuple(map(_read_only, (frames, _user_arrays(ta, alice, src_a),
+                                    _user_arrays(tb, bob, src_b), det)))
     phase_randomized = src_a.phase_randomized or src_b.phase_randomized
     # the pattern tables need every slot's intensities to be one of the plan's values
     tables = src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0

@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from channel.arrays import readonly
 from classical.leakage import LeakageLedger
 from classical.reconciliation import (
     BobOutcome,
@@ -650,7 +651,7 @@ def _select(  # pragma: no cover - numba
         cs[k] = cs_in[k]
     nc = m
     flips = 0
-    j = 0
+    j = np.int64(0)  # not the literal 0: one compiled version of _correct_singles
     while True:  # flips never create odd single-bit leaves, so one sweep suffices
         j, nc, done = _correct_singles(
             j, m, cp, cs, nc, n, n_perm, bob, meta, ints, flags, masks, half_odd, packed
@@ -1088,9 +1089,9 @@ class _BobEngine:
             new_p, new_s = _start_permutation(
                 i,
                 np.uint64(pass_key(self.plan, i)),
-                self.alice_top[i],
+                readonly(self.alice_top[i]),
                 self.n,
-                self.bob,
+                readonly(self.bob),
                 self.meta,
                 self.ints,
                 self.flags,

@@ -84,6 +84,7 @@ import numpy as np
 from numba import njit
 from numpy.typing import NDArray
 
+from channel.arrays import readonly
 from channel.rng import splitmix64_at
 from classical.reconciliation import MAX_SEED
 
@@ -228,6 +229,7 @@ class ParityChannel(Protocol):
 
 _STREAM_TAG = b"mdiqkd/cascade/v2"
 _NO_BITS = np.empty(0, np.uint8)
+_NO_INPUT = readonly(np.empty(0, np.uint8))  # kernels read their input bits as read-only
 _NO_INDEX = np.empty(0, np.int32)
 
 
@@ -459,7 +461,7 @@ def pass_order(plan: CascadePlan, pass_index: int) -> NDArray[np.int32]:
         return _bipartition_order(mask, plan.n_bits)
     order = np.empty(plan.n_bits, np.int32)
     key = np.uint64(pass_key(plan, pass_index))
-    permute_into(pass_index, key, order, _NO_BITS, _NO_BITS, _NO_INDEX)
+    permute_into(pass_index, key, order, _NO_INPUT, _NO_BITS, _NO_INDEX)
     return order
 
 
@@ -616,12 +618,13 @@ class AliceParityOracle:
         if plan.is_bipartition(pass_index):
             mask = self._masks()[pass_index - len(plan.block_sizes)]
             order = _bipartition_order(mask, plan.n_bits)
-            _suffix_xor_into(self._key, order, self._table[row])
+            _suffix_xor_into(readonly(self._key), order, self._table[row])
         else:
             if self._scratch is None:
                 self._scratch = np.empty(plan.n_bits, np.int32)
             key = np.uint64(pass_key(plan, pass_index))
-            permute_into(pass_index, key, self._scratch, self._key, self._table[row], _NO_INDEX)
+            permute_into(pass_index, key, self._scratch, readonly(self._key), self._table[row],
+                         _NO_INDEX)
         self._rows_used += 1
         self._table_row[pass_index] = row
 

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from channel.arrays import readonly
+
 __all__ = [
     "ELEMENT_BITS",
     "FIELD_PRIME",
@@ -207,7 +209,7 @@ def polynomial_hash(
         array = np.frombuffer(data, dtype=np.uint8)
     if length < 0:
         raise ValueError("length must be non-negative")
-    return _poly_hash_kernel(array, _as_key_array(keys), np.uint64(length))
+    return _poly_hash_kernel(readonly(array), _as_key_array(keys), np.uint64(length))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +290,7 @@ def verification_tag(bits: np.ndarray, hash_key: np.ndarray, tag_bits: int) -> n
             f"hash_key must hold tag_bits / {ELEMENT_BITS} = {tag_bits // ELEMENT_BITS} elements"
         )
     packed = np.packbits(key_bits.astype(np.uint8, copy=False))
-    return _poly_hash_kernel(packed, keys, np.uint64(key_bits.size))
+    return _poly_hash_kernel(readonly(packed), keys, np.uint64(key_bits.size))
 
 
 def verify(

@@ -1,10 +1,11 @@
 """Compile every numba kernel of a user's post-processing once, on a small synthetic key.
 
 A first run after installation spends most of its time in numba's compiler. Alice and Bob run the
-same kernels, and numba's on-disk cache lets one process reuse what another compiled: so one user
-(Bob) calls :func:`warm_up_postprocessing` in the background as the run starts, while the relay
-compiles and samples the first round, and the other user finds the kernels in the cache when the
-first announcement arrives. Types, not sizes, select numba's compiled versions, so a small key
+same kernels, and numba's on-disk cache lets one process reuse what another compiled: so as the
+run starts, Bob compiles the reconciliation kernels (:func:`warm_up_reconciliation`) and Alice the
+verification and amplification kernels (:func:`warm_up_hashing`), each in the background while the
+relay compiles and samples the first round, and each finds the other's in the cache when the first
+announcement arrives. Types, not sizes, select numba's compiled versions, so a small key
 compiles exactly what a real round runs. Results are thrown away; nothing here is secret.
 """
 
@@ -47,15 +48,28 @@ class _Wire:
         return answer.bits
 
 
-def warm_up_postprocessing(reconciler: Reconciler, key_bits: int = WARM_UP_KEY_BITS,
+def warm_up_reconciliation(reconciler: Reconciler, key_bits: int = WARM_UP_KEY_BITS,
                            qber: float = WARM_UP_QBER, seed: int = 0) -> None:
-    """Reconcile, verify and amplify a random key pair once (the kernels, not the result)."""
+    """Reconcile a random key pair once, both sides through authenticated frames (Bob's part)."""
     rng = np.random.default_rng(seed)
     alice = rng.integers(0, 2, key_bits, dtype=np.uint8)
     bob = alice ^ (rng.random(key_bits) < qber).astype(np.uint8)
     plan = reconciler.plan(key_bits, qber, rng)
     reconciler.bob(bob, plan, _Wire(reconciler.alice(alice, plan), rng))
+
+
+def warm_up_hashing(key_bits: int = WARM_UP_KEY_BITS, seed: int = 0) -> None:
+    """Verify and amplify a random key once (Alice's part)."""
+    rng = np.random.default_rng(seed)
+    key = rng.integers(0, 2, key_bits, dtype=np.uint8)
     tag_bits = tag_bits_for(key_bits, 1e-15)
-    verification_tag(alice, draw_hash_key(rng, tag_bits), tag_bits)
+    verification_tag(key, draw_hash_key(rng, tag_bits), tag_bits)
     out_bits = key_bits // 2
-    toeplitz_hash(alice, seed_from_bytes(b"warm-up", key_bits, out_bits), out_bits)
+    toeplitz_hash(key, seed_from_bytes(b"warm-up", key_bits, out_bits), out_bits)
+
+
+def warm_up_postprocessing(reconciler: Reconciler, key_bits: int = WARM_UP_KEY_BITS,
+                           qber: float = WARM_UP_QBER, seed: int = 0) -> None:
+    """Both parts: every post-processing kernel of a round (the kernels, not the result)."""
+    warm_up_reconciliation(reconciler, key_bits, qber, seed)
+    warm_up_hashing(key_bits, seed)

@@ -25,7 +25,7 @@ from classical.rounds import PeerAborted, ProtocolError
 from classical.sifting import PSI_MINUS, PSI_PLUS
 from nodes.base import NodeContext
 from nodes.records import RecordsBatch, RecordsRejected, RoundLayout
-from nodes.relay_software import CharlesConfig, bell_successes
+from nodes.relay_software import CharlesConfig, bell_successes, warm_up_bell_states
 from nodes.tracing import context_from
 from nodes.transport import POLL_MS, NodeStopped
 
@@ -50,6 +50,7 @@ class CharlesNode:
         self.announced: set[int] = set()
 
     def run(self) -> None:
+        self.ctx.warm_up(warm_up_bell_states)  # compiled while nature samples the first frames
         alice_q = self.ctx.mailbox.queues["alice"]
         assert self.records is not None
         while True:

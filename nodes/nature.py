@@ -13,7 +13,7 @@ once the protocol nodes are done, and writes its singles counters then.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import zmq
@@ -147,6 +147,14 @@ class ChannelEmulator:
         self.singles += out.singles
         return out.records
 
+    def warm_up(self) -> None:
+        """Compile (or load from numba's cache) the sampler before the first pulses arrive: one
+        frame of a copy of the link with settings keyed 0, the records thrown away."""
+        link = replace(self.link, _drift_cache={})
+        size = 1 << link.frame_bits
+        sample(link, SettingsGenerator(self.plans["alice"], 0, link.frame_bits),
+               SettingsGenerator(self.plans["bob"], 0, link.frame_bits), 0, size, 0, self.sampler)
+
     def metrics(self) -> dict[str, int]:
         """Clicks per detector so far, coincidences included."""
         return {f"singles_{name}_total": int(c)
@@ -212,6 +220,7 @@ class NatureNode:
                             ready.round_complete, ready.traceparents, records, measured)
 
     def run(self) -> None:
+        self.ctx.warm_up(self.emulator.warm_up)  # compiled while the users start
         while True:
             parts = self.pulses.receive_or_none(self.stop)
             if parts is None:

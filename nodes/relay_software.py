@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from channel.arrays import readonly
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords
 from classical.messages import Announcement
 from classical.sifting import FAIL, PSI_MINUS, PSI_PLUS
@@ -51,8 +52,17 @@ def bell_states(records: DetectionRecords, coincidence_window_ps: float) -> np.n
     bell = BELL_OF_PATTERN[records.pattern]
     if len(records) == 0:
         return bell
-    return _within_window(bell, np.ascontiguousarray(records.time_ps, dtype=np.int64),
-                          float(coincidence_window_ps))
+    times = readonly(np.ascontiguousarray(records.time_ps, dtype=np.int64))
+    return _within_window(bell, times, float(coincidence_window_ps))
+
+
+def warm_up_bell_states() -> None:
+    """Compile (or load from numba's cache) the Bell-state decision before the first records
+    arrive; one synthetic two-click record, the result thrown away."""
+    times = np.full((1, N_DETECTORS), NO_CLICK_TIME, np.int64)
+    times[0, :2] = 0
+    bell_states(DetectionRecords(np.zeros(1, np.int64), np.full(1, 0b0011, np.uint8), times),
+                DEFAULT_COINCIDENCE_WINDOW_PS)
 
 
 @njit(cache=True)

@@ -42,7 +42,7 @@ from classical.rounds import (
     run_bob_round,
 )
 from classical.sifting import check_announcement
-from classical.warmup import warm_up_postprocessing
+from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
 from nodes.keystore import KeyStore
 from nodes.tracing import SpanObserver, context_from, current_traceparent
@@ -230,28 +230,18 @@ class UserNode:
     # --- the run ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        # A first run compiles the post-processing kernels, split between the users so that they
+        # compile in parallel while the relay measures the first round (classical.warmup).
         if self.plan.role == "alice":
+            self.ctx.warm_up(warm_up_hashing)
             self._run_alice()
         else:
-            self._start_warm_up()
+            self.ctx.warm_up(self._warm_up_bob)
             self._run_bob()
 
-    def _start_warm_up(self) -> None:
-        """Compile the post-processing kernels in the background while the relay measures the
-        first round; Alice then loads them from numba's cache (``classical.warmup``)."""
-
-        def warm_up() -> None:
-            started = time.perf_counter()
-            try:
-                self.plan.settings.settings_at(np.arange(4, dtype=np.int64))
-                warm_up_postprocessing(self.plan.round_config.reconciler)
-            except Exception as e:  # a failed warm-up costs time, never the run
-                print(f"{self.plan.role}: kernel warm-up failed ({type(e).__name__}: {e})",
-                      flush=True)
-                return
-            self.ctx.counters.add("warm_up_ms", round(1e3 * (time.perf_counter() - started)))
-
-        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+    def _warm_up_bob(self) -> None:
+        self.plan.settings.settings_at(np.arange(4, dtype=np.int64))
+        warm_up_reconciliation(self.plan.round_config.reconciler)
 
     def _finish_round(self, round_id: int, span: Span) -> None:
         with trace.use_span(span, end_on_exit=True):

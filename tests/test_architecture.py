@@ -17,8 +17,9 @@ ALLOWED = {
 # Single modules a package may import across the arrows, by full name.
 ALLOWED_MODULES = {
     # Counter-based randomness is shared by nature and the protocol (Cascade expands its public
-    # shuffle seeds with the same SplitMix64), so it has one home and classical reads it there.
-    "classical": {"channel.rng"},
+    # shuffle seeds with the same SplitMix64), so it has one home and classical reads it there;
+    # likewise the read-only form in which both hand arrays to numba kernels.
+    "classical": {"channel.rng", "channel.arrays"},
 }
 NO_SOCKETS = ("channel", "classical")
 

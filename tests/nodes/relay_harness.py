@@ -58,7 +58,8 @@ class Relay:
         ctx = SimpleNamespace(zmq=self.context, counters=self.counters, peers=self.peers,
                               endpoints=SimpleNamespace(pulses=f"inproc://pulses-{next(_endpoints)}"),
                               tracer=trace.get_tracer("tests"), stop=None,
-                              write_metrics=lambda extra=None: None)
+                              write_metrics=lambda extra=None: None,
+                              warm_up=lambda compile_kernels: None)
         self.nature_node = NatureNode(ctx, self.nature)  # type: ignore[arg-type]
         self.records_endpoint = f"inproc://records-{next(_endpoints)}"
         self.round_layout = RoundLayout(ROUNDS, ROUND_FRAMES, BATCH_FRAMES, FRAME_BITS)
