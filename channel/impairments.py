@@ -192,7 +192,7 @@ class FaultSchedule:
             here = blocks == block
             within = steps[here] % WALK_BLOCK
             exclusive = np.concatenate([np.eye(2, dtype=np.complex128)[None], prefix[:-1]])
-            out[here] = np.einsum("nij,jk->nik", exclusive[within], checkpoints[block])
+            out[here] = exclusive[within] @ checkpoints[block]
         return out
 
     def _block_steps(self, drift: PolarizationDrift, fault: Fault, block: int,
@@ -236,7 +236,7 @@ def _prefix_products(steps: np.ndarray) -> np.ndarray:
     out = steps.copy()
     d = 1
     while d < out.shape[0]:
-        out[d:] = np.einsum("nij,njk->nik", out[d:], out[:-d])
+        out[d:] = out[d:] @ out[:-d]
         d *= 2
     return out
 

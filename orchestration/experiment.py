@@ -33,6 +33,8 @@ from pydantic import (
     model_validator,
 )
 
+from channel.impairments import PHYSICS_FAULTS
+
 
 class FieldProblem(ValueError):
     """A validation error about a field below the validated model: ``path`` continues the
@@ -315,6 +317,8 @@ FAULT_TYPES: dict[str, Kind] = {
                   NODES),
     "full": Kind("the key store refuses new keys", KEYSTORES),
 }
+#: The fault types a run can inject today: nature's physics (``channel.impairments``).
+IMPLEMENTED_FAULTS: frozenset[str] = frozenset(PHYSICS_FAULTS)
 
 #: Calibration loops an action may trigger (issue 12, item 4).
 CALIBRATION_LOOPS = ("polarization", "clock", "intensity")
