@@ -20,7 +20,7 @@ import math
 import numpy as np
 import pytest
 
-from channel.analytic import exact_class_statistics
+from channel.analytic import detector_fields, exact_class_statistics, pattern_probabilities
 from channel.fiber import PAULI, Fiber, linear_rotation, su2
 from channel.impairments import (
     FAULT_RAMP_AXIS,
@@ -32,10 +32,10 @@ from channel.impairments import (
     frame_at,
 )
 from channel.link import Link
-from channel.relay import RelayOptics
+from channel.relay import Detector, RelayOptics
 from channel.samplers import sample, sample_fast, singles_probabilities
-from channel.settings import SettingsGenerator, three_intensity_plan
-from channel.source import Source
+from channel.settings import SettingsGenerator, SettingsPlan, three_intensity_plan
+from channel.source import JONES, Source
 from classical.sifting import bob_flip
 from nodes.relay_software import BELL_OF_PATTERN, DEFAULT_COINCIDENCE_WINDOW_PS, bell_states
 from tests.stats import assert_normal_sample_consistent, assert_z_scores_consistent, binomial_z
@@ -355,21 +355,42 @@ def test_a_drift_fault_follows_the_exact_model_frame_by_frame():
     assert key_errors[1] > 0.1 > 0.02 > key_errors[0]  # the drift turned far enough to matter
 
 
+def _singles_z(kind: str, params: dict, relay: RelayOptics, seed: int) -> list[float]:
+    """Each detector's clicks over the fault's window against the averaged click probability of
+    a link built by hand with ``relay``: which detector a fault hits shows here, where the Bell
+    classes (averaged over bits, symmetric between detectors) cannot tell."""
+    alice, bob = users(seed)
+    lo, hi = WINDOW[0] << FB, WINDOW[1] << FB
+    link = link_with(fault(WINDOW[0], "f", kind, "relay", params), clear(WINDOW[1], "rollback"))
+    out = sample(link, alice, bob, lo, hi, seed)
+    by_hand = Link(Source(PLAN), Source(PLAN), Fiber(ARM_KM), Fiber(ARM_KM), relay=relay,
+                   frame_bits=FB)
+    p = singles_probabilities(by_hand, by_hand.physics(lo, hi), alice, bob)[0]
+    return [binomial_z(out.singles[k], hi - lo, p[k]) for k in range(4)]
+
+
 def test_a_dark_count_surge_raises_dark_clicks_and_errors_as_the_exact_model_says():
     surge = 2e-4
     measured = _run_with("dark_count_surge", "relay", {"dark_count_probability": surge}, seed=6)
     _inside_and_outside(measured, _exact(dark=surge))
-    # singles inside the window: the averaged click probability with the surged detectors
-    alice, bob = users(6)
+    z = _singles_z("dark_count_surge", {"dark_count_probability": surge},
+                   RelayOptics.uniform(EFF, surge), 61)
+    assert_z_scores_consistent(z, "singles")
+
+
+def test_a_surge_on_one_detector_shows_in_that_detectors_dark_clicks():
+    """Both fibers cut too: the singles are dark clicks only, Binomial(slots, p_dark) each."""
+    surge = 5e-4
+    alice, bob = users(62)
     lo, hi = WINDOW[0] << FB, WINDOW[1] << FB
-    link = link_with(fault(WINDOW[0], "f", "dark_count_surge", "relay",
-                           {"dark_count_probability": surge}), clear(WINDOW[1], "rollback"))
-    out = sample(link, alice, bob, lo, hi, 61)
-    surged = Link(Source(PLAN), Source(PLAN), Fiber(ARM_KM), Fiber(ARM_KM),
-                  relay=RelayOptics.uniform(EFF, surge), frame_bits=FB)
-    p = singles_probabilities(surged, surged.physics(lo, hi), alice, bob)[0]
+    link = link_with(*(fault(WINDOW[0], f"cut {t}", "fiber_cut", t)
+                       for t in ("link/alice-charles", "link/bob-charles")),
+                     fault(WINDOW[0], "f", "dark_count_surge", "relay",
+                           {"dark_count_probability": surge, "detector": "dH"}))
+    out = sample(link, alice, bob, lo, hi, 62)
+    p = [DARK, DARK, surge, DARK]
     assert_z_scores_consistent([binomial_z(out.singles[k], hi - lo, p[k]) for k in range(4)],
-                               "singles")
+                               "dark singles")
 
 
 def test_one_detector_losing_efficiency_follows_the_exact_model():
@@ -377,6 +398,10 @@ def test_one_detector_losing_efficiency_follows_the_exact_model():
     measured = _run_with("detector_efficiency", "relay",
                          {"efficiency_factor": factor, "detector": "dV"}, seed=7)
     _inside_and_outside(measured, _exact(eff=np.array([EFF, EFF, EFF, EFF * factor])))
+    det = Detector(EFF, DARK)
+    z = _singles_z("detector_efficiency", {"efficiency_factor": factor, "detector": "dV"},
+                   RelayOptics((det, det, det, Detector(EFF * factor, DARK))), 71)
+    assert_z_scores_consistent(z, "singles")
 
 
 def test_all_detectors_losing_efficiency_follow_the_exact_model():
@@ -417,31 +442,41 @@ def test_a_miscalibrated_class_emits_its_factor_while_the_plan_keeps_the_nominal
 
 
 def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies():
-    """Alice's pulses fluctuate by r rms: each class's gain and error gain are the exact ones
-    averaged over μ(1 + r z), z standard normal clipped at ±5 as the samplers clip it
-    (Gauss–Legendre on [−5, 5] with the normal density, and the two clipped tails as atoms)."""
-    r = 0.15
-    measured = _run_with("intensity_fluctuation", "source/alice", {"fluctuation_rel": r},
-                         seed=11)
+    """Alice alone sends light (μ = 0.5, Bob's pulses are vacuum): her coincidences come from two
+    of her own photons, so they grow about as E[μ²] = μ²(1 + r²): 3 % at r = 0.2 (the detectors
+    saturate a little), which the ~7·10⁴ coincidences resolve at 8σ (gains of interfering pairs, linear in each μ, barely
+    move). Expected: the exact P(≥ 2 clicks) averaged over μ(1 + r z), z standard normal clipped
+    at ±5 as the samplers clip it (Gauss–Legendre on [−5, 5] with the normal density, the
+    clipped tails as atoms); after the clear, the nominal μ."""
+    r, mu = 0.2, 0.5
+    plan_a, plan_b = SettingsPlan.fixed(mu, 0), SettingsPlan.fixed(0.0, 0)
+    link = Link(Source(plan_a), Source(plan_b), Fiber(ARM_KM), Fiber(ARM_KM),
+                relay=RelayOptics.uniform(EFF, DARK), frame_bits=FB,
+                faults=FaultSchedule.from_timeline(
+                    [fault(0, "f", "intensity_fluctuation", "source/alice",
+                           {"fluctuation_rel": r}), clear(WINDOW[1], "rollback")], 0))
+    alice, bob = SettingsGenerator(plan_a, 1, FB), SettingsGenerator(plan_b, 2, FB)
+    out = sample(link, alice, bob, 0, RUN << FB, 13)
     x, w = np.polynomial.legendre.leggauss(16)
     x, w = 5 * x, 5 * w * np.exp(-x**2 * 25 / 2) / math.sqrt(2 * math.pi)
     tail = 0.5 * math.erfc(5 / math.sqrt(2))
     x, w = np.append(x, [-5.0, 5.0]), np.append(w, [tail, tail])
-    assert abs(w.sum() - 1) < 1e-6  # the rule's error, far below a 10⁻² statistical resolution
+    assert abs(w.sum() - 1) < 1e-6  # the rule's error, far below the 10⁻² resolution here
 
-    class Averaged:
-        def __init__(self, gain: float, error_rate: float) -> None:
-            self.gain, self.error_rate = gain, error_rate
+    def p_coincidence(m: float) -> float:
+        xa, ya = detector_fields(m, 0.0, T_ARM, T_ARM, JONES[0, 0], JONES[0, 0],
+                                 np.full(4, EFF))
+        probs = pattern_probabilities(xa, ya, 1.0, np.full(4, DARK))
+        return float(probs[[c for c in range(16) if bin(c).count("1") >= 2]].sum())
 
-    def stats_of(basis, mu_a, mu_b):
-        if mu_a == 0:
-            return _exact()(basis, mu_a, mu_b)
-        rows = [_exact()(basis, mu_a * (1 + r * z), mu_b) for z in x]
-        gain = float(sum(wk * s.gain for wk, s in zip(w, rows, strict=True)))
-        err = float(sum(wk * s.gain * s.error_rate for wk, s in zip(w, rows, strict=True)))
-        return Averaged(gain, err / gain)
-
-    _inside_and_outside(measured, stats_of)
+    fluctuating = float(sum(wk * p_coincidence(mu * (1 + r * z)) for wk, z in zip(w, x,
+                                                                                   strict=True)))
+    assert fluctuating / p_coincidence(mu) - 1 > 0.025
+    frame = out.records.slot >> FB
+    n_in, n_out = int((frame < WINDOW[1]).sum()), int((frame >= WINDOW[1]).sum())
+    assert_z_scores_consistent(
+        [binomial_z(n_in, WINDOW[1] << FB, fluctuating),
+         binomial_z(n_out, (RUN - WINDOW[1]) << FB, p_coincidence(mu))], "coincidences")
 
 
 def test_the_reference_sampler_sees_the_same_faults():
