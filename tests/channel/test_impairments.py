@@ -20,7 +20,13 @@ import math
 import numpy as np
 import pytest
 
-from channel.analytic import detector_fields, exact_class_statistics, pattern_probabilities
+from channel.analytic import (
+    clipped_normal_rule,
+    detector_fields,
+    exact_class_statistics,
+    exact_frame_statistics,
+    pattern_probabilities,
+)
 from channel.fiber import PAULI, Fiber, linear_rotation, su2
 from channel.impairments import (
     FAULT_RAMP_AXIS,
@@ -444,10 +450,10 @@ def test_a_miscalibrated_class_emits_its_factor_while_the_plan_keeps_the_nominal
 def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies():
     """Alice alone sends light (μ = 0.5, Bob's pulses are vacuum): her coincidences come from two
     of her own photons, so they grow about as E[μ²] = μ²(1 + r²): 3 % at r = 0.2 (the detectors
-    saturate a little), which the ~7·10⁴ coincidences resolve at 8σ (gains of interfering pairs, linear in each μ, barely
-    move). Expected: the exact P(≥ 2 clicks) averaged over μ(1 + r z), z standard normal clipped
-    at ±5 as the samplers clip it (Gauss–Legendre on [−5, 5] with the normal density, the
-    clipped tails as atoms); after the clear, the nominal μ."""
+    saturate a little), which the ~7·10⁴ coincidences resolve at 8σ (gains of interfering
+    pairs, linear in each μ, barely move). Expected: the exact P(≥ 2 clicks) averaged over
+    μ(1 + r z), z standard normal clipped at ±5 as the samplers clip it
+    (``clipped_normal_rule``); after the clear, the nominal μ."""
     r, mu = 0.2, 0.5
     plan_a, plan_b = SettingsPlan.fixed(mu, 0), SettingsPlan.fixed(0.0, 0)
     link = Link(Source(plan_a), Source(plan_b), Fiber(ARM_KM), Fiber(ARM_KM),
@@ -457,11 +463,9 @@ def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies(
                            {"fluctuation_rel": r}), clear(WINDOW[1], "rollback")], 0))
     alice, bob = SettingsGenerator(plan_a, 1, FB), SettingsGenerator(plan_b, 2, FB)
     out = sample(link, alice, bob, 0, RUN << FB, 13)
-    x, w = np.polynomial.legendre.leggauss(16)
-    x, w = 5 * x, 5 * w * np.exp(-x**2 * 25 / 2) / math.sqrt(2 * math.pi)
-    tail = 0.5 * math.erfc(5 / math.sqrt(2))
-    x, w = np.append(x, [-5.0, 5.0]), np.append(w, [tail, tail])
-    assert abs(w.sum() - 1) < 1e-6  # the rule's error, far below the 10⁻² resolution here
+    x, w = clipped_normal_rule()
+    # the rule's errors, far below the 10⁻² resolution here
+    assert abs(w.sum() - 1) < 1e-6 and abs((w * x**2).sum() - 1) < 1e-5
 
     def p_coincidence(m: float) -> float:
         xa, ya = detector_fields(m, 0.0, T_ARM, T_ARM, JONES[0, 0], JONES[0, 0],
@@ -492,6 +496,64 @@ def test_the_reference_sampler_sees_the_same_faults():
                  min_events=20)
     assert len(z) >= 4
     assert_z_scores_consistent(z, "reference sampler")
+
+
+def _composed() -> Link:
+    """Several faults at once, each constant over stretches of 5 frames."""
+    return link_with(
+        fault(5, "loss", "loss", "link/alice-charles", {"extra_db": 2.0}),
+        fault(10, "turn", "polarization_rotation", "link/alice-charles", {"angle_rad": 0.25}),
+        fault(15, "dark", "dark_count_surge", "relay", {"dark_count_probability": 1e-4},
+              frames=15),
+        fault(15, "mis", "intensity_miscalibration", "source/bob",
+              {"intensity": "nu", "mean_photon_number_factor": 1.5}),
+        fault(20, "eff", "detector_efficiency", "relay", {"efficiency_factor": 0.5,
+                                                          "detector": "cV"}),
+        fault(25, "dead", "detector_dead", "relay", {"detector": "dV"}, frames=5),
+        clear(35, "rollback"))
+
+
+def test_the_exact_frame_statistics_are_the_general_formula_with_the_faults_values():
+    link = _composed()
+    det = np.array([EFF, EFF * 0.5, EFF, 0.0])
+    dark = np.array([1e-4, 1e-4, 1e-4, 0.0])
+    for basis in (0, 1):
+        got = exact_frame_statistics(link, PLAN, PLAN, 27, basis, 0, 1,
+                                     bell_of_pattern=BELL_OF_PATTERN)
+        want = exact_class_statistics(basis, 0.5, 0.15, T_ARM * 10 ** -0.2, T_ARM,
+                                      linear_rotation(0.25), None, det, dark,
+                                      bell_of_pattern=BELL_OF_PATTERN)
+        assert got.gain == pytest.approx(want.gain, rel=1e-12)
+        assert got.error_rate == pytest.approx(want.error_rate, rel=1e-12)
+    healthy = exact_frame_statistics(link, PLAN, PLAN, 36, 0, 0, 0,
+                                     bell_of_pattern=BELL_OF_PATTERN)
+    assert healthy.gain == pytest.approx(_exact()(0, 0.5, 0.5).gain, rel=1e-12)
+
+
+def test_faults_at_once_compose_as_the_exact_frame_statistics_say():
+    """Loss and a rotation on one arm, a surge, a miscalibrated class, a weak and a dead
+    detector, overlapping: every class over each stretch of constant physics against
+    ``exact_frame_statistics`` (itself pinned to the general formula above)."""
+    link, n = _composed(), 40
+    measured = _measure(link, 0, n << FB, 14)
+    z = []
+    for lo in range(0, n, 5):
+        ph = link.physics(lo << FB, (lo + 5) << FB)
+        assert np.all(ph.transmittance_a == ph.transmittance_a[0])
+        stats = {}
+
+        def stats_of(basis, mu_a, mu_b, lo=lo, stats=stats):
+            ia = int(np.flatnonzero(PLAN.mean_photon_numbers == mu_a)[0])
+            ib = int(np.flatnonzero(PLAN.mean_photon_numbers == mu_b)[0])
+            key = (basis, ia, ib)
+            if key not in stats:
+                stats[key] = exact_frame_statistics(link, PLAN, PLAN, lo, basis, ia, ib,
+                                                    bell_of_pattern=BELL_OF_PATTERN)
+            return stats[key]
+
+        z += _class_z(measured, lo << FB, (lo + 5) << FB, stats_of)
+    assert len(z) >= 40
+    assert_z_scores_consistent(z, "faults at once")
 
 
 # --- absent outside the window, and deterministic ----------------------------------------------
