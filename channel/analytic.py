@@ -3,7 +3,8 @@
 * Ma–Razavi closed forms for the Z and X bases (flip-model misalignment e_d), and the
   single-photon-pair yield and phase error ("infinite decoys").
 * The general exact formula (§5) for arbitrary polarization unitaries, per-detector efficiency and
-  dark counts, and mode overlap γ: the ground truth the samplers are checked against.
+  dark counts, and mode overlap γ: the ground truth the samplers are checked against; and the
+  same for one frame of a link under a game day's faults (``exact_frame_statistics``, §9).
 
 Conventions: ``eta_a``/``eta_b`` are *total* transmittances including detector efficiency when
 used with the closed forms (η_a = η_d·10^(−αL_a/10)); the general formula takes fiber
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
+from channel.link import Link
 from channel.relay import N_DETECTORS
-from channel.settings import BASIS_X, BASIS_Z
-from channel.source import JONES
+from channel.settings import BASIS_X, BASIS_Z, SettingsPlan
+from channel.source import FLUCTUATION_CLIP_SIGMAS, JONES
 
 ArrayLike = np.ndarray | float
 
@@ -251,8 +253,54 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
                            gain[_PSI_MINUS])
 
 
+def clipped_normal_rule(points: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights for E[g(z)], z standard normal clipped at ±``FLUCTUATION_CLIP_SIGMAS``
+    as the samplers clip it: Gauss–Legendre on the interval with the normal density, and the two
+    clipped tails as atoms at its ends (16 points: weights sum to 1 within 10⁻⁶)."""
+    c = FLUCTUATION_CLIP_SIGMAS
+    x, w = np.polynomial.legendre.leggauss(points)
+    x, w = c * x, c * w * np.exp(-(c * x) ** 2 / 2) / math.sqrt(2 * math.pi)
+    tail = 0.5 * math.erfc(c / math.sqrt(2))
+    return np.append(x, [-c, c]), np.append(w, [tail, tail])
+
+
+def exact_frame_statistics(link: Link, plan_a: SettingsPlan, plan_b: SettingsPlan, frame: int,
+                           basis: int, intensity_a: int, intensity_b: int, *,
+                           bell_of_pattern: np.ndarray) -> ClassStatistics:
+    """The exact statistics of a class of pulse pairs that meet in settings frame ``frame`` of
+    ``link``, faults included (docs/physics.md §9): that frame's transmittances, unitaries and
+    overlap (``Link.physics``), the relay and sources of the piece the frame lies in
+    (``Link.device_segments``): emitted, not nominal, intensities, and the gains averaged over
+    a source's intensity fluctuation (``clipped_normal_rule``). Both encoders' flips combine into
+    one flip of the sifted bit, e_a + e_b − 2 e_a e_b."""
+    size = 1 << link.frame_bits
+    ph = link.physics(frame * size, (frame + 1) * size)
+    (_, _, piece), = link.device_segments(frame * size, (frame + 1) * size)
+    ea, eb = piece.source_a.bit_flip_probability, piece.source_b.bit_flip_probability
+    mu_a = float(piece.source_a.emitted_mean_photon_numbers(plan_a)[intensity_a])
+    mu_b = float(piece.source_b.emitted_mean_photon_numbers(plan_b)[intensity_b])
+    nodes, weights = clipped_normal_rule()
+    one = (np.zeros(1), np.ones(1))
+    za, wa = (nodes, weights) if piece.source_a.intensity_fluctuation_rel > 0 else one
+    zb, wb = (nodes, weights) if piece.source_b.intensity_fluctuation_rel > 0 else one
+    gain = plus = minus = errors = 0.0
+    for x, u in zip(za, wa, strict=True):
+        for y, v in zip(zb, wb, strict=True):
+            st = exact_class_statistics(
+                basis, mu_a * (1 + piece.source_a.intensity_fluctuation_rel * x),
+                mu_b * (1 + piece.source_b.intensity_fluctuation_rel * y),
+                float(ph.transmittance_a[0]), float(ph.transmittance_b[0]), ph.unitary_a[0],
+                ph.unitary_b[0], piece.relay.efficiencies, piece.relay.dark_count_probabilities,
+                float(ph.gamma[0]), ea + eb - 2 * ea * eb, bell_of_pattern=bell_of_pattern)
+            gain += u * v * st.gain
+            plus += u * v * st.gain_psi_plus
+            minus += u * v * st.gain_psi_minus
+            errors += u * v * st.gain * st.error_rate
+    return ClassStatistics(gain, errors / gain if gain > 0 else 0.0, plus, minus)
+
+
 __all__ = [
-    "BASIS_X", "BASIS_Z", "ClassStatistics", "arm_transmittance",
-    "detector_fields", "exact_class_statistics", "mr_x_basis", "mr_z_basis",
-    "pattern_probabilities", "single_photon_phase_error", "single_photon_yield",
+    "BASIS_X", "BASIS_Z", "ClassStatistics", "arm_transmittance", "clipped_normal_rule",
+    "detector_fields", "exact_class_statistics", "exact_frame_statistics", "mr_x_basis",
+    "mr_z_basis", "pattern_probabilities", "single_photon_phase_error", "single_photon_yield",
 ]

@@ -31,6 +31,17 @@ def su2(axis: np.ndarray, angle_rad: float) -> np.ndarray:
     return np.cos(angle_rad / 2) * np.eye(2) - 1j * np.sin(angle_rad / 2) * gen
 
 
+def su2_many(vectors: np.ndarray) -> np.ndarray:
+    """``su2(v, |v|)`` for each rotation vector v of an (n, 3) array, vectorized: (n, 2, 2)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    angle = np.linalg.norm(vectors, axis=1)
+    safe = np.where(angle > 0, angle, 1.0)
+    gen = np.tensordot(vectors / safe[:, None], PAULI, axes=1)
+    out = np.cos(angle / 2)[:, None, None] * np.eye(2) - 1j * np.sin(angle / 2)[:, None, None] * gen
+    out[angle == 0] = np.eye(2)
+    return out
+
+
 def linear_rotation(theta_rad: float) -> np.ndarray:
     """Rotate linear polarization by ``theta_rad`` in real space (H → cos θ H + sin θ V)."""
     c, s = np.cos(theta_rad), np.sin(theta_rad)
@@ -52,6 +63,14 @@ class PolarizationDrift:
     @property
     def is_static(self) -> bool:
         return self.random_walk_rad_per_sqrt_s == 0.0 and self.ramp_rad_per_s == 0.0
+
+    def steps(self, normals: np.ndarray, step_s: float) -> np.ndarray:
+        """The (n, 2, 2) unitaries of n steps of length ``step_s``, ramp after kick, from (n, 3)
+        standard normals: the step law of ``unitaries``, vectorized, for callers that compose
+        the steps themselves (``channel.impairments``)."""
+        sigma = self.random_walk_rad_per_sqrt_s * np.sqrt(step_s)
+        ramp = su2(np.array(self.ramp_axis), self.ramp_rad_per_s * step_s)
+        return np.einsum("ij,njk->nik", ramp, su2_many(sigma * np.asarray(normals)))
 
     def unitaries(self, n_steps: int, step_s: float, rng: np.random.Generator) -> np.ndarray:
         """Drift unitaries at the start of each of ``n_steps`` steps (the first is the identity)."""

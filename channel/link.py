@@ -2,17 +2,20 @@
 
 ``Link`` gathers the device models; ``Link.physics(start, stop)`` turns them into
 ``FramePhysics``: plain arrays, one entry per settings frame touched by slots ``[start, stop)``,
-that the samplers read. Drift and clock errors are evaluated once per frame (piecewise constant).
+that the samplers read. Drift and clock errors are evaluated once per frame (piecewise constant),
+and so are the faults of a game day (``channel.impairments``): link faults here, per frame; device
+faults by ``Link.device_segments``, which cuts a range where they change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from channel.clock import Clock, mode_overlap, slot_alignment
 from channel.fiber import Fiber
+from channel.impairments import FaultSchedule, with_device_faults
 from channel.relay import RelayOptics
 from channel.rng import derive_seed
 from channel.settings import DEFAULT_FRAME_BITS
@@ -56,6 +59,8 @@ class Link:
     gamma_override: float | None = None  # fixed |γ| (tests, `mdiqkd simulate --gamma`)
     frame_bits: int = DEFAULT_FRAME_BITS
     drift_seed: int = 0
+    #: Faults switched on and off at emulated times (``channel.impairments``); None: none.
+    faults: FaultSchedule | None = None
     _drift_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,13 +109,44 @@ class Link:
             gamma = np.full(n, self.gamma_override)
         else:
             gamma = np.asarray(mode_overlap(residual, self.pulse_rms_ps, self.detuning_rad_per_ps))
+        trans_a = np.full(n, self.fiber_a.transmittance)
+        trans_b = np.full(n, self.fiber_b.transmittance)
+        if self.faults is not None:
+            trans_a, u_a = self._faulty_arm("a", frames, trans_a, u_a)
+            trans_b, u_b = self._faulty_arm("b", frames, trans_b, u_b)
         return FramePhysics(
             frame_bits=self.frame_bits, first_frame=int(f0),
-            transmittance_a=np.full(n, self.fiber_a.transmittance),
-            transmittance_b=np.full(n, self.fiber_b.transmittance),
+            transmittance_a=trans_a, transmittance_b=trans_b,
             unitary_a=np.ascontiguousarray(u_a, dtype=np.complex128),
             unitary_b=np.ascontiguousarray(u_b, dtype=np.complex128),
             gamma=np.ascontiguousarray(gamma, dtype=np.float64),
             bob_slot_offset=np.ascontiguousarray(-shift, dtype=np.int64),
             residual_offset_ps=np.ascontiguousarray(residual, dtype=np.float64),
         )
+
+    def _faulty_arm(self, arm: str, frames: np.ndarray, trans: np.ndarray,
+                    unitary: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An arm's per-frame transmittance and unitary with the link faults on it applied."""
+        assert self.faults is not None
+        factor, turn = self.faults.arm_effects(arm, frames, self.clock_rate_hz, self.frame_bits)
+        if turn is not None:
+            unitary = np.einsum("nij,njk->nik", turn, unitary)
+        return trans * factor, unitary
+
+    def device_segments(self, start: int, stop: int) -> list[tuple[int, int, Link]]:
+        """``[start, stop)`` cut where the active device faults change (relay, sources), each
+        piece with the link whose devices carry them (``self`` where none is active)."""
+        if self.faults is None or not self.faults.has_device_faults:
+            return [(start, stop, self)]
+        healthy = replace(self, faults=self.faults.link_only())
+        out = []
+        for lo, hi, active in self.faults.device_segments(start, stop, self.clock_rate_hz,
+                                                          self.frame_bits):
+            if not active:
+                out.append((lo, hi, healthy))
+                continue
+            relay, source_a, source_b = with_device_faults(self.relay, self.source_a,
+                                                           self.source_b, active)
+            out.append((lo, hi, replace(healthy, relay=relay, source_a=source_a,
+                                        source_b=source_b)))
+        return out

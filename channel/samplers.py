@@ -99,7 +99,7 @@ class UserArrays(NamedTuple):
 
 def _user_arrays(table: FrameTable, gen: SettingsGenerator, source: Source) -> UserArrays:
     return UserArrays(table.first_frame, feistel_round_keys(table.frame_keys), table.cum_counts,
-                      bit_hash_key(gen.key), gen.plan.mean_photon_numbers,
+                      bit_hash_key(gen.key), source.emitted_mean_photon_numbers(gen.plan),
                       float(source.intensity_fluctuation_rel), float(source.bit_flip_probability))
 
 
@@ -160,6 +160,14 @@ def _click_times(slots, patterns, frame_bits, first_frame, slot_ps, half_offset_
     return times
 
 
+def _check_devices(link: Link) -> None:
+    """A sampler takes the link's devices as they are: device faults, which change them within a
+    range, are applied by ``sample`` (never silently left out)."""
+    if link.faults is not None and link.faults.has_device_faults:
+        raise ValueError("this link has device faults (relay, sources): sample it with "
+                         "channel.samplers.sample, which cuts the range where they change")
+
+
 def _check_range(start: int, stop: int) -> None:
     if start < 0 or stop <= start:
         raise ValueError(f"slots must be a non-empty range of non-negative indices, "
@@ -197,6 +205,7 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
                      start: int, stop: int, seed: int) -> RelayOutput:
     """Simulate every slot in ``[start, stop)`` (the reference sampler)."""
     _check_range(start, stop)
+    _check_devices(link)
     physics = link.physics(start, stop)
     rng = np.random.default_rng(seed)
     memory_rng = make_state(derive_seed(seed, "detector memory"))
@@ -207,8 +216,8 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
     ap = np.array([d.afterpulsing_probability for d in relay.detectors])
     blocked = np.full(4, -1, dtype=np.int64)
     ap_at = np.full(4, -1, dtype=np.int64)
-    mu_a_values = alice.plan.mean_photon_numbers
-    mu_b_values = bob.plan.mean_photon_numbers
+    mu_a_values = link.source_a.emitted_mean_photon_numbers(alice.plan)
+    mu_b_values = link.source_b.emitted_mean_photon_numbers(bob.plan)
     singles = np.zeros(N_DETECTORS, dtype=np.int64)
     found_slots, found_patterns = [], []
     for a in range(start, stop, _REFERENCE_CHUNK):
@@ -395,6 +404,8 @@ def _fast_kernel(position, stop, bound, rng_state, frames, alice, bob, det, phas
     ``_table_kernel``. ``frames``, ``alice``, ``bob``, ``det``: ``FrameArrays``, ``UserArrays``
     (twice), ``DetectorArrays``.
     """
+    if bound <= 0.0:  # nothing can click (dead detectors, no light and no dark counts)
+        return stop, 0
     log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
     dark_max = det.dark_count_probabilities.max()
     eff_max = det.efficiencies.max()
@@ -689,7 +700,8 @@ def phase_points(link: Link, alice: SettingsGenerator, bob: SettingsGenerator) -
     if not (link.source_a.phase_randomized or link.source_b.phase_randomized):
         return 1
     z = float(link.relay.efficiencies.max()) * (
-        float(alice.plan.mean_photon_numbers.max()) + float(bob.plan.mean_photon_numbers.max()))
+        float(link.source_a.emitted_mean_photon_numbers(alice.plan).max())
+        + float(link.source_b.emitted_mean_photon_numbers(bob.plan).max()))
     n = 16
     while 4.0 * math.exp(n * math.log(max(z, 1e-300) / 2.0) - math.lgamma(n + 1)) > 1e-17:
         n += 8
@@ -715,9 +727,11 @@ def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerato
     B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range. With ``min_clicks=1``
     (skip empty slots): P(≥1) ≤ 1 − (1−d)⁴ e^{−ηM}.
     """
-    light = (physics.transmittance_a.max() * alice.plan.mean_photon_numbers.max()
+    light = (physics.transmittance_a.max()
+             * link.source_a.emitted_mean_photon_numbers(alice.plan).max()
              * link.source_a.max_fluctuation_factor
-             + physics.transmittance_b.max() * bob.plan.mean_photon_numbers.max()
+             + physics.transmittance_b.max()
+             * link.source_b.emitted_mean_photon_numbers(bob.plan).max()
              * link.source_b.max_fluctuation_factor)
     bound = _slot_bound(min_clicks, float(link.relay.dark_count_probabilities.max()),
                         float(link.relay.efficiencies.max()), float(light))
@@ -748,6 +762,7 @@ def sample_skip_empty(link: Link, alice: SettingsGenerator, bob: SettingsGenerat
 def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int, stop: int,
           seed: int, workers: int | None, min_clicks: int) -> RelayOutput:
     _check_range(start, stop)
+    _check_devices(link)
     if link.relay.has_memory:
         raise UnsupportedPhysicsError("the fast sampler does not emulate detector dead time or "
                                       "afterpulsing; use the reference sampler "
@@ -849,8 +864,8 @@ def _singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGen
     relay = link.relay
     pa = np.repeat(alice.plan.combo_probabilities, 2) / 2  # (combo, bit) flattened
     pb = np.repeat(bob.plan.combo_probabilities, 2) / 2
-    mu_a = np.repeat(alice.plan.mean_photon_numbers, 4)
-    mu_b = np.repeat(bob.plan.mean_photon_numbers, 4)
+    mu_a = np.repeat(link.source_a.emitted_mean_photon_numbers(alice.plan), 4)
+    mu_b = np.repeat(link.source_b.emitted_mean_photon_numbers(bob.plan), 4)
     basis = np.tile(np.repeat([0, 1], 2), alice.plan.n_combos // 2)
     bit = np.tile([0, 1], alice.plan.n_combos)
     basis_b = np.tile(np.repeat([0, 1], 2), bob.plan.n_combos // 2)
@@ -891,7 +906,23 @@ def _sample_singles(link: Link, physics: FramePhysics, alice: SettingsGenerator,
 
 def sample(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int, stop: int,
            seed: int, sampler: str = "fast") -> RelayOutput:
-    """Dispatch to a sampler by name (``fast`` is the default)."""
+    """Dispatch to a sampler by name (``fast`` is the default). Where device faults
+    (``channel.impairments``) change inside the range, each piece is sampled with its own
+    devices and its own stream (``seed`` and the piece's first slot); a range without them is
+    sampled whole with ``seed``, as on a link without faults."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    pieces = link.device_segments(start, stop)
+    if len(pieces) == 1:
+        return _sample_one(pieces[0][2], alice, bob, start, stop, seed, sampler)
+    outs = [_sample_one(piece, alice, bob, lo, hi, derive_seed(seed, "fault segment", lo),
+                        sampler) for lo, hi, piece in pieces]
+    return RelayOutput(start, stop, DetectionRecords.concatenate([o.records for o in outs]),
+                       np.sum([o.singles for o in outs], axis=0).astype(np.int64))
+
+
+def _sample_one(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int,
+                stop: int, seed: int, sampler: str) -> RelayOutput:
     if sampler == "fast":
         return sample_fast(link, alice, bob, start, stop, seed)
     if sampler == "skip-empty":

@@ -2,8 +2,9 @@
 
 It owns the quantum-event channel: the users push their pulse batches to its socket; it pairs
 Alice's and Bob's batches of the same frames, holds the link's live state (``channel.link.Link``),
-samples the detectors with the exact sampler and pushes to Charles only what his electronics
-would report, one ``nodes.records.RecordsBatch`` per pair (docs/trust-boundaries.md). The pulse
+samples the detectors with the exact sampler (with the scenario's physics faults at their
+emulated times, which the link carries: ``channel.impairments``) and pushes to Charles only what
+his electronics would report, one ``nodes.records.RecordsBatch`` per pair (docs/trust-boundaries.md). The pulse
 descriptions (and the users' settings keys in them) never leave this process, and nature has no
 classical link: it can neither read nor send a protocol message. Its secrets
 (``orchestration.secrets``) are its sampling and drift seeds; it is stopped by the orchestrator

@@ -37,6 +37,7 @@ from pydantic import (
 from channel.clock import Clock
 from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
 from channel.fiber import Fiber, PolarizationDrift, linear_rotation
+from channel.impairments import FaultSchedule, TimelineEntry
 from channel.link import Link
 from channel.relay import Detector, RelayOptics
 from channel.rng import derive_seed
@@ -574,10 +575,12 @@ def _fiber(arm: ArmModel) -> Fiber:
 
 
 def build_link(s: Scenario, drift_seed: int | None = None) -> Link:
-    """Nature's link; ``drift_seed`` defaults to the one derived from the scenario's seed."""
+    """Nature's link, with the physics faults of the scenario's ``method``; ``drift_seed``
+    defaults to the one derived from the scenario's seed."""
     dets = s.relay.detectors if isinstance(s.relay.detectors, list) else [s.relay.detectors] * 4
     relay = RelayOptics(tuple(Detector(d.efficiency, d.dark_count_probability,
                                        jitter_ps=d.jitter_ps) for d in dets))
+    seed = derive_seed(s.seed, "polarization drift") if drift_seed is None else drift_seed
     return Link(
         source_a=Source(_plan(s.alice.source),
                         intensity_fluctuation_rel=s.alice.source.intensity_fluctuation_rel,
@@ -588,8 +591,19 @@ def build_link(s: Scenario, drift_seed: int | None = None) -> Link:
         fiber_a=_fiber(s.alice.arm), fiber_b=_fiber(s.bob.arm), relay=relay,
         clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
         clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
-        frame_bits=s.frame_bits,
-        drift_seed=derive_seed(s.seed, "polarization drift") if drift_seed is None else drift_seed)
+        frame_bits=s.frame_bits, drift_seed=seed, faults=build_fault_schedule(s, seed))
+
+
+def build_fault_schedule(s: Scenario, drift_seed: int) -> FaultSchedule | None:
+    """The physics faults of the scenario's ``method`` (``channel.impairments``), their random
+    drift keyed by nature's ``drift_seed``; None without a ``method``. Faults the channel does
+    not emulate (timing, classical, nodes, …) are left to whoever injects them."""
+    if not s.method:
+        return None
+    entries = [TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params),
+                             e.duration, is_action=e.action is not None)
+               for e in s.method for item in (e.fault or e.action,) if item is not None]
+    return FaultSchedule.from_timeline(entries, drift_seed)
 
 
 def build_charles_config(s: Scenario) -> CharlesConfig:

@@ -7,9 +7,10 @@ duration units, each fault type's targets and parameters (``FAULT_TYPES``), each
 by ``orchestration.config.Scenario``), that nothing starts after the run ends and that no two
 faults of the same type hold the same target at once. A misspelt name gets a did-you-mean.
 
-Nothing here injects a fault: the engine that does is not built yet, and ``mdiqkd run`` refuses a
-scenario that asks for one. This module imports nothing from ``orchestration.config`` (which
-imports it).
+Nothing here injects a fault. ``IMPLEMENTED_FAULTS`` names the types a run can inject today: the
+physics faults nature emulates (``channel.impairments``, built from ``method`` by
+``orchestration.config.build_link``). This module imports nothing from ``orchestration.config``
+(which imports it).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from channel.impairments import PHYSICS_FAULTS
 
 
 class FieldProblem(ValueError):
@@ -315,6 +318,8 @@ FAULT_TYPES: dict[str, Kind] = {
                   NODES),
     "full": Kind("the key store refuses new keys", KEYSTORES),
 }
+#: The fault types a run can inject today: nature's physics (``channel.impairments``).
+IMPLEMENTED_FAULTS: frozenset[str] = frozenset(PHYSICS_FAULTS)
 
 #: Calibration loops an action may trigger (issue 12, item 4).
 CALIBRATION_LOOPS = ("polarization", "clock", "intensity")

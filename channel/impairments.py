@@ -1,0 +1,295 @@
+"""Faults in nature's physics, switched on and off at emulated times (docs/physics.md §9).
+
+A scenario's ``method`` is a timeline of faults and actions (docs/scenario-format.md). This module
+turns it, as plain values (``TimelineEntry``), into each fault's window (``fault_windows``: a
+``duration`` or a later ``clear_faults`` ends it) and then into what the samplers read:
+
+* **link faults** (``LINK_FAULTS``: ``loss``, ``fiber_cut``, ``polarization_rotation``,
+  ``polarization_drift``) become per-frame factors on an arm's transmittance and per-frame
+  unitaries applied after the fiber's own (``FaultSchedule.arm_effects``, called by
+  ``Link.physics``): piecewise constant per settings frame, as the fiber's drift already is;
+* **device faults** (``DEVICE_FAULTS``: the relay's detectors, the users' sources) change a
+  device model, so a slot range is cut where the set of active device faults changes
+  (``FaultSchedule.device_segments``) and each piece is sampled with a changed ``RelayOptics`` or
+  ``Source`` (``with_device_faults``).
+
+Time is counted in frames: a fault acts on frame f when its window holds the frame's start
+f·2^b / clock_rate (its start and end are rounded to the nearest slot first), so every piece is
+whole frames and the samplers keep their per-frame tables. Everything is a pure function of the
+timeline and a seed: the random walk of a drift fault is drawn in blocks of ``WALK_BLOCK`` frames,
+each from its own stream keyed by ``channel.rng.derive_seed`` (the fault's name, the block), so the
+same frames get the same unitaries whatever ranges are asked for and in whatever order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from channel.fiber import PolarizationDrift, linear_rotation
+from channel.relay import DETECTOR_NAMES, Detector, RelayOptics
+from channel.rng import derive_seed
+from channel.source import Source
+
+#: Faults in a fiber's optics: per-frame transmittance factors and unitaries.
+LINK_FAULTS = ("loss", "fiber_cut", "polarization_rotation", "polarization_drift")
+#: Faults in a device model (the relay's detectors, a user's source).
+RELAY_FAULTS = ("dark_count_surge", "detector_efficiency", "detector_dead")
+SOURCE_FAULTS = ("intensity_miscalibration", "intensity_fluctuation")
+DEVICE_FAULTS = RELAY_FAULTS + SOURCE_FAULTS
+#: Every fault this module emulates; the others are left to the nodes and the edge.
+PHYSICS_FAULTS = LINK_FAULTS + DEVICE_FAULTS
+#: The arm (``a`` Alice's, ``b`` Bob's) a link or source target names.
+ARM_OF_TARGET = {"link/alice-charles": "a", "link/bob-charles": "b",
+                 "source/alice": "a", "source/bob": "b"}
+#: Frames per block of a drift fault's random walk (one random stream and one checkpoint each).
+WALK_BLOCK = 1024
+#: The fault ramp turns about the circular (S3) axis of the Poincaré sphere: a real-space linear
+#: rotation by half the angle, which mixes H with V and D with A, so both bases see it.
+FAULT_RAMP_AXIS = (0.0, 1.0, 0.0)
+_NEVER = 1 << 62  # a frame no run reaches: the end of a fault that lasts to the end
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One ``method`` entry as plain values: a fault (``is_action`` false) or an action."""
+
+    at_s: float
+    name: str
+    kind: str
+    target: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    duration_s: float | None = None
+    is_action: bool = False
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault and its window ``[start_s, end_s)`` in emulated seconds (``end_s`` may be inf)."""
+
+    name: str
+    kind: str
+    target: str
+    params: Mapping[str, Any]
+    start_s: float
+    end_s: float
+
+
+def _clears(action: TimelineEntry, fault: Fault) -> bool:
+    """A ``clear_faults`` ends every fault (no target), those on its target, or the one named."""
+    return (action.kind == "clear_faults" and action.target in (None, fault.target)
+            and action.params.get("fault") in (None, fault.name))
+
+
+def fault_windows(entries: Sequence[TimelineEntry]) -> tuple[Fault, ...]:
+    """Each fault entry with its window: from ``at`` to the first of its ``duration`` and a
+    ``clear_faults`` that matches it. Entries apply in time order, file order at equal times
+    (a clear at the same time as a fault ends it only if it comes later in the file)."""
+    faults: list[Fault] = []
+    for entry in sorted(entries, key=lambda e: e.at_s):  # stable: file order at equal times
+        if entry.is_action:
+            faults = [dataclasses.replace(f, end_s=min(f.end_s, entry.at_s))
+                      if _clears(entry, f) and f.end_s > entry.at_s else f for f in faults]
+            continue
+        end = math.inf if entry.duration_s is None else entry.at_s + entry.duration_s
+        faults.append(Fault(entry.name, entry.kind, entry.target or "", dict(entry.params),
+                            entry.at_s, end))
+    return tuple(faults)
+
+
+def frame_at(t_s: float, clock_rate_hz: float, frame_bits: int) -> int:
+    """The first frame whose start is at or after ``t_s`` (rounded to the nearest slot)."""
+    if math.isinf(t_s):
+        return _NEVER
+    slot = round(t_s * clock_rate_hz)
+    return -(-slot >> frame_bits)
+
+
+@dataclass(frozen=True)
+class FaultSchedule:
+    """The physics faults of a run (``PHYSICS_FAULTS`` only, in time order) and the seed of their
+    random drift; ``Link`` holds one and applies it per frame. The walk checkpoints are a cache
+    of pure values, shared by the copies ``link_only`` makes."""
+
+    faults: tuple[Fault, ...]
+    seed: int = 0
+    _walks: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_timeline(cls, entries: Sequence[TimelineEntry], seed: int) -> FaultSchedule:
+        """``seed``: nature's drift seed (the fault walks' streams are derived from it)."""
+        kept = tuple(f for f in fault_windows(entries)
+                     if f.kind in PHYSICS_FAULTS and f.end_s > f.start_s)
+        return cls(kept, derive_seed(seed, "fault drift"))
+
+    def frames_of(self, fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[int, int]:
+        """The frames ``[first, stop)`` the fault acts on."""
+        return (frame_at(fault.start_s, clock_rate_hz, frame_bits),
+                frame_at(fault.end_s, clock_rate_hz, frame_bits))
+
+    @property
+    def has_device_faults(self) -> bool:
+        return any(f.kind in DEVICE_FAULTS for f in self.faults)
+
+    def link_only(self) -> FaultSchedule:
+        """This schedule without its device faults (for a link whose devices already carry
+        them)."""
+        return dataclasses.replace(self, faults=tuple(f for f in self.faults
+                                                      if f.kind in LINK_FAULTS))
+
+    # --- link faults ---------------------------------------------------------------------------
+
+    def arm_effects(self, arm: str, frames: np.ndarray, clock_rate_hz: float,
+                    frame_bits: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per frame of ``frames``: the factor on arm ``arm``'s transmittance, and the unitary
+        applied after its fiber's (None when no fault turns the polarization)."""
+        frames = np.asarray(frames, dtype=np.int64)
+        factor = np.ones(frames.size)
+        unitary: np.ndarray | None = None
+        frame_s = (1 << frame_bits) / clock_rate_hz
+        for fault in self.faults:
+            if fault.kind not in LINK_FAULTS or ARM_OF_TARGET.get(fault.target) != arm:
+                continue
+            first, stop = self.frames_of(fault, clock_rate_hz, frame_bits)
+            on = (frames >= first) & (frames < stop)
+            if not on.any():
+                continue
+            if fault.kind == "loss":
+                factor[on] *= loss_factor(fault.params, (frames[on] - first) * frame_s)
+            elif fault.kind == "fiber_cut":
+                factor[on] = 0.0
+            else:
+                turn = (linear_rotation(float(fault.params["angle_rad"]))[None]
+                        if fault.kind == "polarization_rotation"
+                        else self._walk(fault, frames[on] - first, frame_s))
+                if unitary is None:
+                    unitary = np.broadcast_to(np.eye(2, dtype=np.complex128),
+                                              (frames.size, 2, 2)).copy()
+                unitary[on] = np.einsum("nij,njk->nik", np.broadcast_to(
+                    turn, (int(on.sum()), 2, 2)), unitary[on])
+        return factor, unitary
+
+    def _walk(self, fault: Fault, steps: np.ndarray, frame_s: float) -> np.ndarray:
+        """The drift fault's unitary after ``steps`` frames of it (identity at 0)."""
+        drift = PolarizationDrift(float(fault.params.get("rate_rad_per_sqrt_s", 0.0)),
+                                  float(fault.params.get("ramp_rad_per_s", 0.0)),
+                                  FAULT_RAMP_AXIS)
+        checkpoints = self._walks.setdefault(f"{fault.name} {frame_s!r}",
+                                             [np.eye(2, dtype=np.complex128)])
+        out = np.empty((steps.size, 2, 2), dtype=np.complex128)
+        blocks = steps // WALK_BLOCK
+        for block in np.unique(blocks):
+            while len(checkpoints) <= block:  # the product of every whole block before
+                j = len(checkpoints) - 1
+                prefix = _prefix_products(self._block_steps(drift, fault, j, frame_s))
+                checkpoints.append(prefix[-1] @ checkpoints[j])
+            prefix = _prefix_products(self._block_steps(drift, fault, int(block), frame_s))
+            here = blocks == block
+            within = steps[here] % WALK_BLOCK
+            exclusive = np.concatenate([np.eye(2, dtype=np.complex128)[None], prefix[:-1]])
+            out[here] = exclusive[within] @ checkpoints[block]
+        return out
+
+    def _block_steps(self, drift: PolarizationDrift, fault: Fault, block: int,
+                     frame_s: float) -> np.ndarray:
+        rng = np.random.default_rng(derive_seed(self.seed, f"walk {fault.name}", block))
+        return drift.steps(rng.standard_normal((WALK_BLOCK, 3)), frame_s)
+
+    # --- device faults -------------------------------------------------------------------------
+
+    def device_segments(self, start: int, stop: int, clock_rate_hz: float,
+                        frame_bits: int) -> list[tuple[int, int, tuple[Fault, ...]]]:
+        """``[start, stop)`` cut where the set of active device faults changes: (lo, hi, the
+        faults active there, in time order)."""
+        windows = [(f, *self.frames_of(f, clock_rate_hz, frame_bits))
+                   for f in self.faults if f.kind in DEVICE_FAULTS]
+        cuts = sorted({start, stop} | {b << frame_bits for _, a, z in windows for b in (a, z)
+                                       if start < b << frame_bits < stop})
+        out: list[tuple[int, int, tuple[Fault, ...]]] = []
+        for lo, hi in zip(cuts, cuts[1:], strict=False):
+            frame = lo >> frame_bits
+            active = tuple(f for f, a, z in windows if a <= frame < z)
+            if out and out[-1][2] == active:
+                out[-1] = (out[-1][0], hi, active)
+            else:
+                out.append((lo, hi, active))
+        return out
+
+
+def loss_factor(params: Mapping[str, Any], elapsed_s: np.ndarray) -> np.ndarray:
+    """10^(−L/10) with L = ``extra_db``, or, with ``ramp_s`` > 0, L growing linearly from 0 over
+    ``ramp_s`` seconds of the fault (``elapsed_s``: time since its first frame)."""
+    extra = float(params["extra_db"])
+    ramp = float(params.get("ramp_s", 0.0) or 0.0)
+    share = np.ones_like(elapsed_s, dtype=np.float64) if ramp <= 0 else np.clip(
+        np.asarray(elapsed_s, dtype=np.float64) / ramp, 0.0, 1.0)
+    return 10.0 ** (-extra * share / 10.0)
+
+
+def _prefix_products(steps: np.ndarray) -> np.ndarray:
+    """M_i = S_i S_{i−1} … S_0 for each i (a Hillis–Steele scan: log₂ n vectorized products)."""
+    out = steps.copy()
+    d = 1
+    while d < out.shape[0]:
+        out[d:] = out[d:] @ out[:-d]
+        d *= 2
+    return out
+
+
+def _detectors(relay: RelayOptics, name: str) -> list[int]:
+    return list(range(len(DETECTOR_NAMES))) if name == "all" else [DETECTOR_NAMES.index(name)]
+
+
+def faulty_relay(relay: RelayOptics, faults: Sequence[Fault]) -> RelayOptics:
+    """The detectors under the relay faults: a surge sets the dark-count probability, an
+    efficiency fault multiplies the efficiency, a dead detector neither sees light nor counts
+    dark (applied last, so it wins)."""
+    dets = list(relay.detectors)
+    ordered = [f for f in faults if f.kind != "detector_dead"] + [
+        f for f in faults if f.kind == "detector_dead"]
+    for fault in ordered:
+        for k in _detectors(relay, str(fault.params.get("detector", "all"))):
+            d = dets[k]
+            if fault.kind == "dark_count_surge":
+                d = dataclasses.replace(
+                    d, dark_count_probability=float(fault.params["dark_count_probability"]))
+            elif fault.kind == "detector_efficiency":
+                d = dataclasses.replace(
+                    d, efficiency=d.efficiency * float(fault.params["efficiency_factor"]))
+            elif fault.kind == "detector_dead":
+                d = Detector(0.0, 0.0, d.dead_time_slots, 0.0, d.jitter_ps)
+            dets[k] = d
+    return RelayOptics(tuple(dets))  # type: ignore[arg-type]
+
+
+def faulty_source(source: Source, faults: Sequence[Fault]) -> Source:
+    """The source under its faults: a miscalibrated class emits factor × its nominal mean (the
+    plan, which the users' estimation reads, keeps the nominal value); a fluctuation fault sets
+    the pulses' relative rms fluctuation."""
+    names = [c.name for c in source.plan.intensities]
+    factors = np.array(source.mean_photon_number_factors or (1.0,) * len(names))
+    fluctuation = source.intensity_fluctuation_rel
+    for fault in faults:
+        if fault.kind == "intensity_miscalibration":
+            factors[names.index(str(fault.params["intensity"]))] *= float(
+                fault.params["mean_photon_number_factor"])
+        elif fault.kind == "intensity_fluctuation":
+            fluctuation = float(fault.params["fluctuation_rel"])
+    return dataclasses.replace(source, intensity_fluctuation_rel=fluctuation,
+                               mean_photon_number_factors=tuple(float(x) for x in factors))
+
+
+def with_device_faults(relay: RelayOptics, source_a: Source, source_b: Source,
+                       faults: Sequence[Fault]) -> tuple[RelayOptics, Source, Source]:
+    """The relay and both sources under the active device faults."""
+    relay_faults = [f for f in faults if f.kind in RELAY_FAULTS]
+    by_arm = {arm: [f for f in faults if f.kind in SOURCE_FAULTS
+                    and ARM_OF_TARGET.get(f.target) == arm] for arm in ("a", "b")}
+    return (faulty_relay(relay, relay_faults) if relay_faults else relay,
+            faulty_source(source_a, by_arm["a"]) if by_arm["a"] else source_a,
+            faulty_source(source_b, by_arm["b"]) if by_arm["b"] else source_b)
