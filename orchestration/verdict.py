@@ -32,6 +32,8 @@ ROUND_METRICS = frozenset({"qber_z", "qber_x", "secure_key_rate_bps", "bsm_rate_
 RUN_TOTAL_METRICS = {"coincidence_rate_hz": "coincidences", "auth_failures": "auth_failures"}
 #: Metrics no record or node metric holds yet.
 UNMEASURED_METRICS = frozenset({"visibility", "dark_count_rate_hz", "calibration_actions"})
+#: The note of a phase the timeline does not have (no fault: no during and no after).
+NO_SUCH_PHASE = "the timeline has no such phase"
 #: Statuses that make the hypothesis fail.
 FAILING: frozenset[str] = frozenset({"deviated", "no data"})
 
@@ -347,7 +349,7 @@ def evaluate_probe(probe: ProbeModel, segs: Sequence[Segment], evidence: Evidenc
             continue
         if not s.exists:
             results.append(PhaseResult(s.phase, s.name, s.start_s, s.end_s, "not applicable",
-                                       note="the timeline has no such phase"))
+                                       note=NO_SUCH_PHASE))
             continue
         if probe.metric == "time_to_recover_s":
             results.append(_recovery_result(s, recovery or []))
