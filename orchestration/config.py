@@ -466,7 +466,9 @@ class Scenario(_Model):
 def rounds_for_duration(duration_s: float, seconds_per_round: float) -> int:
     """Whole rounds covering ``duration_s`` of emulated time: rounded up (a duration within a
     part per billion of a whole number of rounds is that number), at least one."""
-    return max(1, math.ceil(duration_s / seconds_per_round * (1 - 1e-9)))
+    q = duration_s / seconds_per_round
+    whole = round(q)
+    return max(1, whole if abs(q - whole) <= 1e-9 * q else math.ceil(q))
 
 
 #: The optional game-day sections of a scenario (orchestration/experiment.py).

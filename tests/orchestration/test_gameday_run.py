@@ -1,0 +1,131 @@
+"""`mdiqkd run` of a game day: runtime into rounds, journal.json, the verdict's exit status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestration.cli import HYPOTHESIS_FAILED, app
+from orchestration.config import (
+    DEFAULT_SCENARIO,
+    MAX_ROUNDS,
+    ScenarioError,
+    load_scenario,
+    rounds_for_duration,
+)
+from orchestration.run import prepare_run_dir
+
+runner = CliRunner()
+QUICK = load_scenario(DEFAULT_SCENARIO)
+SPR = QUICK.emulated_seconds_per_round  # 3.145728 s
+
+
+@pytest.mark.parametrize(("duration", "rounds"), [
+    (1e-3, 1), (SPR, 1), (SPR * (1 + 1e-12), 1), (SPR * 1.01, 2), (6.0, 2), (60.0, 20)])
+def test_a_duration_is_rounded_up_to_whole_rounds(duration, rounds):
+    assert rounds_for_duration(duration, SPR) == rounds
+    sc = load_scenario(DEFAULT_SCENARIO, {"runtime": {"duration": duration}})
+    assert sc.run_rounds == rounds and sc.for_run().rounds == rounds
+
+
+def test_runtime_rounds_take_the_place_of_rounds_and_reach_the_nodes(tmp_path):
+    sc = load_scenario(DEFAULT_SCENARIO, {"runtime": {"rounds": 5}})
+    assert (sc.rounds, sc.run_rounds) == (3, 5)
+    run_dir = prepare_run_dir(sc, tmp_path / "run")
+    assert json.loads((run_dir / "config.json").read_text())["scenario"]["rounds"] == 5
+    assert load_scenario(DEFAULT_SCENARIO).run_rounds == 3
+
+
+def test_a_duration_of_more_rounds_than_the_bound_is_refused_naming_it(tmp_path):
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), "round_frames": 1, "frame_bits": 10,
+            "runtime": {"duration": "1000000s"}}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ScenarioError, match=r"long\.yaml:\d+: runtime\.duration: 1e\+06 s is "
+                       rf"976562500000 rounds of 1\.024e-06 s, above the bound {MAX_ROUNDS} "):
+        load_scenario(path)
+
+
+def test_rounds_on_the_command_line_do_not_silently_replace_a_runtime(tmp_path):
+    result = runner.invoke(app, ["run", "gameday_baseline", "--rounds", "1", "--out",
+                                 str(tmp_path / "run")])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "--rounds: gameday_baseline sets its length in runtime.duration" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_warns_of_a_probe_no_run_can_measure_yet(tmp_path):
+    data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    data["steady_state"] = {"title": "t", "probes": [
+        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}}]}
+    path = tmp_path / "vis.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["scenario", "validate", str(path)])
+    assert result.exit_code == 0 and result.stdout.strip() == f"{path}: ok"
+    assert "steady_state.probes.0.metric: visibility ('vis') is not measured" in result.stderr
+
+
+# --- end to end: the real command, twice ------------------------------------------------------
+
+#: A quick game day: two short rounds (each aborts: too few counts for a positive length), a
+#: hypothesis with a probe that cannot hold (the X basis errs ~30 % of the time).
+SMALL = {"round_frames": 256, "runtime": {"rounds": 2}, "steady_state": {
+    "title": "quick", "probes": [
+        {"name": "x-perfect", "metric": "qber_x", "tolerance": [0, 0], "window": "0.25s"},
+        {"name": "no-mismatch", "metric": "key_mismatches", "tolerance": 0},
+        {"name": "bsm", "metric": "bsm_rate_hz", "tolerance": {"min": 1}}]}}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gameday")
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), **SMALL}
+    path = tmp / "quick.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runs = []
+    for name in ("a", "b"):
+        out = tmp / name
+        args = ["run", str(path), "--out", str(out)] + (["--json"] if name == "b" else [])
+        runs.append((runner.invoke(app, args), out))
+    return runs
+
+
+@pytest.mark.slow  # two real runs, about 30 s together
+def test_a_probe_that_cannot_hold_fails_the_run_with_status_3_naming_it(two_runs):
+    result, out = two_runs[0]
+    assert result.exit_code == HYPOTHESIS_FAILED == 3, result.output
+    deviated = [x for x in result.stderr.splitlines() if x.startswith("deviated: ")]
+    assert deviated and all("probe x-perfect (qber_x) before: 0.3" in x for x in deviated)
+    assert "above the max 0" in deviated[0]
+    assert "steady-state hypothesis: quick — DEVIATED" in result.stdout
+    journal = json.loads((out / "journal.json").read_text())
+    assert journal["status"] == "completed" and journal["deviated"] is True
+    probes = {p["name"]: p["results"][0] for p in journal["hypothesis"]["probes"]}
+    assert probes["x-perfect"]["status"] == "deviated"
+    assert [w["rounds"] for w in probes["x-perfect"]["windows"]] == [[0], [0, 1], [1]]
+    assert probes["no-mismatch"]["status"] == probes["bsm"]["status"] == "held"
+    assert journal["run"]["rounds_recorded"] == 2 and journal["timeline"] == []
+
+
+@pytest.mark.slow
+def test_the_journal_is_the_same_on_every_run_but_for_its_wall_clock(two_runs):
+    (first, a), (second, b) = two_runs
+    ja, jb = (json.loads((d / "journal.json").read_text()) for d in (a, b))
+    assert ja.pop("wall_clock") != jb.pop("wall_clock")
+    assert ja == jb
+    assert second.exit_code == 3
+    assert json.loads(second.stdout)["journal"]["deviated"] is True
+
+
+def test_every_run_gets_a_journal_even_without_a_hypothesis(tmp_path: Path):
+    from orchestration.run import write_journal
+
+    journal = write_journal(QUICK, tmp_path, "failed", [], {"wall_seconds": 0.0})
+    assert journal["deviated"] is False and journal["hypothesis"]["probes"] == []
+    assert journal["run"]["mismatched_rounds"] is None
+    assert json.loads((tmp_path / "journal.json").read_text()) == journal
