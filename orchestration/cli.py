@@ -613,7 +613,7 @@ def run(
         console.print(table)
         if journal["hypothesis"]["probes"]:
             console.print(_hypothesis_table(journal))
-    if summary["interrupted"]:
+    if summary["interrupted"] and summary["interrupted_by"] != "fail_fast":
         name = summary["interrupted_by"]
         err_console.print(Text(
             f"interrupted ({name}): the nodes stopped in order after {summary['rounds']} of "
@@ -626,7 +626,9 @@ def run(
         for d in journal["deviations"]:
             err_console.print(Text("deviated: ", style="bold red") + Text(d["message"]),
                               highlight=False, soft_wrap=True)
-        err_console.print(Text(f"the steady-state hypothesis failed; journal in "
+        stopped = (f" (runtime.fail_fast: stopped after {summary['rounds']} of {sc.rounds} "
+                   "rounds)") if summary["interrupted"] else ""
+        err_console.print(Text(f"the steady-state hypothesis failed{stopped}; journal in "
                                f"{run_dir / 'journal.json'}"), highlight=False, soft_wrap=True)
         raise typer.Exit(code=HYPOTHESIS_FAILED)
 

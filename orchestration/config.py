@@ -415,8 +415,8 @@ class Scenario(_Model):
     def game_day_sections(self, implemented_faults: frozenset[str],
                           implemented_actions: frozenset[str]) -> list[str]:
         """The parts of the game-day sections a run cannot honour, each as ``field: why``:
-        faults and actions the engine does not implement, ``runtime.pacing: realtime`` and
-        ``runtime.fail_fast`` (the run neither throttles emission nor stops on a probe yet)."""
+        faults and actions the engine does not implement, and ``runtime.pacing: realtime``
+        (the users' emission is not throttled to the wall clock yet)."""
         refused = []
         for k, e in enumerate(self.method or []):
             if e.fault is not None and e.fault.type not in implemented_faults:
@@ -433,9 +433,6 @@ class Scenario(_Model):
         if rt is not None and rt.pacing == "realtime":
             refused.append("runtime.pacing: realtime is not built yet (emission is not "
                            "throttled to the wall clock); use pacing: fast")
-        if rt is not None and rt.fail_fast:
-            refused.append("runtime.fail_fast: stopping at the first failed probe is not built "
-                           "yet; the verdict is given when the run ends")
         return refused
 
     @property

@@ -37,7 +37,7 @@ from orchestration.config import Scenario
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.runconfig import local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
-from orchestration.verdict import evaluate
+from orchestration.verdict import evaluate, settled_deviations
 
 
 class RunFailed(RuntimeError):
@@ -52,6 +52,15 @@ class RunInterrupted(BaseException):
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.signal_name = signal_name
+
+
+class FailFast(Exception):
+    """``runtime.fail_fast``: a probe deviated in a window no later round can change, so the
+    run stops in order (``interrupted_by: fail_fast``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -186,6 +195,9 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
         except RunInterrupted as e:
             interrupted = e.signal_name
             _ignoring_stop_signals()
+        except FailFast:
+            interrupted = "fail_fast"
+            _ignoring_stop_signals()
         except RunFailed as e:
             failure = e
         finally:
@@ -204,7 +216,11 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
 
 def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
            on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float) -> None:
-    """Poll the nodes until the protocol nodes are done; RunFailed when one fails."""
+    """Poll the nodes until the protocol nodes are done; RunFailed when one fails, FailFast
+    when the scenario asks for it and a probe has deviated for good."""
+    fail_fast = scenario.runtime is not None and scenario.runtime.fail_fast \
+        and scenario.steady_state is not None
+    seen = 0
     while True:
         codes = launcher.poll()
         failed = {n: c for n, c in codes.items() if c not in (None, 0)}
@@ -212,11 +228,17 @@ def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
             name, code = next(iter(failed.items()))
             cause = launcher.cause(name) if hasattr(launcher, "cause") else ""
             raise RunFailed(node_failure(name, code, run_dir / "logs" / f"{name}.log", cause))
-        if on_progress is not None:
+        if on_progress is not None or fail_fast:
             rows = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
-            on_progress(Progress(len(rows), scenario.rounds,
-                                 sum(r["secure_bits"] for r in rows),
-                                 sum(r["emulated_seconds"] for r in rows)))
+            if on_progress is not None:
+                on_progress(Progress(len(rows), scenario.rounds,
+                                     sum(r["secure_bits"] for r in rows),
+                                     sum(r["emulated_seconds"] for r in rows)))
+            if fail_fast and len(rows) > seen:
+                seen = len(rows)
+                settled = settled_deviations_so_far(scenario, rows)
+                if settled:
+                    raise FailFast(settled[0].message)
         if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
             return  # nature is stopped after (it serves until then) and writes its metrics
         if time.monotonic() - t0 > timeout_s:
@@ -320,6 +342,15 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
         summary["determinism_fingerprint"] = h.hexdigest()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def settled_deviations_so_far(scenario: Scenario, rows: list[dict[str, Any]]) -> list[Any]:
+    """The deviations no later round can undo, from the rounds Alice has recorded so far."""
+    end = scenario.rounds * scenario.emulated_seconds_per_round
+    v = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, rows,
+                 scenario.clock_rate_hz, end, reached_end=False)
+    recorded = max(r["stop_slot"] for r in rows) / scenario.clock_rate_hz
+    return settled_deviations(v, recorded)
 
 
 # --- journal.json -------------------------------------------------------------------------------

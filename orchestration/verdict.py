@@ -449,20 +449,44 @@ def _where(r: PhaseResult) -> str:
     return f"during {r.segment}" if r.phase == "during" else r.phase
 
 
-def _deviation(p: ProbeResult, r: PhaseResult) -> Deviation:
+def _deviation(p: ProbeResult, r: PhaseResult, window: WindowResult | None = None
+               ) -> Deviation:
+    """The deviation of ``r`` (in ``window``, else its worst window), with a message that says
+    which probe, where and by how much."""
     if r.status == "no data":
         return Deviation(p.name, p.metric, r.phase, r.segment, r.start_s, r.end_s, None, None,
                          f"probe {p.name} ({p.metric}) {_where(r)}: no data ({r.note})")
-    worst = max((w for w in r.windows if w.holds is False), key=lambda w: w.by or 0.0)
+    worst = window or max((w for w in r.windows if w.holds is False), key=lambda w: w.by or 0.0)
+    assert worst.value is not None
     t = p.tolerance
-    side = "above the max" if t["max"] is not None and worst.value > t["max"] else \
-        "below the min"
-    bound = t["max"] if side == "above the max" else t["min"]
+    above = t["max"] is not None and worst.value > t["max"]
+    side, bound = ("above the max", t["max"]) if above else ("below the min", t["min"])
     return Deviation(p.name, p.metric, r.phase, r.segment, worst.start_s, worst.end_s,
                      worst.value, worst.by,
                      f"probe {p.name} ({p.metric}) {_where(r)}: {worst.value:.4g} in "
                      f"[{worst.start_s:.4g}, {worst.end_s:.4g}) s, {worst.by:.4g} {side} "
                      f"{bound:g}")
+
+
+def settled_deviations(v: Verdict, recorded_s: float) -> list[Deviation]:
+    """Deviations of a run still going that no later round can undo (``runtime.fail_fast``):
+    a measured value outside its tolerance in a window that has all its rounds (it ends by
+    ``recorded_s``, the stop of the last round recorded) and its full width, or that ends its
+    phase's segment once the segment is over. "no data" and the time to recover are judged
+    when the run ends."""
+    out = []
+    for p in v.probes:
+        for r in p.results:
+            if r.status != "deviated" or p.metric == "time_to_recover_s":
+                continue  # (a recovery needs every probe of a round, key stores included)
+            complete = r.end_s <= recorded_s
+            for w in r.windows:
+                full = p.window_s is not None and w.end_s - w.start_s >= p.window_s * (1 - 1e-9)
+                settled = complete or full
+                if w.holds is False and w.end_s <= recorded_s and settled:
+                    out.append(_deviation(p, r, w))
+                    break
+    return out
 
 
 def rollbacks_run(rollbacks: Sequence[RollbackModel] | None, spans: Sequence[Span],

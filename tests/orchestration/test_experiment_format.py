@@ -484,10 +484,6 @@ def _no_run(monkeypatch):
     monkeypatch.setattr(run_module, "prepare_run_dir", never)
 
 
-def _fail_fast(data):
-    data["runtime"]["fail_fast"] = True
-
-
 def _realtime(data):
     data["runtime"]["pacing"] = "realtime"
 
@@ -505,8 +501,6 @@ def _restart(data):
      "restart ('restart bob') is not carried out by the emulator yet"),
     (_realtime, frozenset({"polarization_drift", "loss"}), "runtime.pacing: realtime is not "
      "built yet"),
-    (_fail_fast, frozenset({"polarization_drift", "loss"}), "runtime.fail_fast: stopping at "
-     "the first failed probe is not built yet"),
 ])
 def test_run_refuses_what_it_cannot_honour_before_anything_starts(tmp_path, monkeypatch, edit,
                                                                   implemented, needle):

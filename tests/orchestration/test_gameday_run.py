@@ -129,3 +129,24 @@ def test_every_run_gets_a_journal_even_without_a_hypothesis(tmp_path: Path):
     assert journal["deviated"] is False and journal["hypothesis"]["probes"] == []
     assert journal["run"]["mismatched_rounds"] is None
     assert json.loads((tmp_path / "journal.json").read_text()) == journal
+
+
+@pytest.mark.slow  # a real run, stopped early
+def test_fail_fast_stops_the_run_in_order_at_the_first_settled_deviation(tmp_path):
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), "round_frames": 256,
+            "runtime": {"rounds": 6, "fail_fast": True},
+            "steady_state": {"title": "no aborts", "probes": [
+                {"name": "no-aborts", "metric": "aborted_rounds", "tolerance": 0,
+                 "window": "0.25s"}]}}
+    path = tmp_path / "ff.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(path), "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    assert "deviated: probe no-aborts (aborted_rounds) before: 1 in [0, 0.25) s" in result.stderr
+    assert "runtime.fail_fast: stopped after" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted_by"] == "fail_fast" and summary["rounds"] < 6
+    journal = json.loads((out / "journal.json").read_text())
+    assert (journal["status"], journal["interrupted_by"]) == ("interrupted", "fail_fast")
+    assert journal["deviated"] is True

@@ -251,3 +251,18 @@ def test_no_hypothesis_no_deviation_and_the_verdict_is_plain_json():
     data = v.to_json()
     assert json.loads(json.dumps(data)) == data
     assert data["timeline"][0]["end_s"] == 1.5 and not math.isinf(data["run_end_s"])
+
+
+def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
+    from orchestration.verdict import settled_deviations
+
+    bad = [rec(0), rec(1, qber_z=0.2)]
+    windowed = verdict(probes({**QBER, "window": "2s"}), bad, end=20)
+    assert [d.start_s for d in settled_deviations(windowed, 4.0)] == [2.0]  # a full window
+    whole = verdict(probes(QBER), bad, end=20)  # the whole phase: open until the run's end
+    assert whole.deviated and settled_deviations(whole, 4.0) == []
+    assert len(settled_deviations(verdict(probes(QBER), bad), 4.0)) == 1  # the run ended
+    partial = verdict(probes({**QBER, "window": "3s"}), bad, end=20)  # [3, 4) is not full yet
+    assert [d.start_s for d in settled_deviations(partial, 4.0)] == [0.0]
+    missing = verdict(probes(QBER), [rec(0, phase="precheck", aborted=True)], end=20)
+    assert missing.deviated and settled_deviations(missing, 2.0) == []  # judged at the end
