@@ -131,7 +131,6 @@ def test_every_run_gets_a_journal_even_without_a_hypothesis(tmp_path: Path):
     assert json.loads((tmp_path / "journal.json").read_text()) == journal
 
 
-@pytest.mark.slow  # a real run, stopped early
 def test_fail_fast_stops_the_run_in_order_at_the_first_settled_deviation(tmp_path):
     data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), "round_frames": 256,
             "runtime": {"rounds": 6, "fail_fast": True},
