@@ -97,7 +97,8 @@ def test_a_game_day_dumps_and_reloads_as_the_same_scenario():
 def test_today_s_scenarios_dump_as_before():
     for resource in shipped_scenarios().values():
         sc = load_scenario(resource)
-        if sc.method is None:
+        if not {"tags", "runtime", "steady_state", "method", "rollbacks"} & set(
+                yaml.safe_load(resource.read_text())):
             dumped = sc.model_dump()
             assert not {"tags", "runtime", "steady_state", "method", "rollbacks"} & set(dumped)
 
