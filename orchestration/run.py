@@ -344,9 +344,14 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
     return summary
 
 
+def run_end_s(scenario: Scenario) -> float:
+    """The planned end of the run in emulated seconds, as the rounds' ``stop_slot`` gives it."""
+    return scenario.rounds * scenario.round_slots / scenario.clock_rate_hz
+
+
 def settled_deviations_so_far(scenario: Scenario, rows: list[dict[str, Any]]) -> list[Any]:
     """The deviations no later round can undo, from the rounds Alice has recorded so far."""
-    end = scenario.rounds * scenario.emulated_seconds_per_round
+    end = run_end_s(scenario)
     v = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, rows,
                  scenario.clock_rate_hz, end, reached_end=False)
     recorded = max(r["stop_slot"] for r in rows) / scenario.clock_rate_hz
@@ -427,7 +432,7 @@ def write_journal(scenario: Scenario, run_dir: Path, status: str,
     its timeline (docs/run-directory.md). Two runs of a scenario and seed give the same file but
     for ``wall_clock``."""
     spr = scenario.emulated_seconds_per_round
-    run_end = scenario.rounds * spr
+    run_end = run_end_s(scenario)
     mismatched = key_mismatches_by_round(run_dir)
     verdict = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, records,
                        scenario.clock_rate_hz, run_end, reached_end=status == "completed",
