@@ -641,13 +641,19 @@ _STATUS_STYLE = {"held": "green", "deviated": "bold red", "no data": "red",
 
 
 def _unmeasured_probes(sc: Any) -> list[str]:
-    """One warning per probe whose metric no run can measure yet (its verdict: not measured)."""
+    """One warning per probe the run cannot measure (its verdict: not measured)."""
     from orchestration.verdict import unmeasured
 
     probes = sc.steady_state.probes if sc.steady_state is not None else []
-    return [f"steady_state.probes.{k}.metric: {p.metric} ({p.name!r}) is not measured by the "
-            "emulator yet; the verdict will say 'not measured'"
-            for k, p in enumerate(probes) if unmeasured(p.metric)]
+    has_faults = any(e.fault is not None for e in sc.method or [])
+    run_s = sc.run_rounds * sc.emulated_seconds_per_round
+    warnings = []
+    for k, p in enumerate(probes):
+        why = unmeasured(p, has_faults, run_s)
+        if why:
+            warnings.append(f"steady_state.probes.{k}.metric: {p.name!r}: {why}; the verdict "
+                            "will say 'not measured'")
+    return warnings
 
 
 def _tolerance_text(t: dict[str, Any]) -> str:

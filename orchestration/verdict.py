@@ -38,9 +38,16 @@ NO_SUCH_PHASE = "the timeline has no such phase"
 FAILING: frozenset[str] = frozenset({"deviated", "no data"})
 
 
-def unmeasured(metric: str) -> bool:
-    """True when no run of today's emulator can measure ``metric`` over a window."""
-    return metric in UNMEASURED_METRICS
+def unmeasured(probe: ProbeModel, has_faults: bool, run_s: float) -> str | None:
+    """Why this run cannot measure the probe (its verdict will be "not measured"), or None: a
+    metric with no source yet, or a run total asked over a part of the run."""
+    if probe.metric in UNMEASURED_METRICS:
+        return f"{probe.metric} is not measured by the emulator yet"
+    if probe.metric in RUN_TOTAL_METRICS and (
+            has_faults or (probe.window is not None and probe.window < run_s)):
+        return (f"{probe.metric} is a run total only (the nodes' metrics), measured over a window "
+                "that holds the whole run (no fault, no shorter window)")
+    return None
 
 
 # --- the timeline -------------------------------------------------------------------------------

@@ -68,7 +68,16 @@ def test_validate_warns_of_a_probe_no_run_can_measure_yet(tmp_path):
     path.write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["scenario", "validate", str(path)])
     assert result.exit_code == 0 and result.stdout.strip() == f"{path}: ok"
-    assert "steady_state.probes.0.metric: visibility ('vis') is not measured" in result.stderr
+    assert "steady_state.probes.0.metric: 'vis': visibility is not measured by the emulator " \
+        "yet; the verdict will say 'not measured'" in result.stderr
+    data["steady_state"]["probes"] = [
+        {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+        {"name": "cr-1s", "metric": "coincidence_rate_hz", "tolerance": {"min": 1},
+         "window": "1s"}]
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["scenario", "validate", str(path)])
+    (warning,) = result.stderr.splitlines()
+    assert "probes.1.metric: 'cr-1s': coincidence_rate_hz is a run total only" in warning
 
 
 # --- end to end: the real command, twice ------------------------------------------------------

@@ -266,3 +266,17 @@ def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
     assert [d.start_s for d in settled_deviations(partial, 4.0)] == [0.0]
     missing = verdict(probes(QBER), [rec(0, phase="precheck", aborted=True)], end=20)
     assert missing.deviated and settled_deviations(missing, 2.0) == []  # judged at the end
+
+
+def test_what_a_run_cannot_measure_is_said_before_it_starts():
+    from orchestration.verdict import unmeasured
+
+    (vis, cr, cr_short, qz) = probes(
+        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}},
+        {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+        {"name": "crs", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}, "window": 1},
+        QBER).probes
+    assert "not measured by the emulator yet" in unmeasured(vis, False, 10.0)
+    assert unmeasured(cr, False, 10.0) is None and unmeasured(qz, True, 10.0) is None
+    assert "run total only" in unmeasured(cr, True, 10.0)
+    assert "run total only" in unmeasured(cr_short, False, 10.0)
