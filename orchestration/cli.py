@@ -434,7 +434,7 @@ def scenario_list(as_json: JsonOpt = False) -> None:
     for name, resource in shipped_scenarios().items():
         sc = load_scenario(resource)
         rows.append({"name": name, "default": name == DEFAULT_SCENARIO_NAME, "title": sc.title,
-                     "tags": list(sc.tags or []), "rounds": sc.rounds,
+                     "tags": list(sc.tags or []), "rounds": sc.run_rounds,
                      "emulated_s_per_round": sc.emulated_seconds_per_round,
                      "path": str(resource)})
     table = Table(title="shipped scenarios (run one with `mdiqkd run NAME`)")
