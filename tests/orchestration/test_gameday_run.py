@@ -192,3 +192,82 @@ def test_a_fiber_cut_shows_in_the_phase_of_its_fault_and_nowhere_else(tmp_path):
     (cut,) = journal["timeline"]
     assert (cut["start_s"], cut["end_s"], cut["ended_by"]) == (0.3, 0.5, "duration")
     assert journal["rollbacks"][0]["executed"] is True
+
+
+# --- the orchestrator's part, with a launcher that starts no process ---------------------------
+
+
+class ScriptedLauncher:
+    """Plays a run: each poll, Alice records the next of ``records`` (a small-round record
+    whose aborted flag is given), then every node exits with ``exit_code``."""
+
+    def __init__(self, records, exit_code=0):
+        self.records, self.exit_code, self.stopped_after = list(records), exit_code, None
+        self.run_dir = None
+
+    def start(self, run_dir):
+        self.run_dir = run_dir
+        (run_dir / "alice").mkdir(exist_ok=True)
+
+    def poll(self):
+        path = self.run_dir / "alice" / "rounds.jsonl"
+        done = len(path.read_text().splitlines()) if path.exists() else 0
+        if done < len(self.records):
+            with path.open("a") as f:
+                f.write(json.dumps(self.records[done]) + "\n")
+            return dict.fromkeys(("alice", "bob", "charles", "nature"))
+        return dict.fromkeys(("alice", "bob", "charles", "nature"), self.exit_code)
+
+    def stop(self, grace_s=5.0):
+        if self.stopped_after is None and self.run_dir is not None:
+            path = self.run_dir / "alice" / "rounds.jsonl"
+            self.stopped_after = len(path.read_text().splitlines()) if path.exists() else 0
+
+    def cause(self, name):
+        return "scripted failure"
+
+
+def _record(k, slots, aborted):
+    return {"round": k, "start_slot": k * slots, "stop_slot": (k + 1) * slots,
+            "emulated_seconds": slots / 1e9, "announced": 1000, "aborted": aborted,
+            "abort_reason": "too few counts: scripted" if aborted else None,
+            "secure_bits": 0 if aborted else 10, "qber_x": 0.3, "x_bits": 10}
+
+
+def _scripted(tmp_path, fail_fast, aborted, exit_code=0):
+    from orchestration.run import execute
+
+    sc = load_scenario(DEFAULT_SCENARIO, {
+        "round_frames": 256, "runtime": {"rounds": len(aborted), "fail_fast": fail_fast},
+        "steady_state": {"title": "t", "probes": [
+            {"name": "no-aborts", "metric": "aborted_rounds", "tolerance": 0,
+             "window": "0.2s"}]}})
+    run_dir = prepare_run_dir(sc, tmp_path / "run")
+    launcher = ScriptedLauncher([_record(k, sc.round_slots, a) for k, a in enumerate(aborted)],
+                                exit_code)
+    return execute(sc, run_dir, launcher=launcher), launcher, run_dir
+
+
+def test_fail_fast_stops_at_the_first_settled_deviation_and_not_before(tmp_path):
+    summary, launcher, run_dir = _scripted(tmp_path, True, [False, False, True, False, False])
+    assert launcher.stopped_after == 3  # the window [0.4, 0.6) s holds round 2 once it ended
+    assert summary["interrupted_by"] == "fail_fast" and summary["rounds"] == 3
+    journal = json.loads((run_dir / "journal.json").read_text())
+    assert (journal["status"], journal["deviated"]) == ("interrupted", True)
+
+
+def test_without_fail_fast_the_run_goes_to_its_end_and_the_journal_says_completed(tmp_path):
+    summary, launcher, run_dir = _scripted(tmp_path, False, [False, True, False])
+    assert summary["rounds"] == 3 and not summary["interrupted"]
+    journal = json.loads((run_dir / "journal.json").read_text())
+    assert (journal["status"], journal["deviated"], journal["interrupted_by"]) == (
+        "completed", True, None)
+
+
+def test_a_failed_run_still_writes_its_journal(tmp_path):
+    from orchestration.run import RunFailed
+
+    with pytest.raises(RunFailed, match="scripted failure"):
+        _scripted(tmp_path, False, [False], exit_code=1)
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    assert journal["status"] == "failed" and journal["run"]["rounds_recorded"] == 1
