@@ -554,7 +554,7 @@ def run(
         _fail(f"--rounds: {scenario} sets its length in runtime."
               f"{'duration' if sc.runtime.duration is not None else 'rounds'}; edit that, or "
               "leave out --rounds")
-    refused = sc.game_day_sections(implemented_faults(), implemented_actions())
+    refused = sc.refused_game_day_parts(implemented_faults(), implemented_actions())
     if refused:  # never run a game day without the faults and checks it asks for
         _fail(f"{scenario}: {'; '.join(refused)}: this scenario cannot run as written; "
               "`mdiqkd scenario validate` checks it (docs/game-days.md)")

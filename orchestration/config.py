@@ -343,7 +343,7 @@ class Scenario(_Model):
     rollbacks: Rollbacks | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_absent_game_day_sections(self, handler: Any) -> Any:
+    def _omit_absent_refused_game_day_parts(self, handler: Any) -> Any:
         data = handler(self)
         if isinstance(data, dict):
             for name in GAME_DAY_FIELDS:
@@ -412,7 +412,7 @@ class Scenario(_Model):
                                "docs/bounds.md)")
         return self
 
-    def game_day_sections(self, implemented_faults: frozenset[str],
+    def refused_game_day_parts(self, implemented_faults: frozenset[str],
                           implemented_actions: frozenset[str]) -> list[str]:
         """The parts of the game-day sections a run cannot honour, each as ``field: why``:
         faults and actions the engine does not implement, and ``runtime.pacing: realtime``

@@ -524,9 +524,9 @@ def test_run_refuses_what_it_cannot_honour_before_anything_starts(tmp_path, monk
 
 def test_the_example_is_honoured_once_its_faults_are_implemented():
     sc = load_scenario(EXAMPLE)
-    assert sc.game_day_sections(frozenset({"polarization_drift", "loss"}),
+    assert sc.refused_game_day_parts(frozenset({"polarization_drift", "loss"}),
                                 frozenset({"clear_faults"})) == []
-    assert sc.game_day_sections(frozenset({"polarization_drift", "loss"}), frozenset()) == [
+    assert sc.refused_game_day_parts(frozenset({"polarization_drift", "loss"}), frozenset()) == [
         "rollbacks.0.action.type: action clear_faults ('clear') is not carried out by the "
         "emulator yet"]
 
