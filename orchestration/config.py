@@ -343,7 +343,7 @@ class Scenario(_Model):
     rollbacks: Rollbacks | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_absent_refused_game_day_parts(self, handler: Any) -> Any:
+    def _omit_absent_game_day_sections(self, handler: Any) -> Any:
         data = handler(self)
         if isinstance(data, dict):
             for name in GAME_DAY_FIELDS:
@@ -405,7 +405,9 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _bounded_run_rounds(self) -> Scenario:
+        """A duration is whole rounds, and rounds have their bound (docs/bounds.md)."""
         if self.run_rounds > MAX_ROUNDS:
+            assert self.runtime is not None and self.runtime.duration is not None
             raise FieldProblem(("runtime", "duration"), f"{self.runtime.duration:g} s is "
                                f"{self.run_rounds} rounds of {self.emulated_seconds_per_round:.4g}"
                                f" s, above the bound {MAX_ROUNDS} ({BOUND_REASONS['rounds']}; "
@@ -413,7 +415,7 @@ class Scenario(_Model):
         return self
 
     def refused_game_day_parts(self, implemented_faults: frozenset[str],
-                          implemented_actions: frozenset[str]) -> list[str]:
+                               implemented_actions: frozenset[str]) -> list[str]:
         """The parts of the game-day sections a run cannot honour, each as ``field: why``:
         faults and actions the engine does not implement, and ``runtime.pacing: realtime``
         (the users' emission is not throttled to the wall clock yet)."""
