@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import stat
 import threading
 import time
@@ -204,8 +205,11 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             launcher.stop()
     wall = time.monotonic() - t0
     if failure is not None:  # the journal of a failed run: what the rounds recorded show
-        write_journal(scenario, run_dir, "failed", _read_jsonl(run_dir / "alice" / "rounds.jsonl"),
-                      wall_clock(started, wall))
+        # (a store the dead node left unreadable must not hide why the run failed)
+        with contextlib.suppress(OSError, ValueError, sqlite3.Error):
+            write_journal(scenario, run_dir, "failed",
+                          _read_jsonl(run_dir / "alice" / "rounds.jsonl"),
+                          wall_clock(started, wall))
         raise failure
     summary = summarise(scenario, run_dir, wall, fingerprint, interrupted)
     write_journal(scenario, run_dir, "interrupted" if interrupted else "completed",
@@ -344,6 +348,21 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
     return summary
 
 
+# --- game days: what a run honours, fail_fast --------------------------------------------------
+
+
+def implemented_faults() -> frozenset[str]:
+    """The fault types the emulator injects, as the fault engine lists them
+    (``orchestration.experiment.IMPLEMENTED_FAULTS``; none while it has no list)."""
+    return frozenset(getattr(experiment, "IMPLEMENTED_FAULTS", frozenset()))
+
+
+def implemented_actions() -> frozenset[str]:
+    """The action types the emulator carries out (``IMPLEMENTED_ACTIONS`` when the engine lists
+    them): ``clear_faults`` at least, which only ends faults, and every fault ends with the run."""
+    return frozenset(getattr(experiment, "IMPLEMENTED_ACTIONS", frozenset({"clear_faults"})))
+
+
 def run_end_s(scenario: Scenario) -> float:
     """The planned end of the run in emulated seconds, as the rounds' ``stop_slot`` gives it."""
     return scenario.rounds * scenario.round_slots / scenario.clock_rate_hz
@@ -359,17 +378,6 @@ def settled_deviations_so_far(scenario: Scenario, rows: list[dict[str, Any]]) ->
 
 
 # --- journal.json -------------------------------------------------------------------------------
-
-def implemented_faults() -> frozenset[str]:
-    """The fault types the emulator injects, as the fault engine lists them
-    (``orchestration.experiment.IMPLEMENTED_FAULTS``; none while it has no list)."""
-    return frozenset(getattr(experiment, "IMPLEMENTED_FAULTS", frozenset()))
-
-
-def implemented_actions() -> frozenset[str]:
-    """The action types the emulator carries out (``IMPLEMENTED_ACTIONS`` when the engine lists
-    them): ``clear_faults`` at least, which only ends faults, and every fault ends with the run."""
-    return frozenset(getattr(experiment, "IMPLEMENTED_ACTIONS", frozenset({"clear_faults"})))
 
 
 def wall_clock(started_unix: float, wall_seconds: float) -> dict[str, float]:
