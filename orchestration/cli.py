@@ -434,7 +434,7 @@ def scenario_list(as_json: JsonOpt = False) -> None:
     for name, resource in shipped_scenarios().items():
         sc = load_scenario(resource)
         rows.append({"name": name, "default": name == DEFAULT_SCENARIO_NAME, "title": sc.title,
-                     "tags": list(sc.tags or []), "rounds": sc.rounds,
+                     "tags": list(sc.tags or []), "rounds": sc.run_rounds,
                      "emulated_s_per_round": sc.emulated_seconds_per_round,
                      "path": str(resource)})
     table = Table(title="shipped scenarios (run one with `mdiqkd run NAME`)")
@@ -470,13 +470,17 @@ def scenario_validate(
             results.append({"file": ref, "ok": False, "error": _one_line(
                 f"{ref}: could not be checked ({type(e).__name__}: {e}); please report this")})
             continue
-        results.append({"file": ref, "ok": True, "title": sc.title})
+        results.append({"file": ref, "ok": True, "title": sc.title,
+                        "warnings": _unmeasured_probes(sc)})
     if as_json:
         typer.echo(json.dumps({"files": results}, indent=2))
     else:
         for r in results:
             line = f"{r['file']}: ok" if r["ok"] else r["error"]
             console.print(Text(line), highlight=False, soft_wrap=True)
+            for warning in r.get("warnings", []):
+                err_console.print(Text(f"warning: {r['file']}: {warning}"), highlight=False,
+                                  soft_wrap=True)
     if not all(r["ok"] for r in results):
         raise typer.Exit(code=1)
 
@@ -527,7 +531,14 @@ def run(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestration.config import ScenarioError, load_scenario, resolve_scenario
-    from orchestration.run import RunFailed, execute, new_run_dir, prepare_run_dir
+    from orchestration.run import (
+        RunFailed,
+        execute,
+        implemented_actions,
+        implemented_faults,
+        new_run_dir,
+        prepare_run_dir,
+    )
 
     overrides: dict[str, Any] = {}
     if seed is not None:
@@ -538,11 +549,19 @@ def run(
         sc = load_scenario(resolve_scenario(scenario), overrides)
     except ScenarioError as e:
         _fail(str(e))
-    asked = sc.game_day_sections()
-    if asked:  # never run a game day without the faults and checks it asks for
-        _fail(f"{scenario}: {', '.join(asked)}: live fault injection is not built yet, so this "
-              "scenario cannot run as written; `mdiqkd scenario validate` checks it, and "
-              "without those sections it runs (docs/scenario-format.md)")
+    if rounds is not None and sc.runtime is not None and (
+            sc.runtime.duration is not None or sc.runtime.rounds is not None):
+        _fail(f"--rounds: {scenario} sets its length in runtime."
+              f"{'duration' if sc.runtime.duration is not None else 'rounds'}; edit that, or "
+              "leave out --rounds")
+    refused = sc.refused_game_day_parts(implemented_faults(), implemented_actions())
+    if refused:  # never run a game day without the faults and checks it asks for
+        _fail(f"{scenario}: {'; '.join(refused)}: this scenario cannot run as written; "
+              "`mdiqkd scenario validate` checks it (docs/game-days.md)")
+    for warning in _unmeasured_probes(sc):
+        err_console.print(Text(f"warning: {scenario}: {warning}"), highlight=False,
+                          soft_wrap=True)
+    sc = sc.for_run()
     if otlp_endpoint is not None:
         from orchestration.telemetry import otlp_endpoint_problem
 
@@ -587,8 +606,14 @@ def run(
     table.add_row("qber Z / X", Text(" / ").join(_fmt(v) for v in summary["qber"].values()))
     for reason in summary["abort_reasons"]:
         table.add_row("abort reason", Text(str(reason)))
-    _emit(summary, as_json, table)
-    if summary["interrupted"]:
+    journal = json.loads((run_dir / "journal.json").read_text())
+    if as_json:
+        typer.echo(json.dumps({**summary, "journal": journal}, indent=2))
+    else:
+        console.print(table)
+        if journal["hypothesis"]["probes"]:
+            console.print(_hypothesis_table(journal))
+    if summary["interrupted"] and summary["interrupted_by"] != "fail_fast":
         name = summary["interrupted_by"]
         err_console.print(Text(
             f"interrupted ({name}): the nodes stopped in order after {summary['rounds']} of "
@@ -597,6 +622,83 @@ def run(
         raise typer.Exit(code=128 + int(getattr(signal, name)))
     if not summary["keys_match"] and summary["secure_bits"] == 0 and summary["aborted"] < summary["rounds"]:
         raise typer.Exit(code=1)
+    if journal["deviated"]:
+        for d in journal["deviations"]:
+            err_console.print(Text("deviated: ", style="bold red") + Text(d["message"]),
+                              highlight=False, soft_wrap=True)
+        stopped = (f" (runtime.fail_fast: stopped after {summary['rounds']} of {sc.rounds} "
+                   "rounds)") if summary["interrupted"] else ""
+        err_console.print(Text(f"the steady-state hypothesis failed{stopped}; journal in "
+                               f"{run_dir / 'journal.json'}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(code=HYPOTHESIS_FAILED)
+
+
+#: `mdiqkd run`'s exit status when the run completed but its steady-state hypothesis failed.
+HYPOTHESIS_FAILED = 3
+
+_STATUS_STYLE = {"held": "green", "deviated": "bold red", "no data": "red",
+                 "not measured": "yellow", "not applicable": "dim"}
+
+
+def _unmeasured_probes(sc: Any) -> list[str]:
+    """One warning per probe the run cannot measure (its verdict: not measured)."""
+    from orchestration.verdict import unmeasured
+
+    probes = sc.steady_state.probes if sc.steady_state is not None else []
+    has_faults = any(e.fault is not None for e in sc.method or [])
+    run_s = sc.run_rounds * sc.emulated_seconds_per_round
+    warnings = []
+    for k, p in enumerate(probes):
+        why = unmeasured(p, has_faults, run_s)
+        if why:
+            warnings.append(f"steady_state.probes.{k}.metric: {p.name!r}: {why}; the verdict "
+                            "will say 'not measured'")
+    return warnings
+
+
+def _tolerance_text(t: dict[str, Any]) -> str:
+    lo, hi = t["min"], t["max"]
+    if lo is not None and hi is not None:
+        return f"= {lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
+    return f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}"
+
+
+def _measured_text(windows: list[dict[str, Any]]) -> str:
+    values = [w["value"] for w in windows if w["value"] is not None]
+    if not values:
+        return ""
+    if len(windows) == 1:
+        return f"{values[0]:.4g}"
+    return f"{min(values):.4g} … {max(values):.4g} ({len(windows)} windows)"
+
+
+def _hypothesis_table(journal: dict[str, Any]) -> Table:
+    """The verdict: one row per probe and phase (each fault for `during`); phases the timeline
+    does not have (no fault: no during, no after) are left out and named in the caption, and
+    so are the phases a time-to-recover probe is not measured in."""
+    from orchestration.verdict import NO_SUCH_PHASE
+
+    hypothesis = journal["hypothesis"]
+    verdict = "DEVIATED" if journal["deviated"] else "held"
+    table = Table(title=Text(f"steady-state hypothesis: {hypothesis['title']} — {verdict}"))
+    for name in ("probe", "metric", "tolerance", "phase", "measured", "status"):
+        table.add_column(name, justify="right" if name == "measured" else "left")
+    absent = set()
+    for p in hypothesis["probes"]:
+        for r in p["results"]:
+            if r["status"] == "not applicable":
+                if r["note"] == NO_SUCH_PHASE:
+                    absent.add(r["phase"])
+                continue
+            phase = f"during {r['segment']}" if r["phase"] == "during" else r["phase"]
+            note = r["note"] if r["status"] == "no data" else ""
+            table.add_row(Text(p["name"]), Text(p["metric"]), Text(_tolerance_text(
+                p["tolerance"])), Text(phase), Text(_measured_text(r["windows"])),
+                Text(r["status"] + (f" ({note})" if note else ""),
+                     style=_STATUS_STYLE[r["status"]]))
+    if absent:
+        table.caption = Text(f"not in this run's timeline: {', '.join(sorted(absent))}")
+    return table
 
 
 @trace_app.command("show")

@@ -16,6 +16,7 @@ Errors name the field, e.g. ``alice.source.intensities.0.z_probability``.
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -403,16 +404,55 @@ class Scenario(_Model):
                                  for u, m in (("alice", self.alice), ("bob", self.bob))})
         return self
 
-    def game_day_sections(self) -> list[str]:
-        """The game-day sections this scenario fills that only the fault engine (not built yet)
-        could honour: a non-empty ``method``, ``steady_state`` or ``rollbacks``, and a
-        ``runtime`` that asks for more than ``rounds`` fast."""
-        asked = [n for n in ("method", "steady_state", "rollbacks") if getattr(self, n)]
-        r = self.runtime
-        if r is not None and (r.duration is not None or r.pacing != "fast" or r.fail_fast
-                              or r.rounds not in (None, self.rounds)):
-            asked.append("runtime")
-        return asked
+    @model_validator(mode="after")
+    def _bounded_run_rounds(self) -> Scenario:
+        """A duration is whole rounds, and rounds have their bound (docs/bounds.md)."""
+        if self.run_rounds > MAX_ROUNDS:
+            assert self.runtime is not None and self.runtime.duration is not None
+            raise FieldProblem(("runtime", "duration"), f"{self.runtime.duration:g} s is "
+                               f"{self.run_rounds} rounds of {self.emulated_seconds_per_round:.4g}"
+                               f" s, above the bound {MAX_ROUNDS} ({BOUND_REASONS['rounds']}; "
+                               "docs/bounds.md)")
+        return self
+
+    def refused_game_day_parts(self, implemented_faults: frozenset[str],
+                               implemented_actions: frozenset[str]) -> list[str]:
+        """The parts of the game-day sections a run cannot honour, each as ``field: why``:
+        faults and actions the engine does not implement, and ``runtime.pacing: realtime``
+        (the users' emission is not throttled to the wall clock yet)."""
+        refused = []
+        for k, e in enumerate(self.method or []):
+            if e.fault is not None and e.fault.type not in implemented_faults:
+                refused.append(f"method.{k}.fault.type: fault {e.fault.type} ({e.name!r}) is "
+                               "not injected by the emulator yet")
+            if e.action is not None and e.action.type not in implemented_actions:
+                refused.append(f"method.{k}.action.type: action {e.action.type} ({e.name!r}) "
+                               "is not carried out by the emulator yet")
+        for k, r in enumerate(self.rollbacks or []):
+            if r.action.type not in implemented_actions:
+                refused.append(f"rollbacks.{k}.action.type: action {r.action.type} "
+                               f"({r.name!r}) is not carried out by the emulator yet")
+        rt = self.runtime
+        if rt is not None and rt.pacing == "realtime":
+            refused.append("runtime.pacing: realtime is not built yet (emission is not "
+                           "throttled to the wall clock); use pacing: fast")
+        return refused
+
+    @property
+    def run_rounds(self) -> int:
+        """The key rounds a run of this scenario does: ``runtime.rounds``, else
+        ``runtime.duration`` rounded up to a whole number of rounds (so that the run covers
+        the whole duration), else ``rounds``."""
+        rt = self.runtime
+        if rt is not None and rt.rounds is not None:
+            return rt.rounds
+        if rt is not None and rt.duration is not None:
+            return rounds_for_duration(rt.duration, self.emulated_seconds_per_round)
+        return self.rounds
+
+    def for_run(self) -> Scenario:
+        """This scenario with ``rounds`` set to the rounds the run does (what the nodes read)."""
+        return self.model_copy(update={"rounds": self.run_rounds})
 
     @property
     def round_slots(self) -> int:
@@ -421,6 +461,14 @@ class Scenario(_Model):
     @property
     def emulated_seconds_per_round(self) -> float:
         return self.round_slots / self.clock_rate_hz
+
+
+def rounds_for_duration(duration_s: float, seconds_per_round: float) -> int:
+    """Whole rounds covering ``duration_s`` of emulated time: rounded up (a duration within a
+    part per billion of a whole number of rounds is that number), at least one."""
+    q = duration_s / seconds_per_round
+    whole = round(q)
+    return max(1, whole if abs(q - whole) <= 1e-9 * q else math.ceil(q))
 
 
 #: The optional game-day sections of a scenario (orchestration/experiment.py).

@@ -7,6 +7,8 @@ Run directory (every file and field: docs/run-directory.md)::
     rounds.jsonl         one line per key round (Alice's view, with Bob's outcome beside it)
     summary.json         rounds, aborted, secure_bits, key_rate_bps_emulated, qber, keys_match,
                          authentication …
+    journal.json         the game day's verdict: status, deviated, each probe per phase, the
+                         timeline of faults and actions (orchestration.verdict)
     traces/<node>.jsonl  OpenTelemetry spans, one JSON object per line
     <node>/metrics.json  counters of each node; alice/ and bob/ also hold keys.sqlite
     logs/<node>.log      each process's output
@@ -19,6 +21,7 @@ import hashlib
 import json
 import os
 import signal
+import sqlite3
 import stat
 import threading
 import time
@@ -30,10 +33,12 @@ from typing import Any
 from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAuthenticator
 from classical.codec import max_message_bytes
 from nodes.keystore import KeyStore
+from orchestration import experiment
 from orchestration.config import Scenario
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.runconfig import local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
+from orchestration.verdict import evaluate, settled_deviations
 
 
 class RunFailed(RuntimeError):
@@ -48,6 +53,15 @@ class RunInterrupted(BaseException):
     def __init__(self, signal_name: str) -> None:
         super().__init__(signal_name)
         self.signal_name = signal_name
+
+
+class FailFast(Exception):
+    """``runtime.fail_fast``: a probe deviated in a window no later round can change, so the
+    run stops in order (``interrupted_by: fail_fast``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -103,6 +117,9 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
 
 
 def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None) -> Path:
+    """Create the run directory with ``config.json`` (the scenario with the rounds the run does:
+    ``Scenario.for_run``) and each node's secrets."""
+    scenario = scenario.for_run()
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
@@ -164,11 +181,14 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
 
     SIGINT, SIGTERM or SIGHUP stop the run in order: the nodes are asked to stop (each settles
     its key commit and closes its key store), and the summary of what was delivered so far is
-    written with ``"interrupted": true`` and returned."""
+    written with ``"interrupted": true`` and returned. ``journal.json`` is written in every
+    case, a failed run's too. The run does ``scenario.run_rounds`` rounds."""
+    scenario = scenario.for_run()
     launcher = launcher or LocalProcessLauncher()
     timeout_s = timeout_s or 120.0 + 300.0 * scenario.rounds
-    t0 = time.monotonic()
+    t0, started = time.monotonic(), time.time()
     interrupted: str | None = None
+    failure: RunFailed | None = None
     with _stop_signals_interrupt():
         try:
             launcher.start(run_dir)
@@ -176,15 +196,35 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
         except RunInterrupted as e:
             interrupted = e.signal_name
             _ignoring_stop_signals()
+        except FailFast:
+            interrupted = "fail_fast"
+            _ignoring_stop_signals()
+        except RunFailed as e:
+            failure = e
         finally:
             launcher.stop()
     wall = time.monotonic() - t0
-    return summarise(scenario, run_dir, wall, fingerprint, interrupted)
+    if failure is not None:  # the journal of a failed run: what the rounds recorded show
+        # (a store the dead node left unreadable must not hide why the run failed)
+        with contextlib.suppress(OSError, ValueError, sqlite3.Error):
+            write_journal(scenario, run_dir, "failed",
+                          _read_jsonl(run_dir / "alice" / "rounds.jsonl"),
+                          wall_clock(started, wall))
+        raise failure
+    summary = summarise(scenario, run_dir, wall, fingerprint, interrupted)
+    write_journal(scenario, run_dir, "interrupted" if interrupted else "completed",
+                  _read_jsonl(run_dir / "rounds.jsonl"), wall_clock(started, wall),
+                  summary=summary)
+    return summary
 
 
 def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
            on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float) -> None:
-    """Poll the nodes until the protocol nodes are done; RunFailed when one fails."""
+    """Poll the nodes until the protocol nodes are done; RunFailed when one fails, FailFast
+    when the scenario asks for it and a probe has deviated for good."""
+    fail_fast = scenario.runtime is not None and scenario.runtime.fail_fast \
+        and scenario.steady_state is not None
+    seen = 0
     while True:
         codes = launcher.poll()
         failed = {n: c for n, c in codes.items() if c not in (None, 0)}
@@ -192,11 +232,17 @@ def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
             name, code = next(iter(failed.items()))
             cause = launcher.cause(name) if hasattr(launcher, "cause") else ""
             raise RunFailed(node_failure(name, code, run_dir / "logs" / f"{name}.log", cause))
-        if on_progress is not None:
+        if on_progress is not None or fail_fast:
             rows = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
-            on_progress(Progress(len(rows), scenario.rounds,
-                                 sum(r["secure_bits"] for r in rows),
-                                 sum(r["emulated_seconds"] for r in rows)))
+            if on_progress is not None:
+                on_progress(Progress(len(rows), scenario.rounds,
+                                     sum(r["secure_bits"] for r in rows),
+                                     sum(r["emulated_seconds"] for r in rows)))
+            if fail_fast and len(rows) > seen:
+                seen = len(rows)
+                settled = settled_deviations_so_far(scenario, rows)
+                if settled:
+                    raise FailFast(settled[0].message)
         if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
             return  # nature is stopped after (it serves until then) and writes its metrics
         if time.monotonic() - t0 > timeout_s:
@@ -300,3 +346,122 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
         summary["determinism_fingerprint"] = h.hexdigest()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+# --- game days: what a run honours, fail_fast --------------------------------------------------
+
+
+def implemented_faults() -> frozenset[str]:
+    """The fault types the emulator injects, as the fault engine lists them
+    (``orchestration.experiment.IMPLEMENTED_FAULTS``; none while it has no list)."""
+    return frozenset(getattr(experiment, "IMPLEMENTED_FAULTS", frozenset()))
+
+
+def implemented_actions() -> frozenset[str]:
+    """The action types the emulator carries out (``IMPLEMENTED_ACTIONS`` when the engine lists
+    them): ``clear_faults`` at least, which only ends faults, and every fault ends with the run."""
+    return frozenset(getattr(experiment, "IMPLEMENTED_ACTIONS", frozenset({"clear_faults"})))
+
+
+def run_end_s(scenario: Scenario) -> float:
+    """The planned end of the run in emulated seconds, as the rounds' ``stop_slot`` gives it."""
+    return scenario.rounds * scenario.round_slots / scenario.clock_rate_hz
+
+
+def settled_deviations_so_far(scenario: Scenario, rows: list[dict[str, Any]]) -> list[Any]:
+    """The deviations no later round can undo, from the rounds Alice has recorded so far."""
+    end = run_end_s(scenario)
+    v = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, rows,
+                 scenario.clock_rate_hz, end, reached_end=False)
+    recorded = max(r["stop_slot"] for r in rows) / scenario.clock_rate_hz
+    return settled_deviations(v, recorded)
+
+
+# --- journal.json -------------------------------------------------------------------------------
+
+
+def wall_clock(started_unix: float, wall_seconds: float) -> dict[str, float]:
+    """The journal's only wall-clock fields (everything else is the same on every run)."""
+    return {"started_at_unix": started_unix, "finished_at_unix": started_unix + wall_seconds,
+            "wall_seconds": wall_seconds}
+
+
+def key_mismatches_by_round(run_dir: Path) -> dict[int, bool] | None:
+    """For each round with a stored key on either side: whether the users' stores differ for
+    it (a key on one side only, or different bits); None when a store is missing."""
+    paths = [run_dir / user / "keys.sqlite" for user in ("alice", "bob")]
+    if not all(p.exists() for p in paths):
+        return None
+    sides = []
+    for path in paths:
+        store = KeyStore(path)
+        try:
+            by_round: dict[int, dict[str, Any]] = {}
+            for key_id, round_id, bits in store.items():
+                by_round.setdefault(int(round_id), {})[key_id] = bits
+        finally:
+            store.close()
+        sides.append(by_round)
+    a, b = sides
+    out = {}
+    for r in sorted(a.keys() | b.keys()):
+        ka, kb = a.get(r, {}), b.get(r, {})
+        out[r] = ka.keys() != kb.keys() or any(
+            ka[k].shape != kb[k].shape or not (ka[k] == kb[k]).all() for k in ka)
+    return out
+
+
+def run_totals(run_dir: Path) -> dict[str, float]:
+    """Run totals from the nodes' metrics: ``coincidences`` (nature) and ``auth_failures``
+    (frames every node refused for a failed authentication tag), each only when its metrics
+    files are there."""
+    def metrics(node: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((run_dir / node / "metrics.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    totals: dict[str, float] = {}
+    nature = metrics("nature")
+    if nature is not None and "coincidence_records_total" in nature:
+        totals["coincidences"] = float(nature["coincidence_records_total"])
+    nodes = [metrics(n) for n in PROTOCOL_NODES]
+    if all(m is not None for m in nodes):
+        totals["auth_failures"] = float(sum(
+            v for m in nodes for k, v in m.items()  # type: ignore[union-attr]
+            if k.startswith("rejected_from_") and k.endswith("_AuthenticationError")))
+    return totals
+
+
+def write_journal(scenario: Scenario, run_dir: Path, status: str,
+                  records: list[dict[str, Any]], wall: dict[str, float],
+                  summary: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``journal.json``: the run's status, the verdict of its steady-state hypothesis and
+    its timeline (docs/run-directory.md). Two runs of a scenario and seed give the same file but
+    for ``wall_clock``."""
+    spr = scenario.emulated_seconds_per_round
+    run_end = run_end_s(scenario)
+    mismatched = key_mismatches_by_round(run_dir)
+    verdict = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, records,
+                       scenario.clock_rate_hz, run_end, reached_end=status == "completed",
+                       mismatched=mismatched, totals=run_totals(run_dir))
+    recorded = max((r["stop_slot"] for r in records), default=0) / scenario.clock_rate_hz
+    journal = {
+        "format": "mdiqkd-journal/1",
+        "title": scenario.title,
+        "seed": scenario.seed,
+        "entropy": scenario.entropy,
+        "status": status,
+        "interrupted_by": None if summary is None else summary.get("interrupted_by"),
+        **{k: v for k, v in verdict.to_json().items() if k != "run_end_s"},
+        "run": {"rounds_planned": scenario.rounds, "rounds_recorded": len(records),
+                "seconds_per_round": spr, "emulated_seconds_planned": run_end,
+                "emulated_seconds_recorded": recorded,
+                "duration_s": scenario.runtime.duration if scenario.runtime else None,
+                "keys_match": None if summary is None else summary["keys_match"],
+                "mismatched_rounds": None if mismatched is None else
+                [r for r, bad in mismatched.items() if bad]},
+        "wall_clock": wall,
+    }
+    (run_dir / "journal.json").write_text(json.dumps(journal, indent=2))
+    return journal

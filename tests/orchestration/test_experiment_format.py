@@ -97,7 +97,8 @@ def test_a_game_day_dumps_and_reloads_as_the_same_scenario():
 def test_today_s_scenarios_dump_as_before():
     for resource in shipped_scenarios().values():
         sc = load_scenario(resource)
-        if sc.method is None:
+        if not {"tags", "runtime", "steady_state", "method", "rollbacks"} & set(
+                yaml.safe_load(resource.read_text())):
             dumped = sc.model_dump()
             assert not {"tags", "runtime", "steady_state", "method", "rollbacks"} & set(dumped)
 
@@ -474,13 +475,7 @@ def test_list_shows_tags():
     assert rows["quickstart"]["tags"] == []
 
 
-@pytest.mark.parametrize(("section", "old", "new"), [
-    ("method", None, None),
-    ("steady_state", "method:", "method: []\nunused:"),
-    ("runtime", "steady_state:", "unused_steady_state:"),
-])
-def test_run_refuses_a_game_day_before_anything_starts(tmp_path, monkeypatch, section, old,
-                                                       new):
+def _no_run(monkeypatch):
     import orchestration.run as run_module
 
     def never(*args, **kwargs):
@@ -488,19 +483,52 @@ def test_run_refuses_a_game_day_before_anything_starts(tmp_path, monkeypatch, se
 
     monkeypatch.setattr(run_module, "execute", never)
     monkeypatch.setattr(run_module, "prepare_run_dir", never)
+
+
+def _realtime(data):
+    data["runtime"]["pacing"] = "realtime"
+
+
+def _restart(data):
+    data["method"].append({"at": "50s", "name": "restart bob",
+                           "action": {"type": "restart", "target": "node/bob"}})
+
+
+@pytest.mark.parametrize(("edit", "implemented", "needle"), [
+    (None, frozenset(), "method.0.fault.type: fault polarization_drift ('drift') is not "
+     "injected by the emulator yet; method.1.fault.type: fault loss ('lossy splice')"),
+    (None, frozenset({"polarization_drift"}), "method.1.fault.type: fault loss ("),
+    (_restart, frozenset({"polarization_drift", "loss"}), "method.2.action.type: action "
+     "restart ('restart bob') is not carried out by the emulator yet"),
+    (_realtime, frozenset({"polarization_drift", "loss"}), "runtime.pacing: realtime is not "
+     "built yet"),
+])
+def test_run_refuses_what_it_cannot_honour_before_anything_starts(tmp_path, monkeypatch, edit,
+                                                                  implemented, needle):
+    import orchestration.experiment as experiment
+
+    _no_run(monkeypatch)
+    monkeypatch.setattr(experiment, "IMPLEMENTED_FAULTS", implemented, raising=False)
     data = yaml.safe_load(EXAMPLE_TEXT)
-    if section == "steady_state":
-        data["method"], data["rollbacks"] = [], []
-    if section == "runtime":
-        data.pop("method"), data.pop("rollbacks"), data.pop("steady_state")
+    if edit is not None:
+        edit(data)
     path = _write(tmp_path, data)
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", str(path), "--out", str(out)])
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
-    assert len(lines) == 1 and "live fault injection is not built yet" in lines[0]
-    assert section in lines[0] and "mdiqkd scenario validate" in lines[0]
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert "cannot run as written" in lines[0] and "mdiqkd scenario validate" in lines[0]
     assert not out.exists()
+
+
+def test_the_example_is_honoured_once_its_faults_are_implemented():
+    sc = load_scenario(EXAMPLE)
+    assert sc.refused_game_day_parts(frozenset({"polarization_drift", "loss"}),
+                                frozenset({"clear_faults"})) == []
+    assert sc.refused_game_day_parts(frozenset({"polarization_drift", "loss"}), frozenset()) == [
+        "rollbacks.0.action.type: action clear_faults ('clear') is not carried out by the "
+        "emulator yet"]
 
 
 # --- fuzzing the loader -------------------------------------------------------------------------

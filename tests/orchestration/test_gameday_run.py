@@ -1,0 +1,273 @@
+"""`mdiqkd run` of a game day: runtime into rounds, journal.json, the verdict's exit status."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestration.cli import HYPOTHESIS_FAILED, app
+from orchestration.config import (
+    DEFAULT_SCENARIO,
+    MAX_ROUNDS,
+    ScenarioError,
+    load_scenario,
+    rounds_for_duration,
+)
+from orchestration.run import implemented_faults, prepare_run_dir
+
+runner = CliRunner()
+QUICK = load_scenario(DEFAULT_SCENARIO)
+SPR = QUICK.emulated_seconds_per_round  # 3.145728 s
+
+
+@pytest.mark.parametrize(("duration", "rounds"), [
+    (1e-3, 1), (SPR, 1), (SPR * (1 + 1e-12), 1), (SPR * 1.01, 2), (6.0, 2), (60.0, 20)])
+def test_a_duration_is_rounded_up_to_whole_rounds(duration, rounds):
+    assert rounds_for_duration(duration, SPR) == rounds
+    sc = load_scenario(DEFAULT_SCENARIO, {"runtime": {"duration": duration}})
+    assert sc.run_rounds == rounds and sc.for_run().rounds == rounds
+
+
+def test_runtime_rounds_take_the_place_of_rounds_and_reach_the_nodes(tmp_path):
+    sc = load_scenario(DEFAULT_SCENARIO, {"runtime": {"rounds": 5}})
+    assert (sc.rounds, sc.run_rounds) == (3, 5)
+    run_dir = prepare_run_dir(sc, tmp_path / "run")
+    assert json.loads((run_dir / "config.json").read_text())["scenario"]["rounds"] == 5
+    assert load_scenario(DEFAULT_SCENARIO).run_rounds == 3
+
+
+def test_a_duration_of_more_rounds_than_the_bound_is_refused_naming_it(tmp_path):
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), "round_frames": 1, "frame_bits": 10,
+            "runtime": {"duration": "1000000s"}}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ScenarioError, match=r"long\.yaml:\d+: runtime\.duration: 1e\+06 s is "
+                       rf"976562500000 rounds of 1\.024e-06 s, above the bound {MAX_ROUNDS} "):
+        load_scenario(path)
+
+
+def test_rounds_on_the_command_line_do_not_silently_replace_a_runtime(tmp_path):
+    result = runner.invoke(app, ["run", "gameday_baseline", "--rounds", "1", "--out",
+                                 str(tmp_path / "run")])
+    assert result.exit_code == 2
+    (line,) = result.stderr.splitlines()
+    assert "--rounds: gameday_baseline sets its length in runtime.duration" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_validate_warns_of_a_probe_no_run_can_measure_yet(tmp_path):
+    data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    data["steady_state"] = {"title": "t", "probes": [
+        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}}]}
+    path = tmp_path / "vis.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["scenario", "validate", str(path)])
+    assert result.exit_code == 0 and result.stdout.strip() == f"{path}: ok"
+    assert "steady_state.probes.0.metric: 'vis': visibility is not measured by the emulator " \
+        "yet; the verdict will say 'not measured'" in result.stderr
+    data["steady_state"]["probes"] = [
+        {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+        {"name": "cr-1s", "metric": "coincidence_rate_hz", "tolerance": {"min": 1},
+         "window": "1s"}]
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["scenario", "validate", str(path)])
+    (warning,) = result.stderr.splitlines()
+    assert "probes.1.metric: 'cr-1s': coincidence_rate_hz is a run total only" in warning
+
+
+# --- end to end: the real command, twice ------------------------------------------------------
+
+#: A quick game day: two short rounds (each aborts: too few counts for a positive length), a
+#: hypothesis with a probe that cannot hold (the X basis errs ~30 % of the time).
+SMALL = {"round_frames": 256, "runtime": {"rounds": 2}, "steady_state": {
+    "title": "quick", "probes": [
+        {"name": "x-perfect", "metric": "qber_x", "tolerance": [0, 0], "window": "0.25s"},
+        {"name": "no-mismatch", "metric": "key_mismatches", "tolerance": 0},
+        {"name": "bsm", "metric": "bsm_rate_hz", "tolerance": {"min": 1}}]}}
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gameday")
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), **SMALL}
+    path = tmp / "quick.yaml"
+    path.write_text(yaml.safe_dump(data))
+    runs = []
+    for name in ("a", "b"):
+        out = tmp / name
+        args = ["run", str(path), "--out", str(out)] + (["--json"] if name == "b" else [])
+        runs.append((runner.invoke(app, args), out))
+    return runs
+
+
+@pytest.mark.slow  # two real runs, about 30 s together
+def test_a_probe_that_cannot_hold_fails_the_run_with_status_3_naming_it(two_runs):
+    result, out = two_runs[0]
+    assert result.exit_code == HYPOTHESIS_FAILED == 3, result.output
+    deviated = [x for x in result.stderr.splitlines() if x.startswith("deviated: ")]
+    assert deviated and all("probe x-perfect (qber_x) before: 0.3" in x for x in deviated)
+    assert "above the max 0" in deviated[0]
+    assert "steady-state hypothesis: quick — DEVIATED" in result.stdout
+    journal = json.loads((out / "journal.json").read_text())
+    assert journal["status"] == "completed" and journal["deviated"] is True
+    probes = {p["name"]: p["results"][0] for p in journal["hypothesis"]["probes"]}
+    assert probes["x-perfect"]["status"] == "deviated"
+    assert [w["rounds"] for w in probes["x-perfect"]["windows"]] == [[0], [0, 1], [1]]
+    assert probes["no-mismatch"]["status"] == probes["bsm"]["status"] == "held"
+    assert journal["run"]["rounds_recorded"] == 2 and journal["timeline"] == []
+
+
+@pytest.mark.slow
+def test_the_journal_is_the_same_on_every_run_but_for_its_wall_clock(two_runs):
+    (first, a), (second, b) = two_runs
+    ja, jb = (json.loads((d / "journal.json").read_text()) for d in (a, b))
+    assert ja.pop("wall_clock") != jb.pop("wall_clock")
+    assert ja == jb
+    assert second.exit_code == 3
+    assert json.loads(second.stdout)["journal"]["deviated"] is True
+
+
+def test_every_run_gets_a_journal_even_without_a_hypothesis(tmp_path: Path):
+    from orchestration.run import write_journal
+
+    journal = write_journal(QUICK, tmp_path, "failed", [], {"wall_seconds": 0.0})
+    assert journal["deviated"] is False and journal["hypothesis"]["probes"] == []
+    assert journal["run"]["mismatched_rounds"] is None
+    assert json.loads((tmp_path / "journal.json").read_text()) == journal
+
+
+def test_fail_fast_stops_the_run_in_order_at_the_first_settled_deviation(tmp_path):
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), "round_frames": 256,
+            "runtime": {"rounds": 6, "fail_fast": True},
+            "steady_state": {"title": "no aborts", "probes": [
+                {"name": "no-aborts", "metric": "aborted_rounds", "tolerance": 0,
+                 "window": "0.25s"}]}}
+    path = tmp_path / "ff.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(path), "--out", str(out)])
+    assert result.exit_code == 3, result.output
+    # the worst window: [0, 0.25) s holds one aborted round, [0.25, 0.5) s two when both ended
+    assert re.search(r"deviated: probe no-aborts \(aborted_rounds\) before: [12] in \[0(\.25)?, "
+                     r"0\.(25|5)\) s, [12] above the max 0", result.stderr), result.stderr
+    assert "runtime.fail_fast: stopped after" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted_by"] == "fail_fast" and summary["rounds"] < 6
+    journal = json.loads((out / "journal.json").read_text())
+    assert (journal["status"], journal["interrupted_by"]) == ("interrupted", "fail_fast")
+    assert journal["deviated"] is True
+
+
+@pytest.mark.slow  # a real run with a fault, about 45 s
+@pytest.mark.skipif("fiber_cut" not in implemented_faults(),
+                    reason="the channel emulator does not inject fiber_cut yet")
+def test_a_fiber_cut_shows_in_the_phase_of_its_fault_and_nowhere_else(tmp_path):
+    """Three rounds of 0.27 s; Bob's fiber is cut from 0.3 s to 0.5 s (in round 1)."""
+    data = {**yaml.safe_load(DEFAULT_SCENARIO.read_text()), "round_frames": 256,
+            "runtime": {"duration": "0.8s"},
+            "steady_state": {"title": "Bell-state measurements keep coming", "probes": [
+                {"name": "bsm-rate", "metric": "bsm_rate_hz", "tolerance": {"min": 5e5}},
+                {"name": "recover", "metric": "time_to_recover_s", "tolerance": {"max": 0.5}},
+                {"name": "no-mismatch", "metric": "key_mismatches", "tolerance": 0}]},
+            "method": [{"at": "0.3s", "name": "cut", "duration": "0.2s",
+                        "fault": {"type": "fiber_cut", "target": "link/bob-charles"}}],
+            "rollbacks": [{"name": "clear", "action": {"type": "clear_faults"}}]}
+    path = tmp_path / "cut.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 3, result.output
+    assert "deviated: probe bsm-rate (bsm_rate_hz) during cut: " in result.stderr
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    status = {(p["name"], r["phase"]): r["status"] for p in journal["hypothesis"]["probes"]
+              for r in p["results"]}
+    assert status[("bsm-rate", "before")] == status[("bsm-rate", "after")] == "held"
+    assert status[("bsm-rate", "during")] == "deviated"
+    assert status[("recover", "after")] == "held"
+    assert {s for (name, _), s in status.items() if name == "no-mismatch"} == {"held"}
+    (cut,) = journal["timeline"]
+    assert (cut["start_s"], cut["end_s"], cut["ended_by"]) == (0.3, 0.5, "duration")
+    assert journal["rollbacks"][0]["executed"] is True
+
+
+# --- the orchestrator's part, with a launcher that starts no process ---------------------------
+
+
+class ScriptedLauncher:
+    """Plays a run: each poll, Alice records the next of ``records`` (a small-round record
+    whose aborted flag is given), then every node exits with ``exit_code``."""
+
+    def __init__(self, records, exit_code=0):
+        self.records, self.exit_code, self.stopped_after = list(records), exit_code, None
+        self.run_dir = None
+
+    def start(self, run_dir):
+        self.run_dir = run_dir
+        (run_dir / "alice").mkdir(exist_ok=True)
+
+    def poll(self):
+        path = self.run_dir / "alice" / "rounds.jsonl"
+        done = len(path.read_text().splitlines()) if path.exists() else 0
+        if done < len(self.records):
+            with path.open("a") as f:
+                f.write(json.dumps(self.records[done]) + "\n")
+            return dict.fromkeys(("alice", "bob", "charles", "nature"))
+        return dict.fromkeys(("alice", "bob", "charles", "nature"), self.exit_code)
+
+    def stop(self, grace_s=5.0):
+        if self.stopped_after is None and self.run_dir is not None:
+            path = self.run_dir / "alice" / "rounds.jsonl"
+            self.stopped_after = len(path.read_text().splitlines()) if path.exists() else 0
+
+    def cause(self, name):
+        return "scripted failure"
+
+
+def _record(k, slots, aborted):
+    return {"round": k, "start_slot": k * slots, "stop_slot": (k + 1) * slots,
+            "emulated_seconds": slots / 1e9, "announced": 1000, "aborted": aborted,
+            "abort_reason": "too few counts: scripted" if aborted else None,
+            "secure_bits": 0 if aborted else 10, "qber_x": 0.3, "x_bits": 10}
+
+
+def _scripted(tmp_path, fail_fast, aborted, exit_code=0):
+    from orchestration.run import execute
+
+    sc = load_scenario(DEFAULT_SCENARIO, {
+        "round_frames": 256, "runtime": {"rounds": len(aborted), "fail_fast": fail_fast},
+        "steady_state": {"title": "t", "probes": [
+            {"name": "no-aborts", "metric": "aborted_rounds", "tolerance": 0,
+             "window": "0.2s"}]}})
+    run_dir = prepare_run_dir(sc, tmp_path / "run")
+    launcher = ScriptedLauncher([_record(k, sc.round_slots, a) for k, a in enumerate(aborted)],
+                                exit_code)
+    return execute(sc, run_dir, launcher=launcher), launcher, run_dir
+
+
+def test_fail_fast_stops_at_the_first_settled_deviation_and_not_before(tmp_path):
+    summary, launcher, run_dir = _scripted(tmp_path, True, [False, False, True, False, False])
+    assert launcher.stopped_after == 3  # the window [0.4, 0.6) s holds round 2 once it ended
+    assert summary["interrupted_by"] == "fail_fast" and summary["rounds"] == 3
+    journal = json.loads((run_dir / "journal.json").read_text())
+    assert (journal["status"], journal["deviated"]) == ("interrupted", True)
+
+
+def test_without_fail_fast_the_run_goes_to_its_end_and_the_journal_says_completed(tmp_path):
+    summary, launcher, run_dir = _scripted(tmp_path, False, [False, True, False])
+    assert summary["rounds"] == 3 and not summary["interrupted"]
+    journal = json.loads((run_dir / "journal.json").read_text())
+    assert (journal["status"], journal["deviated"], journal["interrupted_by"]) == (
+        "completed", True, None)
+
+
+def test_a_failed_run_still_writes_its_journal(tmp_path):
+    from orchestration.run import RunFailed
+
+    with pytest.raises(RunFailed, match="scripted failure"):
+        _scripted(tmp_path, False, [False], exit_code=1)
+    journal = json.loads((tmp_path / "run" / "journal.json").read_text())
+    assert journal["status"] == "failed" and journal["run"]["rounds_recorded"] == 1

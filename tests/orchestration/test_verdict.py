@@ -1,0 +1,282 @@
+"""The game-day verdict (orchestration.verdict) from synthetic rounds records: each rule can
+fail. Time: a clock of 1 Hz and 2-slot rounds, so round k covers [2k, 2k + 2) s."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orchestration.experiment import MethodEntry, RollbackModel, SteadyStateModel
+from orchestration.verdict import evaluate, rounds_of, timeline, windows
+
+SECONDS = 2  # per round
+
+
+def rec(k: int, **fields):
+    """Round ``k``: a healthy final round unless ``fields`` say otherwise."""
+    base = {"round": k, "start_slot": SECONDS * k, "stop_slot": SECONDS * (k + 1),
+            "emulated_seconds": SECONDS, "phase": "final", "qber_z": 0.01,
+            "key_bits_raw": 1000, "qber_x": 0.3, "x_bits": 500, "announced": 4000,
+            "secure_bits": 100, "aborted": False, "abort_reason": None}
+    return {**base, **fields}
+
+
+def probes(*items):
+    return SteadyStateModel.model_validate({"title": "t", "probes": list(items)})
+
+
+def fault(at, name="f", duration=None, type_="loss", target="link/bob-charles", params=None):
+    entry = {"at": at, "name": name,
+             "fault": {"type": type_, "target": target,
+                       "params": {"extra_db": 3} if params is None else params}}
+    if duration is not None:
+        entry["duration"] = duration
+    return MethodEntry.model_validate(entry)
+
+
+def action(at, name, type_="clear_faults", target=None, params=None):
+    return MethodEntry.model_validate({"at": at, "name": name, "action": {
+        "type": type_, "target": target, "params": params or {}}})
+
+
+def verdict(steady, records, method=(), rollbacks=(), end=None, **kwargs):
+    end = SECONDS * len(records) if end is None else end
+    kwargs.setdefault("mismatched", {})
+    return evaluate(steady, list(method), list(rollbacks), records, 1.0, end, **kwargs)
+
+
+def result(v, probe, phase, segment=None):
+    p = next(p for p in v.probes if p.name == probe)
+    return next(r for r in p.results if r.phase == phase
+                and (segment is None or r.segment == segment))
+
+
+QBER = {"name": "qz", "metric": "qber_z", "tolerance": [0, 0.03]}
+
+
+def test_without_faults_the_whole_run_is_the_baseline_and_the_other_phases_do_not_apply():
+    v = verdict(probes(QBER), [rec(k) for k in range(3)])
+    before = result(v, "qz", "before")
+    assert before.status == "held" and before.windows[0].rounds == [0, 1, 2]
+    assert before.windows[0].value == pytest.approx(0.01)
+    assert result(v, "qz", "during").status == "not applicable"
+    assert result(v, "qz", "after").status == "not applicable"
+    assert v.deviated is False and v.deviations == []
+
+
+def test_a_window_outside_the_tolerance_deviates_saying_by_how_much():
+    records = [rec(k) for k in range(5)]
+    records[3] = rec(3, qber_z=0.07)
+    v = verdict(probes({**QBER, "window": "4s"}), records)
+    r = result(v, "qz", "before")
+    assert [(w.start_s, w.end_s) for w in r.windows] == [(0, 4), (4, 8), (8, 10)]
+    assert [w.holds for w in r.windows] == [True, False, True]
+    assert r.status == "deviated" and v.deviated
+    (d,) = v.deviations
+    assert (d.start_s, d.end_s) == (4, 8)  # rounds 2 and 3, [4, 8)
+    assert d.value == pytest.approx(0.04) and d.by == pytest.approx(0.01)
+    assert "qz (qber_z) before" in d.message and "above the max 0.03" in d.message
+
+
+def test_a_window_shorter_than_a_round_measures_the_rounds_it_overlaps():
+    got = windows(rounds_of([rec(0), rec(1)], 1.0), 1.0)
+    assert [(a, b, [r.index for r in rs]) for a, b, rs in got] == [
+        (0, 1, [0]), (1, 2, [0]), (2, 3, [1]), (3, 4, [1])]
+
+
+def test_qber_z_is_taken_from_reconciled_rounds_only_and_weighted_by_their_key_bits():
+    records = [rec(0, qber_z=0.02, key_bits_raw=3000), rec(1, qber_z=0.06, key_bits_raw=1000),
+               rec(2, phase="precheck", qber_z=0.5, aborted=True)]
+    r = result(verdict(probes(QBER), records), "qz", "before")
+    assert r.windows[0].value == pytest.approx((0.02 * 3000 + 0.06 * 1000) / 4000)
+    only_prechecks = [rec(k, phase="precheck", qber_z=None, aborted=True) for k in range(2)]
+    v = verdict(probes(QBER), only_prechecks)
+    assert result(v, "qz", "before").status == "no data" and v.deviated
+
+
+def test_phases_before_during_and_after_a_fault_hold_their_rounds():
+    records = [rec(k) for k in range(6)]  # [0, 12) s
+    v = verdict(probes(QBER), records, [fault(5, duration=2)])  # [5, 7): rounds 2 and 3
+    assert result(v, "qz", "before").windows[0].rounds == [0, 1]
+    assert result(v, "qz", "during", "f").windows[0].rounds == [2, 3]
+    assert result(v, "qz", "after").windows[0].rounds == [4, 5]
+
+
+def test_a_deviation_during_a_fault_counts_only_for_probes_that_must_hold_during_it():
+    records = [rec(0), rec(1, qber_z=0.2), rec(2)]
+    method = [fault(2, duration=2)]
+    strict = verdict(probes(QBER), records, method)
+    assert result(strict, "qz", "during").status == "deviated" and strict.deviated
+    assert strict.deviations[0].segment == "f" and "during f" in strict.deviations[0].message
+    lenient = verdict(probes({**QBER, "phases": ["before", "after"]}), records, method)
+    assert not lenient.deviated
+    assert {r.phase for r in lenient.probes[0].results} == {"before", "after"}
+
+
+def test_a_phase_without_a_round_is_no_data_and_deviates_only_where_the_probe_must_hold():
+    records = [rec(k) for k in range(3)]
+    v = verdict(probes(QBER), records, [fault(1, duration=2)])  # no round ends by 1 s
+    assert result(v, "qz", "before").status == "no data" and v.deviated
+    assert "before: no data" in v.deviations[0].message
+    v = verdict(probes({**QBER, "phases": ["during", "after"]}), records, [fault(1, duration=2)])
+    assert not v.deviated
+    at_zero = verdict(probes(QBER), records, [fault(0, duration=2)])
+    assert result(at_zero, "qz", "before").status == "not applicable" and not at_zero.deviated
+
+
+def test_a_fault_until_the_end_leaves_no_after_phase_and_a_clear_faults_ends_it():
+    records = [rec(k) for k in range(4)]
+    v = verdict(probes(QBER), records, [fault(2)])
+    assert result(v, "qz", "after").status == "not applicable"
+    (span,) = v.timeline
+    assert (span.start_s, span.end_s, span.ended_by) == (2, 8, "run end")
+    v = verdict(probes(QBER), records, [fault(2), action(4, "clear")])
+    f, a = v.timeline
+    assert (f.end_s, f.ended_by) == (4, "action clear") and (a.kind, a.start_s) == ("action", 4)
+    assert result(v, "qz", "after").windows[0].rounds == [2, 3]
+
+
+def test_the_timeline_is_in_time_order_clipped_to_the_run_and_marks_what_it_never_reached():
+    spans = timeline([fault(3, "late", duration=100), fault(1, "early", duration=1,
+                                                           target="link/alice-charles"),
+                      fault(50, "never", target="link/alice-charles")], 10.0)
+    assert [(s.name, s.start_s, s.end_s, s.reached) for s in spans] == [
+        ("early", 1, 2, True), ("late", 3, 10, True), ("never", 10, 10, False)]
+
+
+def test_an_action_at_the_same_time_ends_a_fault_only_when_it_comes_later_in_the_file():
+    before = timeline([action(2, "clear"), fault(2, "f")], 10.0)
+    after = timeline([fault(2, "f"), action(2, "clear")], 10.0)
+    assert next(s for s in before if s.name == "f").end_s == 10
+    assert next(s for s in after if s.name == "f").end_s == 2
+
+
+def test_rates_and_counts_from_the_records():
+    records = [rec(0, secure_bits=300, announced=10), rec(1, secure_bits=0, announced=30,
+                                                           aborted=True,
+                                                           abort_reason="too few counts: 5"),
+               rec(2, aborted=True, abort_reason="QBER_Z 0.2 above threshold 0.11",
+                   secure_bits=0, announced=0)]
+    v = verdict(probes({"name": "skr", "metric": "secure_key_rate_bps", "tolerance": {"min": 60}},
+                       {"name": "bsm", "metric": "bsm_rate_hz", "tolerance": {"min": 7}},
+                       {"name": "ab", "metric": "aborted_rounds", "tolerance": {"max": 1}},
+                       {"name": "few", "metric": "abort_reason", "reason": "Too few counts",
+                        "tolerance": 1}), records)
+    got = {p.name: (p.results[0].windows[0].value, p.results[0].status) for p in v.probes}
+    assert got == {"skr": (50.0, "deviated"), "bsm": (pytest.approx(40 / 6), "deviated"),
+                   "ab": (2.0, "deviated"), "few": (1.0, "held")}
+
+
+def test_key_mismatches_count_rounds_whose_stored_keys_differ():
+    probe = probes({"name": "km", "metric": "key_mismatches", "tolerance": 0})
+    records = [rec(k) for k in range(3)]
+    assert not verdict(probe, records, mismatched={0: False}).deviated
+    v = verdict(probe, records, mismatched={1: True})
+    assert v.probes[0].results[0].windows[0].value == 1 and v.deviated
+    unread = verdict(probe, records, mismatched=None)
+    assert unread.probes[0].results[0].status == "no data" and unread.deviated
+
+
+def test_keys_from_attacked_rounds_count_key_bits_of_rounds_overlapping_an_attack():
+    probe = probes({"name": "atk", "metric": "keys_from_attacked_rounds", "tolerance": 0})
+    records = [rec(k, secure_bits=10 * (k + 1)) for k in range(4)]
+    attack = fault(3, "eve", duration=2, type_="intercept_resend", params={"fraction": 0.5})
+    v = verdict(probe, records, [attack])
+    during = result(v, "atk", "during", "eve")
+    assert during.windows[0].value == 20 + 30 and during.status == "deviated"
+    assert result(v, "atk", "before").windows[0].value == 0  # a loss is no attack
+    relay = fault(3, "charles", duration=2, type_="malicious_relay", target="relay",
+                  params={"mode": "fake_announcements"})
+    assert result(verdict(probe, records, [relay]), "atk", "during").windows[0].value == 50
+    assert not verdict(probe, records, [fault(3, duration=2)]).deviated
+
+
+def test_time_to_recover_is_the_time_from_a_faults_end_to_the_first_healthy_round():
+    ttr = {"name": "ttr", "metric": "time_to_recover_s", "tolerance": {"max": 1}}
+    records = [rec(0), rec(1, qber_z=0.2), rec(2, qber_z=0.2), rec(3, qber_z=0.2), rec(4)]
+    v = verdict(probes(ttr, {**QBER, "phases": ["before", "after"]}), records,
+                [fault(2, duration=3)])  # ends at 5 s; [6, 8) is bad, [8, 10) healthy
+    r = result(v, "ttr", "after")
+    (w,) = r.windows
+    assert (w.value, w.start_s, w.end_s, w.rounds) == (3.0, 5.0, 8.0, [4])
+    assert r.status == "deviated" and w.by == pytest.approx(2.0)
+    assert result(v, "ttr", "before").status == "not applicable"
+    never = verdict(probes(ttr, QBER), records[:4], [fault(2, duration=3)])
+    assert result(never, "ttr", "after").status == "no data" and never.deviated
+    assert "did not recover" in result(never, "ttr", "after").note
+    # without other probes that must hold after: the first round not aborted
+    alone = verdict(probes({**ttr, "tolerance": {"max": 0}}),
+                    [rec(0), rec(1), rec(2, aborted=True), rec(3)], [fault(1, duration=3)])
+    assert result(alone, "ttr", "after").windows[0].value == 2.0  # ends 4 s; round 3 at 6 s
+
+
+def test_run_totals_measure_only_a_window_that_holds_the_whole_run():
+    records = [rec(k) for k in range(3)]
+    whole = probes({"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+                   {"name": "auth", "metric": "auth_failures", "tolerance": 0})
+    v = verdict(whole, records, totals={"coincidences": 600.0, "auth_failures": 2.0})
+    assert [(p.results[0].windows[0].value, p.results[0].status) for p in v.probes] == [
+        (100.0, "held"), (2.0, "deviated")]
+    part = probes({"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1},
+                   "window": "2s"})
+    r = verdict(part, records, totals={"coincidences": 600.0}).probes[0].results[0]
+    assert r.status == "not measured" and "run total" in r.windows[0].note
+
+
+def test_a_metric_without_a_source_is_not_measured_and_does_not_fail_the_hypothesis():
+    v = verdict(probes({"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}}),
+                [rec(0)])
+    r = v.probes[0].results[0]
+    assert r.status == "not measured" and r.windows[0].value is None and not v.deviated
+
+
+def test_rollbacks_run_at_the_end_and_end_the_faults_still_active():
+    clear = RollbackModel.model_validate({"name": "clear", "action": {"type": "clear_faults"}})
+    records = [rec(k) for k in range(4)]
+    v = verdict(None, records, [fault(1, "a", duration=1), fault(2, "b",
+                                                               target="link/alice-charles")],
+                [clear])
+    assert v.rollbacks == [{"name": "clear", "type": "clear_faults", "target": None,
+                            "params": {}, "at_s": 8, "executed": True, "ended": ["b"]}]
+    stopped = verdict(None, records, [fault(2, "b")], [clear], reached_end=False)
+    assert stopped.rollbacks[0]["executed"] is False and stopped.rollbacks[0]["ended"] == []
+
+
+def test_no_hypothesis_no_deviation_and_the_verdict_is_plain_json():
+    import json
+
+    v = verdict(None, [rec(0)], [fault(0.5, duration=1)])
+    assert v.deviated is False and v.probes == []
+    data = v.to_json()
+    assert json.loads(json.dumps(data)) == data
+    assert data["timeline"][0]["end_s"] == 1.5 and not math.isinf(data["run_end_s"])
+
+
+def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
+    from orchestration.verdict import settled_deviations
+
+    bad = [rec(0), rec(1, qber_z=0.2)]
+    windowed = verdict(probes({**QBER, "window": "2s"}), bad, end=20)
+    assert [d.start_s for d in settled_deviations(windowed, 4.0)] == [2.0]  # a full window
+    whole = verdict(probes(QBER), bad, end=20)  # the whole phase: open until the run's end
+    assert whole.deviated and settled_deviations(whole, 4.0) == []
+    assert len(settled_deviations(verdict(probes(QBER), bad), 4.0)) == 1  # the run ended
+    partial = verdict(probes({**QBER, "window": "3s"}), bad, end=20)  # [3, 4) is not full yet
+    assert [d.start_s for d in settled_deviations(partial, 4.0)] == [0.0]
+    missing = verdict(probes(QBER), [rec(0, phase="precheck", aborted=True)], end=20)
+    assert missing.deviated and settled_deviations(missing, 2.0) == []  # judged at the end
+
+
+def test_what_a_run_cannot_measure_is_said_before_it_starts():
+    from orchestration.verdict import unmeasured
+
+    (vis, cr, cr_short, qz) = probes(
+        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}},
+        {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+        {"name": "crs", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}, "window": 1},
+        QBER).probes
+    assert "not measured by the emulator yet" in unmeasured(vis, False, 10.0)
+    assert unmeasured(cr, False, 10.0) is None and unmeasured(qz, True, 10.0) is None
+    assert "run total only" in unmeasured(cr, True, 10.0)
+    assert "run total only" in unmeasured(cr_short, False, 10.0)
