@@ -5,8 +5,9 @@ Alice's and Bob's batches of the same frames, holds the link's live state (``cha
 samples the detectors with the exact sampler (with the scenario's physics faults at their
 emulated times, which the link carries: ``channel.impairments``) and pushes to Charles only what
 his electronics would report, one ``nodes.records.RecordsBatch`` per pair
-(docs/trust-boundaries.md). The pulse descriptions (and the users' settings keys in them) never leave this process, and nature has no
-classical link: it can neither read nor send a protocol message. Its secrets
+(docs/trust-boundaries.md). The pulse descriptions (and the users' settings keys in them) never
+leave this process, and nature has no classical link: it can neither read nor send a protocol
+message. Its secrets
 (``orchestration.secrets``) are its sampling and drift seeds; it is stopped by the orchestrator
 once the protocol nodes are done, and writes its singles counters then.
 """
