@@ -7,9 +7,8 @@ emulated times, which the link carries: ``channel.impairments``) and pushes to C
 his electronics would report, one ``nodes.records.RecordsBatch`` per pair
 (docs/trust-boundaries.md). The pulse descriptions (and the users' settings keys in them) never
 leave this process, and nature has no classical link: it can neither read nor send a protocol
-message. Its secrets
-(``orchestration.secrets``) are its sampling and drift seeds; it is stopped by the orchestrator
-once the protocol nodes are done, and writes its singles counters then.
+message. Its secrets (``orchestration.secrets``) are its sampling and drift seeds; it is stopped by
+the orchestrator once the protocol nodes are done, and writes its singles counters then.
 """
 
 from __future__ import annotations
