@@ -699,13 +699,18 @@ Rollbacks = Annotated[list[RollbackModel], Field(max_length=MAX_ENTRIES)]
 # --- checks across entries ----------------------------------------------------------------------
 
 
-def _ends(entry: MethodEntry, later: list[MethodEntry]) -> float:
-    """When the entry's fault ends: its duration, or an earlier action that ends it."""
+def _ends(k: int, entries: list[MethodEntry]) -> float:
+    """When entry ``k``'s fault ends: its duration, or the first action in time that ends it.
+    Entries apply in time order, file order at equal times (as the emulator and the verdict apply
+    them: ``channel.impairments.fault_windows``), so an action ends the fault when it comes later
+    in time, or at the same time and later in the file."""
+    entry = entries[k]
     assert entry.fault is not None
     end = entry.end
-    for other in later:
+    for j, other in enumerate(entries):
         a = other.action
-        if a is None or other.at >= end:
+        if a is None or other.at >= end or other.at < entry.at or (
+                other.at == entry.at and j < k):
             continue
         ends = (a.type == "clear_faults" and a.target in (None, entry.fault.target)
                 and a.params.get("fault") in (None, entry.name)) or (
@@ -764,11 +769,11 @@ def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
     faults = [(k, e) for k, e in enumerate(entries) if e.fault is not None]
     for i, (k, e) in enumerate(faults):
         assert e.fault is not None
-        end = _ends(e, entries[k + 1:])
+        end = _ends(k, entries)
         for j, other in faults[i + 1:]:
             assert other.fault is not None
             same = (other.fault.type, other.fault.target) == (e.fault.type, e.fault.target)
-            if same and other.at < end and e.at < _ends(other, entries[j + 1:]):
+            if same and other.at < end and e.at < _ends(j, entries):
                 until = "the end of the run" if math.isinf(end) else f"{end:g} s"
                 raise FieldProblem(("method", j), f"fault {other.fault.type} on "
                                    f"{other.fault.target} overlaps entry {k} ({e.name!r}, from "

@@ -310,7 +310,26 @@ REFUSALS = [
      "    fault: {type: loss, target: link/alice-charles, params: {extra_db: 1}}",
      "method.2", "overlaps entry 1 ('lossy splice', from 40 s until the end of the run)",
      "- at: 50s"),
+    # a clear later in the file but earlier in time does not end a fault that starts after it
+    ("  - at: 40s\n    name: lossy splice\n    " + LOSS,
+     "  - at: 40s\n    name: lossy splice\n    " + LOSS + "\n  - at: 10s\n    name: early\n"
+     "    action: {type: clear_faults}\n  - at: 50s\n    name: worse\n"
+     "    fault: {type: loss, target: link/alice-charles, params: {extra_db: 1}}",
+     "method.3", "overlaps entry 1 ('lossy splice', from 40 s until the end of the run)",
+     "- at: 50s"),
 ]
+
+
+def test_a_clear_earlier_in_the_file_but_later_in_time_ends_a_fault(tmp_path):
+    text = EXAMPLE_TEXT.replace(
+        "  - at: 40s\n    name: lossy splice\n    " + LOSS,
+        "  - at: 45s\n    name: mend\n    action: {type: clear_faults, target: "
+        "link/alice-charles}\n  - at: 40s\n    name: lossy splice\n    " + LOSS
+        + "\n  - at: 50s\n    name: worse\n"
+        "    fault: {type: loss, target: link/alice-charles, params: {extra_db: 1}}", 1)
+    assert "name: worse" in text
+    scenario = load_scenario(_write(tmp_path, text))  # the splice ends at 45 s: no overlap
+    assert [e.name for e in scenario.method] == ["drift", "mend", "lossy splice", "worse"]
 
 
 @pytest.mark.parametrize(("old", "new", "field", "needle", "line_text"), REFUSALS,
