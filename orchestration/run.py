@@ -133,7 +133,9 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    """The complete lines of a node's JSON-lines log; nothing unless it is a regular file (a log
+    that is a device, such as /dev/full on a full-disk drill, would be read without end)."""
+    if not path.is_file():
         return []
     rows = []
     for line in path.read_text().splitlines():
@@ -416,8 +418,9 @@ def run_totals(run_dir: Path) -> dict[str, float]:
     (frames every node refused for a failed authentication tag), each only when its metrics
     files are there."""
     def metrics(node: str) -> dict[str, Any] | None:
+        path = run_dir / node / "metrics.json"
         try:
-            return json.loads((run_dir / node / "metrics.json").read_text())
+            return json.loads(path.read_text()) if path.is_file() else None
         except (OSError, ValueError):
             return None
 
