@@ -139,7 +139,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         from nodes.nature import ChannelEmulator, NatureNode
         from nodes.transport import PulseLayout
 
-        link = build_link(scenario, secrets.drift_seed)
+        link = build_link(scenario, secrets.drift_seed, secrets.fault_timeline)
         plans = {u: settings_plan(scenario, u) for u in ("alice", "bob")}  # type: ignore[arg-type]
         layout = PulseLayout(scenario.rounds, scenario.round_frames, scenario.batch_frames,
                              scenario.frame_bits, {u: p.n_combos for u, p in plans.items()})
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args[1])
         data = json.loads((run_dir / "config.json").read_text())
         run = RunConfig.model_validate(data["run"])
-        scenario = Scenario.model_validate(data["scenario"])  # public: no master seed in it
+        scenario = Scenario.model_validate(data["scenario"])  # no master seed, no timeline
         secrets = read_node_secrets(run_dir, role)
         tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
     except _Stop as e:
