@@ -402,7 +402,9 @@ class Scenario(_Model):
                     rollbacks=self.rollbacks, runtime=self.runtime, rounds=self.rounds,
                     seconds_per_round=self.emulated_seconds_per_round,
                     intensities={f"source/{u}": [i.name for i in m.source.intensities]
-                                 for u, m in (("alice", self.alice), ("bob", self.bob))})
+                                 for u, m in (("alice", self.alice), ("bob", self.bob))},
+                    clock_rate_hz=self.clock_rate_hz, frame_bits=self.frame_bits,
+                    run_frames=self.run_rounds * self.round_frames)
         return self
 
     @model_validator(mode="after")

@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from channel.impairments import PHYSICS_FAULTS
+from channel.impairments import PHYSICS_FAULTS, frame_at
 
 
 class FieldProblem(ValueError):
@@ -699,14 +699,14 @@ Rollbacks = Annotated[list[RollbackModel], Field(max_length=MAX_ENTRIES)]
 # --- checks across entries ----------------------------------------------------------------------
 
 
-def _ends(k: int, entries: list[MethodEntry]) -> float:
-    """When entry ``k``'s fault ends: its duration, or the first action in time that ends it.
+def _ender(k: int, entries: list[MethodEntry]) -> int | None:
+    """The entry whose action ends entry ``k``'s fault first, before its duration does, or None.
     Entries apply in time order, file order at equal times (as the emulator and the verdict apply
     them: ``channel.impairments.fault_windows``), so an action ends the fault when it comes later
     in time, or at the same time and later in the file."""
     entry = entries[k]
     assert entry.fault is not None
-    end = entry.end
+    end, ender = entry.end, None
     for j, other in enumerate(entries):
         a = other.action
         if a is None or other.at >= end or other.at < entry.at or (
@@ -718,17 +718,53 @@ def _ends(k: int, entries: list[MethodEntry]) -> float:
                 a.type == "resume" and entry.fault.type == "pause"
                 and a.target == entry.fault.target)
         if ends:
-            end = other.at
-    return end
+            end, ender = other.at, j
+    return ender
+
+
+def _ends(k: int, entries: list[MethodEntry]) -> float:
+    """When entry ``k``'s fault ends: its duration, or the first action in time that ends it."""
+    j = _ender(k, entries)
+    return entries[k].end if j is None else entries[j].at
+
+
+def _frameless(k: int, entries: list[MethodEntry], clock_rate_hz: float, frame_bits: int,
+               run_frames: int) -> FieldProblem | None:
+    """Why entry ``k``'s fault would act on nothing, or None: faults act on whole settings
+    frames, those whose start its window holds (``channel.impairments.frame_at``), and a window
+    that holds no frame start of the run changes nothing."""
+    entry = entries[k]
+    end, j = _ends(k, entries), _ender(k, entries)
+    first = frame_at(entry.at, clock_rate_hz, frame_bits)
+    stop = min(frame_at(end, clock_rate_hz, frame_bits), run_frames)
+    if stop > first:
+        return None
+    frame_s = (1 << frame_bits) / clock_rate_hz
+    frames = f"faults act on whole frames of {frame_s * 1e3:.4g} ms (2**{frame_bits} slots at " \
+             f"{clock_rate_hz:g} Hz), those whose start the window holds"
+    if first >= run_frames:
+        return FieldProblem(("method", k, "at"), f"{entry.at:g} s is after the start of the "
+                            f"run's last frame ({(run_frames - 1) * frame_s:.10g} s): {frames}")
+    nxt = f"the next frame starts at {first * frame_s:.10g} s"
+    if j is not None:
+        return FieldProblem(("method", k), f"fault {entry.name!r} from {entry.at:g} s (ended at "
+                            f"{entries[j].at:g} s by entry {j} {entries[j].name!r}) holds no "
+                            f"settings frame's start: {frames}; {nxt}")
+    where = ("method", k, "duration") if entry.duration is not None else ("method", k)
+    return FieldProblem(where, f"{entry.end - entry.at:g} s from {entry.at:g} s holds no "
+                        f"settings frame's start: {frames}; {nxt}, so make it last until then "
+                        "or longer")
 
 
 def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
                 steady_state: SteadyStateModel | None, rollbacks: list[RollbackModel] | None,
                 runtime: RuntimeModel | None, rounds: int, seconds_per_round: float,
-                intensities: dict[str, list[str]]) -> None:
+                intensities: dict[str, list[str]], clock_rate_hz: float, frame_bits: int,
+                run_frames: int) -> None:
     """What no single entry can check: raises ``FieldProblem`` with a path from the scenario's
-    top. ``rounds`` and ``seconds_per_round`` are the scenario's; ``intensities`` the class names
-    of each source (``source/alice``: [...])."""
+    top. ``rounds``, ``seconds_per_round``, ``clock_rate_hz`` and ``frame_bits`` are the
+    scenario's, ``run_frames`` the settings frames its run covers; ``intensities`` the class
+    names of each source (``source/alice``: [...])."""
     if tags and len(set(tags)) != len(tags):
         k = next(k for k, t in enumerate(tags) if t in tags[:k])
         raise FieldProblem(("tags", k), f"{tags[k]!r} is listed twice")
@@ -767,6 +803,10 @@ def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
                 raise FieldProblem(("steady_state", "probes", k, "window"),
                                    f"{probe.window:g} s is longer than the run: {how}")
     faults = [(k, e) for k, e in enumerate(entries) if e.fault is not None]
+    for k, _ in faults:
+        problem = _frameless(k, entries, clock_rate_hz, frame_bits, run_frames)
+        if problem is not None:
+            raise problem
     for i, (k, e) in enumerate(faults):
         assert e.fault is not None
         end = _ends(k, entries)

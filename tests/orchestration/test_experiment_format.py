@@ -310,6 +310,15 @@ REFUSALS = [
      "    fault: {type: loss, target: link/alice-charles, params: {extra_db: 1}}",
      "method.2", "overlaps entry 1 ('lossy splice', from 40 s until the end of the run)",
      "- at: 50s"),
+    # a window that holds no frame start: the emulator would apply nothing (frames of 2**20
+    # slots at 1 GHz, 1.048576 ms; the first frame from 20 s starts at 20.000538624 s)
+    ("duration: 15s", "duration: 0.5ms", "method.0.duration", "holds no settings frame's "
+     "start: faults act on whole frames of 1.049 ms (2**20 slots at 1e+09 Hz)",
+     "duration: 0.5ms"),
+    ("  - at: 40s\n    name: lossy splice\n    " + LOSS,
+     "  - at: 20.0003s\n    name: early stop\n    action: {type: clear_faults, "
+     "params: {fault: drift}}", "method.0", "(ended at 20.0003 s by entry 1 'early stop') "
+     "holds no settings frame's start", "- at: 20s"),
     # a clear later in the file but earlier in time does not end a fault that starts after it
     ("  - at: 40s\n    name: lossy splice\n    " + LOSS,
      "  - at: 40s\n    name: lossy splice\n    " + LOSS + "\n  - at: 10s\n    name: early\n"
@@ -372,6 +381,9 @@ def test_the_issue_s_example_message_word_for_word(tmp_path):
     ("tolerance: 0}", "tolerance: 0}\n    - {name: few-aborts, metric: abort_reason, "
      "reason: qber_too_high, tolerance: {max: 1}, phases: [before, after]}"),
     ("at: 20s", "at: 0s"),
+    # shorter than a frame, but holding a frame's start (20.000538624 s): it acts on that frame
+    ("at: 20s\n    name: drift\n    duration: 15s",
+     "at: 20.0003s\n    name: drift\n    duration: 0.5ms"),
 ])
 def test_well_formed_game_days_load(tmp_path, old, new):
     assert old in EXAMPLE_TEXT
