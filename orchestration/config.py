@@ -401,8 +401,11 @@ class Scenario(_Model):
         cross_check(tags=self.tags, method=self.method, steady_state=self.steady_state,
                     rollbacks=self.rollbacks, runtime=self.runtime, rounds=self.rounds,
                     seconds_per_round=self.emulated_seconds_per_round,
-                    intensities={f"source/{u}": [i.name for i in m.source.intensities]
+                    intensities={f"source/{u}": {i.name: i.mean_photon_number
+                                                 for i in m.source.intensities}
                                  for u, m in (("alice", self.alice), ("bob", self.bob))},
+                    fluctuations={f"source/{u}": m.source.intensity_fluctuation_rel
+                                  for u, m in (("alice", self.alice), ("bob", self.bob))},
                     clock_rate_hz=self.clock_rate_hz, frame_bits=self.frame_bits,
                     run_frames=self.run_rounds * self.round_frames)
         return self

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from channel.impairments import PHYSICS_FAULTS, frame_at
+from channel.source import FLUCTUATION_CLIP_SIGMAS
 
 
 class FieldProblem(ValueError):
@@ -756,15 +757,48 @@ def _frameless(k: int, entries: list[MethodEntry], clock_rate_hz: float, frame_b
                         "or longer")
 
 
+#: The largest relative fluctuation a source takes (``channel.source``: μ(1 + r z) clipped at
+#: 5σ stays ≥ 0).
+MAX_FLUCTUATION_REL = 1.0 / FLUCTUATION_CLIP_SIGMAS
+
+
+def _source_fault_problem(fault: FaultModel, intensities: dict[str, dict[str, float]],
+                          fluctuations: dict[str, float]) -> FieldProblem | None:
+    """What is wrong with a source fault given the source it targets, or None: a miscalibrated
+    class must exist and carry light (a factor on μ = 0 changes nothing); a fluctuation, added in
+    quadrature to the configured one, must stay within the source's bound."""
+    if fault.type == "intensity_miscalibration":
+        classes = intensities.get(fault.target, {})
+        name = fault.params["intensity"]
+        if name not in classes:
+            return FieldProblem(("params", "intensity"), unknown(
+                "intensity class", name, list(classes), f" of {fault.target}"))
+        if classes[name] == 0:
+            lit = [c for c, mu in classes.items() if mu > 0]
+            return FieldProblem(("params", "intensity"), f"class {name!r} of {fault.target} has "
+                                "mean photon number 0: a factor on it changes nothing "
+                                f"(miscalibrate one of {', '.join(lit)})")
+    if fault.type == "intensity_fluctuation":
+        r0, r = fluctuations.get(fault.target, 0.0), float(fault.params["fluctuation_rel"])
+        total = math.hypot(r0, r)
+        if r0 > 0 and total > MAX_FLUCTUATION_REL:
+            return FieldProblem(("params", "fluctuation_rel"), f"{r:g} combined in quadrature "
+                                f"with {fault.target}'s configured intensity_fluctuation_rel "
+                                f"{r0:g} is {total:.4g} > {MAX_FLUCTUATION_REL:g}, the most a "
+                                "source takes (μ(1 + r z) clipped at 5σ must stay ≥ 0)")
+    return None
+
+
 def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
                 steady_state: SteadyStateModel | None, rollbacks: list[RollbackModel] | None,
                 runtime: RuntimeModel | None, rounds: int, seconds_per_round: float,
-                intensities: dict[str, list[str]], clock_rate_hz: float, frame_bits: int,
-                run_frames: int) -> None:
+                intensities: dict[str, dict[str, float]], fluctuations: dict[str, float],
+                clock_rate_hz: float, frame_bits: int, run_frames: int) -> None:
     """What no single entry can check: raises ``FieldProblem`` with a path from the scenario's
     top. ``rounds``, ``seconds_per_round``, ``clock_rate_hz`` and ``frame_bits`` are the
-    scenario's, ``run_frames`` the settings frames its run covers; ``intensities`` the class
-    names of each source (``source/alice``: [...])."""
+    scenario's, ``run_frames`` the settings frames its run covers; ``intensities`` each source's
+    classes and their mean photon numbers (``source/alice``: {name: μ}), ``fluctuations`` each
+    source's configured ``intensity_fluctuation_rel``."""
     if tags and len(set(tags)) != len(tags):
         k = next(k for k, t in enumerate(tags) if t in tags[:k])
         raise FieldProblem(("tags", k), f"{tags[k]!r} is listed twice")
@@ -785,12 +819,10 @@ def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
         if e.at >= length:
             raise FieldProblem(("method", k, "at"), f"{e.at:g} s is at or after the end of the "
                                f"run: {how}")
-        if e.fault is not None and e.fault.type == "intensity_miscalibration":
-            known = intensities.get(e.fault.target, [])
-            name = e.fault.params["intensity"]
-            if name not in known:
-                raise FieldProblem(("method", k, "fault", "params", "intensity"),
-                                   unknown("intensity class", name, known, f" of {e.fault.target}"))
+        problem = _source_fault_problem(e.fault, intensities, fluctuations) \
+            if e.fault is not None else None
+        if problem is not None:
+            raise FieldProblem(("method", k, "fault", *problem.path), str(problem))
     actions = [("method", k, e.action) for k, e in enumerate(entries) if e.action is not None]
     actions += [("rollbacks", k, r.action) for k, r in enumerate(rollbacks or [])]
     for section, k, a in actions:

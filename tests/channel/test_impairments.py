@@ -35,6 +35,8 @@ from channel.impairments import (
     FaultSchedule,
     TimelineEntry,
     fault_windows,
+    faulty_relay,
+    faulty_source,
     frame_at,
 )
 from channel.link import Link
@@ -377,10 +379,11 @@ def _singles_z(kind: str, params: dict, relay: RelayOptics, seed: int) -> list[f
 
 def test_a_dark_count_surge_raises_dark_clicks_and_errors_as_the_exact_model_says():
     surge = 2e-4
+    total = 1 - (1 - DARK) * (1 - surge)  # the configured dark counts stay
     measured = _run_with("dark_count_surge", "relay", {"dark_count_probability": surge}, seed=6)
-    _inside_and_outside(measured, _exact(dark=surge))
+    _inside_and_outside(measured, _exact(dark=total))
     z = _singles_z("dark_count_surge", {"dark_count_probability": surge},
-                   RelayOptics.uniform(EFF, surge), 61)
+                   RelayOptics.uniform(EFF, total), 61)
     assert_z_scores_consistent(z, "singles")
 
 
@@ -394,7 +397,7 @@ def test_a_surge_on_one_detector_shows_in_that_detectors_dark_clicks():
                      fault(WINDOW[0], "f", "dark_count_surge", "relay",
                            {"dark_count_probability": surge, "detector": "dH"}))
     out = sample(link, alice, bob, lo, hi, 62)
-    p = [DARK, DARK, surge, DARK]
+    p = [DARK, DARK, 1 - (1 - DARK) * (1 - surge), DARK]
     assert_z_scores_consistent([binomial_z(out.singles[k], hi - lo, p[k]) for k in range(4)],
                                "dark singles")
 
@@ -516,7 +519,8 @@ def _composed() -> Link:
 def test_the_exact_frame_statistics_are_the_general_formula_with_the_faults_values():
     link = _composed()
     det = np.array([EFF, EFF * 0.5, EFF, 0.0])
-    dark = np.array([1e-4, 1e-4, 1e-4, 0.0])
+    surged = 1 - (1 - DARK) * (1 - 1e-4)
+    dark = np.array([surged, surged, surged, 0.0])
     for basis in (0, 1):
         got = exact_frame_statistics(link, PLAN, PLAN, 27, basis, 0, 1,
                                      bell_of_pattern=BELL_OF_PATTERN)
@@ -613,7 +617,36 @@ def test_device_pieces_follow_the_windows():
     relay = {lo >> FB: link.relay for lo, _, link in pieces}
     assert relay[6].efficiencies.tolist() == [EFF, EFF * 0.5, EFF, EFF]
     assert relay[7].efficiencies.tolist() == [EFF, EFF * 0.5, EFF, 0.0]
-    assert relay[7].dark_count_probabilities.tolist() == [1e-4, 1e-4, 1e-4, 0.0]
+    surged = 1 - (1 - DARK) * (1 - 1e-4)
+    assert relay[7].dark_count_probabilities.tolist() == [surged, surged, surged, 0.0]
     assert relay[8].efficiencies.tolist() == [EFF, EFF * 0.5, EFF, EFF]
     assert relay[10] == relay[0] == RelayOptics.uniform(EFF, DARK)
     assert isinstance(pieces[0][2].faults.faults[0], Fault)
+
+
+# --- faults add to the configured device values ------------------------------------------------
+
+
+def test_a_surge_adds_dark_counts_to_the_configured_ones_never_lowers_them():
+    """Two independent causes of a dark click: p = 1 − (1 − p₀)(1 − p_s). A surge of 10⁻⁹ on a
+    detector of 10⁻⁷ leaves it above 10⁻⁷ (setting p to 10⁻⁹ would have cut dark counts)."""
+    relay = RelayOptics.uniform(EFF, 1e-7)
+    surge = Fault("s", "dark_count_surge", "relay", {"dark_count_probability": 1e-9}, 0.0, 1.0)
+    got = faulty_relay(relay, [surge]).dark_count_probabilities
+    assert got.tolist() == [1 - (1 - 1e-7) * (1 - 1e-9)] * 4
+    assert np.all(got > 1e-7)
+    one = Fault("s", "dark_count_surge", "relay", {"dark_count_probability": 1e-4,
+                                                   "detector": "dV"}, 0.0, 1.0)
+    assert faulty_relay(relay, [one]).dark_count_probabilities.tolist() == [
+        1e-7, 1e-7, 1e-7, 1 - (1 - 1e-7) * (1 - 1e-4)]
+
+
+def test_a_fluctuation_fault_adds_in_quadrature_to_the_configured_fluctuation():
+    """Independent Gaussian fluctuations of the pulse energy: r = √(r₀² + r_f²), so a fault never
+    steadies a fluctuating source."""
+    shaky = Source(PLAN, intensity_fluctuation_rel=0.12)
+    fault_ = Fault("f", "intensity_fluctuation", "source/alice", {"fluctuation_rel": 0.05},
+                   0.0, 1.0)
+    assert faulty_source(shaky, [fault_]).intensity_fluctuation_rel == pytest.approx(0.13,
+                                                                                     rel=1e-12)
+    assert faulty_source(Source(PLAN), [fault_]).intensity_fluctuation_rel == 0.05

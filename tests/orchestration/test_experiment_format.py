@@ -260,6 +260,10 @@ REFUSALS = [
     (LOSS, "fault: {type: intensity_miscalibration, target: source/bob, params: {intensity: muu,"
      " mean_photon_number_factor: 1.1}}", "method.1.fault.params.intensity",
      "unknown intensity class 'muu' of source/bob (did you mean 'mu'?)", "muu"),
+    (LOSS, "fault: {type: intensity_miscalibration, target: source/bob, params: {intensity: "
+     "omega, mean_photon_number_factor: 3}}", "method.1.fault.params.intensity",
+     "class 'omega' of source/bob has mean photon number 0: a factor on it changes nothing",
+     "omega"),
     # targets
     ("target: link/alice-charles", "target: relay", "method.1.fault.target",
      "fault loss does not apply to 'relay'", "target: relay"),
@@ -639,3 +643,21 @@ def test_fuzzed_scenarios_load_or_give_one_scenario_error(tmp_path_factory, text
         load_scenario(path)
     except ScenarioError as e:
         assert str(e).strip()
+
+
+def test_a_fluctuation_fault_on_top_of_the_configured_one_must_stay_within_the_source_bound(
+        tmp_path):
+    """The fault's fluctuation combines in quadrature with the configured one (independent
+    Gaussians), and the sum must stay ≤ 0.2 (μ(1 + r z) clipped at 5σ stays ≥ 0)."""
+    data = yaml.safe_load(EXAMPLE_TEXT)
+    data["postprocessing"]["mode"] = "asymptotic"
+    data["alice"]["source"]["intensity_fluctuation_rel"] = 0.15
+    data["method"][1] = {"at": "40s", "name": "shaky", "fault": {
+        "type": "intensity_fluctuation", "target": "source/alice",
+        "params": {"fluctuation_rel": 0.15}}}
+    with pytest.raises(ScenarioError, match=re.escape(
+            "method.1.fault.params.fluctuation_rel: 0.15 combined in quadrature with "
+            "source/alice's configured intensity_fluctuation_rel 0.15 is 0.2121 > 0.2")):
+        load_scenario(_write(tmp_path, data))
+    data["method"][1]["fault"]["params"]["fluctuation_rel"] = 0.13
+    load_scenario(_write(tmp_path, data))  # √(0.15² + 0.13²) ≈ 0.198
