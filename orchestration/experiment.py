@@ -260,9 +260,9 @@ FAULT_TYPES: dict[str, Kind] = {
         "jitter_ps": _p("rms jitter in ps", 0.0, 1e5, required=True, low_open=True)}),
     # relay
     "dark_count_surge": Kind("dark counts rise (stray light, a warm detector)", RELAY, {
-        "dark_count_probability": _p("dark-count probability per slot during the surge, "
-                                     "≤ 10⁻³ (docs/bounds.md)", 0.0, 1e-3, required=True,
-                                     low_open=True),
+        "dark_count_probability": _p("dark-count probability per slot the surge adds to the "
+                                     "configured one, ≤ 10⁻³ (docs/bounds.md)", 0.0, 1e-3,
+                                     required=True, low_open=True),
         "detector": _DETECTOR}),
     "detector_efficiency": Kind("detector efficiency falls (one detector: an efficiency "
                                 "mismatch)", RELAY, {
@@ -291,13 +291,13 @@ FAULT_TYPES: dict[str, Kind] = {
     # source
     "intensity_miscalibration": Kind("one intensity class's mean photon number is off by a "
                                      "factor the users' estimation does not know", SOURCES, {
-        "intensity": Param("text", "the class's name in the source's `intensities`",
-                           required=True),
+        "intensity": Param("text", "the class's name in the source's `intensities` (a "
+                           "class with light: mean photon number > 0)", required=True),
         "mean_photon_number_factor": _p("factor on the mean photon number", 0.0, 10.0,
                                         required=True, low_open=True)}),
     "intensity_fluctuation": Kind("pulse-to-pulse intensity fluctuation", SOURCES, {
-        "fluctuation_rel": _p("relative rms fluctuation", 0.0, 0.2, required=True,
-                              low_open=True)}),
+        "fluctuation_rel": _p("relative rms fluctuation, added in quadrature to the "
+                              "configured one", 0.0, 0.2, required=True, low_open=True)}),
     # classical channels, at the edge
     "latency": Kind("messages are delayed", CLASSICAL, {
         "latency_ms": _p("added one-way delay in ms", 0.0, 6e4, required=True, low_open=True),
