@@ -470,20 +470,24 @@ def test_a_miscalibrated_class_emits_its_factor_while_the_plan_keeps_the_nominal
         PLAN.mean_photon_numbers.tolist()
 
 
-def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies():
+@pytest.mark.parametrize("configured", [0.0, 0.16])
+def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies(configured):
     """Alice alone sends light (μ = 0.5, Bob's pulses are vacuum): her coincidences come from two
     of her own photons, so they grow about as E[μ²] = μ²(1 + r²): 3 % at r = 0.2 (the detectors
     saturate a little), which the ~7·10⁴ coincidences resolve at 8σ (gains of interfering
-    pairs, linear in each μ, barely move). Expected: the exact P(≥ 2 clicks) averaged over
-    μ(1 + r z), z standard normal clipped at ±5 as the samplers clip it
-    (``clipped_normal_rule``); after the clear, the nominal μ."""
+    pairs, linear in each μ, barely move). The fault adds in quadrature to the configured
+    fluctuation r₀: the fault's r_f = √(0.2² − r₀²) makes r = 0.2 during it either way (with
+    r₀ = 0.16, r_f = 0.12 alone would give 1.4 % instead of 4 %, about 6σ off). Expected: the
+    exact P(≥ 2 clicks) averaged over μ(1 + r z), z standard normal clipped at ±5 as the
+    samplers clip it (``clipped_normal_rule``); after the clear, averaged with r₀."""
     r, mu = 0.2, 0.5
+    r_fault = math.sqrt(r**2 - configured**2)
     plan_a, plan_b = SettingsPlan.fixed(mu, 0), SettingsPlan.fixed(0.0, 0)
-    link = Link(Source(plan_a), Source(plan_b), Fiber(ARM_KM), Fiber(ARM_KM),
-                relay=RelayOptics.uniform(EFF, DARK), frame_bits=FB,
+    link = Link(Source(plan_a, intensity_fluctuation_rel=configured), Source(plan_b),
+                Fiber(ARM_KM), Fiber(ARM_KM), relay=RelayOptics.uniform(EFF, DARK), frame_bits=FB,
                 faults=FaultSchedule.from_timeline(
                     [fault(0, "f", "intensity_fluctuation", "source/alice",
-                           {"fluctuation_rel": r}), clear(WINDOW[1], "rollback")], 0))
+                           {"fluctuation_rel": r_fault}), clear(WINDOW[1], "rollback")], 0))
     alice, bob = SettingsGenerator(plan_a, 1, FB), SettingsGenerator(plan_b, 2, FB)
     out = sample(link, alice, bob, 0, RUN << FB, 13)
     x, w = clipped_normal_rule()
@@ -496,14 +500,17 @@ def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies(
         probs = pattern_probabilities(xa, ya, 1.0, np.full(4, DARK))
         return float(probs[[c for c in range(16) if bin(c).count("1") >= 2]].sum())
 
-    fluctuating = float(sum(wk * p_coincidence(mu * (1 + r * z)) for wk, z in zip(w, x,
-                                                                                   strict=True)))
+    def averaged(rel: float) -> float:
+        return float(sum(wk * p_coincidence(mu * (1 + rel * z)) for wk, z in zip(w, x,
+                                                                                 strict=True)))
+
+    fluctuating = averaged(r)
     assert fluctuating / p_coincidence(mu) - 1 > 0.025
     frame = out.records.slot >> FB
     n_in, n_out = int((frame < WINDOW[1]).sum()), int((frame >= WINDOW[1]).sum())
     assert_z_scores_consistent(
         [binomial_z(n_in, WINDOW[1] << FB, fluctuating),
-         binomial_z(n_out, (RUN - WINDOW[1]) << FB, p_coincidence(mu))], "coincidences")
+         binomial_z(n_out, (RUN - WINDOW[1]) << FB, averaged(configured))], "coincidences")
 
 
 def test_the_reference_sampler_sees_the_same_faults():
