@@ -1,9 +1,10 @@
 """Entry point of one node process: ``python -m orchestration.node_main ROLE RUN_DIR``.
 
-Reads ``RUN_DIR/config.json`` (public: the scenario without its seed, the endpoints) and the
-node's own ``RUN_DIR/ROLE/secrets.json`` (``orchestration.secrets``), builds the node, sets up
-telemetry, and runs the node until its work is done or it is asked to stop; then it flushes
-traces and metrics and exits 0. Any other failure exits 1 with the error on stderr.
+Reads ``RUN_DIR/config.json`` (public: the scenario without its seed and game-day timeline, the
+endpoints) and the node's own ``RUN_DIR/ROLE/secrets.json`` (``orchestration.secrets``; nature's
+hold the fault timeline), builds the node, sets up telemetry, and runs the node until its work
+is done or it is asked to stop; then it flushes traces and metrics and exits 0. Any other failure
+exits 1 with the error on stderr.
 
 Stopping is orderly. SIGINT, SIGTERM and SIGHUP, and the death of the process that started the
 node (``--parent PID``: a parent-death signal where Linux offers one, and a watchdog that polls
