@@ -637,7 +637,6 @@ def build_link(s: Scenario, drift_seed: int | None = None,
     relay = RelayOptics(tuple(Detector(d.efficiency, d.dark_count_probability,
                                        jitter_ps=d.jitter_ps) for d in dets))
     seed = derive_seed(s.seed, "polarization drift") if drift_seed is None else drift_seed
-    entries = fault_timeline(s) if timeline is None else tuple(timeline)
     return Link(
         source_a=Source(_plan(s.alice.source),
                         intensity_fluctuation_rel=s.alice.source.intensity_fluctuation_rel,
@@ -649,7 +648,7 @@ def build_link(s: Scenario, drift_seed: int | None = None,
         clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
         clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
         frame_bits=s.frame_bits, drift_seed=seed,
-        faults=FaultSchedule.from_timeline(entries, seed) if entries else None)
+        faults=build_fault_schedule(s, seed, timeline))
 
 
 def fault_timeline(s: Scenario) -> tuple[TimelineEntry, ...]:
@@ -660,11 +659,13 @@ def fault_timeline(s: Scenario) -> tuple[TimelineEntry, ...]:
                  for e in s.method or () for item in (e.fault or e.action,) if item is not None)
 
 
-def build_fault_schedule(s: Scenario, drift_seed: int) -> FaultSchedule | None:
-    """The physics faults of the scenario's ``method`` (``channel.impairments``), their random
-    drift keyed by nature's ``drift_seed``; None without a ``method``. Faults the channel does
-    not emulate (timing, classical, nodes, …) are left to whoever injects them."""
-    entries = fault_timeline(s)
+def build_fault_schedule(s: Scenario, drift_seed: int,
+                         timeline: Sequence[TimelineEntry] | None = None) -> FaultSchedule | None:
+    """The physics faults of ``timeline`` (by default the scenario's ``method``;
+    ``channel.impairments``), their random drift keyed by nature's ``drift_seed``; None without
+    any entry. Faults the channel does not emulate (timing, classical, nodes, …) are left to
+    whoever injects them."""
+    entries = fault_timeline(s) if timeline is None else tuple(timeline)
     return FaultSchedule.from_timeline(entries, drift_seed) if entries else None
 
 
