@@ -246,8 +246,8 @@ def _detectors(relay: RelayOptics, name: str) -> list[int]:
 
 
 def faulty_relay(relay: RelayOptics, faults: Sequence[Fault]) -> RelayOptics:
-    """The detectors under the relay faults: a surge sets the dark-count probability, an
-    efficiency fault multiplies the efficiency, a dead detector neither sees light nor counts
+    """The detectors under the relay faults: a surge adds dark counts (``surged_dark_count``),
+    an efficiency fault multiplies the efficiency, a dead detector neither sees light nor counts
     dark (applied last, so it wins)."""
     dets = list(relay.detectors)
     ordered = [f for f in faults if f.kind != "detector_dead"] + [
@@ -256,8 +256,8 @@ def faulty_relay(relay: RelayOptics, faults: Sequence[Fault]) -> RelayOptics:
         for k in _detectors(relay, str(fault.params.get("detector", "all"))):
             d = dets[k]
             if fault.kind == "dark_count_surge":
-                d = dataclasses.replace(
-                    d, dark_count_probability=float(fault.params["dark_count_probability"]))
+                d = dataclasses.replace(d, dark_count_probability=surged_dark_count(
+                    d.dark_count_probability, float(fault.params["dark_count_probability"])))
             elif fault.kind == "detector_efficiency":
                 d = dataclasses.replace(
                     d, efficiency=d.efficiency * float(fault.params["efficiency_factor"]))
@@ -267,10 +267,22 @@ def faulty_relay(relay: RelayOptics, faults: Sequence[Fault]) -> RelayOptics:
     return RelayOptics(tuple(dets))  # type: ignore[arg-type]
 
 
+def surged_dark_count(configured: float, surge: float) -> float:
+    """A detector's dark-count probability per slot under a surge: the configured dark counts and
+    the surge's are independent sources of a click, 1 − (1 − p₀)(1 − p_s)."""
+    return 1.0 - (1.0 - configured) * (1.0 - surge)
+
+
+def combined_fluctuation(configured: float, fault: float) -> float:
+    """A source's relative rms fluctuation under a fluctuation fault: two independent Gaussian
+    fluctuations of the pulse energy add in quadrature, √(r₀² + r²)."""
+    return math.hypot(configured, fault)
+
+
 def faulty_source(source: Source, faults: Sequence[Fault]) -> Source:
     """The source under its faults: a miscalibrated class emits factor × its nominal mean (the
-    plan, which the users' estimation reads, keeps the nominal value); a fluctuation fault sets
-    the pulses' relative rms fluctuation."""
+    plan, which the users' estimation reads, keeps the nominal value); a fluctuation fault adds
+    to the configured fluctuation (``combined_fluctuation``)."""
     names = [c.name for c in source.plan.intensities]
     factors = np.array(source.mean_photon_number_factors or (1.0,) * len(names))
     fluctuation = source.intensity_fluctuation_rel
@@ -279,7 +291,7 @@ def faulty_source(source: Source, faults: Sequence[Fault]) -> Source:
             factors[names.index(str(fault.params["intensity"]))] *= float(
                 fault.params["mean_photon_number_factor"])
         elif fault.kind == "intensity_fluctuation":
-            fluctuation = float(fault.params["fluctuation_rel"])
+            fluctuation = combined_fluctuation(fluctuation, float(fault.params["fluctuation_rel"]))
     return dataclasses.replace(source, intensity_fluctuation_rel=fluctuation,
                                mean_photon_number_factors=tuple(float(x) for x in factors))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -400,8 +401,13 @@ class Scenario(_Model):
         cross_check(tags=self.tags, method=self.method, steady_state=self.steady_state,
                     rollbacks=self.rollbacks, runtime=self.runtime, rounds=self.rounds,
                     seconds_per_round=self.emulated_seconds_per_round,
-                    intensities={f"source/{u}": [i.name for i in m.source.intensities]
-                                 for u, m in (("alice", self.alice), ("bob", self.bob))})
+                    intensities={f"source/{u}": {i.name: i.mean_photon_number
+                                                 for i in m.source.intensities}
+                                 for u, m in (("alice", self.alice), ("bob", self.bob))},
+                    fluctuations={f"source/{u}": m.source.intensity_fluctuation_rel
+                                  for u, m in (("alice", self.alice), ("bob", self.bob))},
+                    clock_rate_hz=self.clock_rate_hz, frame_bits=self.frame_bits,
+                    run_frames=self.run_rounds * self.round_frames)
         return self
 
     @model_validator(mode="after")
@@ -622,9 +628,11 @@ def _fiber(arm: ArmModel) -> Fiber:
                  drift=PolarizationDrift(arm.drift_rad_per_sqrt_s, arm.ramp_rad_per_s))
 
 
-def build_link(s: Scenario, drift_seed: int | None = None) -> Link:
-    """Nature's link, with the physics faults of the scenario's ``method``; ``drift_seed``
-    defaults to the one derived from the scenario's seed."""
+def build_link(s: Scenario, drift_seed: int | None = None,
+               timeline: Sequence[TimelineEntry] | None = None) -> Link:
+    """Nature's link, with the physics faults of ``timeline`` (by default the scenario's
+    ``method``: nature itself gets its timeline from its own secrets, not from the scenario);
+    ``drift_seed`` defaults to the one derived from the scenario's seed."""
     dets = s.relay.detectors if isinstance(s.relay.detectors, list) else [s.relay.detectors] * 4
     relay = RelayOptics(tuple(Detector(d.efficiency, d.dark_count_probability,
                                        jitter_ps=d.jitter_ps) for d in dets))
@@ -639,19 +647,37 @@ def build_link(s: Scenario, drift_seed: int | None = None) -> Link:
         fiber_a=_fiber(s.alice.arm), fiber_b=_fiber(s.bob.arm), relay=relay,
         clock_a=Clock(**s.alice.clock.model_dump()), clock_b=Clock(**s.bob.clock.model_dump()),
         clock_rate_hz=s.clock_rate_hz, pulse_rms_ps=s.relay.pulse_rms_ps,
-        frame_bits=s.frame_bits, drift_seed=seed, faults=build_fault_schedule(s, seed))
+        frame_bits=s.frame_bits, drift_seed=seed,
+        faults=build_fault_schedule(s, seed, timeline))
 
 
-def build_fault_schedule(s: Scenario, drift_seed: int) -> FaultSchedule | None:
-    """The physics faults of the scenario's ``method`` (``channel.impairments``), their random
-    drift keyed by nature's ``drift_seed``; None without a ``method``. Faults the channel does
-    not emulate (timing, classical, nodes, …) are left to whoever injects them."""
-    if not s.method:
-        return None
-    entries = [TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params),
-                             e.duration, is_action=e.action is not None)
-               for e in s.method for item in (e.fault or e.action,) if item is not None]
-    return FaultSchedule.from_timeline(entries, drift_seed)
+def fault_timeline(s: Scenario) -> tuple[TimelineEntry, ...]:
+    """The scenario's ``method`` as plain values (``channel.impairments.TimelineEntry``): what
+    nature is given, in its own secrets, to build its fault schedule from."""
+    return tuple(TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params),
+                               e.duration, is_action=e.action is not None)
+                 for e in s.method or () for item in (e.fault or e.action,) if item is not None)
+
+
+def build_fault_schedule(s: Scenario, drift_seed: int,
+                         timeline: Sequence[TimelineEntry] | None = None) -> FaultSchedule | None:
+    """The physics faults of ``timeline`` (by default the scenario's ``method``;
+    ``channel.impairments``), their random drift keyed by nature's ``drift_seed``; None without
+    any entry. Faults the channel does not emulate (timing, classical, nodes, …) are left to
+    whoever injects them."""
+    entries = fault_timeline(s) if timeline is None else tuple(timeline)
+    return FaultSchedule.from_timeline(entries, drift_seed) if entries else None
+
+
+#: What no node reads: the master seed (each node gets its own secrets) and the game day's
+#: timeline and hypothesis (nature gets the timeline in its own secrets; the verdict is the
+#: orchestrator's).
+HIDDEN_FROM_NODES = frozenset({"seed", "method", "rollbacks", "steady_state"})
+
+
+def node_view(s: Scenario) -> dict[str, Any]:
+    """The scenario as every node reads it (``config.json``): without ``HIDDEN_FROM_NODES``."""
+    return s.model_dump(exclude=set(HIDDEN_FROM_NODES))
 
 
 def build_charles_config(s: Scenario) -> CharlesConfig:

@@ -34,7 +34,8 @@ from pydantic import (
     model_validator,
 )
 
-from channel.impairments import PHYSICS_FAULTS
+from channel.impairments import PHYSICS_FAULTS, frame_at
+from channel.source import FLUCTUATION_CLIP_SIGMAS
 
 
 class FieldProblem(ValueError):
@@ -259,9 +260,9 @@ FAULT_TYPES: dict[str, Kind] = {
         "jitter_ps": _p("rms jitter in ps", 0.0, 1e5, required=True, low_open=True)}),
     # relay
     "dark_count_surge": Kind("dark counts rise (stray light, a warm detector)", RELAY, {
-        "dark_count_probability": _p("dark-count probability per slot during the surge, "
-                                     "≤ 10⁻³ (docs/bounds.md)", 0.0, 1e-3, required=True,
-                                     low_open=True),
+        "dark_count_probability": _p("dark-count probability per slot the surge adds to the "
+                                     "configured one, ≤ 10⁻³ (docs/bounds.md)", 0.0, 1e-3,
+                                     required=True, low_open=True),
         "detector": _DETECTOR}),
     "detector_efficiency": Kind("detector efficiency falls (one detector: an efficiency "
                                 "mismatch)", RELAY, {
@@ -290,13 +291,13 @@ FAULT_TYPES: dict[str, Kind] = {
     # source
     "intensity_miscalibration": Kind("one intensity class's mean photon number is off by a "
                                      "factor the users' estimation does not know", SOURCES, {
-        "intensity": Param("text", "the class's name in the source's `intensities`",
-                           required=True),
+        "intensity": Param("text", "the class's name in the source's `intensities` (a "
+                           "class with light: mean photon number > 0)", required=True),
         "mean_photon_number_factor": _p("factor on the mean photon number", 0.0, 10.0,
                                         required=True, low_open=True)}),
     "intensity_fluctuation": Kind("pulse-to-pulse intensity fluctuation", SOURCES, {
-        "fluctuation_rel": _p("relative rms fluctuation", 0.0, 0.2, required=True,
-                              low_open=True)}),
+        "fluctuation_rel": _p("relative rms fluctuation, added in quadrature to the "
+                              "configured one", 0.0, 0.2, required=True, low_open=True)}),
     # classical channels, at the edge
     "latency": Kind("messages are delayed", CLASSICAL, {
         "latency_ms": _p("added one-way delay in ms", 0.0, 6e4, required=True, low_open=True),
@@ -699,14 +700,14 @@ Rollbacks = Annotated[list[RollbackModel], Field(max_length=MAX_ENTRIES)]
 # --- checks across entries ----------------------------------------------------------------------
 
 
-def _ends(k: int, entries: list[MethodEntry]) -> float:
-    """When entry ``k``'s fault ends: its duration, or the first action in time that ends it.
+def _ender(k: int, entries: list[MethodEntry]) -> int | None:
+    """The entry whose action ends entry ``k``'s fault first, before its duration does, or None.
     Entries apply in time order, file order at equal times (as the emulator and the verdict apply
     them: ``channel.impairments.fault_windows``), so an action ends the fault when it comes later
     in time, or at the same time and later in the file."""
     entry = entries[k]
     assert entry.fault is not None
-    end = entry.end
+    end, ender = entry.end, None
     for j, other in enumerate(entries):
         a = other.action
         if a is None or other.at >= end or other.at < entry.at or (
@@ -718,17 +719,86 @@ def _ends(k: int, entries: list[MethodEntry]) -> float:
                 a.type == "resume" and entry.fault.type == "pause"
                 and a.target == entry.fault.target)
         if ends:
-            end = other.at
-    return end
+            end, ender = other.at, j
+    return ender
+
+
+def _ends(k: int, entries: list[MethodEntry]) -> float:
+    """When entry ``k``'s fault ends: its duration, or the first action in time that ends it."""
+    j = _ender(k, entries)
+    return entries[k].end if j is None else entries[j].at
+
+
+def _frameless(k: int, entries: list[MethodEntry], clock_rate_hz: float, frame_bits: int,
+               run_frames: int) -> FieldProblem | None:
+    """Why entry ``k``'s fault would act on nothing, or None: faults act on whole settings
+    frames, those whose start its window holds (``channel.impairments.frame_at``), and a window
+    that holds no frame start of the run changes nothing."""
+    entry = entries[k]
+    end, j = _ends(k, entries), _ender(k, entries)
+    first = frame_at(entry.at, clock_rate_hz, frame_bits)
+    stop = min(frame_at(end, clock_rate_hz, frame_bits), run_frames)
+    if stop > first:
+        return None
+    frame_s = (1 << frame_bits) / clock_rate_hz
+    frames = f"faults act on whole frames of {frame_s * 1e3:.4g} ms (2**{frame_bits} slots at " \
+             f"{clock_rate_hz:g} Hz), those whose start the window holds"
+    if first >= run_frames:
+        return FieldProblem(("method", k, "at"), f"{entry.at:g} s is after the start of the "
+                            f"run's last frame ({(run_frames - 1) * frame_s:.10g} s): {frames}")
+    nxt = f"the next frame starts at {first * frame_s:.10g} s"
+    if j is not None:
+        return FieldProblem(("method", k), f"fault {entry.name!r} from {entry.at:g} s (ended at "
+                            f"{entries[j].at:g} s by entry {j} {entries[j].name!r}) holds no "
+                            f"settings frame's start: {frames}; {nxt}")
+    where = ("method", k, "duration") if entry.duration is not None else ("method", k)
+    return FieldProblem(where, f"{entry.end - entry.at:g} s from {entry.at:g} s holds no "
+                        f"settings frame's start: {frames}; {nxt}, so make it last until then "
+                        "or longer")
+
+
+#: The largest relative fluctuation a source takes (``channel.source``: μ(1 + r z) clipped at
+#: 5σ stays ≥ 0).
+MAX_FLUCTUATION_REL = 1.0 / FLUCTUATION_CLIP_SIGMAS
+
+
+def _source_fault_problem(fault: FaultModel, intensities: dict[str, dict[str, float]],
+                          fluctuations: dict[str, float]) -> FieldProblem | None:
+    """What is wrong with a source fault given the source it targets, or None: a miscalibrated
+    class must exist and carry light (a factor on μ = 0 changes nothing); a fluctuation, added in
+    quadrature to the configured one, must stay within the source's bound."""
+    if fault.type == "intensity_miscalibration":
+        classes = intensities.get(fault.target, {})
+        name = fault.params["intensity"]
+        if name not in classes:
+            return FieldProblem(("params", "intensity"), unknown(
+                "intensity class", name, list(classes), f" of {fault.target}"))
+        if classes[name] == 0:
+            lit = [c for c, mu in classes.items() if mu > 0]
+            return FieldProblem(("params", "intensity"), f"class {name!r} of {fault.target} has "
+                                "mean photon number 0: a factor on it changes nothing "
+                                f"(miscalibrate one of {', '.join(lit)})")
+    if fault.type == "intensity_fluctuation":
+        r0, r = fluctuations.get(fault.target, 0.0), float(fault.params["fluctuation_rel"])
+        total = math.hypot(r0, r)
+        if r0 > 0 and total > MAX_FLUCTUATION_REL:
+            return FieldProblem(("params", "fluctuation_rel"), f"{r:g} combined in quadrature "
+                                f"with {fault.target}'s configured intensity_fluctuation_rel "
+                                f"{r0:g} is {total:.4g} > {MAX_FLUCTUATION_REL:g}, the most a "
+                                "source takes (μ(1 + r z) clipped at 5σ must stay ≥ 0)")
+    return None
 
 
 def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
                 steady_state: SteadyStateModel | None, rollbacks: list[RollbackModel] | None,
                 runtime: RuntimeModel | None, rounds: int, seconds_per_round: float,
-                intensities: dict[str, list[str]]) -> None:
+                intensities: dict[str, dict[str, float]], fluctuations: dict[str, float],
+                clock_rate_hz: float, frame_bits: int, run_frames: int) -> None:
     """What no single entry can check: raises ``FieldProblem`` with a path from the scenario's
-    top. ``rounds`` and ``seconds_per_round`` are the scenario's; ``intensities`` the class names
-    of each source (``source/alice``: [...])."""
+    top. ``rounds``, ``seconds_per_round``, ``clock_rate_hz`` and ``frame_bits`` are the
+    scenario's, ``run_frames`` the settings frames its run covers; ``intensities`` each source's
+    classes and their mean photon numbers (``source/alice``: {name: μ}), ``fluctuations`` each
+    source's configured ``intensity_fluctuation_rel``."""
     if tags and len(set(tags)) != len(tags):
         k = next(k for k, t in enumerate(tags) if t in tags[:k])
         raise FieldProblem(("tags", k), f"{tags[k]!r} is listed twice")
@@ -749,12 +819,10 @@ def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
         if e.at >= length:
             raise FieldProblem(("method", k, "at"), f"{e.at:g} s is at or after the end of the "
                                f"run: {how}")
-        if e.fault is not None and e.fault.type == "intensity_miscalibration":
-            known = intensities.get(e.fault.target, [])
-            name = e.fault.params["intensity"]
-            if name not in known:
-                raise FieldProblem(("method", k, "fault", "params", "intensity"),
-                                   unknown("intensity class", name, known, f" of {e.fault.target}"))
+        problem = _source_fault_problem(e.fault, intensities, fluctuations) \
+            if e.fault is not None else None
+        if problem is not None:
+            raise FieldProblem(("method", k, "fault", *problem.path), str(problem))
     actions = [("method", k, e.action) for k, e in enumerate(entries) if e.action is not None]
     actions += [("rollbacks", k, r.action) for k, r in enumerate(rollbacks or [])]
     for section, k, a in actions:
@@ -767,6 +835,10 @@ def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
                 raise FieldProblem(("steady_state", "probes", k, "window"),
                                    f"{probe.window:g} s is longer than the run: {how}")
     faults = [(k, e) for k, e in enumerate(entries) if e.fault is not None]
+    for k, _ in faults:
+        problem = _frameless(k, entries, clock_rate_hz, frame_bits, run_frames)
+        if problem is not None:
+            raise problem
     for i, (k, e) in enumerate(faults):
         assert e.fault is not None
         end = _ends(k, entries)

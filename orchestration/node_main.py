@@ -1,9 +1,10 @@
 """Entry point of one node process: ``python -m orchestration.node_main ROLE RUN_DIR``.
 
-Reads ``RUN_DIR/config.json`` (public: the scenario without its seed, the endpoints) and the
-node's own ``RUN_DIR/ROLE/secrets.json`` (``orchestration.secrets``), builds the node, sets up
-telemetry, and runs the node until its work is done or it is asked to stop; then it flushes
-traces and metrics and exits 0. Any other failure exits 1 with the error on stderr.
+Reads ``RUN_DIR/config.json`` (public: the scenario without its seed and game-day timeline, the
+endpoints) and the node's own ``RUN_DIR/ROLE/secrets.json`` (``orchestration.secrets``; nature's
+hold the fault timeline), builds the node, sets up telemetry, and runs the node until its work
+is done or it is asked to stop; then it flushes traces and metrics and exits 0. Any other failure
+exits 1 with the error on stderr.
 
 Stopping is orderly. SIGINT, SIGTERM and SIGHUP, and the death of the process that started the
 node (``--parent PID``: a parent-death signal where Linux offers one, and a watchdog that polls
@@ -139,7 +140,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         from nodes.nature import ChannelEmulator, NatureNode
         from nodes.transport import PulseLayout
 
-        link = build_link(scenario, secrets.drift_seed)
+        link = build_link(scenario, secrets.drift_seed, secrets.fault_timeline)
         plans = {u: settings_plan(scenario, u) for u in ("alice", "bob")}  # type: ignore[arg-type]
         layout = PulseLayout(scenario.rounds, scenario.round_frames, scenario.batch_frames,
                              scenario.frame_bits, {u: p.n_combos for u, p in plans.items()})
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args[1])
         data = json.loads((run_dir / "config.json").read_text())
         run = RunConfig.model_validate(data["run"])
-        scenario = Scenario.model_validate(data["scenario"])  # public: no master seed in it
+        scenario = Scenario.model_validate(data["scenario"])  # no master seed, no timeline
         secrets = read_node_secrets(run_dir, role)
         tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
     except _Stop as e:

@@ -2,8 +2,11 @@
 
 Run directory (every file and field: docs/run-directory.md)::
 
-    config.json          resolved scenario (without its seed) and endpoints (what the nodes read)
-    <node>/secrets.json  that node's own secrets only, owner-only (orchestration.secrets)
+    config.json          resolved scenario (without its seed and game-day timeline and
+                         hypothesis: config.node_view) and endpoints (what the nodes read)
+    <node>/secrets.json  that node's own secrets only, owner-only (orchestration.secrets);
+                         nature's hold the fault timeline
+    orchestrator/scenario.json  the whole scenario as run (no seed), owner-only; no node reads it
     rounds.jsonl         one line per key round (Alice's view, with Bob's outcome beside it)
     summary.json         rounds, aborted, secure_bits, key_rate_bps_emulated, qber, keys_match,
                          authentication …
@@ -34,7 +37,7 @@ from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAut
 from classical.codec import max_message_bytes
 from nodes.keystore import KeyStore
 from orchestration import experiment
-from orchestration.config import Scenario
+from orchestration.config import Scenario, node_view
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.runconfig import local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
@@ -117,19 +120,36 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
 
 
 def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None) -> Path:
-    """Create the run directory with ``config.json`` (the scenario with the rounds the run does:
-    ``Scenario.for_run``) and each node's secrets."""
+    """Create the run directory with ``config.json`` (what every node reads: the scenario with
+    the rounds the run does, ``Scenario.for_run``, as ``node_view`` shows it), each node's secrets
+    (nature's hold the fault timeline) and the operators' record of the whole scenario."""
     scenario = scenario.for_run()
     out.mkdir(parents=True, exist_ok=True)
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
     run = local_run_config(out.resolve(), otlp_endpoint)
-    # the master seed stays here: every node reads config.json, and gets its own secrets only
-    public = scenario.model_dump(exclude={"seed"})
-    config = {"run": json.loads(run.model_dump_json()), "scenario": public}
+    config = {"run": json.loads(run.model_dump_json()), "scenario": node_view(scenario)}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     write_node_secrets(out, node_secrets(scenario))
+    write_scenario_record(out, scenario)
     return out
+
+
+#: The orchestrator's own directory in a run directory: no node reads it.
+ORCHESTRATOR_DIR = "orchestrator"
+
+
+def write_scenario_record(run_dir: Path, scenario: Scenario) -> Path:
+    """``RUN_DIR/orchestrator/scenario.json``: the scenario as run, game-day sections included
+    (the master seed left out, as ``summary.json`` records it), owner-only in a directory no node
+    reads, for operators and tools that judge the run afterwards."""
+    directory = run_dir / ORCHESTRATOR_DIR
+    directory.mkdir(mode=0o700)
+    path = directory / "scenario.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(json.loads(scenario.model_dump_json(exclude={"seed"})), indent=2))
+    return path
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

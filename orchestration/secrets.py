@@ -8,7 +8,10 @@ it, and each node's secrets to ``RUN_DIR/<node>/secrets.json`` (owner-only), hol
   and the seeds of the pre-shared pools of its own links (with the other user and with Charles);
 * **charles**: the seeds of the pools of his links with Alice and with Bob, nothing else (he
   needs no randomness: his software only decides and announces);
-* **nature**: the sampling seed of the detectors and the polarization drift's seed.
+* **nature**: the sampling seed of the detectors, the polarization drift's seed, and the game
+  day's fault timeline (the scenario's ``method`` as plain values): when and how the link will be
+  broken is known to the channel emulator alone, never to the users (whose estimation must not
+  know, e.g., a miscalibration's factor) nor to Charles.
 
 A pool seed belongs to one direction of one link and is given to both of its ends, which is what a
 pre-shared secret is. With ``entropy: seeded`` (the default, for reproducible emulation) every
@@ -27,8 +30,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from channel.impairments import TimelineEntry
 from channel.rng import derive_seed
-from orchestration.config import Scenario
+from orchestration.config import Scenario, fault_timeline
 
 NODES = ("alice", "bob", "charles", "nature")
 _LINKED = ("alice", "bob", "charles")  # the nodes with authenticated classical links
@@ -37,7 +41,8 @@ SECRETS_FILE = "secrets.json"
 
 class NodeSecrets(BaseModel):
     """What one node may know. ``pools``: peer → (seed of the pool of messages to that peer,
-    seed of the pool of messages from it)."""
+    seed of the pool of messages from it). ``fault_timeline``: nature's only (the game day's
+    ``method``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +53,7 @@ class NodeSecrets(BaseModel):
     nature_seed: int | None = None
     drift_seed: int | None = None
     pools: dict[str, tuple[int, int]] = {}
+    fault_timeline: tuple[TimelineEntry, ...] = ()
 
 
 def _draw(scenario: Scenario, name: str) -> int:
@@ -71,7 +77,8 @@ def node_secrets(scenario: Scenario) -> dict[str, NodeSecrets]:
     out["charles"] = NodeSecrets(role="charles", entropy=scenario.entropy, pools=pools("charles"))
     out["nature"] = NodeSecrets(role="nature", entropy=scenario.entropy,
                                 nature_seed=_draw(scenario, "nature"),
-                                drift_seed=_draw(scenario, "polarization drift"))
+                                drift_seed=_draw(scenario, "polarization drift"),
+                                fault_timeline=fault_timeline(scenario))
     return out
 
 

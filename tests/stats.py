@@ -50,3 +50,10 @@ def assert_normal_sample_consistent(x: np.ndarray, sigma: float, label: str = ""
               f"{math.sqrt(hi / n):.3f})")
     assert abs(z) <= z_limit, detail
     assert lo <= chi2 <= hi, detail
+
+
+def z_bound(assertions: int = 1) -> float:
+    """The |z| a standard-normal score exceeds with probability ALPHA / ``assertions`` (two-sided):
+    a one-sided test "this model is rejected: z beyond the bound" then wrongly passes, and a
+    two-sided "consistent: |z| within it" wrongly fails, with at most that probability."""
+    return float(stats.norm.isf(ALPHA / (2 * assertions)))

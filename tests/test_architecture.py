@@ -113,3 +113,23 @@ def test_the_charles_rule_would_catch_an_import_of_the_emulator(tmp_path):
     imported = _modules(bad)
     assert {m for m in imported for f in CHARLES_FORBIDDEN
             if m == f or m.startswith(f + ".")} == {"nodes.nature", "channel.settings"}
+
+
+def test_only_nature_is_built_with_the_fault_timeline():
+    """``node_main`` hands the fault timeline (nature's secrets) to nature's link alone, and the
+    scenario every node reads leaves out what only nature and the orchestrator may know."""
+    from orchestration.config import HIDDEN_FROM_NODES
+
+    assert {"seed", "method", "rollbacks", "steady_state"} <= HIDDEN_FROM_NODES
+    tree = ast.parse((ROOT / "orchestration" / "node_main.py").read_text())
+    uses = [node for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "fault_timeline"]
+    assert len(uses) == 1
+    build = next(n for n in ast.walk(tree)
+                 if isinstance(n, ast.FunctionDef) and n.name == "build_node")
+    nature = next(n for n in ast.walk(build) if isinstance(n, ast.If)
+                  and ast.unparse(n.test) == "role == 'nature'")
+    assert uses[0] in list(ast.walk(nature))
+    for module in ("nodes/users.py", "nodes/charles.py", "nodes/relay_software.py"):
+        text = (ROOT / module).read_text()
+        assert "fault_timeline" not in text and ".method" not in text, module

@@ -35,6 +35,8 @@ from channel.impairments import (
     FaultSchedule,
     TimelineEntry,
     fault_windows,
+    faulty_relay,
+    faulty_source,
     frame_at,
 )
 from channel.link import Link
@@ -44,7 +46,12 @@ from channel.settings import SettingsGenerator, SettingsPlan, three_intensity_pl
 from channel.source import JONES, Source
 from classical.sifting import bob_flip
 from nodes.relay_software import BELL_OF_PATTERN, DEFAULT_COINCIDENCE_WINDOW_PS, bell_states
-from tests.stats import assert_normal_sample_consistent, assert_z_scores_consistent, binomial_z
+from tests.stats import (
+    assert_normal_sample_consistent,
+    assert_z_scores_consistent,
+    binomial_z,
+    z_bound,
+)
 
 FB = 16  # 65 536-slot frames
 RATE = 1e9
@@ -266,6 +273,21 @@ def _class_z(measured, lo: int, hi: int, stats_of, *, mu_a=None, mu_b=None,
     return z
 
 
+def _key_z(measured, lo_frame: int, hi_frame: int, stats_of, errors: bool = False) -> float:
+    """The z-score of the key class's (Z basis, signal from both users) Bell successes in frames
+    [lo, hi) against ``stats_of``, or with ``errors`` of its sifted errors given those
+    successes."""
+    _, slots, sa, sb, err = measured
+    lo, hi = lo_frame << FB, hi_frame << FB
+    key = (slots >= lo) & (slots < hi) & (sa.basis == 0) & (sb.basis == 0) & \
+        (sa.intensity == 0) & (sb.intensity == 0)
+    st = stats_of(0, float(PLAN.mean_photon_numbers[0]), float(PLAN.mean_photon_numbers[0]))
+    if errors:
+        return binomial_z(int(err[key].sum()), int(key.sum()), st.error_rate)
+    p = PLAN.combo_probabilities
+    return binomial_z(int(key.sum()), hi - lo, p[0] * p[0] * st.gain)
+
+
 def _exact(t_a=T_ARM, t_b=T_ARM, u_a=None, u_b=None, eff=EFF, dark=DARK):
     def stats_of(basis, mu_a, mu_b):
         return exact_class_statistics(basis, mu_a, mu_b, t_a, t_b, u_a, u_b, eff, dark,
@@ -296,13 +318,10 @@ def _inside_and_outside(measured, inside_stats, outside_stats=None, min_classes=
 def test_three_db_on_one_arm_scales_the_gains_as_the_exact_model_says():
     measured = _run_with("loss", "link/alice-charles", {"extra_db": 3.0}, seed=1)
     _inside_and_outside(measured, _exact(t_a=T_ARM * 10 ** -0.3))
-    # and the effect is large against the statistics: the signal Z class loses ~half its gain
-    _, slots, sa, sb, _ = measured
-    key = (sa.basis == 0) & (sb.basis == 0) & (sa.intensity == 0) & (sb.intensity == 0)
-    in_window = (slots >= WINDOW[0] << FB) & (slots < WINDOW[1] << FB)
-    rate_in = (key & in_window).sum() / (WINDOW[1] - WINDOW[0])
-    rate_out = (key & ~in_window).sum() / (RUN - WINDOW[1] + WINDOW[0])
-    assert 0.4 < rate_in / rate_out < 0.6
+    # and the effect is large against the statistics: inside the window the signal Z class's
+    # gain rejects the healthy link's at the false-alarm budget (a healthy link gives z below
+    # −z_bound() with probability ALPHA / 2; here z is about −27)
+    assert _key_z(measured, *WINDOW, _exact()) < -z_bound()
 
 
 def test_fiber_cut_leaves_only_bobs_own_light_and_dark_counts():
@@ -315,10 +334,9 @@ def test_a_static_rotation_raises_the_qber_as_the_exact_model_says():
     measured = _run_with("polarization_rotation", "link/bob-charles", {"angle_rad": theta},
                          seed=3)
     _inside_and_outside(measured, _exact(u_b=linear_rotation(theta)))
-    _, slots, sa, sb, errors = measured
-    z_key = (sa.basis == 0) & (sb.basis == 0) & (sa.intensity == 0) & (sb.intensity == 0)
-    in_window = (slots >= WINDOW[0] << FB) & (slots < WINDOW[1] << FB)
-    assert errors[z_key & in_window].mean() > 0.08 > 0.02 > errors[z_key & ~in_window].mean()
+    # the key's errors inside the window reject the healthy error rate at the false-alarm
+    # budget (probability ALPHA / 2 for a healthy link; here z is in the thousands)
+    assert _key_z(measured, *WINDOW, _exact(), errors=True) > z_bound()
 
 
 def test_a_drift_fault_follows_the_exact_model_frame_by_frame():
@@ -346,7 +364,7 @@ def test_a_drift_fault_follows_the_exact_model_frame_by_frame():
             q = p[2 * ia + basis] * p[2 * ib + basis] * np.array([r.gain for r in rows])
             e = np.array([r.error_rate for r in rows])
             if (basis, ia, ib) == (0, 0, 0):
-                key_errors = [err_f[:10].sum() / d_f[:10].sum(), err_f[10:].sum() / d_f[10:].sum()]
+                key_errors = [err_f[:10].sum(), int(err_f[10:].sum()), int(d_f[10:].sum())]
             for lo in range(0, n, 10):
                 f = slice(lo, lo + 10)
                 mean, var = (1 << FB) * q[f].sum(), ((1 << FB) * q[f] * (1 - q[f])).sum()
@@ -358,7 +376,11 @@ def test_a_drift_fault_follows_the_exact_model_frame_by_frame():
                     z.append((err_f[f].sum() - me) / math.sqrt(ve))
     assert len(z) >= 12
     assert_z_scores_consistent(z, "drift, per frame")
-    assert key_errors[1] > 0.1 > 0.02 > key_errors[0]  # the drift turned far enough to matter
+    # the drift turned far enough to matter: after its start the key's errors reject the healthy
+    # error rate at the false-alarm budget (probability ALPHA / 2 for a link that did not turn)
+    healthy = exact_class_statistics(0, mu[0], mu[0], T_ARM, T_ARM, None, None, EFF, DARK,
+                                     bell_of_pattern=BELL_OF_PATTERN).error_rate
+    assert binomial_z(key_errors[1], key_errors[2], healthy) > z_bound()
 
 
 def _singles_z(kind: str, params: dict, relay: RelayOptics, seed: int) -> list[float]:
@@ -377,10 +399,11 @@ def _singles_z(kind: str, params: dict, relay: RelayOptics, seed: int) -> list[f
 
 def test_a_dark_count_surge_raises_dark_clicks_and_errors_as_the_exact_model_says():
     surge = 2e-4
+    total = 1 - (1 - DARK) * (1 - surge)  # the configured dark counts stay
     measured = _run_with("dark_count_surge", "relay", {"dark_count_probability": surge}, seed=6)
-    _inside_and_outside(measured, _exact(dark=surge))
+    _inside_and_outside(measured, _exact(dark=total))
     z = _singles_z("dark_count_surge", {"dark_count_probability": surge},
-                   RelayOptics.uniform(EFF, surge), 61)
+                   RelayOptics.uniform(EFF, total), 61)
     assert_z_scores_consistent(z, "singles")
 
 
@@ -394,7 +417,7 @@ def test_a_surge_on_one_detector_shows_in_that_detectors_dark_clicks():
                      fault(WINDOW[0], "f", "dark_count_surge", "relay",
                            {"dark_count_probability": surge, "detector": "dH"}))
     out = sample(link, alice, bob, lo, hi, 62)
-    p = [DARK, DARK, surge, DARK]
+    p = [DARK, DARK, 1 - (1 - DARK) * (1 - surge), DARK]
     assert_z_scores_consistent([binomial_z(out.singles[k], hi - lo, p[k]) for k in range(4)],
                                "dark singles")
 
@@ -447,20 +470,24 @@ def test_a_miscalibrated_class_emits_its_factor_while_the_plan_keeps_the_nominal
         PLAN.mean_photon_numbers.tolist()
 
 
-def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies():
+@pytest.mark.parametrize("configured", [0.0, 0.16])
+def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies(configured):
     """Alice alone sends light (μ = 0.5, Bob's pulses are vacuum): her coincidences come from two
     of her own photons, so they grow about as E[μ²] = μ²(1 + r²): 3 % at r = 0.2 (the detectors
     saturate a little), which the ~7·10⁴ coincidences resolve at 8σ (gains of interfering
-    pairs, linear in each μ, barely move). Expected: the exact P(≥ 2 clicks) averaged over
-    μ(1 + r z), z standard normal clipped at ±5 as the samplers clip it
-    (``clipped_normal_rule``); after the clear, the nominal μ."""
+    pairs, linear in each μ, barely move). The fault adds in quadrature to the configured
+    fluctuation r₀: the fault's r_f = √(0.2² − r₀²) makes r = 0.2 during it either way (with
+    r₀ = 0.16, r_f = 0.12 alone would give 1.4 % instead of 4 %, about 6σ off). Expected: the
+    exact P(≥ 2 clicks) averaged over μ(1 + r z), z standard normal clipped at ±5 as the
+    samplers clip it (``clipped_normal_rule``); after the clear, averaged with r₀."""
     r, mu = 0.2, 0.5
+    r_fault = math.sqrt(r**2 - configured**2)
     plan_a, plan_b = SettingsPlan.fixed(mu, 0), SettingsPlan.fixed(0.0, 0)
-    link = Link(Source(plan_a), Source(plan_b), Fiber(ARM_KM), Fiber(ARM_KM),
-                relay=RelayOptics.uniform(EFF, DARK), frame_bits=FB,
+    link = Link(Source(plan_a, intensity_fluctuation_rel=configured), Source(plan_b),
+                Fiber(ARM_KM), Fiber(ARM_KM), relay=RelayOptics.uniform(EFF, DARK), frame_bits=FB,
                 faults=FaultSchedule.from_timeline(
                     [fault(0, "f", "intensity_fluctuation", "source/alice",
-                           {"fluctuation_rel": r}), clear(WINDOW[1], "rollback")], 0))
+                           {"fluctuation_rel": r_fault}), clear(WINDOW[1], "rollback")], 0))
     alice, bob = SettingsGenerator(plan_a, 1, FB), SettingsGenerator(plan_b, 2, FB)
     out = sample(link, alice, bob, 0, RUN << FB, 13)
     x, w = clipped_normal_rule()
@@ -473,14 +500,17 @@ def test_intensity_fluctuation_averages_the_exact_model_over_the_pulse_energies(
         probs = pattern_probabilities(xa, ya, 1.0, np.full(4, DARK))
         return float(probs[[c for c in range(16) if bin(c).count("1") >= 2]].sum())
 
-    fluctuating = float(sum(wk * p_coincidence(mu * (1 + r * z)) for wk, z in zip(w, x,
-                                                                                   strict=True)))
+    def averaged(rel: float) -> float:
+        return float(sum(wk * p_coincidence(mu * (1 + rel * z)) for wk, z in zip(w, x,
+                                                                                 strict=True)))
+
+    fluctuating = averaged(r)
     assert fluctuating / p_coincidence(mu) - 1 > 0.025
     frame = out.records.slot >> FB
     n_in, n_out = int((frame < WINDOW[1]).sum()), int((frame >= WINDOW[1]).sum())
     assert_z_scores_consistent(
         [binomial_z(n_in, WINDOW[1] << FB, fluctuating),
-         binomial_z(n_out, (RUN - WINDOW[1]) << FB, p_coincidence(mu))], "coincidences")
+         binomial_z(n_out, (RUN - WINDOW[1]) << FB, averaged(configured))], "coincidences")
 
 
 def test_the_reference_sampler_sees_the_same_faults():
@@ -516,7 +546,8 @@ def _composed() -> Link:
 def test_the_exact_frame_statistics_are_the_general_formula_with_the_faults_values():
     link = _composed()
     det = np.array([EFF, EFF * 0.5, EFF, 0.0])
-    dark = np.array([1e-4, 1e-4, 1e-4, 0.0])
+    surged = 1 - (1 - DARK) * (1 - 1e-4)
+    dark = np.array([surged, surged, surged, 0.0])
     for basis in (0, 1):
         got = exact_frame_statistics(link, PLAN, PLAN, 27, basis, 0, 1,
                                      bell_of_pattern=BELL_OF_PATTERN)
@@ -613,7 +644,36 @@ def test_device_pieces_follow_the_windows():
     relay = {lo >> FB: link.relay for lo, _, link in pieces}
     assert relay[6].efficiencies.tolist() == [EFF, EFF * 0.5, EFF, EFF]
     assert relay[7].efficiencies.tolist() == [EFF, EFF * 0.5, EFF, 0.0]
-    assert relay[7].dark_count_probabilities.tolist() == [1e-4, 1e-4, 1e-4, 0.0]
+    surged = 1 - (1 - DARK) * (1 - 1e-4)
+    assert relay[7].dark_count_probabilities.tolist() == [surged, surged, surged, 0.0]
     assert relay[8].efficiencies.tolist() == [EFF, EFF * 0.5, EFF, EFF]
     assert relay[10] == relay[0] == RelayOptics.uniform(EFF, DARK)
     assert isinstance(pieces[0][2].faults.faults[0], Fault)
+
+
+# --- faults add to the configured device values ------------------------------------------------
+
+
+def test_a_surge_adds_dark_counts_to_the_configured_ones_never_lowers_them():
+    """Two independent causes of a dark click: p = 1 − (1 − p₀)(1 − p_s). A surge of 10⁻⁹ on a
+    detector of 10⁻⁷ leaves it above 10⁻⁷ (setting p to 10⁻⁹ would have cut dark counts)."""
+    relay = RelayOptics.uniform(EFF, 1e-7)
+    surge = Fault("s", "dark_count_surge", "relay", {"dark_count_probability": 1e-9}, 0.0, 1.0)
+    got = faulty_relay(relay, [surge]).dark_count_probabilities
+    assert got.tolist() == [1 - (1 - 1e-7) * (1 - 1e-9)] * 4
+    assert np.all(got > 1e-7)
+    one = Fault("s", "dark_count_surge", "relay", {"dark_count_probability": 1e-4,
+                                                   "detector": "dV"}, 0.0, 1.0)
+    assert faulty_relay(relay, [one]).dark_count_probabilities.tolist() == [
+        1e-7, 1e-7, 1e-7, 1 - (1 - 1e-7) * (1 - 1e-4)]
+
+
+def test_a_fluctuation_fault_adds_in_quadrature_to_the_configured_fluctuation():
+    """Independent Gaussian fluctuations of the pulse energy: r = √(r₀² + r_f²), so a fault never
+    steadies a fluctuating source."""
+    shaky = Source(PLAN, intensity_fluctuation_rel=0.12)
+    fault_ = Fault("f", "intensity_fluctuation", "source/alice", {"fluctuation_rel": 0.05},
+                   0.0, 1.0)
+    assert faulty_source(shaky, [fault_]).intensity_fluctuation_rel == pytest.approx(0.13,
+                                                                                     rel=1e-12)
+    assert faulty_source(Source(PLAN), [fault_]).intensity_fluctuation_rel == 0.05

@@ -148,7 +148,7 @@ MINIMAL = {
     "dark_count_surge": ("relay", {"dark_count_probability": 1e-5}),
     "detector_efficiency": ("relay", {"efficiency_factor": 0.3}),
     "detector_dead": ("relay", {"detector": "all"}),
-    "intensity_miscalibration": ("source/bob", {"intensity": "omega",
+    "intensity_miscalibration": ("source/bob", {"intensity": "nu",
                                                 "mean_photon_number_factor": 3}),
     "intensity_fluctuation": ("source/alice", {"fluctuation_rel": 0.2}),
 }

@@ -260,6 +260,10 @@ REFUSALS = [
     (LOSS, "fault: {type: intensity_miscalibration, target: source/bob, params: {intensity: muu,"
      " mean_photon_number_factor: 1.1}}", "method.1.fault.params.intensity",
      "unknown intensity class 'muu' of source/bob (did you mean 'mu'?)", "muu"),
+    (LOSS, "fault: {type: intensity_miscalibration, target: source/bob, params: {intensity: "
+     "omega, mean_photon_number_factor: 3}}", "method.1.fault.params.intensity",
+     "class 'omega' of source/bob has mean photon number 0: a factor on it changes nothing",
+     "omega"),
     # targets
     ("target: link/alice-charles", "target: relay", "method.1.fault.target",
      "fault loss does not apply to 'relay'", "target: relay"),
@@ -310,6 +314,15 @@ REFUSALS = [
      "    fault: {type: loss, target: link/alice-charles, params: {extra_db: 1}}",
      "method.2", "overlaps entry 1 ('lossy splice', from 40 s until the end of the run)",
      "- at: 50s"),
+    # a window that holds no frame start: the emulator would apply nothing (frames of 2**20
+    # slots at 1 GHz, 1.048576 ms; the first frame from 20 s starts at 20.000538624 s)
+    ("duration: 15s", "duration: 0.5ms", "method.0.duration", "holds no settings frame's "
+     "start: faults act on whole frames of 1.049 ms (2**20 slots at 1e+09 Hz)",
+     "duration: 0.5ms"),
+    ("  - at: 40s\n    name: lossy splice\n    " + LOSS,
+     "  - at: 20.0003s\n    name: early stop\n    action: {type: clear_faults, "
+     "params: {fault: drift}}", "method.0", "(ended at 20.0003 s by entry 1 'early stop') "
+     "holds no settings frame's start", "- at: 20s"),
     # a clear later in the file but earlier in time does not end a fault that starts after it
     ("  - at: 40s\n    name: lossy splice\n    " + LOSS,
      "  - at: 40s\n    name: lossy splice\n    " + LOSS + "\n  - at: 10s\n    name: early\n"
@@ -372,6 +385,9 @@ def test_the_issue_s_example_message_word_for_word(tmp_path):
     ("tolerance: 0}", "tolerance: 0}\n    - {name: few-aborts, metric: abort_reason, "
      "reason: qber_too_high, tolerance: {max: 1}, phases: [before, after]}"),
     ("at: 20s", "at: 0s"),
+    # shorter than a frame, but holding a frame's start (20.000538624 s): it acts on that frame
+    ("at: 20s\n    name: drift\n    duration: 15s",
+     "at: 20.0003s\n    name: drift\n    duration: 0.5ms"),
 ])
 def test_well_formed_game_days_load(tmp_path, old, new):
     assert old in EXAMPLE_TEXT
@@ -627,3 +643,21 @@ def test_fuzzed_scenarios_load_or_give_one_scenario_error(tmp_path_factory, text
         load_scenario(path)
     except ScenarioError as e:
         assert str(e).strip()
+
+
+def test_a_fluctuation_fault_on_top_of_the_configured_one_must_stay_within_the_source_bound(
+        tmp_path):
+    """The fault's fluctuation combines in quadrature with the configured one (independent
+    Gaussians), and the sum must stay ≤ 0.2 (μ(1 + r z) clipped at 5σ stays ≥ 0)."""
+    data = yaml.safe_load(EXAMPLE_TEXT)
+    data["postprocessing"]["mode"] = "asymptotic"
+    data["alice"]["source"]["intensity_fluctuation_rel"] = 0.15
+    data["method"][1] = {"at": "40s", "name": "shaky", "fault": {
+        "type": "intensity_fluctuation", "target": "source/alice",
+        "params": {"fluctuation_rel": 0.15}}}
+    with pytest.raises(ScenarioError, match=re.escape(
+            "method.1.fault.params.fluctuation_rel: 0.15 combined in quadrature with "
+            "source/alice's configured intensity_fluctuation_rel 0.15 is 0.2121 > 0.2")):
+        load_scenario(_write(tmp_path, data))
+    data["method"][1]["fault"]["params"]["fluctuation_rel"] = 0.13
+    load_scenario(_write(tmp_path, data))  # √(0.15² + 0.13²) ≈ 0.198

@@ -92,3 +92,52 @@ def test_an_os_entropy_run_delivers_matching_keys_from_secrets_the_seed_does_not
             seeded[node].settings_key, seeded[node].protocol_seed, seeded[node].nature_seed) or \
             node == "charles"
         assert not set(drawn.pools.values()) & set(seeded[node].pools.values())
+
+
+GAME_DAY_ONLY = ("method", "rollbacks", "steady_state")
+
+
+def _as_a_node_loads_it(run_dir):
+    """The scenario a node builds from: config.json's, validated as ``node_main`` does."""
+    from orchestration.config import Scenario
+
+    return Scenario.model_validate(json.loads((run_dir / "config.json").read_text())["scenario"])
+
+
+def test_no_user_and_not_charles_learns_the_fault_timeline(tmp_path):
+    """The timeline says when and how the link will be broken (an intensity_miscalibration's
+    factor, which the users' estimation must not know; an attack's window): Alice, Bob and
+    Charles build from a scenario without it, and their secrets hold none of it."""
+    from orchestration.config import shipped_scenarios
+
+    day = load_scenario(shipped_scenarios()["gameday_drift"])
+    assert day.method and day.rollbacks and day.steady_state
+    run_dir = prepare_run_dir(day, tmp_path / "r")
+    config = (run_dir / "config.json").read_text()
+    assert not set(GAME_DAY_ONLY) & set(json.loads(config)["scenario"])
+    seen = _as_a_node_loads_it(run_dir)
+    assert (seen.method, seen.rollbacks, seen.steady_state) == (None, None, None)
+    for node in ("alice", "bob", "charles"):
+        assert read_node_secrets(run_dir, node).fault_timeline == ()
+    timeline = read_node_secrets(run_dir, "nature").fault_timeline
+    assert [e.name for e in timeline] == [e.name for e in day.method]
+    assert stat.S_IMODE((run_dir / "orchestrator").stat().st_mode) == 0o700
+    record = json.loads((run_dir / "orchestrator" / "scenario.json").read_text())
+    assert record["method"] == json.loads(day.model_dump_json())["method"]
+    assert "seed" not in record
+
+
+@pytest.mark.slow  # about 20 s: four processes, numba warm-up
+def test_nature_still_applies_the_faults_it_alone_is_given(tmp_path):
+    """A real run (four processes) with a dead detector for the whole run: nature, the only node
+    given the timeline, counts no single of that detector; the others click."""
+    day = load_scenario(DEFAULT_SCENARIO, {
+        "rounds": 1, "round_frames": 200,
+        "method": [{"at": 0, "name": "dead cH", "fault": {
+            "type": "detector_dead", "target": "relay", "params": {"detector": "cH"}}}]})
+    run_dir = prepare_run_dir(day, tmp_path / "r")
+    assert "method" not in json.loads((run_dir / "config.json").read_text())["scenario"]
+    execute(day, run_dir)
+    singles = json.loads((run_dir / "nature" / "metrics.json").read_text())
+    assert singles["singles_cH_total"] == 0
+    assert min(singles[f"singles_{d}_total"] for d in ("cV", "dH", "dV")) > 1000
