@@ -1,5 +1,6 @@
 """The game-day verdict (orchestration.verdict) from synthetic rounds records: each rule can
-fail. Time: a clock of 1 Hz and 2-slot rounds, so round k covers [2k, 2k + 2) s."""
+fail. Time: a clock of 1 Hz, frames of one slot and 2-slot rounds, so round k covers
+[2k, 2k + 2) s and a fault at t s acts from slot round(t)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def action(at, name, type_="clear_faults", target=None, params=None):
 def verdict(steady, records, method=(), rollbacks=(), end=None, **kwargs):
     end = SECONDS * len(records) if end is None else end
     kwargs.setdefault("mismatched", {})
-    return evaluate(steady, list(method), list(rollbacks), records, 1.0, end, **kwargs)
+    return evaluate(steady, list(method), list(rollbacks), records, 1.0, end, frame_bits=0,
+                    **kwargs)
 
 
 def result(v, probe, phase, segment=None):
@@ -80,7 +82,7 @@ def test_a_window_outside_the_tolerance_deviates_saying_by_how_much():
 
 
 def test_a_window_shorter_than_a_round_measures_the_rounds_it_overlaps():
-    got = windows(rounds_of([rec(0), rec(1)], 1.0), 1.0)
+    got = windows(rounds_of([rec(0), rec(1)], 1.0), 1)
     assert [(a, b, [r.index for r in rs]) for a, b, rs in got] == [
         (0, 1, [0]), (1, 2, [0]), (2, 3, [1]), (3, 4, [1])]
 
@@ -140,14 +142,14 @@ def test_a_fault_until_the_end_leaves_no_after_phase_and_a_clear_faults_ends_it(
 def test_the_timeline_is_in_time_order_clipped_to_the_run_and_marks_what_it_never_reached():
     spans = timeline([fault(3, "late", duration=100), fault(1, "early", duration=1,
                                                            target="link/alice-charles"),
-                      fault(50, "never", target="link/alice-charles")], 10.0)
+                      fault(50, "never", target="link/alice-charles")], 1.0, 0, 10)
     assert [(s.name, s.start_s, s.end_s, s.reached) for s in spans] == [
         ("early", 1, 2, True), ("late", 3, 10, True), ("never", 10, 10, False)]
 
 
 def test_an_action_at_the_same_time_ends_a_fault_only_when_it_comes_later_in_the_file():
-    before = timeline([action(2, "clear"), fault(2, "f")], 10.0)
-    after = timeline([fault(2, "f"), action(2, "clear")], 10.0)
+    before = timeline([action(2, "clear"), fault(2, "f")], 1.0, 0, 10)
+    after = timeline([fault(2, "f"), action(2, "clear")], 1.0, 0, 10)
     assert next(s for s in before if s.name == "f").end_s == 10
     assert next(s for s in after if s.name == "f").end_s == 2
 
@@ -239,7 +241,7 @@ def test_rollbacks_run_at_the_end_and_end_the_faults_still_active():
                 [clear])
     assert v.rollbacks == [{"name": "clear", "type": "clear_faults", "target": None,
                             "params": {}, "at_s": 8, "executed": True, "ended": ["b"]}]
-    stopped = verdict(None, records, [fault(2, "b")], [clear], reached_end=False)
+    stopped = verdict(None, records, [fault(2, "b")], [clear], stopped_at_slot=6)
     assert stopped.rollbacks[0]["executed"] is False and stopped.rollbacks[0]["ended"] == []
 
 
@@ -250,7 +252,9 @@ def test_no_hypothesis_no_deviation_and_the_verdict_is_plain_json():
     assert v.deviated is False and v.probes == []
     data = v.to_json()
     assert json.loads(json.dumps(data)) == data
-    assert data["timeline"][0]["end_s"] == 1.5 and not math.isinf(data["run_end_s"])
+    # [0.5, 1.5) s rounds to slots [0, 2) (to the nearest slot, half to even, as the emulator)
+    assert (data["timeline"][0]["at_s"], data["timeline"][0]["end_s"]) == (0.5, 2.0)
+    assert not math.isinf(data["run_end_s"])
 
 
 def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
@@ -258,14 +262,14 @@ def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
 
     bad = [rec(0), rec(1, qber_z=0.2)]
     windowed = verdict(probes({**QBER, "window": "2s"}), bad, end=20)
-    assert [d.start_s for d in settled_deviations(windowed, 4.0)] == [2.0]  # a full window
+    assert [d.start_s for d in settled_deviations(windowed, 4)] == [2.0]  # a full window
     whole = verdict(probes(QBER), bad, end=20)  # the whole phase: open until the run's end
-    assert whole.deviated and settled_deviations(whole, 4.0) == []
-    assert len(settled_deviations(verdict(probes(QBER), bad), 4.0)) == 1  # the run ended
+    assert whole.deviated and settled_deviations(whole, 4) == []
+    assert len(settled_deviations(verdict(probes(QBER), bad), 4)) == 1  # the run ended
     partial = verdict(probes({**QBER, "window": "3s"}), bad, end=20)  # [3, 4) is not full yet
-    assert [d.start_s for d in settled_deviations(partial, 4.0)] == [0.0]
+    assert [d.start_s for d in settled_deviations(partial, 4)] == [0.0]
     missing = verdict(probes(QBER), [rec(0, phase="precheck", aborted=True)], end=20)
-    assert missing.deviated and settled_deviations(missing, 2.0) == []  # judged at the end
+    assert missing.deviated and settled_deviations(missing, 2) == []  # judged at the end
 
 
 def test_what_a_run_cannot_measure_is_said_before_it_starts():
