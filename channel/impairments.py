@@ -110,6 +110,13 @@ def frame_at(t_s: float, clock_rate_hz: float, frame_bits: int) -> int:
     return -(-slot >> frame_bits)
 
 
+def fault_slots(fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[int, int]:
+    """The slots ``[first, stop)`` the fault acts on: its whole frames (``frame_at`` of its start
+    and end), so that the verdict places it where the samplers apply it."""
+    return (frame_at(fault.start_s, clock_rate_hz, frame_bits) << frame_bits,
+            frame_at(fault.end_s, clock_rate_hz, frame_bits) << frame_bits)
+
+
 @dataclass(frozen=True)
 class FaultSchedule:
     """The physics faults of a run (``PHYSICS_FAULTS`` only, in time order) and the seed of their

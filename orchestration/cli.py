@@ -620,16 +620,24 @@ def run(
             f"{sc.rounds} rounds; {summary['secure_bits']} key bits delivered; summary in "
             f"{run_dir / 'summary.json'}"), highlight=False, soft_wrap=True)
         raise typer.Exit(code=128 + int(getattr(signal, name)))
-    if not summary["keys_match"] and summary["secure_bits"] == 0 and summary["aborted"] < summary["rounds"]:
-        raise typer.Exit(code=1)
+    # the deviations are said in every case; a key mismatch still decides the exit status (1)
+    keys_differ = not summary["keys_match"] and summary["secure_bits"] == 0 \
+        and summary["aborted"] < summary["rounds"]
     if journal["deviated"]:
         for d in journal["deviations"]:
             err_console.print(Text("deviated: ", style="bold red") + Text(d["message"]),
                               highlight=False, soft_wrap=True)
-        stopped = (f" (runtime.fail_fast: stopped after {summary['rounds']} of {sc.rounds} "
-                   "rounds)") if summary["interrupted"] else ""
+        run_info = journal["run"]
+        stopped = (f" (runtime.fail_fast: stopped at round {run_info['fail_fast_round']}; the "
+                   f"verdict judges {run_info['rounds_recorded']} of {sc.rounds} rounds)"
+                   ) if run_info.get("fail_fast_round") is not None else ""
         err_console.print(Text(f"the steady-state hypothesis failed{stopped}; journal in "
                                f"{run_dir / 'journal.json'}"), highlight=False, soft_wrap=True)
+    if keys_differ:
+        err_console.print(Text(f"the users' stored keys differ; summary in "
+                               f"{run_dir / 'summary.json'}"), highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
+    if journal["deviated"]:
         raise typer.Exit(code=HYPOTHESIS_FAILED)
 
 

@@ -60,11 +60,13 @@ class RunInterrupted(BaseException):
 
 class FailFast(Exception):
     """``runtime.fail_fast``: a probe deviated in a window no later round can change, so the
-    run stops in order (``interrupted_by: fail_fast``)."""
+    run stops in order (``interrupted_by: fail_fast``). ``judged`` is the number of recorded
+    rounds whose last one settled the deviation: the journal judges those only, so that where
+    the watcher happened to notice does not change it."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, judged: int) -> None:
         super().__init__(message)
-        self.message = message
+        self.message, self.judged = message, judged
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -211,6 +213,7 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
     t0, started = time.monotonic(), time.time()
     interrupted: str | None = None
     failure: RunFailed | None = None
+    judged: int | None = None  # fail_fast: the rounds the journal judges
     with _stop_signals_interrupt():
         try:
             launcher.start(run_dir)
@@ -218,8 +221,8 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
         except RunInterrupted as e:
             interrupted = e.signal_name
             _ignoring_stop_signals()
-        except FailFast:
-            interrupted = "fail_fast"
+        except FailFast as e:
+            interrupted, judged = "fail_fast", e.judged
             _ignoring_stop_signals()
         except RunFailed as e:
             failure = e
@@ -234,19 +237,24 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
                           wall_clock(started, wall))
         raise failure
     summary = summarise(scenario, run_dir, wall, fingerprint, interrupted)
+    records = _read_jsonl(run_dir / "rounds.jsonl")
     write_journal(scenario, run_dir, "interrupted" if interrupted else "completed",
-                  _read_jsonl(run_dir / "rounds.jsonl"), wall_clock(started, wall),
-                  summary=summary)
+                  records if judged is None else records[:judged], wall_clock(started, wall),
+                  summary=summary, fail_fast=judged is not None)
     return summary
 
 
 def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
            on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float) -> None:
     """Poll the nodes until the protocol nodes are done; RunFailed when one fails, FailFast
-    when the scenario asks for it and a probe has deviated for good."""
+    when the scenario asks for it and a probe has deviated for good before the last round.
+
+    The rounds are read after the nodes' exit codes, so a run whose nodes are done has all its
+    rounds read and judged, round by round, before it counts as completed: the round that
+    settles a deviation is the same whenever the watcher looks."""
     fail_fast = scenario.runtime is not None and scenario.runtime.fail_fast \
         and scenario.steady_state is not None
-    seen = 0
+    judged = 0
     while True:
         codes = launcher.poll()
         failed = {n: c for n, c in codes.items() if c not in (None, 0)}
@@ -260,11 +268,8 @@ def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
                 on_progress(Progress(len(rows), scenario.rounds,
                                      sum(r["secure_bits"] for r in rows),
                                      sum(r["emulated_seconds"] for r in rows)))
-            if fail_fast and len(rows) > seen:
-                seen = len(rows)
-                settled = settled_deviations_so_far(scenario, rows)
-                if settled:
-                    raise FailFast(settled[0].message)
+            if fail_fast:
+                judged = _fail_fast_check(scenario, rows, judged)
         if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
             return  # nature is stopped after (it serves until then) and writes its metrics
         if time.monotonic() - t0 > timeout_s:
@@ -373,30 +378,49 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
 # --- game days: what a run honours, fail_fast --------------------------------------------------
 
 
+#: The action types the emulator carries out: ``clear_faults`` only, the one action that ends a
+#: fault's window in the channel emulator (``channel.impairments.fault_windows``).
+IMPLEMENTED_ACTIONS: frozenset[str] = frozenset({"clear_faults"})
+
+
 def implemented_faults() -> frozenset[str]:
-    """The fault types the emulator injects, as the fault engine lists them
-    (``orchestration.experiment.IMPLEMENTED_FAULTS``; none while it has no list)."""
-    return frozenset(getattr(experiment, "IMPLEMENTED_FAULTS", frozenset()))
+    """The fault types the emulator injects (``orchestration.experiment.IMPLEMENTED_FAULTS``)."""
+    return frozenset(experiment.IMPLEMENTED_FAULTS)
 
 
 def implemented_actions() -> frozenset[str]:
-    """The action types the emulator carries out (``IMPLEMENTED_ACTIONS`` when the engine lists
-    them): ``clear_faults`` at least, which only ends faults, and every fault ends with the run."""
-    return frozenset(getattr(experiment, "IMPLEMENTED_ACTIONS", frozenset({"clear_faults"})))
+    """The action types the emulator carries out (``IMPLEMENTED_ACTIONS``)."""
+    return IMPLEMENTED_ACTIONS
+
+
+def run_end_slot(scenario: Scenario) -> int:
+    """The planned end of the run in slots, as the rounds' ``stop_slot`` gives it."""
+    return scenario.rounds * scenario.round_slots
 
 
 def run_end_s(scenario: Scenario) -> float:
-    """The planned end of the run in emulated seconds, as the rounds' ``stop_slot`` gives it."""
-    return scenario.rounds * scenario.round_slots / scenario.clock_rate_hz
+    """The planned end of the run in emulated seconds."""
+    return run_end_slot(scenario) / scenario.clock_rate_hz
 
 
 def settled_deviations_so_far(scenario: Scenario, rows: list[dict[str, Any]]) -> list[Any]:
     """The deviations no later round can undo, from the rounds Alice has recorded so far."""
-    end = run_end_s(scenario)
+    recorded = max((r["stop_slot"] for r in rows), default=0)
     v = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, rows,
-                 scenario.clock_rate_hz, end, reached_end=False)
-    recorded = max(r["stop_slot"] for r in rows) / scenario.clock_rate_hz
+                 scenario.clock_rate_hz, run_end_slot(scenario), frame_bits=scenario.frame_bits,
+                 stopped_at_slot=recorded)
     return settled_deviations(v, recorded)
+
+
+def _fail_fast_check(scenario: Scenario, rows: list[dict[str, Any]], judged: int) -> int:
+    """Judge each round recorded since the first ``judged`` in order (the last round of the run
+    never stops it: that run completes); FailFast at the first whose completion settles a
+    deviation. Returns the rounds judged so far."""
+    for k in range(judged + 1, min(len(rows), scenario.rounds - 1) + 1):
+        settled = settled_deviations_so_far(scenario, rows[:k])
+        if settled:
+            raise FailFast(settled[0].message, k)
+    return max(judged, min(len(rows), scenario.rounds - 1))
 
 
 # --- journal.json -------------------------------------------------------------------------------
@@ -456,19 +480,45 @@ def run_totals(run_dir: Path) -> dict[str, float]:
     return totals
 
 
+#: Why a run that stopped early has no run totals: its counters ran past its last round.
+STOPPED_TOTALS_NOTE = ("the run stopped before its end: the nodes' counters include rounds it "
+                       "did not record")
+
+
+def judged_mismatches(mismatched: dict[int, bool] | None, records: list[dict[str, Any]],
+                      stopped: bool) -> dict[int, bool] | None:
+    """The key stores' mismatches of the rounds the journal judges: every round of a completed
+    run; of a stopped one, the rounds in ``records`` only (a store may hold a round recorded
+    after the stop)."""
+    if mismatched is None or not stopped:
+        return mismatched
+    rounds = {r["round"] for r in records}
+    return {k: bad for k, bad in mismatched.items() if k in rounds}
+
+
 def write_journal(scenario: Scenario, run_dir: Path, status: str,
                   records: list[dict[str, Any]], wall: dict[str, float],
-                  summary: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``journal.json``: the run's status, the verdict of its steady-state hypothesis and
-    its timeline (docs/run-directory.md). Two runs of a scenario and seed give the same file but
-    for ``wall_clock``."""
+                  summary: dict[str, Any] | None = None, fail_fast: bool = False
+                  ) -> dict[str, Any]:
+    """Write ``journal.json``: the run's status, the verdict of its steady-state hypothesis on
+    ``records`` and its timeline (docs/run-directory.md). Two runs of a scenario and seed give the
+    same file but for ``wall_clock``; with ``fail_fast``, ``records`` end with the round that
+    settled the deviation (``run.fail_fast_round``), and so does everything the journal says."""
     spr = scenario.emulated_seconds_per_round
-    run_end = run_end_s(scenario)
-    mismatched = key_mismatches_by_round(run_dir)
+    stopped = status != "completed"
+    recorded = max((r["stop_slot"] for r in records), default=0)
+    mismatched = judged_mismatches(key_mismatches_by_round(run_dir), records, stopped)
     verdict = evaluate(scenario.steady_state, scenario.method, scenario.rollbacks, records,
-                       scenario.clock_rate_hz, run_end, reached_end=status == "completed",
-                       mismatched=mismatched, totals=run_totals(run_dir))
-    recorded = max((r["stop_slot"] for r in records), default=0) / scenario.clock_rate_hz
+                       scenario.clock_rate_hz, run_end_slot(scenario),
+                       frame_bits=scenario.frame_bits,
+                       stopped_at_slot=recorded if stopped else None, mismatched=mismatched,
+                       totals={} if stopped else run_totals(run_dir),
+                       totals_note=STOPPED_TOTALS_NOTE if stopped else "")
+    if stopped or summary is None:
+        keys_match = None if mismatched is None else bool(mismatched) and not any(
+            mismatched.values())
+    else:
+        keys_match = summary["keys_match"]
     journal = {
         "format": "mdiqkd-journal/1",
         "title": scenario.title,
@@ -478,10 +528,11 @@ def write_journal(scenario: Scenario, run_dir: Path, status: str,
         "interrupted_by": None if summary is None else summary.get("interrupted_by"),
         **{k: v for k, v in verdict.to_json().items() if k != "run_end_s"},
         "run": {"rounds_planned": scenario.rounds, "rounds_recorded": len(records),
-                "seconds_per_round": spr, "emulated_seconds_planned": run_end,
-                "emulated_seconds_recorded": recorded,
+                "seconds_per_round": spr, "emulated_seconds_planned": run_end_s(scenario),
+                "emulated_seconds_recorded": recorded / scenario.clock_rate_hz,
                 "duration_s": scenario.runtime.duration if scenario.runtime else None,
-                "keys_match": None if summary is None else summary["keys_match"],
+                "fail_fast_round": records[-1]["round"] if fail_fast and records else None,
+                "keys_match": keys_match,
                 "mismatched_rounds": None if mismatched is None else
                 [r for r, bad in mismatched.items() if bad]},
         "wall_clock": wall,

@@ -6,16 +6,22 @@ Pure: everything comes in as arguments (the scenario's game-day sections, the ro
 out as plain data, so the same inputs always give the same verdict. ``orchestration.run`` gathers
 the inputs and writes ``journal.json``.
 
-Time is emulated time: a round covers [start_slot, stop_slot) / clock_rate_hz.
+Time is counted in slots of the emulated clock: a round covers [start_slot, stop_slot), and a
+fault the whole settings frames the channel emulator applies it on (``channel.impairments``:
+``fault_windows``, ``fault_slots``), so a round's phase is decided exactly, in integers; seconds
+(slot / clock_rate_hz) are for the reader. Rounds are kept sorted by slot and every window finds
+its rounds by bisection.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from channel.impairments import Fault, TimelineEntry, fault_slots, fault_windows, frame_at
 from orchestration.experiment import MethodEntry, ProbeModel, RollbackModel, SteadyStateModel
 
 Status = Literal["held", "deviated", "no data", "not measured", "not applicable"]
@@ -28,7 +34,8 @@ ROUND_METRICS = frozenset({"qber_z", "qber_x", "secure_key_rate_bps", "bsm_rate_
                            "aborted_rounds", "abort_reason", "key_mismatches",
                            "keys_from_attacked_rounds"})
 #: Metrics of which the nodes keep run totals only: measured over a window that holds every
-#: round of the run, "not measured" over a part of it.
+#: round of a run that completed, "not measured" over a part of it, "no data" when the total is
+#: missing or the run stopped early (its counters then include rounds it did not record).
 RUN_TOTAL_METRICS = {"coincidence_rate_hz": "coincidences", "auth_failures": "auth_failures"}
 #: Metrics no record or node metric holds yet.
 UNMEASURED_METRICS = frozenset({"visibility", "dark_count_rate_hz", "calibration_actions"})
@@ -55,62 +62,79 @@ def unmeasured(probe: ProbeModel, has_faults: bool, run_s: float) -> str | None:
 
 @dataclass(frozen=True)
 class Span:
-    """A method entry as it happened: a fault from ``start_s`` to ``end_s``, an action at
-    ``start_s`` (``end_s`` equal). ``reached`` is false for an entry after the run's end."""
+    """A method entry as it happened: a fault on slots ``[start_slot, stop_slot)``, an action at
+    ``start_slot`` (``stop_slot`` equal); ``start_s`` and ``end_s`` are those slots in emulated
+    seconds, ``at_s`` the entry's ``at`` as written. ``reached`` is false for an entry at or
+    after the run's end."""
 
     name: str
     kind: Literal["fault", "action"]
     type: str
     target: str | None
     params: dict[str, Any]
+    at_s: float
+    start_slot: int
+    stop_slot: int
     start_s: float
     end_s: float
     ended_by: str
     reached: bool = True
 
 
-def _ends_fault(action: MethodEntry, fault: MethodEntry) -> bool:
-    """Whether ``action`` (a method entry with an action) ends ``fault``'s fault."""
-    a, f = action.action, fault.fault
-    assert a is not None and f is not None
-    if a.type == "clear_faults":
-        return a.target in (None, f.target) and a.params.get("fault") in (None, fault.name)
-    if a.type == "restart":
-        return a.target == f.target
-    return a.type == "resume" and f.type == "pause" and a.target == f.target
+def timeline_entries(method: Sequence[MethodEntry] | None) -> list[TimelineEntry]:
+    """The method entries as the channel emulator reads them (``channel.impairments``)."""
+    return [TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params), e.duration,
+                          is_action=e.action is not None)
+            for e in method or [] for item in (e.fault or e.action,) if item is not None]
 
 
-def timeline(method: Sequence[MethodEntry] | None, run_end_s: float) -> list[Span]:
-    """Every method entry with its start and end, clipped to [0, ``run_end_s``], in time order
-    (file order at equal times). A fault ends at the first of: its duration, a later action
-    that ends it (an action at the same time ends it when it comes later in the file), the
-    run's end (where the rollbacks run)."""
-    entries = list(method or [])
+def _ended_by(fault: Fault, entry: TimelineEntry, entries: Sequence[TimelineEntry]) -> str:
+    """What ended ``fault`` before the run's end: its duration, or the ``clear_faults`` action at
+    its end that matches it (the rule of ``channel.impairments.fault_windows``)."""
+    if entry.duration_s is not None and fault.end_s == entry.at_s + entry.duration_s:
+        return "duration"
+    clear = next((a for a in entries if a.is_action and a.kind == "clear_faults"
+                  and a.at_s == fault.end_s and a.target in (None, fault.target)
+                  and a.params.get("fault") in (None, fault.name)), None)
+    return "duration" if clear is None else f"action {clear.name}"
+
+
+def timeline(method: Sequence[MethodEntry] | None, clock_rate_hz: float, frame_bits: int,
+             run_end_slot: int, stopped_at_slot: int | None = None) -> list[Span]:
+    """Every method entry where the channel emulator applies it, in time order (file order at
+    equal times): a fault on the whole frames of its window (``channel.impairments.fault_slots``
+    of ``fault_windows``), an action at the first frame at or after its ``at``. Clipped to the
+    run's end, or to ``stopped_at_slot`` for a run that stopped before it: a fault still active
+    there ends by ``"run stopped"``, and entries after it are not reached."""
+    entries = timeline_entries(method)
+    windows = {f.name: f for f in fault_windows(entries)}
+    end = run_end_slot if stopped_at_slot is None else min(stopped_at_slot, run_end_slot)
+    cut = "run end" if stopped_at_slot is None else "run stopped"
     spans = []
-    for k, e in enumerate(entries):
-        reached = e.at < run_end_s
-        start = min(e.at, run_end_s)
-        if e.action is not None:
-            spans.append(Span(e.name, "action", e.action.type, e.action.target,
-                              dict(e.action.params), start, start, "", reached))
-            continue
-        assert e.fault is not None
-        end, why = e.end, "duration"
-        for j, other in enumerate(entries):
-            later = other.at > e.at or (other.at == e.at and j > k)
-            if other.action is not None and later and other.at < end and _ends_fault(other, e):
-                end, why = other.at, f"action {other.name}"
-        if end >= run_end_s:
-            end, why = run_end_s, "run end"
-        spans.append(Span(e.name, "fault", e.fault.type, e.fault.target, dict(e.fault.params),
-                          start, max(start, end), why, reached))
-    order = sorted(range(len(spans)), key=lambda i: (spans[i].start_s, i))
+    for e in entries:
+        if e.is_action:
+            first = stop = frame_at(e.at_s, clock_rate_hz, frame_bits) << frame_bits
+            why = ""
+        else:
+            f = windows[e.name]
+            first, stop = fault_slots(f, clock_rate_hz, frame_bits)
+            why = _ended_by(f, e, entries)
+            if stop >= end:
+                why = cut
+        reached = first < end
+        if not reached and stopped_at_slot is not None:
+            why = cut
+        first, stop = min(first, end), min(max(first, stop), end)
+        spans.append(Span(e.name, "action" if e.is_action else "fault", e.kind, e.target,
+                          dict(e.params), e.at_s, first, stop, first / clock_rate_hz,
+                          stop / clock_rate_hz, why, reached))
+    order = sorted(range(len(spans)), key=lambda i: (spans[i].start_slot, i))
     return [spans[i] for i in order]
 
 
 def faults_of(spans: Iterable[Span]) -> list[Span]:
-    """The faults that took effect (started before the run's end)."""
-    return [s for s in spans if s.kind == "fault" and s.reached and s.end_s > s.start_s]
+    """The faults that took effect: started before the run's end and covering a frame."""
+    return [s for s in spans if s.kind == "fault" and s.reached and s.stop_slot > s.start_slot]
 
 
 # --- rounds -------------------------------------------------------------------------------------
@@ -118,33 +142,62 @@ def faults_of(spans: Iterable[Span]) -> list[Span]:
 
 @dataclass(frozen=True)
 class Round:
-    """What the verdict reads of one round's record."""
+    """What the verdict reads of one round's record: its slots ``[start_slot, stop_slot)``."""
 
     index: int
-    start_s: float
-    stop_s: float
+    start_slot: int
+    stop_slot: int
+    clock_rate_hz: float
     record: dict[str, Any]
     mismatch: bool | None = None
 
     @property
+    def start_s(self) -> float:
+        return self.start_slot / self.clock_rate_hz
+
+    @property
+    def stop_s(self) -> float:
+        return self.stop_slot / self.clock_rate_hz
+
+    @property
     def seconds(self) -> float:
-        return self.stop_s - self.start_s
+        return (self.stop_slot - self.start_slot) / self.clock_rate_hz
 
 
 def rounds_of(records: Sequence[dict[str, Any]], clock_rate_hz: float,
-              mismatched: dict[int, bool] | None = None) -> list[Round]:
-    """The records as rounds in emulated time; ``mismatched`` (round number → whether its
-    stored keys differ between the users) when the key stores were read."""
+              mismatched: dict[int, bool] | None = None) -> tuple[Round, ...]:
+    """The records as rounds sorted by slot (each round has its own slots, so their stops are
+    sorted too and a window's rounds are found by bisection); ``mismatched`` (round number →
+    whether its stored keys differ between the users) when the key stores were read."""
     out = []
     for r in records:
         number = r.get("round", len(out))
-        out.append(Round(number, r["start_slot"] / clock_rate_hz, r["stop_slot"] / clock_rate_hz,
-                         r, None if mismatched is None else mismatched.get(number, False)))
-    return out
+        out.append(Round(number, int(r["start_slot"]), int(r["stop_slot"]), clock_rate_hz, r,
+                         None if mismatched is None else mismatched.get(number, False)))
+    out.sort(key=lambda r: (r.start_slot, r.stop_slot))
+    for a, b in zip(out, out[1:], strict=False):
+        if b.start_slot < a.stop_slot:
+            raise ValueError(f"rounds {a.index} and {b.index} overlap: slots "
+                             f"[{a.start_slot}, {a.stop_slot}) and [{b.start_slot}, "
+                             f"{b.stop_slot})")
+    return tuple(out)
 
 
-def _overlaps(r: Round, start: float, end: float) -> bool:
-    return r.start_s < end and r.stop_s > start
+def overlapping(rounds: Sequence[Round], start: int, stop: int) -> Sequence[Round]:
+    """The rounds of ``rounds`` (from ``rounds_of``) that share a slot with ``[start, stop)``."""
+    lo = bisect_right(rounds, start, key=lambda r: r.stop_slot)
+    hi = bisect_left(rounds, stop, key=lambda r: r.start_slot)
+    return rounds[lo:max(lo, hi)]
+
+
+def ending_by(rounds: Sequence[Round], slot: int) -> Sequence[Round]:
+    """The rounds that end by ``slot``."""
+    return rounds[:bisect_right(rounds, slot, key=lambda r: r.stop_slot)]
+
+
+def starting_from(rounds: Sequence[Round], slot: int) -> Sequence[Round]:
+    """The rounds that start at or after ``slot``."""
+    return rounds[bisect_left(rounds, slot, key=lambda r: r.start_slot):]
 
 
 # --- phases -------------------------------------------------------------------------------------
@@ -153,34 +206,42 @@ def _overlaps(r: Round, start: float, end: float) -> bool:
 @dataclass(frozen=True)
 class Segment:
     """A stretch of a phase: ``before`` (one), ``during`` (one per fault, named after it),
-    ``after`` (one), with the rounds that belong to it. ``exists`` is false for a phase the
-    timeline does not have (no fault: no during and no after)."""
+    ``after`` (one), on slots ``[start_slot, end_slot)``, with the rounds that belong to it.
+    ``exists`` is false for a phase the timeline does not have (no fault: no during and no
+    after); ``note`` says why a phase that exists has no round."""
 
     phase: str
     name: str
-    start_s: float
-    end_s: float
-    rounds: tuple[Round, ...]
+    start_slot: int
+    end_slot: int
+    rounds: Sequence[Round]
     exists: bool = True
+    note: str = "no round belongs to this phase"
 
 
-def segments(faults: Sequence[Span], rounds: Sequence[Round], run_end_s: float) -> list[Segment]:
-    """The phases' segments. Before: rounds that end by the first fault's start. During a
-    fault: rounds that overlap its window. After: rounds that start at or after the last
-    fault's end. A round between two faults belongs to none."""
+def segments(faults: Sequence[Span], rounds: Sequence[Round], run_end_slot: int,
+             stopped_at_slot: int | None = None) -> list[Segment]:
+    """The phases' segments, decided in slots. Before: rounds that end by the first fault's
+    first slot. During a fault: rounds that share a slot with it. After: rounds that start at
+    or after the last fault's stop. A round between two faults belongs to none. A segment that
+    starts at or after ``stopped_at_slot`` was never reached by the run."""
+    def seg(phase: str, name: str, a: int, b: int, rs: Sequence[Round],
+            exists: bool = True) -> Segment:
+        if stopped_at_slot is not None and a >= stopped_at_slot:
+            return Segment(phase, name, a, b, rs, exists, "the run stopped before this phase")
+        return Segment(phase, name, a, b, rs, exists)
+
     if not faults:
-        return [Segment("before", "before", 0.0, run_end_s, tuple(rounds)),
-                Segment("during", "during", run_end_s, run_end_s, (), exists=False),
-                Segment("after", "after", run_end_s, run_end_s, (), exists=False)]
-    first = min(f.start_s for f in faults)
-    last = max(f.end_s for f in faults)
-    out = [Segment("before", "before", 0.0, first,
-                   tuple(r for r in rounds if r.stop_s <= first), exists=first > 0)]
-    out += [Segment("during", f.name, f.start_s, f.end_s,
-                    tuple(r for r in rounds if _overlaps(r, f.start_s, f.end_s)))
-            for f in faults]
-    out.append(Segment("after", "after", last, run_end_s,
-                       tuple(r for r in rounds if r.start_s >= last), exists=last < run_end_s))
+        return [seg("before", "before", 0, run_end_slot, rounds),
+                Segment("during", "during", run_end_slot, run_end_slot, (), exists=False),
+                Segment("after", "after", run_end_slot, run_end_slot, (), exists=False)]
+    first = min(f.start_slot for f in faults)
+    last = max(f.stop_slot for f in faults)
+    out = [seg("before", "before", 0, first, ending_by(rounds, first), exists=first > 0)]
+    out += [seg("during", f.name, f.start_slot, f.stop_slot,
+                overlapping(rounds, f.start_slot, f.stop_slot)) for f in faults]
+    out.append(seg("after", "after", last, run_end_slot, starting_from(rounds, last),
+                   exists=last < run_end_slot))
     return out
 
 
@@ -189,13 +250,26 @@ def segments(faults: Sequence[Span], rounds: Sequence[Round], run_end_s: float) 
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the verdict knows beyond the rounds: the attack windows (for
-    ``keys_from_attacked_rounds``), run totals from the nodes' metrics, and every round of the
-    run (a run total measures a window only when that window holds them all)."""
+    """What the verdict knows beyond the rounds: the rounds that overlap an attack (for
+    ``keys_from_attacked_rounds``), run totals from the nodes' metrics (``totals_note`` says why
+    there are none), and how many rounds the run has (a run total measures a window only when
+    that window holds them all)."""
 
-    attacks: tuple[tuple[float, float], ...] = ()
+    attacked: frozenset[int] = frozenset()
     totals: dict[str, float] = field(default_factory=dict)
-    all_rounds: frozenset[int] = frozenset()
+    n_rounds: int = 0
+    totals_note: str = ""
+
+
+#: Where each run total comes from (what a "no data" note names when it is missing).
+TOTAL_SOURCES = {"coincidences": "nature/metrics.json (coincidence_records_total)",
+                 "auth_failures": "the metrics.json of alice, bob and charles"}
+
+
+def attacked_rounds(faults: Sequence[Span], rounds: Sequence[Round]) -> frozenset[int]:
+    """The rounds that share a slot with an attack (``ATTACK_FAULTS``)."""
+    return frozenset(r.index for f in faults if f.type in ATTACK_FAULTS
+                     for r in overlapping(rounds, f.start_slot, f.stop_slot))
 
 
 @dataclass(frozen=True)
@@ -213,6 +287,20 @@ def _pooled(rounds: Sequence[Round], value: str, weight: str) -> Measured:
     return Measured(None, "no round of the window measured it")
 
 
+def _run_total(metric: str, rounds: Sequence[Round], seconds: float,
+               evidence: Evidence) -> Measured:
+    """A run total: "not measured" over a part of the run (no source for it), "no data" when
+    the total is missing (its metrics file, or a run that stopped early: ``totals_note``)."""
+    if len(rounds) != evidence.n_rounds:
+        return Measured(None, "not measured: the nodes keep a run total only, and this window "
+                        "does not hold the whole run")
+    key = RUN_TOTAL_METRICS[metric]
+    total = evidence.totals.get(key)
+    if total is None:
+        return Measured(None, evidence.totals_note or f"{TOTAL_SOURCES[key]} is missing")
+    return Measured(total / seconds if metric.endswith("_hz") else total)
+
+
 def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> Measured:
     """The probe's metric over ``rounds`` (a window's), or why there is no value."""
     metric = probe.metric
@@ -222,13 +310,7 @@ def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> M
     if metric in UNMEASURED_METRICS:
         return Measured(None, "not measured: no record or node metric holds it yet")
     if metric in RUN_TOTAL_METRICS:
-        total = evidence.totals.get(RUN_TOTAL_METRICS[metric])
-        if total is None:
-            return Measured(None, "not measured: the nodes' metrics do not hold it")
-        if {r.index for r in rounds} != evidence.all_rounds:
-            return Measured(None, "not measured: the nodes keep a run total only, and this "
-                            "window does not hold the whole run")
-        return Measured(total / seconds if metric.endswith("_hz") else total)
+        return _run_total(metric, rounds, seconds, evidence)
     if metric == "qber_z":
         # measured after reconciliation only: the pre-check's qber_z is the scenario's prior
         final = [r for r in rounds if r.record.get("phase") == "final"]
@@ -253,13 +335,16 @@ def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> M
         return Measured(float(sum(1 for r in rounds if r.mismatch)))
     if metric == "keys_from_attacked_rounds":
         return Measured(float(sum(r.record.get("secure_bits") or 0 for r in rounds
-                                  if any(_overlaps(r, a, b) for a, b in evidence.attacks))))
+                                  if r.index in evidence.attacked)))
     raise ValueError(f"metric {metric!r} has no measurement")  # time_to_recover_s: recovery()
 
 
-def holds(probe: ProbeModel, value: float) -> tuple[bool, float]:
+def holds(probe: ProbeModel, value: float) -> tuple[bool, float | None]:
     """Whether ``value`` is inside the probe's tolerance, and by how much it is outside (0
-    inside; positive above the max or below the min)."""
+    inside; positive above the max or below the min). A value that is not a finite number
+    (NaN from a record, say) is no measurement, so it never holds (by: None)."""
+    if not math.isfinite(value):
+        return False, None
     t = probe.tolerance
     if t.max is not None and value > t.max:
         return False, value - t.max
@@ -280,6 +365,8 @@ class WindowResult:
     holds: bool | None
     by: float | None = None
     note: str = ""
+    start_slot: int = 0
+    end_slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -293,6 +380,8 @@ class PhaseResult:
     status: Status
     windows: list[WindowResult] = field(default_factory=list)
     note: str = ""
+    start_slot: int = 0
+    end_slot: int = 0
 
 
 @dataclass(frozen=True)
@@ -304,40 +393,51 @@ class ProbeResult:
     phases: list[str]
     reason: str | None
     results: list[PhaseResult]
+    window_slots: int | None = None
 
 
-def windows(rounds: Sequence[Round], width: float | None) -> list[tuple[float, float,
-                                                                          list[Round]]]:
-    """The windows a segment is evaluated over: consecutive stretches of ``width`` seconds from
-    its first round's start to its last round's stop (the last one shorter when the span is not
-    a whole number of widths), each with the rounds that overlap it; the whole span when
-    ``width`` is None."""
+def window_slots(window_s: float | None, clock_rate_hz: float) -> int | None:
+    """A probe's window in whole slots (at least one); None: the whole segment."""
+    return None if window_s is None else max(1, round(window_s * clock_rate_hz))
+
+
+def windows(rounds: Sequence[Round], width: int | None) -> list[tuple[int, int,
+                                                                        Sequence[Round]]]:
+    """The windows a segment is evaluated over, in slots: consecutive stretches of ``width``
+    slots from its first round's start to its last round's stop (the last one shorter when the
+    span is not a whole number of widths), each with the rounds that overlap it (found by
+    bisection: ``rounds`` sorted as ``rounds_of`` gives them); the whole span when ``width`` is
+    None."""
     if not rounds:
         return []
-    start, stop = min(r.start_s for r in rounds), max(r.stop_s for r in rounds)
+    start, stop = rounds[0].start_slot, rounds[-1].stop_slot
     if width is None:
-        return [(start, stop, list(rounds))]
+        return [(start, stop, rounds)]
     out = []
-    n = max(1, math.ceil((stop - start) / width - 1e-9))
-    for k in range(n):
-        a, b = start + k * width, min(stop, start + (k + 1) * width)
-        out.append((a, b, [r for r in rounds if _overlaps(r, a, b)]))
+    for a in range(start, stop, width):
+        b = min(stop, a + width)
+        out.append((a, b, overlapping(rounds, a, b)))
     return out
 
 
-def _window_result(probe: ProbeModel, a: float, b: float, rounds: Sequence[Round],
-                   evidence: Evidence) -> WindowResult:
+def _window_result(probe: ProbeModel, a: int, b: int, rounds: Sequence[Round],
+                   evidence: Evidence, clock_rate_hz: float) -> WindowResult:
     m = measure(probe, rounds, evidence)
     ids = [r.index for r in rounds]
+    at = {"start_slot": a, "end_slot": b}
+    a_s, b_s = a / clock_rate_hz, b / clock_rate_hz
     if m.value is None:
-        return WindowResult(a, b, ids, None, None, note=m.note)
+        return WindowResult(a_s, b_s, ids, None, None, note=m.note, **at)
     ok, by = holds(probe, m.value)
-    return WindowResult(a, b, ids, m.value, ok, by)
+    if by is None:
+        return WindowResult(a_s, b_s, ids, None, False, None,
+                            f"measured {m.value!r}, not a finite number", **at)
+    return WindowResult(a_s, b_s, ids, m.value, ok, by, **at)
 
 
-def _segment_status(results: Sequence[WindowResult]) -> tuple[Status, str]:
+def _segment_status(results: Sequence[WindowResult], empty: str) -> tuple[Status, str]:
     if not results:
-        return "no data", "no round belongs to this phase"
+        return "no data", empty
     if any(w.holds is False for w in results):
         return "deviated", ""
     missing = [w for w in results if w.holds is None]
@@ -348,63 +448,84 @@ def _segment_status(results: Sequence[WindowResult]) -> tuple[Status, str]:
 
 
 def evaluate_probe(probe: ProbeModel, segs: Sequence[Segment], evidence: Evidence,
-                   recovery: list[WindowResult] | None = None) -> ProbeResult:
+                   clock_rate_hz: float, recovery: list[WindowResult] | None = None
+                   ) -> ProbeResult:
     """The probe in each segment of each phase it lists."""
     results = []
+    width = window_slots(probe.window, clock_rate_hz)
     for s in segs:
+        a_s, b_s = s.start_slot / clock_rate_hz, s.end_slot / clock_rate_hz
+        at = {"start_slot": s.start_slot, "end_slot": s.end_slot}
         if s.phase not in probe.phases:
             continue
         if not s.exists:
-            results.append(PhaseResult(s.phase, s.name, s.start_s, s.end_s, "not applicable",
-                                       note=NO_SUCH_PHASE))
+            results.append(PhaseResult(s.phase, s.name, a_s, b_s, "not applicable",
+                                       note=NO_SUCH_PHASE, **at))
             continue
         if probe.metric == "time_to_recover_s":
-            results.append(_recovery_result(s, recovery or []))
+            results.append(_recovery_result(s, a_s, b_s, recovery or []))
             continue
-        ws = [_window_result(probe, a, b, rs, evidence)
-              for a, b, rs in windows(s.rounds, probe.window)]
-        status, note = _segment_status(ws)
-        results.append(PhaseResult(s.phase, s.name, s.start_s, s.end_s, status, ws, note))
+        ws = [_window_result(probe, a, b, rs, evidence, clock_rate_hz)
+              for a, b, rs in windows(s.rounds, width)]
+        status, note = _segment_status(ws, s.note)
+        results.append(PhaseResult(s.phase, s.name, a_s, b_s, status, ws, note, **at))
     tolerance = {"min": probe.tolerance.min, "max": probe.tolerance.max}
     return ProbeResult(probe.name, probe.metric, tolerance, probe.window, list(probe.phases),
-                       probe.reason, results)
+                       probe.reason, results, width)
 
 
-def _recovery_result(s: Segment, recovery: list[WindowResult]) -> PhaseResult:
+def _recovery_result(s: Segment, a_s: float, b_s: float, recovery: list[WindowResult]
+                     ) -> PhaseResult:
+    at = {"start_slot": s.start_slot, "end_slot": s.end_slot}
     if s.phase != "after":
-        return PhaseResult(s.phase, s.name, s.start_s, s.end_s, "not applicable",
-                           note="time to recover is measured after the faults")
+        return PhaseResult(s.phase, s.name, a_s, b_s, "not applicable",
+                           note="time to recover is measured after the faults", **at)
     if not recovery:
-        return PhaseResult(s.phase, s.name, s.start_s, s.end_s, "not applicable",
-                           note="no fault ended before the run's end")
-    status, note = _segment_status(recovery)
+        return PhaseResult(s.phase, s.name, a_s, b_s, "not applicable",
+                           note="no fault ended before the run's end", **at)
+    status, note = _segment_status(recovery, s.note)
     if status == "no data":
         note = "did not recover before the run's end"
-    return PhaseResult(s.phase, s.name, s.start_s, s.end_s, status, recovery, note)
+    return PhaseResult(s.phase, s.name, a_s, b_s, status, recovery, note, **at)
 
 
 def recovery(probe: ProbeModel, faults: Sequence[Span], rounds: Sequence[Round],
-             others: Sequence[ProbeModel], evidence: Evidence, run_end_s: float
-             ) -> list[WindowResult]:
+             others: Sequence[ProbeModel], evidence: Evidence, run_end_slot: int,
+             clock_rate_hz: float) -> list[WindowResult]:
     """For each fault that ended before the run's end: the emulated seconds from its end to the
     start of the first round, wholly after it, in which every other probe that must hold after
     the faults holds on that round alone (without such probes: the first round not aborted);
-    a window from the fault's end to that round's start. ``value`` None: it never did."""
+    a window from the fault's end to that round's start. ``value`` None: it never did. Each
+    round is judged once, and each fault finds its round by bisection."""
     checks = [p for p in others if "after" in p.phases and p.metric in ROUND_METRICS]
+    ended = [f for f in faults if f.stop_slot < run_end_slot]
+    if not ended:
+        return []
+    healthy_from = _next_healthy(rounds, checks, evidence)
     out = []
-    for f in faults:
-        if f.end_s >= run_end_s:
+    for f in ended:
+        k = healthy_from[bisect_left(rounds, f.stop_slot, key=lambda r: r.start_slot)]
+        if k is None:
+            out.append(WindowResult(f.end_s, run_end_slot / clock_rate_hz, [], None, None,
+                                    note=f"no healthy round after {f.name} ended",
+                                    start_slot=f.stop_slot, end_slot=run_end_slot))
             continue
-        good = next((r for r in rounds if r.start_s >= f.end_s and _healthy(r, checks, evidence)),
-                    None)
-        if good is None:
-            out.append(WindowResult(f.end_s, run_end_s, [], None, None,
-                                    note=f"no healthy round after {f.name} ended"))
-            continue
-        value = good.start_s - f.end_s
+        good = rounds[k]
+        value = (good.start_slot - f.stop_slot) / clock_rate_hz
         ok, by = holds(probe, value)
         out.append(WindowResult(f.end_s, good.start_s, [good.index], value, ok, by,
-                                note=f"after {f.name}"))
+                                note=f"after {f.name}", start_slot=f.stop_slot,
+                                end_slot=good.start_slot))
+    return out
+
+
+def _next_healthy(rounds: Sequence[Round], checks: Sequence[ProbeModel], evidence: Evidence
+                  ) -> list[int | None]:
+    """For each position k in ``rounds`` (and one past the end): the first healthy round at or
+    after k, or None."""
+    out: list[int | None] = [None] * (len(rounds) + 1)
+    for k in range(len(rounds) - 1, -1, -1):
+        out[k] = k if _healthy(rounds[k], checks, evidence) else out[k + 1]
     return out
 
 
@@ -458,39 +579,43 @@ def _where(r: PhaseResult) -> str:
 
 def _deviation(p: ProbeResult, r: PhaseResult, window: WindowResult | None = None
                ) -> Deviation:
-    """The deviation of ``r`` (in ``window``, else its worst window), with a message that says
-    which probe, where and by how much."""
+    """The deviation of ``r`` (in ``window``, else its worst window: a value that is not a
+    number first), with a message that says which probe, where and by how much."""
     if r.status == "no data":
         return Deviation(p.name, p.metric, r.phase, r.segment, r.start_s, r.end_s, None, None,
                          f"probe {p.name} ({p.metric}) {_where(r)}: no data ({r.note})")
-    worst = window or max((w for w in r.windows if w.holds is False), key=lambda w: w.by or 0.0)
-    assert worst.value is not None
+    worst = window or max((w for w in r.windows if w.holds is False),
+                          key=lambda w: math.inf if w.by is None else w.by)
+    span = f"[{worst.start_s:.4g}, {worst.end_s:.4g}) s"
+    if worst.value is None:
+        return Deviation(p.name, p.metric, r.phase, r.segment, worst.start_s, worst.end_s,
+                         None, None, f"probe {p.name} ({p.metric}) {_where(r)}: {worst.note} "
+                         f"in {span}")
+    assert worst.by is not None
     t = p.tolerance
     above = t["max"] is not None and worst.value > t["max"]
     side, bound = ("above the max", t["max"]) if above else ("below the min", t["min"])
     return Deviation(p.name, p.metric, r.phase, r.segment, worst.start_s, worst.end_s,
                      worst.value, worst.by,
                      f"probe {p.name} ({p.metric}) {_where(r)}: {worst.value:.4g} in "
-                     f"[{worst.start_s:.4g}, {worst.end_s:.4g}) s, {worst.by:.4g} {side} "
-                     f"{bound:g}")
+                     f"{span}, {worst.by:.4g} {side} {bound:g}")
 
 
-def settled_deviations(v: Verdict, recorded_s: float) -> list[Deviation]:
+def settled_deviations(v: Verdict, recorded_slot: int) -> list[Deviation]:
     """Deviations of a run still going that no later round can undo (``runtime.fail_fast``):
-    a measured value outside its tolerance in a window that has all its rounds (it ends by
-    ``recorded_s``, the stop of the last round recorded) and its full width, or that ends its
-    phase's segment once the segment is over. "no data" and the time to recover are judged
-    when the run ends."""
+    a window outside its tolerance that has all its rounds (it ends by ``recorded_slot``, the
+    stop of the last round recorded) and either its full width or the end of its phase's
+    segment, once the segment is over. "no data" and the time to recover are judged when the
+    run ends."""
     out = []
     for p in v.probes:
         for r in p.results:
             if r.status != "deviated" or p.metric == "time_to_recover_s":
                 continue  # (a recovery needs every probe of a round, key stores included)
-            complete = r.end_s <= recorded_s
+            complete = r.end_slot <= recorded_slot
             for w in r.windows:
-                full = p.window_s is not None and w.end_s - w.start_s >= p.window_s * (1 - 1e-9)
-                settled = complete or full
-                if w.holds is False and w.end_s <= recorded_s and settled:
+                full = p.window_slots is not None and w.end_slot - w.start_slot >= p.window_slots
+                if w.holds is False and w.end_slot <= recorded_slot and (complete or full):
                     out.append(_deviation(p, r, w))
                     break
     return out
@@ -516,24 +641,30 @@ def rollbacks_run(rollbacks: Sequence[RollbackModel] | None, spans: Sequence[Spa
 
 def evaluate(steady_state: SteadyStateModel | None, method: Sequence[MethodEntry] | None,
              rollbacks: Sequence[RollbackModel] | None, records: Sequence[dict[str, Any]],
-             clock_rate_hz: float, run_end_s: float, *, reached_end: bool = True,
-             mismatched: dict[int, bool] | None = None,
-             totals: dict[str, float] | None = None) -> Verdict:
-    """The verdict of a run whose rounds are ``records`` and which ended at ``run_end_s``
-    emulated seconds (``reached_end`` false when it stopped before its planned end)."""
-    spans = timeline(method, run_end_s)
-    faults = faults_of(spans)
+             clock_rate_hz: float, run_end_slot: int, *, frame_bits: int,
+             stopped_at_slot: int | None = None, mismatched: dict[int, bool] | None = None,
+             totals: dict[str, float] | None = None, totals_note: str = "") -> Verdict:
+    """The verdict of a run whose rounds are ``records``, planned to end at ``run_end_slot``,
+    with settings frames of 2^``frame_bits`` slots (the faults act on whole frames);
+    ``stopped_at_slot`` when it stopped before that end (its timeline ends there, the rollbacks
+    did not run, and phases it never reached are no data)."""
+    planned = timeline(method, clock_rate_hz, frame_bits, run_end_slot)
+    faults = faults_of(planned)
+    spans = planned if stopped_at_slot is None else timeline(
+        method, clock_rate_hz, frame_bits, run_end_slot, stopped_at_slot)
     rounds = rounds_of(records, clock_rate_hz, mismatched)
-    evidence = Evidence(tuple((f.start_s, f.end_s) for f in faults if f.type in ATTACK_FAULTS),
-                        dict(totals or {}), frozenset(r.index for r in rounds))
-    segs = segments(faults, rounds, run_end_s)
+    evidence = Evidence(attacked_rounds(faults, rounds), dict(totals or {}), len(rounds),
+                        totals_note)
+    segs = segments(faults, rounds, run_end_slot, stopped_at_slot)
     probes = list(steady_state.probes) if steady_state is not None else []
     results = []
     for p in probes:
         rec = recovery(p, faults, rounds, [o for o in probes if o is not p], evidence,
-                       run_end_s) if p.metric == "time_to_recover_s" else None
-        results.append(evaluate_probe(p, segs, evidence, rec))
+                       run_end_slot, clock_rate_hz) if p.metric == "time_to_recover_s" else None
+        results.append(evaluate_probe(p, segs, evidence, clock_rate_hz, rec))
     deviations = [_deviation(p, r) for p in results for r in p.results if r.status in FAILING]
+    end_slot = run_end_slot if stopped_at_slot is None else min(stopped_at_slot, run_end_slot)
+    end_s = end_slot / clock_rate_hz
     return Verdict(bool(deviations), steady_state.title if steady_state else None, results,
-                   deviations, spans, rollbacks_run(rollbacks, spans, run_end_s, reached_end),
-                   run_end_s)
+                   deviations, spans,
+                   rollbacks_run(rollbacks, spans, end_s, stopped_at_slot is None), end_s)

@@ -1,5 +1,6 @@
 """The game-day verdict (orchestration.verdict) from synthetic rounds records: each rule can
-fail. Time: a clock of 1 Hz and 2-slot rounds, so round k covers [2k, 2k + 2) s."""
+fail. Time: a clock of 1 Hz, frames of one slot and 2-slot rounds, so round k covers
+[2k, 2k + 2) s and a fault at t s acts from slot round(t)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def action(at, name, type_="clear_faults", target=None, params=None):
 def verdict(steady, records, method=(), rollbacks=(), end=None, **kwargs):
     end = SECONDS * len(records) if end is None else end
     kwargs.setdefault("mismatched", {})
-    return evaluate(steady, list(method), list(rollbacks), records, 1.0, end, **kwargs)
+    return evaluate(steady, list(method), list(rollbacks), records, 1.0, end, frame_bits=0,
+                    **kwargs)
 
 
 def result(v, probe, phase, segment=None):
@@ -80,7 +82,7 @@ def test_a_window_outside_the_tolerance_deviates_saying_by_how_much():
 
 
 def test_a_window_shorter_than_a_round_measures_the_rounds_it_overlaps():
-    got = windows(rounds_of([rec(0), rec(1)], 1.0), 1.0)
+    got = windows(rounds_of([rec(0), rec(1)], 1.0), 1)
     assert [(a, b, [r.index for r in rs]) for a, b, rs in got] == [
         (0, 1, [0]), (1, 2, [0]), (2, 3, [1]), (3, 4, [1])]
 
@@ -140,14 +142,14 @@ def test_a_fault_until_the_end_leaves_no_after_phase_and_a_clear_faults_ends_it(
 def test_the_timeline_is_in_time_order_clipped_to_the_run_and_marks_what_it_never_reached():
     spans = timeline([fault(3, "late", duration=100), fault(1, "early", duration=1,
                                                            target="link/alice-charles"),
-                      fault(50, "never", target="link/alice-charles")], 10.0)
+                      fault(50, "never", target="link/alice-charles")], 1.0, 0, 10)
     assert [(s.name, s.start_s, s.end_s, s.reached) for s in spans] == [
         ("early", 1, 2, True), ("late", 3, 10, True), ("never", 10, 10, False)]
 
 
 def test_an_action_at_the_same_time_ends_a_fault_only_when_it_comes_later_in_the_file():
-    before = timeline([action(2, "clear"), fault(2, "f")], 10.0)
-    after = timeline([fault(2, "f"), action(2, "clear")], 10.0)
+    before = timeline([action(2, "clear"), fault(2, "f")], 1.0, 0, 10)
+    after = timeline([fault(2, "f"), action(2, "clear")], 1.0, 0, 10)
     assert next(s for s in before if s.name == "f").end_s == 10
     assert next(s for s in after if s.name == "f").end_s == 2
 
@@ -239,7 +241,7 @@ def test_rollbacks_run_at_the_end_and_end_the_faults_still_active():
                 [clear])
     assert v.rollbacks == [{"name": "clear", "type": "clear_faults", "target": None,
                             "params": {}, "at_s": 8, "executed": True, "ended": ["b"]}]
-    stopped = verdict(None, records, [fault(2, "b")], [clear], reached_end=False)
+    stopped = verdict(None, records, [fault(2, "b")], [clear], stopped_at_slot=6)
     assert stopped.rollbacks[0]["executed"] is False and stopped.rollbacks[0]["ended"] == []
 
 
@@ -250,7 +252,9 @@ def test_no_hypothesis_no_deviation_and_the_verdict_is_plain_json():
     assert v.deviated is False and v.probes == []
     data = v.to_json()
     assert json.loads(json.dumps(data)) == data
-    assert data["timeline"][0]["end_s"] == 1.5 and not math.isinf(data["run_end_s"])
+    # [0.5, 1.5) s rounds to slots [0, 2) (to the nearest slot, half to even, as the emulator)
+    assert (data["timeline"][0]["at_s"], data["timeline"][0]["end_s"]) == (0.5, 2.0)
+    assert not math.isinf(data["run_end_s"])
 
 
 def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
@@ -258,14 +262,14 @@ def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
 
     bad = [rec(0), rec(1, qber_z=0.2)]
     windowed = verdict(probes({**QBER, "window": "2s"}), bad, end=20)
-    assert [d.start_s for d in settled_deviations(windowed, 4.0)] == [2.0]  # a full window
+    assert [d.start_s for d in settled_deviations(windowed, 4)] == [2.0]  # a full window
     whole = verdict(probes(QBER), bad, end=20)  # the whole phase: open until the run's end
-    assert whole.deviated and settled_deviations(whole, 4.0) == []
-    assert len(settled_deviations(verdict(probes(QBER), bad), 4.0)) == 1  # the run ended
+    assert whole.deviated and settled_deviations(whole, 4) == []
+    assert len(settled_deviations(verdict(probes(QBER), bad), 4)) == 1  # the run ended
     partial = verdict(probes({**QBER, "window": "3s"}), bad, end=20)  # [3, 4) is not full yet
-    assert [d.start_s for d in settled_deviations(partial, 4.0)] == [0.0]
+    assert [d.start_s for d in settled_deviations(partial, 4)] == [0.0]
     missing = verdict(probes(QBER), [rec(0, phase="precheck", aborted=True)], end=20)
-    assert missing.deviated and settled_deviations(missing, 2.0) == []  # judged at the end
+    assert missing.deviated and settled_deviations(missing, 2) == []  # judged at the end
 
 
 def test_what_a_run_cannot_measure_is_said_before_it_starts():
@@ -280,3 +284,132 @@ def test_what_a_run_cannot_measure_is_said_before_it_starts():
     assert unmeasured(cr, False, 10.0) is None and unmeasured(qz, True, 10.0) is None
     assert "run total only" in unmeasured(cr, True, 10.0)
     assert "run total only" in unmeasured(cr_short, False, 10.0)
+
+
+# --- faults where the emulator applies them: whole settings frames, in slots ------------------
+
+GHZ, FRAME_BITS, ROUND_SLOTS = 1e9, 20, 3000 << 20  # the quick-start link: 3.145728 s rounds
+
+
+def slot_rec(k: int, **fields):
+    """Round ``k`` of the quick-start link (``ROUND_SLOTS`` slots at 1 GHz), healthy."""
+    return rec(k, start_slot=k * ROUND_SLOTS, stop_slot=(k + 1) * ROUND_SLOTS,
+               emulated_seconds=ROUND_SLOTS / GHZ, **fields)
+
+
+def ghz_verdict(steady, records, method, **kwargs):
+    kwargs.setdefault("mismatched", {})
+    return evaluate(steady, method, [], records, GHZ, len(records) * ROUND_SLOTS,
+                    frame_bits=FRAME_BITS, **kwargs)
+
+
+def test_a_fault_inside_one_frame_covers_no_frame_and_has_no_during_phase():
+    """A 0.2 ms cut at 3.2 s lies between two frame starts: the emulator cuts no frame
+    (``frames_of`` gives an empty range), so the verdict has no phase for it."""
+    blip = fault("3.2s", "blip", duration="0.2ms", type_="fiber_cut", params={})
+    v = ghz_verdict(probes(QBER), [slot_rec(k) for k in range(3)], [blip])
+    assert {r.segment for r in v.probes[0].results if r.status != "not applicable"} == {
+        "before"}
+    assert result(v, "qz", "before").windows[0].rounds == [0, 1, 2]
+    (span,) = v.timeline
+    assert span.start_slot == span.stop_slot == 3052 << FRAME_BITS
+
+
+def test_a_fault_one_ulp_below_a_round_boundary_starts_with_the_next_round():
+    """'47185.92ms' parses to 47.185919999999996 s, one ulp below the start of round 15: the
+    emulator rounds it to the nearest slot, so the fault starts with round 15's first frame."""
+    late = fault("47185.92ms", "late", duration="2s")
+    assert late.at < 15 * ROUND_SLOTS / GHZ
+    v = ghz_verdict(probes(QBER), [slot_rec(k) for k in range(20)], [late])
+    assert result(v, "qz", "before").windows[0].rounds == list(range(15))
+    assert result(v, "qz", "during", "late").windows[0].rounds == [15]
+    assert result(v, "qz", "after").windows[0].rounds == list(range(16, 20))
+    assert not v.deviated
+    assert v.timeline[0].start_slot == 15 * ROUND_SLOTS
+
+
+@pytest.mark.parametrize(("at", "duration"), [
+    ("3.2s", "0.2ms"), ("47185.92ms", "2s"), ("1.0000005s", "1.0000015s"), ("0s", "1ms"),
+    ("2.5s", None), ("6.291456s", "3.145728s")])
+def test_the_verdict_places_each_fault_on_the_frames_the_emulator_applies_it_to(at, duration):
+    from orchestration.config import DEFAULT_SCENARIO, build_fault_schedule, load_scenario
+
+    entry = {"at": at, "name": "f", "fault": {"type": "loss", "target": "link/bob-charles",
+                                              "params": {"extra_db": 3}}}
+    if duration is not None:
+        entry["duration"] = duration
+    sc = load_scenario(DEFAULT_SCENARIO, {"runtime": {"rounds": 20}})
+    method = [MethodEntry.model_validate(entry)]
+    (emulated,) = build_fault_schedule(sc.model_copy(update={"method": method}), 0).faults
+    first, stop = build_fault_schedule(sc.model_copy(update={"method": method}), 0).frames_of(
+        emulated, sc.clock_rate_hz, sc.frame_bits)
+    end = sc.run_rounds * sc.round_slots
+    (span,) = timeline(method, sc.clock_rate_hz, sc.frame_bits, end)
+    assert (span.start_slot, span.stop_slot) == (first << sc.frame_bits,
+                                                 min(stop << sc.frame_bits, end))
+
+
+def test_a_value_that_is_not_a_number_never_holds():
+    v = verdict(probes({"name": "qx", "metric": "qber_x", "tolerance": [0.25, 0.35]}),
+                [rec(0, qber_x=math.nan), rec(1)], mismatched={})
+    r = result(v, "qx", "before")
+    assert r.status == "deviated" and v.deviated
+    assert r.windows[0].value is None and "not a finite number" in v.deviations[0].message
+    window = verdict(probes({"name": "qx", "metric": "qber_x", "tolerance": [0.25, 0.35],
+                             "window": "2s"}), [rec(0, qber_x=math.nan), rec(1)])
+    assert [w.holds for w in result(window, "qx", "before").windows] == [False, True]
+
+
+def test_a_missing_run_total_is_no_data_and_fails_where_the_probe_must_hold():
+    records = [rec(k) for k in range(3)]
+    cr = probes({"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+                {"name": "auth", "metric": "auth_failures", "tolerance": 0})
+    v = verdict(cr, records, totals={})
+    assert [p.results[0].status for p in v.probes] == ["no data", "no data"] and v.deviated
+    assert "nature/metrics.json" in v.probes[0].results[0].note
+    stopped = verdict(cr, records, totals={}, totals_note="the run stopped before its end")
+    assert stopped.probes[0].results[0].note == "the run stopped before its end"
+
+
+def test_a_stopped_run_s_timeline_ends_where_it_stopped():
+    records = [rec(k) for k in range(2)]  # stopped at 4 s of a run planned to 20 s
+    v = verdict(probes(QBER), records, [fault(2, "early", duration=5),
+                                        fault(8, "late", target="link/alice-charles")],
+                end=20, stopped_at_slot=4)
+    early, late = v.timeline
+    assert (early.start_s, early.end_s, early.ended_by, early.reached) == (
+        2, 4, "run stopped", True)
+    assert (late.start_s, late.end_s, late.ended_by, late.reached) == (4, 4, "run stopped",
+                                                                       False)
+    assert v.run_end_s == 4
+    # the phases are the planned ones: a phase the run never reached has no data
+    late_phase = result(v, "qz", "during", "late")
+    assert late_phase.status == "no data" and "stopped before" in late_phase.note
+
+
+def test_windows_on_a_large_run_are_found_by_bisection_and_match_a_scan():
+    """20 000 rounds and 1000 faults (the size that took seconds per evaluation when every
+    window scanned every round); the rounds of each window are those a scan finds."""
+    from orchestration.verdict import overlapping
+
+    n = 20_000
+    records = [rec(k, qber_z=0.2 if k % 997 == 0 else 0.01) for k in range(n)]
+    method = [fault(40 * j + 1, f"f{j}", duration=3) for j in range(1000)]
+    v = verdict(probes({**QBER, "window": "4s"}), list(reversed(records)), method)
+    during = [r for r in v.probes[0].results if r.phase == "during"]
+    assert len(during) == 1000
+    assert [w.rounds for w in during[0].windows] == [[0, 1]]
+    assert during[5].windows[0].rounds == [100, 101]
+    assert [w.rounds for w in during[999].windows] == [[19_980, 19_981]]  # [39961, 39964)
+    assert [d.segment for d in v.deviations] == ["before"] + [  # no round ends by 1 s
+        f"f{j}" for j in range(1000) if any(k % 997 == 0 for k in range(20 * j, 20 * j + 2))]
+    after = result(v, "qz", "after")  # from 39964 s: 4 s windows
+    assert [w.rounds for w in after.windows] == [[19_982, 19_983], [19_984, 19_985],
+                                                 [19_986, 19_987], [19_988, 19_989],
+                                                 [19_990, 19_991], [19_992, 19_993],
+                                                 [19_994, 19_995], [19_996, 19_997],
+                                                 [19_998, 19_999]]
+    rounds = rounds_of(records, 1.0)
+    for a, b in [(0, 1), (1, 3), (3, 4), (39_999, 40_000), (7, 7), (40_000, 50_000)]:
+        scan = [r.index for r in rounds if r.start_slot < b and r.stop_slot > a]
+        assert [r.index for r in overlapping(rounds, a, b)] == scan
