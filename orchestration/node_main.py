@@ -229,6 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     except _Stop as e:
         _say(f"{role}: stopped by {e} before it started")
         return 0
+    except Exception as e:
+        if _stop.reason is None:
+            raise
+        # the stop's _Stop was raised inside an import and came out as another error (numpy's C
+        # extension turns it into an ImportError): it is still the stop
+        _say(f"{role}: stopped by {_stop.reason} before it started (it interrupted "
+             f"{type(e).__name__})")
+        return 0
     ctx = node = None
     code = 0
     try:
@@ -239,10 +247,13 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{role}: stopped by {e}")
     except NodeStopped:  # said below, once closed
         pass
-    except Exception:  # noqa: BLE001 - report and fail loudly, naming the node
-        _say(f"{role}: failed\n{traceback.format_exc()}")
-        _report_cause(status_fd, traceback.format_exc())
-        code = 1
+    except Exception as e:  # noqa: BLE001 - report and fail loudly, naming the node
+        if _stop.reason is not None and _stop.flag is None:  # the stop, raised inside an import
+            _say(f"{role}: stopped by {_stop.reason} (it interrupted {type(e).__name__})")
+        else:
+            _say(f"{role}: failed\n{traceback.format_exc()}")
+            _report_cause(status_fd, traceback.format_exc())
+            code = 1
     finally:
         if _stop.flag is None:  # a second signal must not interrupt the closing below
             _stop.run_with(ctx.stop if ctx is not None else threading.Event())
