@@ -19,7 +19,10 @@ from orchestration.run import prepare_run_dir
 
 @pytest.fixture
 def fresh_stop(monkeypatch):
-    """A new stop request per test, and the test process's own signal handlers restored."""
+    """A new stop request per test, and the test process's own signal handlers restored. The
+    stop's deadline, which ends a node's process (``os._exit``) when it has not closed in time,
+    must not end the test process: it is switched off here."""
+    monkeypatch.setattr(node_main._StopRequest, "_deadline", lambda self: None)
     monkeypatch.setattr(node_main, "_stop", node_main._StopRequest())
     saved = {s: signal.getsignal(s) for s in node_main.STOP_SIGNALS}
     yield node_main._stop
