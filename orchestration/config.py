@@ -67,6 +67,7 @@ from orchestration.experiment import (
     cross_check,
     did_you_mean,
     model_at,
+    timeline_entries,
     unknown,
 )
 
@@ -652,11 +653,9 @@ def build_link(s: Scenario, drift_seed: int | None = None,
 
 
 def fault_timeline(s: Scenario) -> tuple[TimelineEntry, ...]:
-    """The scenario's ``method`` as plain values (``channel.impairments.TimelineEntry``): what
-    nature is given, in its own secrets, to build its fault schedule from."""
-    return tuple(TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params),
-                               e.duration, is_action=e.action is not None)
-                 for e in s.method or () for item in (e.fault or e.action,) if item is not None)
+    """The scenario's ``method`` as plain values: what nature is given, in its own secrets, to
+    build its fault schedule from."""
+    return timeline_entries(s.method)
 
 
 def build_fault_schedule(s: Scenario, drift_seed: int,

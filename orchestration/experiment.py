@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from channel.impairments import PHYSICS_FAULTS, frame_at
+from channel.impairments import PHYSICS_FAULTS, TimelineEntry, frame_at
 from channel.source import FLUCTUATION_CLIP_SIGMAS
 
 
@@ -684,6 +684,15 @@ class MethodEntry(_Model):
     @property
     def end(self) -> float:
         return math.inf if self.duration is None else self.at + self.duration
+
+
+def timeline_entries(method: Sequence[MethodEntry] | None) -> tuple[TimelineEntry, ...]:
+    """The method entries as plain values, as the channel emulator reads them
+    (``channel.impairments``): what nature is given in its own secrets, and what the verdict
+    places the faults by."""
+    return tuple(TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params),
+                               e.duration, is_action=e.action is not None)
+                 for e in method or () for item in (e.fault or e.action,) if item is not None)
 
 
 class RollbackModel(_Model):

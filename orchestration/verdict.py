@@ -22,7 +22,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from channel.impairments import Fault, TimelineEntry, fault_slots, fault_windows, frame_at
-from orchestration.experiment import MethodEntry, ProbeModel, RollbackModel, SteadyStateModel
+from orchestration.experiment import (
+    MethodEntry,
+    ProbeModel,
+    RollbackModel,
+    SteadyStateModel,
+    timeline_entries,
+)
 
 Status = Literal["held", "deviated", "no data", "not measured", "not applicable"]
 
@@ -79,13 +85,6 @@ class Span:
     end_s: float
     ended_by: str
     reached: bool = True
-
-
-def timeline_entries(method: Sequence[MethodEntry] | None) -> list[TimelineEntry]:
-    """The method entries as the channel emulator reads them (``channel.impairments``)."""
-    return [TimelineEntry(e.at, e.name, item.type, item.target, dict(item.params), e.duration,
-                          is_action=e.action is not None)
-            for e in method or [] for item in (e.fault or e.action,) if item is not None]
 
 
 def _ended_by(fault: Fault, entry: TimelineEntry, entries: Sequence[TimelineEntry]) -> str:
