@@ -32,6 +32,7 @@ from channel.settings import SettingsGenerator
 from classical.custody import KeyCustody, Settled
 from classical.entropy import OsRandom
 from classical.messages import Announcement, EndOfRun, RoundAbort, RoundStart
+from classical.peer import HELD
 from classical.rounds import (
     LocalView,
     PeerAborted,
@@ -143,6 +144,11 @@ class UserNode:
         start, stop = self._round_range(round_id)
         try:
             ann = charles.receive(Announcement)
+            if ann.round_id > round_id:  # Charles announces rounds in order on one ordered
+                # channel: this round's announcement was lost on the way; keep the later one
+                charles.hold(ann)
+                raise ProtocolError(f"its announcement was lost: the next one is for round "
+                                    f"{ann.round_id}")
             check_announcement(ann, round_id, start, stop)  # the relay is not trusted
         except (ProtocolError, PeerAborted, ValueError) as e:
             reason = (f"announcement refused ({e})" if isinstance(e, ValueError)
@@ -291,42 +297,72 @@ class UserNode:
     def _run_bob(self) -> None:
         alice = self.ctx.peers["alice"]
         started: dict[int, Span] = {}
+        next_round = 0  # the first round Bob has not started
 
-        def start(msg: RoundStart) -> None:
-            expected = self._round_range(msg.round_id)
-            if (msg.start_slot, msg.stop_slot) != expected:
+        def start(round_id: int, msg: RoundStart | None) -> None:
+            expected = self._round_range(round_id)
+            if msg is not None and (msg.start_slot, msg.stop_slot) != expected:
                 raise RuntimeError(f"Alice's round {msg.round_id} covers [{msg.start_slot}, "
                                    f"{msg.stop_slot}), Bob expects {expected}")
             span = self.ctx.tracer.start_span("round", context=context_from(
-                alice.last_traceparent))
-            span.set_attribute("mdiqkd.round", msg.round_id)
+                alice.last_traceparent if msg is not None else None))
+            span.set_attribute("mdiqkd.round", round_id)
+            if msg is None:
+                span.set_attribute("mdiqkd.round_start", "inferred")
             with trace.use_span(span):
-                self.emit(msg.round_id)
-            started[msg.round_id] = span
+                self.emit(round_id)
+            started[round_id] = span
 
-        def next_message(*expected: type) -> object:
+        def start_through(last: int, msg: RoundStart | None) -> None:
+            """Start every round up to ``last``: Alice's ``RoundStart`` messages come in round
+            order on one ordered channel, so those before ``msg`` (or before the round-``last - 1``
+            message that came instead of ``RoundStart(last)``) were lost on the way. Their slot
+            ranges are the plan's, so Bob starts them himself and the pulses stay paired."""
+            nonlocal next_round
+            while next_round <= min(last, self.plan.rounds - 1):
+                given = msg if msg is not None and msg.round_id == next_round else None
+                if given is None:
+                    self.ctx.counters.add("round_starts_inferred_total")
+                    print(f"bob: Alice's start of round {next_round} did not arrive; starting it "
+                          "from the plan", flush=True)
+                start(next_round, given)
+                next_round += 1
+
+        def next_message(*expected: type, hold_current: bool = False) -> object:
             while True:
                 try:
-                    return alice.receive(*expected)
+                    return alice.receive(*expected, hold_current=hold_current)
                 except (ProtocolError, PeerAborted) as e:  # counted by the peer; keep waiting
                     self.ctx.counters.add("unexpected_messages_between_rounds")
                     print(f"bob: between rounds: {e}", flush=True)
 
-        first = next_message(RoundStart, EndOfRun)
+        def await_start(current: int) -> EndOfRun | None:
+            """Until round ``current + 1`` is started (or Alice ends the run: her word)."""
+            alice.round_id = current
+            while next_round <= current + 1:
+                msg = next_message(RoundStart, EndOfRun, hold_current=True)
+                if isinstance(msg, EndOfRun):
+                    return msg
+                if msg is HELD:  # a message of round `current`: Alice is past RoundStart(+1)
+                    start_through(current + 1, None)
+                elif isinstance(msg, RoundStart) and msg.round_id >= next_round:
+                    start_through(msg.round_id, msg)
+            return None
+
+        end: EndOfRun | None = None
+        alice.round_id = 0
+        first = next_message(RoundStart, EndOfRun, hold_current=True)
         if isinstance(first, EndOfRun):
             return
-        start(first)
-        end: EndOfRun | None = None
+        start_through(1 if first is HELD else first.round_id,
+                      first if isinstance(first, RoundStart) else None)
         try:
             while started:
                 r = min(started)
-                if r + 1 < self.plan.rounds and end is None:
-                    msg = next_message(RoundStart, EndOfRun)
-                    if isinstance(msg, RoundStart):
-                        start(msg)
-                    else:  # Alice ended the run before starting round r + 1: she stopped,
-                        end = msg  # and distils no round she has started
-                        break
+                if next_round == r + 1 and r + 1 < self.plan.rounds and end is None:
+                    end = await_start(r)
+                    if end is not None:  # Alice ended the run before starting round r + 1:
+                        break  # she stopped, and distils no round she has started
                 if isinstance(alice.held, EndOfRun):  # she stopped during the last round
                     end = next_message(EndOfRun)
                     break

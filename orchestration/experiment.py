@@ -36,6 +36,7 @@ from pydantic import (
 
 from channel.impairments import PHYSICS_FAULTS, TimelineEntry, frame_at
 from channel.source import FLUCTUATION_CLIP_SIGMAS
+from orchestration.edge import CLASSICAL_FAULTS
 
 
 class FieldProblem(ValueError):
@@ -319,8 +320,9 @@ FAULT_TYPES: dict[str, Kind] = {
                   NODES),
     "full": Kind("the key store refuses new keys", KEYSTORES),
 }
-#: The fault types a run can inject today: nature's physics (``channel.impairments``).
-IMPLEMENTED_FAULTS: frozenset[str] = frozenset(PHYSICS_FAULTS)
+#: The fault types a run can inject today: nature's physics (``channel.impairments``) and the
+#: classical channels' faults at the edge (``orchestration.edge``).
+IMPLEMENTED_FAULTS: frozenset[str] = frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS)
 
 #: Calibration loops an action may trigger (issue 12, item 4).
 CALIBRATION_LOOPS = ("polarization", "clock", "intensity")
@@ -434,6 +436,12 @@ class RuntimeModel(_Model):
         "fast", description="fast: as fast as the machine goes; realtime: emission throttled "
         "to the wall clock, so that a game day can be watched live")
     fail_fast: bool = Field(False, description="stop at the first probe that fails")
+    message_timeout: Duration | None = Field(
+        None, description="wall-clock time a node waits for a peer's message before it aborts "
+        "the round (default 300s); a game day that drops classical messages wants it short")
+    announcement_timeout: Duration | None = Field(
+        None, description="wall-clock time the users wait for Charles's announcement of a "
+        "round (default 300s); it must exceed the time nature takes to measure a round")
 
     @model_validator(mode="after")
     def _duration_or_rounds(self) -> RuntimeModel:

@@ -33,13 +33,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from channel.rng import derive_seed
 from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAuthenticator
 from classical.codec import max_message_bytes
 from nodes.keystore import KeyStore
 from orchestration import experiment
 from orchestration.config import Scenario, node_view
+from orchestration.edge import EdgeCounts, EdgeFault, edge_faults, receivers, start_proxies
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
-from orchestration.runconfig import local_run_config
+from orchestration.runconfig import HOST, free_ports, local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
 from orchestration.verdict import evaluate, settled_deviations
 
@@ -130,6 +132,15 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
     run = local_run_config(out.resolve(), otlp_endpoint)
+    nodes = receivers(scenario_edge_faults(scenario))
+    if nodes:  # the classical faults' proxies bind where these nodes' peers connect
+        run.connect = {n: f"tcp://{HOST}:{p}" for n, p in
+                       zip(nodes, free_ports(len(nodes)), strict=True)}
+    rt = scenario.runtime
+    if rt is not None and rt.message_timeout is not None:
+        run.message_timeout_s = rt.message_timeout
+    if rt is not None and rt.announcement_timeout is not None:
+        run.announcement_timeout_s = rt.announcement_timeout
     config = {"run": json.loads(run.model_dump_json()), "scenario": node_view(scenario)}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     write_node_secrets(out, node_secrets(scenario))
@@ -139,6 +150,35 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
 
 #: The orchestrator's own directory in a run directory: no node reads it.
 ORCHESTRATOR_DIR = "orchestrator"
+
+
+def scenario_edge_faults(scenario: Scenario) -> tuple[EdgeFault, ...]:
+    """The scenario's classical-channel faults with the rounds each acts on."""
+    return edge_faults(experiment.timeline_entries(scenario.method), scenario.clock_rate_hz,
+                       scenario.frame_bits, scenario.round_slots)
+
+
+@contextlib.contextmanager
+def edge_proxies(scenario: Scenario, run_dir: Path):  # type: ignore[no-untyped-def]
+    """The classical faults' proxies (``orchestration.edge``) for the run's lifetime; what they
+    did is written to ``orchestrator/edge.json`` when they close."""
+    faults = scenario_edge_faults(scenario)
+    if not faults:
+        yield
+        return
+    run = json.loads((run_dir / "config.json").read_text())["run"]
+    counts = EdgeCounts()
+    proxies = start_proxies(faults, run["connect"], run["mailboxes"],
+                            derive_seed(scenario.seed, "edge faults"), counts)
+    try:
+        yield
+    finally:
+        for proxy in proxies:
+            proxy.close()
+        directory = run_dir / ORCHESTRATOR_DIR
+        directory.mkdir(mode=0o700, exist_ok=True)
+        (directory / "edge.json").write_text(json.dumps(
+            {"faults": [f.name for f in faults], "effects": counts.to_json()}, indent=2))
 
 
 def write_scenario_record(run_dir: Path, scenario: Scenario) -> Path:
@@ -214,7 +254,7 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
     interrupted: str | None = None
     failure: RunFailed | None = None
     judged: int | None = None  # fail_fast: the rounds the journal judges
-    with _stop_signals_interrupt():
+    with _stop_signals_interrupt(), edge_proxies(scenario, run_dir):
         try:
             launcher.start(run_dir)
             _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from classical.messages import EndOfRun, RoundAbort, RoundStart
-from classical.peer import MAX_REJECTED_PER_ROUND, FramePeer
+from classical.peer import HELD, MAX_REJECTED_PER_ROUND, FramePeer
 from classical.pipeline import QueuePeer, shared_link_keys
 from classical.rounds import PeerAborted, ProtocolError
 from classical.secure import wegman_carter_link
@@ -122,3 +122,51 @@ def test_every_transport_opens_frames_on_the_shared_path(transport):
     assert issubclass(transport, FramePeer)
     for method in ("send", "receive", "open"):
         assert method not in vars(transport), f"{transport.__name__} overrides {method}"
+
+
+def test_a_message_of_the_round_in_progress_can_be_held_for_that_rounds_own_wait(pair):
+    """Bob between rounds waits for RoundStart(r + 1); a message of round r coming instead means
+    Alice is past it (it was lost): he is told (HELD) and the message waits for round r."""
+    alice, bob, _, _ = pair
+    bob.round_id = 4
+    alice.send(RoundAbort(4, "no announcement"))
+    alice.send(RoundStart(6, 0, 10))
+    assert bob.receive(RoundStart, EndOfRun, hold_current=True) is HELD
+    assert bob.held == RoundAbort(4, "no announcement")
+    with pytest.raises(PeerAborted, match="no announcement"):  # round 4's own wait gets it
+        bob.receive(RoundStart)
+    assert bob.receive(RoundStart) == RoundStart(6, 0, 10)
+    # without hold_current the same message is refused, as before
+    alice.send(RoundAbort(4, "again"))
+    with pytest.raises(PeerAborted):
+        bob.receive(RoundStart, EndOfRun)
+
+
+def test_a_later_rounds_message_can_be_put_back_for_its_round(pair):
+    alice, bob, _, _ = pair
+    bob.round_id = 1
+    alice.send(RoundStart(3, 0, 10))
+    later = bob.receive(RoundStart)
+    bob.hold(later)
+    with pytest.raises(ProtocolError, match="already held"):
+        bob.hold(RoundStart(4, 0, 10))
+    bob.round_id = 3
+    assert bob.receive(RoundStart) == later
+
+
+def test_a_later_rounds_dialogue_message_never_answers_this_rounds_wait(pair):
+    """Alice gave up on round 3 (its messages were lost) and went on; her round-4 SiftingInfo
+    reaches Bob while he still waits for round 3's. Taken as round 3's, it would make him
+    compare the wrong announcements and leave round 4 without it: it is kept for round 4."""
+    from classical.messages import SiftingInfo
+
+    alice, bob, _, _ = pair
+    bob.round_id = 3
+    sift = SiftingInfo(4, np.zeros(3, np.uint8), np.zeros(3, np.uint8),
+                       np.zeros((1, 9), np.int64), b"\x01" * 32)
+    alice.send(sift)
+    with pytest.raises(ProtocolError, match="moved on to round 4"):
+        bob.receive(SiftingInfo)
+    bob.round_id = 4
+    got = bob.receive(SiftingInfo)
+    assert got.round_id == 4 and got.announcement_digest == sift.announcement_digest
