@@ -183,9 +183,10 @@ def plot_aborts(path: Path, rounds: Rounds, title: str, windows: Sequence[Window
     order = np.argsort(rounds.stop_s)
     t = np.concatenate([[0.0], rounds.stop_s[order]])
     count = np.concatenate([[0], np.cumsum(rounds.aborted[order])])
-    ax.step(t, count, where="post", color=ABORT_COLOR, lw=2)
-    entries += [Line2D([], [], color=ABORT_COLOR, lw=2, label="running count"),
-                Patch(color=ABORT_COLOR, label="aborted round")]
+    ax.step(t, count, where="post", color="black", lw=1.5)
+    entries.append(Line2D([], [], color="black", lw=1.5, label="running count"))
+    if rounds.aborted.any():
+        entries.append(Patch(color=ABORT_COLOR, label="aborted round"))
     ax.set_ylim(bottom=0.0, top=max(1.0, float(count[-1])) * 1.2)
     ax.yaxis.get_major_locator().set_params(integer=True)
     _frame(ax, run_end_s, title, "aborted rounds", entries)
