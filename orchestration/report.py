@@ -305,7 +305,7 @@ def _num(value: Any) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-margin:1.5rem auto;max-width:1180px;padding:0 1rem;color:#222;line-height:1.4}
+margin:1.5rem auto;max-width:1400px;padding:0 1rem;color:#222;line-height:1.4}
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:1.6rem;
 border-bottom:1px solid #ddd}.sub{color:#666;font-size:.9rem}
 .verdict{display:inline-block;padding:.15rem .6rem;border-radius:.3rem;font-weight:bold;
@@ -385,7 +385,7 @@ def _facts_rows(data: RunData) -> list[str]:
         ("emulated seconds per round", run.get("seconds_per_round")),
         ("emulated seconds judged", run.get("emulated_seconds_recorded")),
         ("keys match", run.get("keys_match")),
-        ("rounds whose keys differ", run.get("mismatched_rounds"))]
+        ("rounds whose keys differ", _rounds_text(run.get("mismatched_rounds")))]
     if data.summary is not None:
         sm = data.summary
         facts += [("secure bits (summary.json)", sm.get("secure_bits")),
@@ -396,8 +396,15 @@ def _facts_rows(data: RunData) -> list[str]:
     reasons = Counter(str(r.get("abort_reason")) for r in data.records if r.get("aborted"))
     facts += [(f"abort reason ({_plural(n, 'round')})", reason)
               for reason, n in sorted(reasons.items())]
-    return [f"<tr><th>{_e(k)}</th><td>{v if k.startswith('mean QBER') else _num(v)}</td></tr>"
+    return [f"<tr><th>{_e(k)}</th><td>"
+            f"{v if k.startswith('mean QBER') else '—' if v is None else _num(v)}</td></tr>"
             for k, v in facts]
+
+
+def _rounds_text(rounds: list[int] | None) -> str | None:
+    if rounds is None:
+        return "not known (a key store is missing)"
+    return ", ".join(map(str, rounds)) or "none"
 
 
 def render_html(data: RunData, plots: dict[str, Path]) -> str:
