@@ -132,6 +132,15 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
+def _segments(start: np.ndarray, stop: np.ndarray, y: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal segments [start, stop) at y as one polyline broken by NaNs (one path, drawn
+    fast for any number of rounds)."""
+    xs = np.column_stack([start, stop, np.full(start.shape, np.nan)]).ravel()
+    ys = np.column_stack([y, y, np.full(y.shape, np.nan)]).ravel()
+    return xs, ys
+
+
 def plot_rounds(path: Path, rounds: Rounds, curves: Sequence[Curve], title: str, ylabel: str,
                 windows: Sequence[Window], run_end_s: float, bounds: Sequence[Bound] = (),
                 engineering: bool = False) -> None:
@@ -144,7 +153,8 @@ def plot_rounds(path: Path, rounds: Rounds, curves: Sequence[Curve], title: str,
     for c in curves:
         ok = np.isfinite(c.values)
         measured |= ok
-        ax.hlines(c.values[ok], rounds.start_s[ok], rounds.stop_s[ok], color=c.color, lw=2)
+        ax.plot(*_segments(rounds.start_s[ok], rounds.stop_s[ok], c.values[ok]),
+                color=c.color, lw=2)
         good, bad = ok & ~rounds.aborted, ok & rounds.aborted
         ax.plot(rounds.mid_s[good], c.values[good], "o", color=c.color, ms=4)
         ax.plot(rounds.mid_s[bad], c.values[bad], "x", color=ABORT_COLOR, ms=8, mew=2)
@@ -178,8 +188,11 @@ def plot_aborts(path: Path, rounds: Rounds, title: str, windows: Sequence[Window
     count (a step at the end of each aborted round)."""
     fig, ax = plt.subplots(figsize=RUN_FIGSIZE)
     entries = _windows(ax, windows)
-    for a, b in zip(rounds.start_s[rounds.aborted], rounds.stop_s[rounds.aborted], strict=True):
-        ax.axvspan(a, b, ymin=0, ymax=0.05, color=ABORT_COLOR, lw=0)
+    starts, stops = rounds.start_s[rounds.aborted], rounds.stop_s[rounds.aborted]
+    # one collection for all of them (a patch per round would cost seconds in a long run)
+    ax.broken_barh(list(zip(starts, stops - starts, strict=True)), (0.0, 0.05),
+                   transform=blended_transform_factory(ax.transData, ax.transAxes),
+                   color=ABORT_COLOR, lw=0)
     order = np.argsort(rounds.stop_s)
     t = np.concatenate([[0.0], rounds.stop_s[order]])
     count = np.concatenate([[0], np.cumsum(rounds.aborted[order])])
