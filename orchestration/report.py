@@ -41,9 +41,6 @@ PLOTS = (
 #: The plot that shows a probe's metric (its tolerance is drawn there).
 PLOT_OF_METRIC = {"qber_z": "qber", "qber_x": "qber", "secure_key_rate_bps": "key_rate",
                   "bsm_rate_hz": "bsm_rate"}
-#: Statuses that fail the hypothesis (``orchestration.verdict.FAILING``), and those that count
-#: as a check that held.
-FAILING = frozenset({"deviated", "no data"})
 
 
 class ReportError(ValueError):
