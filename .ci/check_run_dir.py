@@ -1,4 +1,5 @@
-"""Check a run directory written by `mdiqkd run`: summary present, keys delivered and identical.
+"""Check a run directory written by `mdiqkd run`: summary and report present, keys delivered and
+identical.
 
 Usage: check_run_dir.py PATH [--exact]. PATH is the run directory itself with --exact, otherwise
 a folder holding exactly one run directory (the default `runs/` of `mdiqkd run`).
@@ -34,6 +35,8 @@ if summary.get("secure_bits", 0) <= 0 or not alice:
     problems.append("no key was delivered")
 if alice != bob:
     problems.append(f"key stores differ ({len(alice)} keys at alice, {len(bob)} at bob)")
+if not (path / "report.html").is_file():
+    problems.append("report.html is missing")
 if problems:
     sys.exit(f"ci: {path}: " + "; ".join(problems))
 print(f"ci: {path}: {len(alice)} keys, {summary['secure_bits']} secure bits, identical at both "

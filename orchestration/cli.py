@@ -607,12 +607,15 @@ def run(
     for reason in summary["abort_reasons"]:
         table.add_row("abort reason", Text(str(reason)))
     journal = json.loads((run_dir / "journal.json").read_text())
+    report = run_dir / "report.html"
     if as_json:
-        typer.echo(json.dumps({**summary, "journal": journal}, indent=2))
+        typer.echo(json.dumps({**summary, "journal": journal, "report": str(report)}, indent=2))
     else:
         console.print(table)
         if journal["hypothesis"]["probes"]:
             console.print(_hypothesis_table(journal))
+        console.print(Text("report: ", style="bold") + Text(str(report)), highlight=False,
+                      soft_wrap=True)
     if summary["interrupted"] and summary["interrupted_by"] != "fail_fast":
         name = summary["interrupted_by"]
         err_console.print(Text(
@@ -646,6 +649,9 @@ HYPOTHESIS_FAILED = 3
 
 _STATUS_STYLE = {"held": "green", "deviated": "bold red", "no data": "red",
                  "not measured": "yellow", "not applicable": "dim"}
+#: Pass (✓) or fail (✗) of each status in the terminal's hypothesis table.
+_STATUS_MARK = {"held": "✓ ", "deviated": "✗ ", "no data": "✗ ", "not measured": "· ",
+                "not applicable": "· "}
 
 
 def _unmeasured_probes(sc: Any) -> list[str]:
@@ -664,26 +670,11 @@ def _unmeasured_probes(sc: Any) -> list[str]:
     return warnings
 
 
-def _tolerance_text(t: dict[str, Any]) -> str:
-    lo, hi = t["min"], t["max"]
-    if lo is not None and hi is not None:
-        return f"= {lo:g}" if lo == hi else f"[{lo:g}, {hi:g}]"
-    return f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}"
-
-
-def _measured_text(windows: list[dict[str, Any]]) -> str:
-    values = [w["value"] for w in windows if w["value"] is not None]
-    if not values:
-        return ""
-    if len(windows) == 1:
-        return f"{values[0]:.4g}"
-    return f"{min(values):.4g} … {max(values):.4g} ({len(windows)} windows)"
-
-
 def _hypothesis_table(journal: dict[str, Any]) -> Table:
     """The verdict: one row per probe and phase (each fault for `during`); phases the timeline
     does not have (no fault: no during, no after) are left out and named in the caption, and
     so are the phases a time-to-recover probe is not measured in."""
+    from orchestration.report import measured_text, phase_text, tolerance_text
     from orchestration.verdict import NO_SUCH_PHASE
 
     hypothesis = journal["hypothesis"]
@@ -698,15 +689,43 @@ def _hypothesis_table(journal: dict[str, Any]) -> Table:
                 if r["note"] == NO_SUCH_PHASE:
                     absent.add(r["phase"])
                 continue
-            phase = f"during {r['segment']}" if r["phase"] == "during" else r["phase"]
             note = r["note"] if r["status"] == "no data" else ""
-            table.add_row(Text(p["name"]), Text(p["metric"]), Text(_tolerance_text(
-                p["tolerance"])), Text(phase), Text(_measured_text(r["windows"])),
-                Text(r["status"] + (f" ({note})" if note else ""),
+            table.add_row(Text(p["name"]), Text(p["metric"]), Text(tolerance_text(
+                p["tolerance"])), Text(phase_text(r)), Text(measured_text(r["windows"])),
+                Text(_STATUS_MARK[r["status"]] + r["status"] + (f" ({note})" if note else ""),
                      style=_STATUS_STYLE[r["status"]]))
     if absent:
         table.caption = Text(f"not in this run's timeline: {', '.join(sorted(absent))}")
     return table
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by `mdiqkd run`.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """(Re)build a run's report.html and plots/*.png from its journal.json and rounds, and print its summary."""
+    from orchestration.report import PLOTS_DIR, ReportError, load_run, summary_lines, write_report
+
+    try:
+        data = load_run(run_dir)
+        path = write_report(run_dir, data)
+    except ReportError as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"{run_dir}: cannot write the report ({e.strerror or e})")
+    plots = sorted(str(p) for p in (run_dir / PLOTS_DIR).glob("*.png"))
+    lines = summary_lines(data)
+    if as_json:
+        typer.echo(json.dumps({"report": str(path), "plots": plots, "summary": lines,
+                               "deviated": data.journal["deviated"]}, indent=2))
+        return
+    for line in lines:
+        console.print(Text(line), highlight=False, soft_wrap=True)
+    if data.journal["hypothesis"]["probes"]:
+        console.print(_hypothesis_table(data.journal))
+    console.print(Text("report: ", style="bold") + Text(str(path)), highlight=False,
+                  soft_wrap=True)
 
 
 @trace_app.command("show")

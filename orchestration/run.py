@@ -12,6 +12,8 @@ Run directory (every file and field: docs/run-directory.md)::
                          authentication …
     journal.json         the game day's verdict: status, deviated, each probe per phase, the
                          timeline of faults and actions (orchestration.verdict)
+    report.html, plots/  the run's report and its plots against emulated time
+                         (orchestration.report), written after journal.json
     traces/<node>.jsonl  OpenTelemetry spans, one JSON object per line
     <node>/metrics.json  counters of each node; alice/ and bob/ also hold keys.sqlite
     logs/<node>.log      each process's output
@@ -41,6 +43,7 @@ from orchestration import experiment
 from orchestration.config import Scenario, node_view
 from orchestration.edge import EdgeCounts, EdgeFault, edge_faults, receivers, start_proxies
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
+from orchestration.report import write_report
 from orchestration.runconfig import HOST, free_ports, local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
 from orchestration.verdict import evaluate, settled_deviations
@@ -246,7 +249,8 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
     SIGINT, SIGTERM or SIGHUP stop the run in order: the nodes are asked to stop (each settles
     its key commit and closes its key store), and the summary of what was delivered so far is
     written with ``"interrupted": true`` and returned. ``journal.json`` is written in every
-    case, a failed run's too. The run does ``scenario.run_rounds`` rounds."""
+    case, a failed run's too, and then ``report.html`` (``orchestration.report``). The run
+    does ``scenario.run_rounds`` rounds."""
     scenario = scenario.for_run()
     launcher = launcher or LocalProcessLauncher()
     timeout_s = timeout_s or 120.0 + 300.0 * scenario.rounds
@@ -275,12 +279,14 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             write_journal(scenario, run_dir, "failed",
                           _read_jsonl(run_dir / "alice" / "rounds.jsonl"),
                           wall_clock(started, wall))
+            write_report(run_dir)
         raise failure
     summary = summarise(scenario, run_dir, wall, fingerprint, interrupted)
     records = _read_jsonl(run_dir / "rounds.jsonl")
     write_journal(scenario, run_dir, "interrupted" if interrupted else "completed",
                   records if judged is None else records[:judged], wall_clock(started, wall),
                   summary=summary, fail_fast=judged is not None)
+    write_report(run_dir)
     return summary
 
 

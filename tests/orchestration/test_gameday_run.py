@@ -18,6 +18,7 @@ from orchestration.config import (
     rounds_for_duration,
 )
 from orchestration.run import prepare_run_dir
+from tests.orchestration.reportcheck import check_report
 
 runner = CliRunner()
 QUICK = load_scenario(DEFAULT_SCENARIO)
@@ -112,6 +113,9 @@ def test_a_probe_that_cannot_hold_fails_the_run_with_status_3_naming_it(two_runs
     assert deviated and all("probe x-perfect (qber_x) before: 0.3" in x for x in deviated)
     assert "above the max 0" in deviated[0]
     assert "steady-state hypothesis: quick — DEVIATED" in result.stdout
+    assert "✗ deviated" in result.stdout and "✓ held" in result.stdout
+    assert f"report: {out / 'report.html'}" in result.stdout
+    check_report(out)
     journal = json.loads((out / "journal.json").read_text())
     assert journal["status"] == "completed" and journal["deviated"] is True
     probes = {p["name"]: p["results"][0] for p in journal["hypothesis"]["probes"]}
@@ -163,6 +167,8 @@ def test_fail_fast_stops_the_run_in_order_at_the_first_settled_deviation(tmp_pat
     assert (journal["status"], journal["interrupted_by"]) == ("interrupted", "fail_fast")
     assert journal["deviated"] is True
     assert (journal["run"]["rounds_recorded"], journal["run"]["fail_fast_round"]) == (1, 0)
+    report = check_report(out)  # a real run's report, also of a run stopped early
+    assert "runtime.fail_fast stopped the run at round 0" in " ".join(report.text)
 
 
 @pytest.mark.slow  # a real run with a fault, about 45 s
@@ -193,6 +199,7 @@ def test_a_fiber_cut_shows_in_the_phase_of_its_fault_and_nowhere_else(tmp_path):
     assert (cut["at_s"], cut["start_slot"], cut["stop_slot"], cut["ended_by"]) == (
         0.3, 287 << 20, 477 << 20, "duration")
     assert journal["rollbacks"][0]["executed"] is True
+    check_report(tmp_path / "run")  # the cut shaded on every plot, the verdict in the table
 
 
 # --- the orchestrator's part, with a launcher that starts no process ---------------------------
@@ -277,6 +284,7 @@ def test_a_failed_run_still_writes_its_journal(tmp_path):
         _scripted(tmp_path, False, [False], exit_code=1)
     journal = json.loads((tmp_path / "run" / "journal.json").read_text())
     assert journal["status"] == "failed" and journal["run"]["rounds_recorded"] == 1
+    assert "The run FAILED" in " ".join(check_report(tmp_path / "run").text)
 
 
 def test_fail_fast_on_the_last_round_lets_the_run_complete(tmp_path):
