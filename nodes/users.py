@@ -46,6 +46,7 @@ from classical.sifting import check_announcement
 from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
 from nodes.keystore import KeyStore
+from nodes.pacing import Pacer
 from nodes.tracing import SpanObserver, context_from, current_traceparent
 from nodes.transport import PulseBatch, PulseSender
 
@@ -94,6 +95,7 @@ class UserPlan:
     qber_prior: float
     clock_rate_hz: float
     os_entropy: bool = False  # protocol randomness from the OS (entropy: os), not the seed
+    realtime: bool = False  # runtime.pacing: realtime (emission paced to the wall clock)
 
 
 class UserNode:
@@ -112,6 +114,7 @@ class UserNode:
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
                                   self._on_settled)
         self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
+        self.pacer = Pacer(plan.realtime, plan.clock_rate_hz, ctx.stop)
 
     # --- one round --------------------------------------------------------------------------
 
@@ -120,15 +123,17 @@ class UserNode:
         return round_id * slots, (round_id + 1) * slots
 
     def emit(self, round_id: int) -> None:
-        self._round_started[round_id] = (time.perf_counter(), time.time())
         gen, plan = self.plan.settings, self.plan
         first = round_id * plan.round_frames
+        self.pacer.wait_for(first * gen.frame_size)  # realtime: not before the round's time
+        self._round_started[round_id] = (time.perf_counter(), time.time())
         with self.ctx.tracer.start_as_current_span("emit", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("mdiqkd.round", round_id)
             span.set_attribute("mdiqkd.frames", plan.round_frames)
             span.set_attribute("mdiqkd.slots", plan.round_frames * gen.frame_size)
             tp = current_traceparent()
             for f in range(first, first + plan.round_frames, plan.batch_frames):
+                self.pacer.wait_for(f * gen.frame_size)
                 n = min(plan.batch_frames, first + plan.round_frames - f)
                 counts = np.array([gen.frame_counts(i) for i in range(f, f + n)], np.int64)
                 last = f + n == first + plan.round_frames

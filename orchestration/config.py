@@ -425,8 +425,7 @@ class Scenario(_Model):
     def refused_game_day_parts(self, implemented_faults: frozenset[str],
                                implemented_actions: frozenset[str]) -> list[str]:
         """The parts of the game-day sections a run cannot honour, each as ``field: why``:
-        faults and actions the engine does not implement, and ``runtime.pacing: realtime``
-        (the users' emission is not throttled to the wall clock yet)."""
+        faults and actions the engine does not implement."""
         refused = []
         for k, e in enumerate(self.method or []):
             if e.fault is not None and e.fault.type not in implemented_faults:
@@ -439,10 +438,6 @@ class Scenario(_Model):
             if r.action.type not in implemented_actions:
                 refused.append(f"rollbacks.{k}.action.type: action {r.action.type} "
                                f"({r.name!r}) is not carried out by the emulator yet")
-        rt = self.runtime
-        if rt is not None and rt.pacing == "realtime":
-            refused.append("runtime.pacing: realtime is not built yet (emission is not "
-                           "throttled to the wall clock); use pacing: fast")
         return refused
 
     @property

@@ -160,7 +160,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
     plan = UserPlan(role, settings, build_round_config(scenario),  # type: ignore[arg-type]
                     scenario.rounds, scenario.round_frames, scenario.batch_frames,
                     _required(secrets.protocol_seed, role), scenario.postprocessing.qber_prior,
-                    scenario.clock_rate_hz, secrets.entropy == "os")
+                    scenario.clock_rate_hz, secrets.entropy == "os",
+                    scenario.runtime is not None and scenario.runtime.pacing == "realtime")
     return ctx, UserNode(ctx, plan)
 
 

@@ -520,10 +520,6 @@ def _no_run(monkeypatch):
     monkeypatch.setattr(run_module, "prepare_run_dir", never)
 
 
-def _realtime(data):
-    data["runtime"]["pacing"] = "realtime"
-
-
 def _restart(data):
     data["method"].append({"at": "50s", "name": "restart bob",
                            "action": {"type": "restart", "target": "node/bob"}})
@@ -535,8 +531,6 @@ def _restart(data):
     (None, frozenset({"polarization_drift"}), "method.1.fault.type: fault loss ("),
     (_restart, frozenset({"polarization_drift", "loss"}), "method.2.action.type: action "
      "restart ('restart bob') is not carried out by the emulator yet"),
-    (_realtime, frozenset({"polarization_drift", "loss"}), "runtime.pacing: realtime is not "
-     "built yet"),
 ])
 def test_run_refuses_what_it_cannot_honour_before_anything_starts(tmp_path, monkeypatch, edit,
                                                                   implemented, needle):
@@ -561,6 +555,10 @@ def test_the_example_is_honoured_once_its_faults_are_implemented():
     sc = load_scenario(EXAMPLE)
     assert sc.refused_game_day_parts(frozenset({"polarization_drift", "loss"}),
                                 frozenset({"clear_faults"})) == []
+    realtime = sc.model_copy(update={"runtime": sc.runtime.model_copy(
+        update={"pacing": "realtime"})})
+    assert realtime.refused_game_day_parts(frozenset({"polarization_drift", "loss"}),
+                                           frozenset({"clear_faults"})) == []  # pacing runs
     assert sc.refused_game_day_parts(frozenset({"polarization_drift", "loss"}), frozenset()) == [
         "rollbacks.0.action.type: action clear_faults ('clear') is not carried out by the "
         "emulator yet"]
