@@ -12,6 +12,12 @@ settles it the next time Alice says which key she committed last: her next ``Amp
 ``EndOfRun`` carry it (:meth:`KeyCustody.resolve`). Only the loss of the very last message of a
 run can leave the two stores different (the two generals' problem has no finite solution); a key
 Bob still holds pending when he stops is discarded and reported, never delivered.
+
+A key store may have no room for a round's key (a game day's ``full`` fault on it). Each user asks
+its store (``room``) before its word in the commit: Bob before ``Confirm``, Alice before
+``Committed``; a user without room discards the key and aborts the round, telling the other, who
+discards too. The answer is per round, so a key Bob has confirmed is stored when it is settled,
+however late.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from classical.secure import Repayment, SecureLink
 Role = Literal["alice", "bob"]
 Deliver = Callable[[str, int, np.ndarray], None]
 """(key ID, round, net key bits) → stores the key: called once per committed key with bits."""
+Room = Callable[[int], str | None]
+"""round → why the key store cannot take that round's key, or None when it can."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,11 @@ class KeyCustody:
 
     def __init__(self, role: Role, link: SecureLink | None = None,
                  deliver: Deliver | None = None,
-                 on_settled: Callable[[Settled], None] | None = None) -> None:
+                 on_settled: Callable[[Settled], None] | None = None,
+                 room: Room | None = None) -> None:
         self.role, self.link = role, link
         self._deliver = deliver
+        self._room = room
         self._on_settled = on_settled
         self.pending: PendingKey | None = None
         self.last_committed = ""
@@ -74,6 +84,10 @@ class KeyCustody:
         if self.link is None:
             return Repayment()
         return self.link.repayment("bob", self.link.last_accepted, self.link.last_sealed)
+
+    def no_room(self, round_id: int) -> str | None:
+        """Why this user's key store cannot take round ``round_id``'s key (None: it can)."""
+        return None if self._room is None else self._room(round_id)
 
     # --- the two phases ----------------------------------------------------------------------
 

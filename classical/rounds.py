@@ -400,6 +400,11 @@ def _alice_commit(ann: Announcement, key_id: str, peer: Peer, custody: KeyCustod
         reason = f"Bob confirmed {confirm.key_id[:64]!r}, not {key_id}"
         custody.discard(key_id, reason)
         raise _Abort(reason, notify_peer=True)
+    full = custody.no_room(ann.round_id)
+    if full is not None:  # Bob holds it confirmed: he discards on the abort
+        reason = f"key {key_id} not committed: Alice's key store {full}"
+        custody.discard(key_id, reason)
+        raise _Abort(reason, notify_peer=True)
     settled = custody.commit(key_id)
     peer.send(Committed(ann.round_id, key_id))
     return settled
@@ -408,7 +413,13 @@ def _alice_commit(ann: Announcement, key_id: str, peer: Peer, custody: KeyCustod
 def _bob_commit(ann: Announcement, key_id: str, peer: Peer,
                 custody: KeyCustody) -> Settled | None:
     """Bob confirms, then commits on ``Committed``; on Alice's abort he discards; if nothing
-    comes he keeps the key pending (settled by Alice's next ``Amplify`` or ``EndOfRun``)."""
+    comes he keeps the key pending (settled by Alice's next ``Amplify`` or ``EndOfRun``). A store
+    without room for the key: he discards it and tells Alice (she discards on the abort)."""
+    full = custody.no_room(ann.round_id)
+    if full is not None:
+        reason = f"key {key_id} not confirmed: Bob's key store {full}"
+        custody.discard(key_id, reason)
+        raise _Abort(reason, notify_peer=True)
     peer.send(Confirm(ann.round_id, key_id))
     try:
         done = peer.receive(Committed)

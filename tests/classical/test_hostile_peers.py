@@ -287,3 +287,48 @@ def test_an_amplify_that_cannot_be_sent_leaves_no_pending_key_behind(users, hone
     t.join()
     assert a.aborted and "key pool exhausted" in a.abort_reason
     assert custody.pending is None and stored == [] and out["b"].key is None
+
+
+@pytest.mark.parametrize("full", [None, "alice", "bob"])
+def test_a_key_store_without_room_costs_the_key_on_both_sides_and_nothing_else(
+        users, honest, full):
+    """A game day's ``full`` key store: the user asks its store before its word in the commit
+    (Bob before Confirm, Alice before Committed); without room both discard, nothing is stored,
+    and the authentication pools stay in step (neither replenished). ``None``: the same round
+    with room stores the same key on both sides, so the checks below can fail."""
+    alice, bob = users
+    cfg = round_config(alice, bob)
+    pa, pb = _peers(5)
+    stored: dict[str, list] = {"alice": [], "bob": []}
+
+    def custody(side: str, link) -> KeyCustody:
+        return KeyCustody(side, link, lambda *a: stored[side].append(a),
+                          room=lambda r: "is full" if side == full else None)
+
+    ca, cb = custody("alice", pa.link), custody("bob", pb.link)
+    ann = honest.announcement
+    out = {}
+    t = threading.Thread(target=lambda: out.__setitem__("b", run_bob_round(
+        ann, honest.bob, cfg, pb, np.random.default_rng(2), RecordingObserver(), 0.02, cb)))
+    t.start()
+    a = run_alice_round(ann, honest.alice, cfg, pa, np.random.default_rng(1),
+                        RecordingObserver(), 0.02, ca)
+    t.join()
+    b = out["b"]
+    assert ca.pending is None and cb.pending is None
+    # replenished bytes per pool, A→B then B→A, at Alice's end and at Bob's
+    refills = [(k.outgoing.replenished_bytes, k.incoming.replenished_bytes)
+               for k in (pa.link.keys, pb.link.keys)]
+    refills[1] = refills[1][::-1]
+    if full is None:
+        assert not a.aborted and not b.aborted
+        (ka,), (kb,) = stored["alice"], stored["bob"]
+        assert ka[0] == kb[0] and np.array_equal(ka[2], kb[2]) and ka[2].size > 0
+        assert refills[0] == refills[1] and sum(refills[0]) > 0  # both repaid, alike
+        return
+    assert a.aborted and b.aborted and a.key is None and b.key is None
+    assert stored == {"alice": [], "bob": []}
+    where = "not confirmed: Bob's" if full == "bob" else "not committed: Alice's"
+    assert f"{where} key store is full" in (a.abort_reason if full == "alice"
+                                            else b.abort_reason)
+    assert refills == [(0, 0), (0, 0)]  # neither end replenished: the pools stay in step
