@@ -117,6 +117,17 @@ def fault_slots(fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[in
             frame_at(fault.end_s, clock_rate_hz, frame_bits) << frame_bits)
 
 
+def fault_rounds(fault: Fault, clock_rate_hz: float, frame_bits: int,
+                 round_slots: int) -> tuple[int, int]:
+    """The key rounds ``[first, stop)`` that share a slot with the fault's frames (``fault_slots``),
+    the rounds the verdict judges "during" it: a fault that acts per round (a classical channel's,
+    a key store's) acts on those."""
+    first, stop = fault_slots(fault, clock_rate_hz, frame_bits)
+    if stop <= first:
+        return 0, 0
+    return first // round_slots, -(-stop // round_slots)
+
+
 @dataclass(frozen=True)
 class FaultSchedule:
     """The physics faults of a run (``PHYSICS_FAULTS`` only, in time order) and the seed of their

@@ -96,6 +96,8 @@ class UserPlan:
     clock_rate_hz: float
     os_entropy: bool = False  # protocol randomness from the OS (entropy: os), not the seed
     realtime: bool = False  # runtime.pacing: realtime (emission paced to the wall clock)
+    #: rounds [first, stop) whose key the store has no room for (a game day's ``full`` fault)
+    store_full_rounds: tuple[tuple[int, int], ...] = ()
 
 
 class UserNode:
@@ -112,9 +114,16 @@ class UserNode:
         self._pending_records: dict[int, dict[str, object]] = {}  # logged while key pending
         # the two-phase commit (classical.custody): keys reach the store only once committed
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
-                                  self._on_settled)
+                                  self._on_settled, self._no_room)
         self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
         self.pacer = Pacer(plan.realtime, plan.clock_rate_hz, ctx.stop)
+
+    def _no_room(self, round_id: int) -> str | None:
+        """Why the key store cannot take this round's key (a game day's ``full`` fault)."""
+        if any(a <= round_id < b for a, b in self.plan.store_full_rounds):
+            self.ctx.counters.add("keys_refused_store_full_total")
+            return "is full"
+        return None
 
     # --- one round --------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import zmq
 
-from channel.impairments import TimelineEntry, fault_slots, fault_windows
+from channel.impairments import TimelineEntry, fault_rounds, fault_windows
 from channel.rng import derive_seed
 
 #: Fault types this module injects.
@@ -82,17 +82,16 @@ class EdgeFault:
 
 def edge_faults(entries: Sequence[TimelineEntry], clock_rate_hz: float, frame_bits: int,
                 round_slots: int) -> tuple[EdgeFault, ...]:
-    """The classical faults of a timeline with the rounds each acts on: those that share a slot
-    with the fault's frames (``fault_slots``); a fault that covers no slot acts on none."""
+    """The classical faults of a timeline with the rounds each acts on (``fault_rounds``); a
+    fault that covers no slot acts on none."""
     out = []
     for fault in fault_windows(entries):
         if fault.kind not in CLASSICAL_FAULTS:
             continue
-        first, stop = fault_slots(fault, clock_rate_hz, frame_bits)
-        if stop <= first:
-            continue
-        out.append(EdgeFault(fault.name, fault.kind, fault.target, dict(fault.params),
-                             first // round_slots, -(-stop // round_slots)))
+        first, stop = fault_rounds(fault, clock_rate_hz, frame_bits, round_slots)
+        if stop > first:
+            out.append(EdgeFault(fault.name, fault.kind, fault.target, dict(fault.params),
+                                 first, stop))
     return tuple(out)
 
 

@@ -320,9 +320,11 @@ FAULT_TYPES: dict[str, Kind] = {
                   NODES),
     "full": Kind("the key store refuses new keys", KEYSTORES),
 }
-#: The fault types a run can inject today: nature's physics (``channel.impairments``) and the
-#: classical channels' faults at the edge (``orchestration.edge``).
-IMPLEMENTED_FAULTS: frozenset[str] = frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS)
+#: The fault types a run can inject today: nature's physics (``channel.impairments``), the
+#: classical channels' faults at the edge (``orchestration.edge``) and a full key store (the
+#: user is told in its secrets which rounds' keys its store has no room for).
+IMPLEMENTED_FAULTS: frozenset[str] = (frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS)
+                                       | {"full"})
 
 #: Calibration loops an action may trigger (issue 12, item 4).
 CALIBRATION_LOOPS = ("polarization", "clock", "intensity")

@@ -161,7 +161,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
                     scenario.rounds, scenario.round_frames, scenario.batch_frames,
                     _required(secrets.protocol_seed, role), scenario.postprocessing.qber_prior,
                     scenario.clock_rate_hz, secrets.entropy == "os",
-                    scenario.runtime is not None and scenario.runtime.pacing == "realtime")
+                    scenario.runtime is not None and scenario.runtime.pacing == "realtime",
+                    secrets.store_full_rounds)
     return ctx, UserNode(ctx, plan)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from channel.impairments import TimelineEntry
+from channel.impairments import TimelineEntry, fault_rounds, fault_windows
 from channel.rng import derive_seed
 from orchestration.config import Scenario, fault_timeline
 
@@ -54,6 +54,9 @@ class NodeSecrets(BaseModel):
     drift_seed: int | None = None
     pools: dict[str, tuple[int, int]] = {}
     fault_timeline: tuple[TimelineEntry, ...] = ()
+    #: a user's only: the rounds ``[first, stop)`` in which its key store has no room (a game
+    #: day's ``full`` fault on it), nothing else of the game day
+    store_full_rounds: tuple[tuple[int, int], ...] = ()
 
 
 def _draw(scenario: Scenario, name: str) -> int:
@@ -72,7 +75,8 @@ def node_secrets(scenario: Scenario) -> dict[str, NodeSecrets]:
 
     out = {u: NodeSecrets(role=u, entropy=scenario.entropy,
                           settings_key=_draw(scenario, f"{u}_settings"),
-                          protocol_seed=_draw(scenario, f"{u}_protocol"), pools=pools(u))
+                          protocol_seed=_draw(scenario, f"{u}_protocol"), pools=pools(u),
+                          store_full_rounds=store_full_rounds(scenario, u))
            for u in ("alice", "bob")}
     out["charles"] = NodeSecrets(role="charles", entropy=scenario.entropy, pools=pools("charles"))
     out["nature"] = NodeSecrets(role="nature", entropy=scenario.entropy,
@@ -80,6 +84,15 @@ def node_secrets(scenario: Scenario) -> dict[str, NodeSecrets]:
                                 drift_seed=_draw(scenario, "polarization drift"),
                                 fault_timeline=fault_timeline(scenario))
     return out
+
+
+def store_full_rounds(scenario: Scenario, user: str) -> tuple[tuple[int, int], ...]:
+    """The rounds in which ``user``'s key store has no room: each ``full`` fault on
+    ``keystore/<user>`` over the rounds it overlaps (``channel.impairments.fault_rounds``)."""
+    windows = (fault_rounds(f, scenario.clock_rate_hz, scenario.frame_bits, scenario.round_slots)
+               for f in fault_windows(fault_timeline(scenario))
+               if f.kind == "full" and f.target == f"keystore/{user}")
+    return tuple(w for w in windows if w[1] > w[0])
 
 
 def write_node_secrets(run_dir: Path, all_secrets: dict[str, NodeSecrets]) -> None:

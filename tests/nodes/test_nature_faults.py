@@ -140,7 +140,7 @@ def test_implemented_faults_are_the_physics_faults_and_the_classical_edge_faults
         "intensity_fluctuation"}
     assert set(CLASSICAL_FAULTS) == {"latency", "bandwidth_limit", "outage", "tamper", "replay",
                                      "reorder"}
-    assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS)
+    assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS) | {"full"}
     assert IMPLEMENTED_FAULTS <= set(FAULT_TYPES)
 
 

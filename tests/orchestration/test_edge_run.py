@@ -1,6 +1,7 @@
-"""A game day on the classical channels, three real processes and the orchestrator's proxies:
-a lost announcement and an outage each cost exactly their round; keys flow before, between and
-after, and never differ (``scenarios/gameday_classical.yaml``)."""
+"""A game day on the classical channels and a key store, three real processes and the
+orchestrator's proxies: a lost announcement, a full key store and an outage each cost exactly
+their round; keys flow before and after, and never differ
+(``scenarios/gameday_classical.yaml``)."""
 
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ def test_lost_messages_cost_their_rounds_and_nothing_else(tmp_path):
     rows = {r["round"]: r for r in map(json.loads,
                                        (run_dir / "rounds.jsonl").read_text().splitlines())}
     assert sorted(rows) == [0, 1, 2, 3, 4]
-    assert [r for r in rows if rows[r]["aborted"]] == [1, 3]
+    assert [r for r in rows if rows[r]["aborted"]] == [1, 2, 3]
     # round 1: Charles's announcement to Alice failed its tag; she learns it was lost when the
     # next one (round 2's) arrives, and tells Bob
     assert "its announcement was lost: the next one is for round 2" in rows[1]["abort_reason"]
     assert rows[1]["bob_abort_reason"].startswith("PeerAborted: no announcement from charles")
+    # round 2: Bob's store had no room: he discarded the key and told Alice, who discarded hers
+    assert "not confirmed: Bob's key store is full" in rows[2]["bob_abort_reason"]
+    assert "not confirmed by Bob" in rows[2]["abort_reason"]
     # round 3: nothing crossed between the users; both waited out the timeout
     assert "no message from bob within 20 s" in rows[3]["abort_reason"]
     assert "no message from alice within 20 s" in rows[3]["bob_abort_reason"]
@@ -37,6 +41,8 @@ def test_lost_messages_cost_their_rounds_and_nothing_else(tmp_path):
     # RoundStart(3) was dropped too: Bob started round 3 from the plan, so its pulses were
     # paired and round 4 came through
     assert bob["round_starts_inferred_total"] == 1
+    assert bob["keys_refused_store_full_total"] == 1 and "keys_refused_store_full_total" \
+        not in alice
     edge = json.loads((run_dir / "orchestrator" / "edge.json").read_text())
     assert edge["effects"]["tampered announcements"] == {"tampered": 1}
     assert edge["effects"]["outage"]["dropped"] >= 2  # RoundStart(3) and round 3's dialogue
@@ -44,14 +50,15 @@ def test_lost_messages_cost_their_rounds_and_nothing_else(tmp_path):
     assert summary["keys_match"] is True
     stores = [KeyStore(run_dir / u / "keys.sqlite") for u in ("alice", "bob")]
     try:
-        for r in (0, 2, 4):
+        for r in (0, 4):
             assert rows[r]["secure_bits"] > 0
             assert stores[0].get(rows[r]["key_id"]).tolist() == \
                 stores[1].get(rows[r]["key_id"]).tolist()
-        assert len(list(stores[0].items())) == len(list(stores[1].items())) == 3
+        assert len(list(stores[0].items())) == len(list(stores[1].items())) == 2
     finally:
         for s in stores:
             s.close()
     journal = json.loads((run_dir / "journal.json").read_text())
     assert journal["status"] == "completed" and journal["deviated"] is False
-    assert [f["name"] for f in journal["timeline"]] == ["tampered announcements", "outage"]
+    assert [f["name"] for f in journal["timeline"]] == ["tampered announcements", "store full",
+                                                         "outage"]

@@ -141,3 +141,16 @@ def test_nature_still_applies_the_faults_it_alone_is_given(tmp_path):
     singles = json.loads((run_dir / "nature" / "metrics.json").read_text())
     assert singles["singles_cH_total"] == 0
     assert min(singles[f"singles_{d}_total"] for d in ("cV", "dH", "dV")) > 1000
+
+
+def test_a_user_learns_only_the_rounds_its_own_key_store_is_full(tmp_path):
+    """``full`` on keystore/bob: Bob is told the rounds his store has no room for (the rounds the
+    fault overlaps), as plain round numbers; Alice, Charles and nature nothing of it."""
+    from orchestration.config import shipped_scenarios
+
+    day = load_scenario(shipped_scenarios()["gameday_classical"])  # full in [2.2, 2.8) s
+    run_dir = prepare_run_dir(day, tmp_path / "r")
+    assert read_node_secrets(run_dir, "bob").store_full_rounds == ((2, 3),)  # rounds of 1.05 s
+    for node in ("alice", "charles", "nature"):
+        assert read_node_secrets(run_dir, node).store_full_rounds == ()
+    assert read_node_secrets(run_dir, "bob").fault_timeline == ()
