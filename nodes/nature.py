@@ -20,6 +20,7 @@ import numpy as np
 import zmq
 from opentelemetry.trace import SpanKind
 
+from channel.impairments import PHYSICS_FAULTS, FaultSchedule, TimelineEntry
 from channel.link import Link
 from channel.relay import DETECTOR_NAMES, N_DETECTORS, DetectionRecords
 from channel.rng import derive_seed
@@ -87,6 +88,10 @@ class ChannelEmulator:
     next_round: int = 0
     _complete: set[int] = field(default_factory=set)
     _ready: dict[int, tuple[PulseBatch, PulseBatch]] = field(default_factory=dict)
+    #: the fault timeline nature runs (its secrets' and the live control plane's entries)
+    timeline: tuple[TimelineEntry, ...] = ()
+    #: frames below this have been sampled: a live fault starts here
+    sampled_until_frame: int = 0
 
     def __post_init__(self) -> None:
         if set(self.layout.combos) != set(self.waiting) or any(
@@ -143,10 +148,46 @@ class ChannelEmulator:
                              f"{a.first_frame}+{a.n_frames}, bob {b.first_frame}+{b.n_frames}")
         size = 1 << self.link.frame_bits
         start, stop = a.first_frame * size, (a.first_frame + a.n_frames) * size
+        self.sampled_until_frame = max(self.sampled_until_frame, a.first_frame + a.n_frames)
         out = sample(self.link, self._settings(a), self._settings(b), start, stop,
                      derive_seed(self.seed, "pulse batch", a.first_frame), self.sampler)
         self.singles += out.singles
         return out.records
+
+    def control(self, request: object) -> dict[str, object]:
+        """A live control-plane request (``orchestration.control``): ``inject`` a physics fault
+        or ``clear`` one (or all) from the first frame not yet sampled; the answer says when, in
+        emulated seconds, or why not. Nothing already sampled changes."""
+        if not isinstance(request, dict) or request.get("op") not in ("inject", "clear"):
+            return {"ok": False, "error": "expected {op: inject|clear, ...}"}
+        frame_s = (1 << self.link.frame_bits) / self.link.clock_rate_hz
+        at_s = self.sampled_until_frame * frame_s
+        try:
+            if request["op"] == "inject":
+                raw = dict(request["entry"])
+                if raw.get("kind") not in PHYSICS_FAULTS:
+                    return {"ok": False, "error": f"{raw.get('kind')!r} is not a fault of the "
+                            "channel emulator"}
+                entry = TimelineEntry(at_s, str(raw["name"]), str(raw["kind"]),
+                                      str(raw["target"]), dict(raw.get("params") or {}),
+                                      None if raw.get("duration_s") is None
+                                      else float(raw["duration_s"]))
+            else:
+                name = request.get("name")
+                entry = TimelineEntry(at_s, f"live clear {name or 'all'}", "clear_faults", None,
+                                      {} if name is None else {"fault": str(name)},
+                                      is_action=True)
+            timeline = (*self.timeline, entry)
+            link = replace(self.link, faults=FaultSchedule.from_timeline(timeline,
+                                                                         self.link.drift_seed))
+            size = 1 << link.frame_bits  # a dry run of the next frame: a bad fault fails here
+            first = self.sampled_until_frame * size
+            for lo, hi, piece in link.device_segments(first, first + size):
+                piece.physics(lo, hi)
+        except (KeyError, TypeError, ValueError) as e:
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        self.timeline, self.link = timeline, link
+        return {"ok": True, ("start_s" if request["op"] == "inject" else "end_s"): at_s}
 
     def warm_up(self) -> None:
         """Compile (or load from numba's cache) the sampler before the first pulses arrive: one
@@ -183,7 +224,8 @@ class NatureNode:
     """The emulator's process: pulse batches in, ``RecordsBatch`` out to Charles."""
 
     def __init__(self, ctx: NodeContext, emulator: ChannelEmulator,
-                 records_endpoint: str | None = None) -> None:
+                 records_endpoint: str | None = None, control_endpoint: str | None = None
+                 ) -> None:
         """``ctx``: the node's context (ZeroMQ, counters, tracer, stop flag, the pulse endpoint
         it binds); ``records_endpoint``: Charles's records socket (None: nothing is sent, the
         caller takes ``on_pulses``'s result, as tests do)."""
@@ -197,6 +239,12 @@ class NatureNode:
             self.records.setsockopt(zmq.SNDHWM, 16)
             self.records.setsockopt(zmq.LINGER, 2000)
             self.records.connect(records_endpoint)
+        self.control: zmq.Socket | None = None  # the orchestrator's live control plane
+        if control_endpoint is not None:
+            self.control = ctx.zmq.socket(zmq.REP)
+            self.control.setsockopt(zmq.LINGER, 0)
+            self.control.setsockopt(zmq.MAXMSGSIZE, 1 << 16)
+            self.control.bind(control_endpoint)
 
     def on_pulses(self, parts: list[object]) -> RecordsBatch | None:
         """One message of the pulse channel: counted and dropped if refused; a ready pair is
@@ -223,12 +271,25 @@ class NatureNode:
     def run(self) -> None:
         self.ctx.warm_up(self.emulator.warm_up)  # compiled while the users start
         while True:
+            self._serve_control()
             parts = self.pulses.receive_or_none(self.stop)
             if parts is None:
                 continue
             out = self.on_pulses(parts)
             if out is not None:
                 self._send(out.to_parts())
+
+    def _serve_control(self) -> None:
+        """Answer a waiting control request (between batches: a fault never starts inside one)."""
+        if self.control is None or not self.control.poll(0):
+            return
+        try:
+            request = self.control.recv_json()
+        except ValueError:
+            request = None
+        reply = self.emulator.control(request)
+        self.counters.add("control_requests_total")
+        self.control.send_json(reply)
 
     def _send(self, parts: list[object]) -> None:
         assert self.records is not None
@@ -238,5 +299,7 @@ class NatureNode:
         if hasattr(self.ctx, "write_metrics"):
             self.ctx.write_metrics(self.emulator.metrics())
         self.pulses.close()
+        if self.control is not None:
+            self.control.close()
         if self.records is not None:  # records nobody will measure do not hold the exit
             self.records.close(linger=0 if self.stop.is_set() else None)

@@ -524,6 +524,7 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Override the number of key rounds.")] = None,
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Add a SHA-256 over all delivered keys to summary.json.")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option(help="Also export spans over OTLP/HTTP to this URL.")] = None,
+    control: Annotated[bool | None, typer.Option("--control/--no-control", help="Serve the live control plane (`mdiqkd fault`, `mdiqkd status`); default: on for game days.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes over ZeroMQ."""
@@ -574,7 +575,7 @@ def run(
                               soft_wrap=True)
     try:
         out = out or new_run_dir()  # unique, even for runs started in the same second
-        run_dir = prepare_run_dir(sc, out, otlp_endpoint)
+        run_dir = prepare_run_dir(sc, out, otlp_endpoint, control)
     except FileExistsError as e:
         _fail(str(e))
     except OSError as e:
@@ -780,6 +781,133 @@ def _walk(spans):  # type: ignore[no-untyped-def]
     for s in spans:
         yield s
         yield from _walk(s.children)
+
+
+fault_app = typer.Typer(help="Inject and clear faults in a running game day (its live control "
+                        "plane; docs/game-days.md).", no_args_is_help=True)
+app.add_typer(fault_app, name="fault")
+
+
+def _client(run_dir: Path):  # type: ignore[no-untyped-def]
+    from orchestration.control import ControlClient, ControlError
+
+    try:
+        return ControlClient(run_dir)
+    except ControlError as e:
+        _fail(str(e))
+
+
+def _call(run_dir: Path, method: str, path: str, body: Any = None) -> Any:
+    from orchestration.control import ControlError
+
+    try:
+        return _client(run_dir).call(method, path, body)
+    except ControlError as e:
+        _fail(f"{run_dir}: {e}")
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """``key=value``: the value as a number when it reads as one, a list for ``a,b``."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        _fail(f"{text!r}: give parameters as key=value (e.g. extra_db=3)")
+    if "," in value:
+        return key, [v for v in value.split(",") if v]
+    try:
+        number = float(value)
+    except ValueError:
+        return key, value
+    return key, int(number) if number.is_integer() and "." not in value else number
+
+
+@fault_app.command("inject")
+def fault_inject(
+    run_dir: Annotated[Path, typer.Argument(help="The running game day's run directory.")],
+    target: Annotated[str, typer.Argument(help="e.g. link/bob-charles, relay, classical/alice-bob.")],
+    fault_type: Annotated[str, typer.Argument(metavar="TYPE", help="e.g. loss, fiber_cut, latency (docs/scenario-format.md).")],
+    params: Annotated[list[str] | None, typer.Argument(help="Parameters as key=value, e.g. extra_db=3.")] = None,
+    duration: Annotated[str | None, typer.Option(help="How long it lasts in emulated time, e.g. 2s (default: until cleared).")] = None,
+    name: Annotated[str | None, typer.Option(help="Its name in the journal (default: live TYPE N).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Inject a fault now: it takes effect at the first emulated time not yet emulated."""
+    from orchestration.experiment import parse_duration
+
+    try:
+        duration_s = None if duration is None else parse_duration(duration)
+    except ValueError as e:
+        _fail(f"--duration: {e}")
+    body = {"target": target, "type": fault_type, "params": dict(map(_param, params or [])),
+            "duration_s": duration_s, "name": name}
+    record = _call(run_dir, "POST", "/faults", body)
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    until = "until cleared" if record["duration_s"] is None else \
+        f"for {record['duration_s']:g} s"
+    console.print(f"injected {record['name']!r} ({fault_type} on {target}) from "
+                  f"{record['start_s']:.4g} s of emulated time, {until}", highlight=False)
+
+
+@fault_app.command("clear")
+def fault_clear(
+    run_dir: Annotated[Path, typer.Argument(help="The running game day's run directory.")],
+    name: Annotated[str | None, typer.Argument(help="The fault to end (default: every active one).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """End one fault (the scenario's or a live one), or every active one."""
+    out = _call(run_dir, "POST", "/faults/clear", {"name": name})
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    if not out["ended"]:
+        console.print("nothing to clear", highlight=False)
+    for e in out["ended"]:
+        console.print(f"cleared {e['name'] or 'every fault'} from {e['end_s']:.4g} s of "
+                      "emulated time", highlight=False)
+
+
+@fault_app.command("list")
+def fault_list(
+    run_dir: Annotated[Path, typer.Argument(help="The running game day's run directory.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every fault of the run, the scenario's and the live ones, with its emulated window."""
+    out = _call(run_dir, "GET", "/faults")
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table("name", "type", "target", "from (s)", "to (s)", "source", "active")
+    for f in out["faults"]:
+        table.add_row(f["name"], f["type"], f["target"], f"{f['start_s']:.4g}",
+                      "—" if f["end_s"] is None else f"{f['end_s']:.4g}", f["source"],
+                      "yes" if f["active"] else "")
+    console.print(table)
+
+
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A running game day's run directory.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """The running emulation's current indicators: rounds, QBER, key rate, aborts, faults."""
+    out = _call(run_dir, "GET", "/status")
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    last = out["last_round"] or {}
+    rate = out["secure_key_rate_bps"]
+    rows = [("rounds", f"{out['rounds_done']} of {out['rounds_planned']}"),
+            ("emulated time", f"{out['emulated_seconds']:.4g} s"),
+            ("secure bits", str(out["secure_bits"])),
+            ("key rate (emulated)", "—" if rate is None else f"{rate:.4g} bit/s"),
+            ("aborted rounds", str(out["aborted_rounds"])),
+            ("last round QBER Z / X", f"{_fmt(last.get('qber_z'))} / {_fmt(last.get('qber_x'))}"),
+            ("active faults", ", ".join(f["name"] for f in out["faults"] if f["active"]) or "none")]
+    table = Table(show_header=False)
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

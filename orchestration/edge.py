@@ -30,6 +30,7 @@ Wall-clock effects (latency, bandwidth, the hold of a reordered message) are wal
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import json
@@ -153,17 +154,46 @@ class Release:
     frame: bytes
 
 
+@dataclass
+class EdgeBook:
+    """The classical faults of a run, shared by its proxies: the scenario's, and those a live
+    control plane adds or ends while the run goes (``orchestration.control``), with the latest
+    round any proxy has seen a message of."""
+
+    faults: list[EdgeFault] = field(default_factory=list)
+    counts: EdgeCounts = field(default_factory=EdgeCounts)
+    latest_round: int = -1
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, fault: EdgeFault) -> None:
+        with self.lock:
+            self.faults = [*self.faults, fault]
+
+    def end(self, name: str, stop_round: int) -> bool:
+        """End fault ``name`` before ``stop_round`` (if it lasts longer); whether it was active."""
+        with self.lock:
+            hit = [f for f in self.faults if f.name == name and f.stop_round > stop_round]
+            self.faults = [dataclasses.replace(f, stop_round=max(f.first_round, stop_round))
+                           if f in hit else f for f in self.faults]
+            return bool(hit)
+
+    def seen(self, round_id: int) -> None:
+        if round_id > self.latest_round:
+            self.latest_round = round_id
+
+
 class EdgePolicy:
     """What the faults do to one receiver's incoming frames: ``route`` maps a frame arriving at
     wall time ``now`` to the frames to forward and when. Pure apart from its per-direction state
     (occurrence counters, the FIFO's last release, held messages)."""
 
-    def __init__(self, receiver: str, faults: Sequence[EdgeFault], seed: int,
+    def __init__(self, receiver: str, faults: Sequence[EdgeFault] | EdgeBook, seed: int,
                  counts: EdgeCounts | None = None) -> None:
         self.receiver = receiver
-        self.faults = [f for f in faults if any(r == receiver for _, r in DIRECTIONS[f.target])]
+        self.book = faults if isinstance(faults, EdgeBook) else EdgeBook(
+            list(faults), counts or EdgeCounts())
         self.seed = seed
-        self.counts = counts or EdgeCounts()
+        self.counts = self.book.counts
         self._seen: dict[tuple[str, int, int], int] = defaultdict(int)
         self._last_release: dict[str, float] = defaultdict(lambda: -math.inf)
         self._previous: dict[str, bytes] = {}
@@ -173,8 +203,10 @@ class EdgePolicy:
     def route(self, sender: str, frame: bytes, now: float) -> list[Release]:
         label = frame_label(frame)
         out: list[Release] = []
+        if label is not None:
+            self.book.seen(label[0])
         active = [] if label is None else [
-            f for f in self.faults if f.acts_on(sender, self.receiver, label[0])]
+            f for f in self.book.faults if f.acts_on(sender, self.receiver, label[0])]
         out += self._overtaken(sender, now)  # held messages this one has now passed
         if not active:
             out.append(self._fifo(sender, frame, now))
@@ -328,9 +360,8 @@ class EdgeProxy:
         self._ctx.term()
 
 
-def start_proxies(faults: Sequence[EdgeFault], connect: Mapping[str, str],
-                  mailboxes: Mapping[str, str], seed: int,
-                  counts: EdgeCounts) -> list[EdgeProxy]:
+def start_proxies(book: EdgeBook, connect: Mapping[str, str], mailboxes: Mapping[str, str],
+                  seed: int) -> list[EdgeProxy]:
     """One proxy per node in ``connect`` (its peers send there), forwarding to its mailbox."""
-    return [EdgeProxy(connect[node], mailboxes[node], EdgePolicy(node, faults, seed, counts))
+    return [EdgeProxy(connect[node], mailboxes[node], EdgePolicy(node, book, seed))
             for node in sorted(connect)]

@@ -144,8 +144,9 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         plans = {u: settings_plan(scenario, u) for u in ("alice", "bob")}  # type: ignore[arg-type]
         layout = PulseLayout(scenario.rounds, scenario.round_frames, scenario.batch_frames,
                              scenario.frame_bits, {u: p.n_combos for u, p in plans.items()})
-        emulator = ChannelEmulator(link, plans, _required(secrets.nature_seed, "nature"), layout)
-        return ctx, NatureNode(ctx, emulator, run.records)
+        emulator = ChannelEmulator(link, plans, _required(secrets.nature_seed, "nature"), layout,
+                                   timeline=tuple(secrets.fault_timeline))
+        return ctx, NatureNode(ctx, emulator, run.records, run.control)
     if role == "charles":
         from nodes.charles import CharlesNode
 

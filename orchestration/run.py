@@ -41,7 +41,7 @@ from classical.codec import max_message_bytes
 from nodes.keystore import KeyStore
 from orchestration import experiment
 from orchestration.config import Scenario, node_view
-from orchestration.edge import EdgeCounts, EdgeFault, edge_faults, receivers, start_proxies
+from orchestration.edge import EdgeBook, EdgeFault, edge_faults, receivers, start_proxies
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.report import write_report
 from orchestration.runconfig import HOST, free_ports, local_run_config
@@ -126,7 +126,8 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
     raise FileExistsError(f"{root}: no free run directory name for {stamp}; choose --out")
 
 
-def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None) -> Path:
+def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None,
+                    control: bool | None = None) -> Path:
     """Create the run directory with ``config.json`` (what every node reads: the scenario with
     the rounds the run does, ``Scenario.for_run``, as ``node_view`` shows it), each node's secrets
     (nature's hold the fault timeline) and the operators' record of the whole scenario."""
@@ -135,7 +136,10 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
     run = local_run_config(out.resolve(), otlp_endpoint)
-    nodes = receivers(scenario_edge_faults(scenario))
+    control = has_control_plane(scenario) if control is None else control
+    nodes = ["alice", "bob", "charles"] if control else receivers(scenario_edge_faults(scenario))
+    if control:  # nature's end of the live control plane (orchestration.control)
+        run.control = f"tcp://{HOST}:{free_ports(1)[0]}"
     if nodes:  # the classical faults' proxies bind where these nodes' peers connect
         run.connect = {n: f"tcp://{HOST}:{p}" for n, p in
                        zip(nodes, free_ports(len(nodes)), strict=True)}
@@ -161,27 +165,46 @@ def scenario_edge_faults(scenario: Scenario) -> tuple[EdgeFault, ...]:
                        scenario.frame_bits, scenario.round_slots)
 
 
+def has_control_plane(scenario: Scenario) -> bool:
+    """Game days (a ``runtime``, ``method`` or ``steady_state``) run with the live control plane
+    (``orchestration.control``): proxies in front of every mailbox, nature's control socket and
+    the HTTP API; other runs only with the proxies their classical faults need."""
+    return any(x is not None for x in (scenario.runtime, scenario.method, scenario.steady_state))
+
+
 @contextlib.contextmanager
-def edge_proxies(scenario: Scenario, run_dir: Path):  # type: ignore[no-untyped-def]
-    """The classical faults' proxies (``orchestration.edge``) for the run's lifetime; what they
-    did is written to ``orchestrator/edge.json`` when they close."""
-    faults = scenario_edge_faults(scenario)
-    if not faults:
-        yield
-        return
+def control_plane(scenario: Scenario, run_dir: Path):  # type: ignore[no-untyped-def]
+    """For the run's lifetime: the classical faults' proxies (``orchestration.edge``), where
+    ``config.json`` routes peers to them, and the live control API where it names nature's
+    control socket. Yields the run's ``LiveFaults`` (None without a control plane); what the
+    proxies did is written to ``orchestrator/edge.json`` when they close."""
+    from orchestration.control import ControlServer, LiveFaults, NatureControl
+
     run = json.loads((run_dir / "config.json").read_text())["run"]
-    counts = EdgeCounts()
-    proxies = start_proxies(faults, run["connect"], run["mailboxes"],
-                            derive_seed(scenario.seed, "edge faults"), counts)
+    book = EdgeBook(list(scenario_edge_faults(scenario)))
+    proxies = start_proxies(book, run.get("connect") or {}, run["mailboxes"],
+                            derive_seed(scenario.seed, "edge faults")) \
+        if run.get("connect") else []
+    live = server = None
+    directory = run_dir / ORCHESTRATOR_DIR
+    if run.get("control"):
+        live = LiveFaults(scenario, book if proxies else None, NatureControl(run["control"]))
+        server = ControlServer(run_dir, scenario, live)
+        server.start(directory)
     try:
-        yield
+        yield live
     finally:
+        if server is not None:
+            server.stop(directory)
+        if live is not None and live.nature is not None:
+            live.nature.close()
         for proxy in proxies:
             proxy.close()
-        directory = run_dir / ORCHESTRATOR_DIR
-        directory.mkdir(mode=0o700, exist_ok=True)
-        (directory / "edge.json").write_text(json.dumps(
-            {"faults": [f.name for f in faults], "effects": counts.to_json()}, indent=2))
+        if book.faults:
+            directory.mkdir(mode=0o700, exist_ok=True)
+            (directory / "edge.json").write_text(json.dumps(
+                {"faults": [f.name for f in book.faults], "effects": book.counts.to_json()},
+                indent=2))
 
 
 def write_scenario_record(run_dir: Path, scenario: Scenario) -> Path:
@@ -258,7 +281,7 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
     interrupted: str | None = None
     failure: RunFailed | None = None
     judged: int | None = None  # fail_fast: the rounds the journal judges
-    with _stop_signals_interrupt(), edge_proxies(scenario, run_dir):
+    with _stop_signals_interrupt(), control_plane(scenario, run_dir) as live:
         try:
             launcher.start(run_dir)
             _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0)
@@ -273,19 +296,23 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
         finally:
             launcher.stop()
     wall = time.monotonic() - t0
+    live_entries: list[dict[str, Any]] = []
+    if live is not None and live.entries:  # the verdict judges the live faults' phases too
+        scenario = scenario.model_copy(update={"method": live.method()})
+        live_entries = live.live
     if failure is not None:  # the journal of a failed run: what the rounds recorded show
         # (a store the dead node left unreadable must not hide why the run failed)
         with contextlib.suppress(OSError, ValueError, sqlite3.Error):
             write_journal(scenario, run_dir, "failed",
                           _read_jsonl(run_dir / "alice" / "rounds.jsonl"),
-                          wall_clock(started, wall))
+                          wall_clock(started, wall), live=live_entries)
             write_report(run_dir)
         raise failure
     summary = summarise(scenario, run_dir, wall, fingerprint, interrupted)
     records = _read_jsonl(run_dir / "rounds.jsonl")
     write_journal(scenario, run_dir, "interrupted" if interrupted else "completed",
                   records if judged is None else records[:judged], wall_clock(started, wall),
-                  summary=summary, fail_fast=judged is not None)
+                  summary=summary, fail_fast=judged is not None, live=live_entries)
     write_report(run_dir)
     return summary
 
@@ -544,12 +571,14 @@ def judged_mismatches(mismatched: dict[int, bool] | None, records: list[dict[str
 
 def write_journal(scenario: Scenario, run_dir: Path, status: str,
                   records: list[dict[str, Any]], wall: dict[str, float],
-                  summary: dict[str, Any] | None = None, fail_fast: bool = False
-                  ) -> dict[str, Any]:
+                  summary: dict[str, Any] | None = None, fail_fast: bool = False,
+                  live: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``journal.json``: the run's status, the verdict of its steady-state hypothesis on
     ``records`` and its timeline (docs/run-directory.md). Two runs of a scenario and seed give the
     same file but for ``wall_clock``; with ``fail_fast``, ``records`` end with the round that
-    settled the deviation (``run.fail_fast_round``), and so does everything the journal says."""
+    settled the deviation (``run.fail_fast_round``), and so does everything the journal says.
+    ``live``: the faults injected through the control plane while the run went (they are in
+    ``scenario.method`` too, at the emulated times they took effect)."""
     spr = scenario.emulated_seconds_per_round
     stopped = status != "completed"
     recorded = max((r["stop_slot"] for r in records), default=0)
@@ -581,6 +610,7 @@ def write_journal(scenario: Scenario, run_dir: Path, status: str,
                 "keys_match": keys_match,
                 "mismatched_rounds": None if mismatched is None else
                 [r for r, bad in mismatched.items() if bad]},
+        "live": live or [],
         "wall_clock": wall,
     }
     (run_dir / "journal.json").write_text(json.dumps(journal, indent=2))

@@ -30,6 +30,8 @@ class RunConfig(BaseModel):
     #: short message timeout, as fault-injection tests use, does not cut the measurement short)
     announcement_timeout_s: float = 300.0
     otlp_endpoint: str | None = None
+    #: nature's end of the live control plane (``orchestration.control``; None: no control)
+    control: str | None = None
 
 
 def free_ports(n: int) -> list[int]:

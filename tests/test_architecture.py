@@ -124,12 +124,12 @@ def test_only_nature_is_built_with_the_fault_timeline():
     tree = ast.parse((ROOT / "orchestration" / "node_main.py").read_text())
     uses = [node for node in ast.walk(tree)
             if isinstance(node, ast.Attribute) and node.attr == "fault_timeline"]
-    assert len(uses) == 1
+    assert uses  # its link, and its emulator (which adds the live control plane's entries)
     build = next(n for n in ast.walk(tree)
                  if isinstance(n, ast.FunctionDef) and n.name == "build_node")
     nature = next(n for n in ast.walk(build) if isinstance(n, ast.If)
                   and ast.unparse(n.test) == "role == 'nature'")
-    assert uses[0] in list(ast.walk(nature))
+    assert all(u in list(ast.walk(nature)) for u in uses)
     for module in ("nodes/users.py", "nodes/charles.py", "nodes/relay_software.py"):
         text = (ROOT / module).read_text()
         assert "fault_timeline" not in text and ".method" not in text, module
