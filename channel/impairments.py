@@ -36,6 +36,13 @@ from channel.relay import DETECTOR_NAMES, Detector, RelayOptics
 from channel.rng import derive_seed
 from channel.source import Source
 
+# the timeline's values and windows live in channel.timeline (Charles reads them too); re-exported
+from channel.timeline import Fault as Fault
+from channel.timeline import TimelineEntry as TimelineEntry
+from channel.timeline import fault_slots as fault_slots
+from channel.timeline import fault_windows as fault_windows
+from channel.timeline import frame_at as frame_at
+
 #: Faults in a fiber's optics: per-frame transmittance factors and unitaries.
 LINK_FAULTS = ("loss", "fiber_cut", "polarization_rotation", "polarization_drift")
 #: Faults in a device model (the relay's detectors, a user's source).
@@ -52,69 +59,6 @@ WALK_BLOCK = 1024
 #: The fault ramp turns about the circular (S3) axis of the Poincaré sphere: a real-space linear
 #: rotation by half the angle, which mixes H with V and D with A, so both bases see it.
 FAULT_RAMP_AXIS = (0.0, 1.0, 0.0)
-_NEVER = 1 << 62  # a frame no run reaches: the end of a fault that lasts to the end
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """One ``method`` entry as plain values: a fault (``is_action`` false) or an action."""
-
-    at_s: float
-    name: str
-    kind: str
-    target: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    duration_s: float | None = None
-    is_action: bool = False
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A fault and its window ``[start_s, end_s)`` in emulated seconds (``end_s`` may be inf)."""
-
-    name: str
-    kind: str
-    target: str
-    params: Mapping[str, Any]
-    start_s: float
-    end_s: float
-
-
-def _clears(action: TimelineEntry, fault: Fault) -> bool:
-    """A ``clear_faults`` ends every fault (no target), those on its target, or the one named."""
-    return (action.kind == "clear_faults" and action.target in (None, fault.target)
-            and action.params.get("fault") in (None, fault.name))
-
-
-def fault_windows(entries: Sequence[TimelineEntry]) -> tuple[Fault, ...]:
-    """Each fault entry with its window: from ``at`` to the first of its ``duration`` and a
-    ``clear_faults`` that matches it. Entries apply in time order, file order at equal times
-    (a clear at the same time as a fault ends it only if it comes later in the file)."""
-    faults: list[Fault] = []
-    for entry in sorted(entries, key=lambda e: e.at_s):  # stable: file order at equal times
-        if entry.is_action:
-            faults = [dataclasses.replace(f, end_s=min(f.end_s, entry.at_s))
-                      if _clears(entry, f) and f.end_s > entry.at_s else f for f in faults]
-            continue
-        end = math.inf if entry.duration_s is None else entry.at_s + entry.duration_s
-        faults.append(Fault(entry.name, entry.kind, entry.target or "", dict(entry.params),
-                            entry.at_s, end))
-    return tuple(faults)
-
-
-def frame_at(t_s: float, clock_rate_hz: float, frame_bits: int) -> int:
-    """The first frame whose start is at or after ``t_s`` (rounded to the nearest slot)."""
-    if math.isinf(t_s):
-        return _NEVER
-    slot = round(t_s * clock_rate_hz)
-    return -(-slot >> frame_bits)
-
-
-def fault_slots(fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[int, int]:
-    """The slots ``[first, stop)`` the fault acts on: its whole frames (``frame_at`` of its start
-    and end), so that the verdict places it where the samplers apply it."""
-    return (frame_at(fault.start_s, clock_rate_hz, frame_bits) << frame_bits,
-            frame_at(fault.end_s, clock_rate_hz, frame_bits) << frame_bits)
 
 
 @dataclass(frozen=True)

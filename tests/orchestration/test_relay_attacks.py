@@ -1,0 +1,66 @@
+"""A relay that cheats never buys key: the metro round (tests/metro.py, the smallest round with a
+positive finite key) announced by a misbehaving Charles (nodes/relay_faults.py), then distilled
+by Alice and Bob over the in-memory pipeline with the real wire format.
+
+Security (docs/physics.md §9): fakes raise the phase error (QBER_X) and the vacuum classes'
+gains, so the round aborts with its reason and nothing is stored; a biased post-selection only
+throws announcements away, so the key shrinks, and what is kept is identical on both sides and
+paid for by the estimate made from what was announced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from channel.timeline import TimelineEntry
+from classical.pipeline import run_key_round
+from nodes.relay_faults import RelayMisbehaviour
+from nodes.users import local_view
+from orchestration.inmemory import round_config
+from tests.metro import shared_metro
+
+
+def announced_by(kind: str, params: dict):
+    (alice, bob), emulated = shared_metro()
+    ann = emulated.announcement
+    m = RelayMisbehaviour.from_timeline([TimelineEntry(0.0, "cheat", kind, "relay", params)], 9,
+                                        1e9, alice.frame_bits)
+    assert m is not None
+    slots, bell = m.rewrite(ann.slots, ann.bell, ann.start_slot, ann.stop_slot)
+    cheat = dataclasses.replace(ann, slots=slots, bell=bell)
+    return cheat, run_key_round(cheat, local_view(alice, cheat), local_view(bob, cheat),
+                                round_config(alice, bob), 3)
+
+
+@pytest.fixture(scope="module")
+def honest_key_bits():
+    (alice, bob), emulated = shared_metro()
+    ann = emulated.announcement
+    result = run_key_round(ann, emulated.alice, emulated.bob, round_config(alice, bob), 3)
+    assert result.keys_match
+    return int(result.alice.key.size)
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_fake_announcements_abort_the_round_and_store_nothing(fraction):
+    cheat, result = announced_by("malicious_relay", {"mode": "fake_announcements",
+                                                     "fraction": fraction})
+    assert cheat.slots.size == shared_metro()[1].announcement.slots.size  # the rate is honest
+    for side in (result.alice, result.bob):
+        assert side.aborted and side.abort_reason, side
+        assert side.key is None and not side.committed
+    assert not result.keys_match
+
+
+def test_biased_postselection_shrinks_the_key_to_nothing_on_the_smallest_round(honest_key_bits):
+    """Announcing ψ⁻ only halves the counts of a round that is the smallest with a positive key
+    (``honest_key_bits`` > 0): the finite-key length it pays for is not positive, so the round
+    aborts with that reason, nothing stored (the key shrinks, and is never split)."""
+    cheat, result = announced_by("malicious_relay", {"mode": "biased_postselection"})
+    honest = shared_metro()[1].announcement
+    assert 0 < cheat.slots.size < honest.slots.size and honest_key_bits > 0
+    for side in (result.alice, result.bob):
+        assert side.aborted and side.abort_reason.startswith("secure length <= 0"), side
+        assert side.key is None and not side.committed
