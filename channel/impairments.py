@@ -11,7 +11,10 @@ turns it, as plain values (``TimelineEntry``), into each fault's window (``fault
 * **device faults** (``DEVICE_FAULTS``: the relay's detectors, the users' sources) change a
   device model, so a slot range is cut where the set of active device faults changes
   (``FaultSchedule.device_segments``) and each piece is sampled with a changed ``RelayOptics`` or
-  ``Source`` (``with_device_faults``).
+  ``Source`` (``with_device_faults``);
+* **the relay's attack** (``malicious_relay`` with ``mode: intercept_resend``,
+  ``channel.relay_attack``) cuts the range the same way, and its pieces are sampled with the
+  attack's own sampler on the slots it attacks (``FaultSchedule.attack_of``).
 
 Time is counted in frames: a fault acts on frame f when its window holds the frame's start
 f·2^b / clock_rate (its start and end are rounded to the nearest slot first), so every piece is
@@ -33,6 +36,7 @@ import numpy as np
 
 from channel.fiber import PolarizationDrift, linear_rotation
 from channel.relay import DETECTOR_NAMES, Detector, RelayOptics
+from channel.relay_attack import RelayAttack, is_relay_attack
 from channel.rng import derive_seed
 from channel.source import Source
 
@@ -74,8 +78,8 @@ class FaultSchedule:
     @classmethod
     def from_timeline(cls, entries: Sequence[TimelineEntry], seed: int) -> FaultSchedule:
         """``seed``: nature's drift seed (the fault walks' streams are derived from it)."""
-        kept = tuple(f for f in fault_windows(entries)
-                     if f.kind in PHYSICS_FAULTS and f.end_s > f.start_s)
+        kept = tuple(f for f in fault_windows(entries) if (
+            f.kind in PHYSICS_FAULTS or is_relay_attack(f.kind, f.params)) and f.end_s > f.start_s)
         return cls(kept, derive_seed(seed, "fault drift"))
 
     def frames_of(self, fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[int, int]:
@@ -85,7 +89,17 @@ class FaultSchedule:
 
     @property
     def has_device_faults(self) -> bool:
-        return any(f.kind in DEVICE_FAULTS for f in self.faults)
+        """Faults that cut a range into pieces: device faults and the relay's attack."""
+        return any(_cuts(f) for f in self.faults)
+
+    def attack_of(self, active: Sequence[Fault]) -> RelayAttack | None:
+        """The relay's intercept–resend among ``active`` (``channel.relay_attack``), with the key
+        that picks its slots, or None."""
+        for f in active:
+            if is_relay_attack(f.kind, f.params):
+                return RelayAttack(f.name, float(f.params.get("fraction", 1.0)),
+                                   derive_seed(self.seed, f"relay attack {f.name}"))
+        return None
 
     def link_only(self) -> FaultSchedule:
         """This schedule without its device faults (for a link whose devices already carry
@@ -155,10 +169,10 @@ class FaultSchedule:
 
     def device_segments(self, start: int, stop: int, clock_rate_hz: float,
                         frame_bits: int) -> list[tuple[int, int, tuple[Fault, ...]]]:
-        """``[start, stop)`` cut where the set of active device faults changes: (lo, hi, the
-        faults active there, in time order)."""
+        """``[start, stop)`` cut where the set of active device faults (and the relay's attack)
+        changes: (lo, hi, the faults active there, in time order)."""
         windows = [(f, *self.frames_of(f, clock_rate_hz, frame_bits))
-                   for f in self.faults if f.kind in DEVICE_FAULTS]
+                   for f in self.faults if _cuts(f)]
         cuts = sorted({start, stop} | {b << frame_bits for _, a, z in windows for b in (a, z)
                                        if start < b << frame_bits < stop})
         out: list[tuple[int, int, tuple[Fault, ...]]] = []
@@ -170,6 +184,11 @@ class FaultSchedule:
             else:
                 out.append((lo, hi, active))
         return out
+
+
+def _cuts(fault: Fault) -> bool:
+    """Whether a fault is sampled piecewise: a device fault or the relay's attack."""
+    return fault.kind in DEVICE_FAULTS or is_relay_attack(fault.kind, fault.params)
 
 
 def loss_factor(params: Mapping[str, Any], elapsed_s: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from numba import njit
 from channel.arrays import readonly
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
+from channel.relay_attack import sample_attack
 from channel.rng import (
     derive_seed,
     feistel_invert_rk,
@@ -923,6 +924,35 @@ def sample(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: 
 
 def _sample_one(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int,
                 stop: int, seed: int, sampler: str) -> RelayOutput:
+    out = _sample_honest(link, alice, bob, start, stop, seed, sampler)
+    return out if link.attack is None else _under_attack(link, alice, bob, out, seed)
+
+
+def _under_attack(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
+                  honest: RelayOutput, seed: int) -> RelayOutput:
+    """The honest optics' records of the slots the relay does not attack, and the records its
+    intercept–resend fakes on those it does (``channel.relay_attack``), in slot order. Exact:
+    slots are independent, and the attacked ones are a fixed set (a keyed hash of the slot).
+    Singles stay the honest optics' (a monitoring quantity; the attack's own clicks are not
+    counted in them)."""
+    assert link.attack is not None
+    start, stop = honest.start, honest.stop
+    physics = link.physics(start, stop)
+    rng = np.random.default_rng(derive_seed(seed, "relay attack"))
+    records = honest.records
+    spared = ~link.attack.attacked(records.slot)
+    slots, patterns = sample_attack(link, physics, alice, bob, start, stop, link.attack, rng)
+    faked = _records(slots, patterns, physics, link, rng)
+    merged = DetectionRecords.concatenate([
+        DetectionRecords(records.slot[spared], records.pattern[spared], records.time_ps[spared]),
+        faked])
+    order = np.argsort(merged.slot, kind="stable")
+    return RelayOutput(start, stop, DetectionRecords(merged.slot[order], merged.pattern[order],
+                                                     merged.time_ps[order]), honest.singles)
+
+
+def _sample_honest(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int,
+                   stop: int, seed: int, sampler: str) -> RelayOutput:
     if sampler == "fast":
         return sample_fast(link, alice, bob, start, stop, seed)
     if sampler == "skip-empty":
