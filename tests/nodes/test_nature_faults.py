@@ -131,11 +131,13 @@ def test_nature_keeps_the_physics_faults_and_leaves_the_others():
     assert faults is not None and [f.name for f in faults.faults] == ["turn"]
 
 
-def test_implemented_faults_are_exactly_the_physics_faults():
-    assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) == {
+def test_implemented_faults_are_the_physics_faults_and_the_relay_s():
+    assert frozenset(PHYSICS_FAULTS) == {
         "loss", "fiber_cut", "polarization_rotation", "polarization_drift", "dark_count_surge",
         "detector_efficiency", "detector_dead", "intensity_miscalibration",
         "intensity_fluctuation"}
+    assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | {"malicious_relay",
+                                                             "relay_firmware_bug"}
     assert IMPLEMENTED_FAULTS <= set(FAULT_TYPES)
 
 

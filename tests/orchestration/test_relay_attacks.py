@@ -64,3 +64,30 @@ def test_biased_postselection_shrinks_the_key_to_nothing_on_the_smallest_round(h
     for side in (result.alice, result.bob):
         assert side.aborted and side.abort_reason.startswith("secure length <= 0"), side
         assert side.key is None and not side.committed
+
+
+@pytest.mark.slow  # the metro round's 3·10⁹ slots through the attack's sampler: about 40 s
+def test_a_full_intercept_resend_aborts_the_round_and_stores_nothing():
+    """Charles's optics measure every pulse (channel/relay_attack.py): the Z basis errs about a
+    third of the time, so the round aborts with its reason and neither user keeps a key."""
+    from channel.fiber import Fiber
+    from channel.impairments import FaultSchedule
+    from channel.link import Link
+    from channel.relay import RelayOptics
+    from channel.source import Source
+    from orchestration.inmemory import emulate_round
+    from tests.metro import PLAN, ROUND_SLOTS
+
+    (alice, bob), _ = shared_metro()
+    eve = TimelineEntry(0.0, "eve", "malicious_relay", "relay", {"mode": "intercept_resend"})
+    link = Link(Source(PLAN), Source(PLAN, bit_flip_probability=0.01), Fiber(25), Fiber(25),
+                relay=RelayOptics.uniform(0.8, 1e-7),
+                faults=FaultSchedule.from_timeline([eve], 4))
+    emulated = emulate_round(link, alice, bob, round_id=7, start_slot=0, stop_slot=ROUND_SLOTS,
+                             seed=11)
+    result = run_key_round(emulated.announcement, emulated.alice, emulated.bob,
+                           round_config(alice, bob), 3)
+    for side in (result.alice, result.bob):
+        assert side.aborted and side.abort_reason, side
+        assert side.key is None and not side.committed
+    assert not result.keys_match
