@@ -20,10 +20,11 @@ half the time: QBER_Z and QBER_X near 1/3 and 1/6 for weak pulses (docs/physics.
 ``fraction`` is the share of slots attacked, selected by a keyed hash of the slot
 (``channel.rng.keyed_uniforms``), the same whatever batch a slot comes in; the other slots go
 through the honest optics (``channel.samplers``), whose records of attacked slots are dropped,
-which is exact since slots are independent. Sampling is exact thinning, vectorized over
-candidates: P(both users get a result | settings, B) ≤ P_a P_b, the largest such probabilities
-over the range, so candidates come at geometric gaps of rate P_a P_b and each is kept with its
-true probability over that bound; no per-slot Python loop and no optics for the slots skipped.
+which is exact since slots are independent. Sampling is exact thinning in a numba kernel
+(``attack_kernel``, driven by ``channel.samplers``): P(both users get a result | settings, B)
+≤ P_a P_b, the largest such probabilities over the range (``attack_bound``), so candidates come
+at geometric gaps of rate P_a P_b and each is kept with its true probability over that bound;
+nothing is evaluated for the slots skipped.
 ``attack_class_statistics`` is the exact model the sampler is tested against.
 """
 
@@ -34,9 +35,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numba import njit
 
 from channel.relay import RelayOptics
-from channel.rng import keyed_uniforms
+from channel.rng import hash2, keyed_uniforms, next_normal, next_uniform, to_unit
+from channel.settings import lookup_bit_hk, lookup_combo_rk
 from channel.source import FLUCTUATION_CLIP_SIGMAS, JONES
 
 if TYPE_CHECKING:
@@ -48,8 +51,6 @@ ATTACK_MODE = "intercept_resend"
 PATTERN_PSI_PLUS, PATTERN_PSI_MINUS = 0b0011, 0b1001
 #: Detectors Charles measures each user's pulse with: (first state of B, second state of B).
 ALICE_DETECTORS, BOB_DETECTORS = (0, 1), (2, 3)
-#: Candidates handled per vectorized pass (bounds the memory of a pass).
-CHUNK = 1 << 21
 
 
 def is_relay_attack(kind: str, params: Mapping[str, Any]) -> bool:
@@ -98,86 +99,107 @@ def result_bound(relay: RelayOptics, light: float) -> float:
     return float(1.0 - (1.0 - d) ** 2 * np.exp(-eta * light))
 
 
-def sample_attack(link: Link, physics: FramePhysics, alice: SettingsGenerator,
-                  bob: SettingsGenerator, start: int, stop: int, attack: RelayAttack,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(slots, click patterns) Charles fakes in ``[start, stop)`` under ``attack``."""
-    relay, src_a, src_b = link.relay, link.source_a, link.source_b
-    mu_a = src_a.emitted_mean_photon_numbers(alice.plan)
-    mu_b = src_b.emitted_mean_photon_numbers(bob.plan)
-    bound = (result_bound(relay, float(physics.transmittance_a.max() * mu_a.max()
-                                       * src_a.max_fluctuation_factor))
-             * result_bound(relay, float(physics.transmittance_b.max() * mu_b.max()
-                                         * src_b.max_fluctuation_factor)))
-    out_slots, out_patterns = [], []
-    if bound <= 0.0:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    eff, dark = relay.efficiencies, relay.dark_count_probabilities
-    position = start - 1
-    while True:
-        gaps = rng.geometric(bound, size=CHUNK)
-        slots = position + np.cumsum(gaps, dtype=np.int64)
-        position = int(slots[-1])
-        slots = slots[slots < stop]
-        slots = slots[attack.attacked(slots)]
-        if slots.size:
-            kept, patterns = _candidates(slots, physics, alice, bob, mu_a, mu_b, link, eff, dark,
-                                         bound, rng)
-            out_slots.append(kept)
-            out_patterns.append(patterns)
-        if position >= stop:
-            break
-    if not out_slots:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    return np.concatenate(out_slots), np.concatenate(out_patterns).astype(np.uint8)
+def attack_bound(link: Link, physics: FramePhysics, alice: SettingsGenerator,
+                 bob: SettingsGenerator) -> float:
+    """P_a P_b: a bound on P(both users get a result) for every slot, setting and basis of the
+    range (brightest intensity, fluctuation and transmittance of each arm)."""
+    light_a = float(physics.transmittance_a.max()
+                    * link.source_a.emitted_mean_photon_numbers(alice.plan).max()
+                    * link.source_a.max_fluctuation_factor)
+    light_b = float(physics.transmittance_b.max()
+                    * link.source_b.emitted_mean_photon_numbers(bob.plan).max()
+                    * link.source_b.max_fluctuation_factor)
+    return result_bound(link.relay, light_a) * result_bound(link.relay, light_b)
 
 
-def _fluctuation(rng: np.random.Generator, rel: float, n: int) -> np.ndarray | float:
-    if rel == 0.0:
-        return 1.0
-    return 1.0 + rel * np.clip(rng.normal(size=n), -FLUCTUATION_CLIP_SIGMAS,
-                               FLUCTUATION_CLIP_SIGMAS)
+@njit(cache=True, inline="always")
+def _user_state(slot, user, frame_bits, rng_state):  # pragma: no cover - numba
+    """A user's sent (basis, prepared bit, mean photon number) at ``slot``: the settings from
+    the counter-based generator, the encoder's flip and the intensity's fluctuation drawn."""
+    combo = lookup_combo_rk(slot, user.first_frame, user.round_keys, user.cum_counts,
+                            frame_bits)
+    bit = lookup_bit_hk(slot, user.bit_key)
+    if user.flip_probability > 0.0 and next_uniform(rng_state) <= user.flip_probability:
+        bit ^= 1
+    mu = user.mean_photon_numbers[combo >> 1]
+    if user.fluctuation_rel > 0.0:
+        mu *= 1.0 + user.fluctuation_rel * min(max(next_normal(rng_state),
+                                                   -FLUCTUATION_CLIP_SIGMAS),
+                                               FLUCTUATION_CLIP_SIGMAS)
+    return combo & 1, bit, mu
 
 
-def _candidates(slots, physics, alice, bob, mu_a, mu_b, link, eff, dark, bound,
-                rng):  # type: ignore[no-untyped-def]
-    """Keep each candidate with P(both users get a result)/bound, then draw the results and
-    apply the announcement rule; the kept slots and their faked patterns."""
-    n = slots.size
-    fi = (slots >> physics.frame_bits) - physics.first_frame
-    sa = alice.settings_at(slots)
-    bob_slots = slots + physics.bob_slot_offset[fi]
-    present = bob_slots >= 0
-    sb = bob.settings_at(np.where(present, bob_slots, 0))
-    m_a = (physics.transmittance_a[fi] * mu_a[sa.intensity]
-           * _fluctuation(rng, link.source_a.intensity_fluctuation_rel, n))
-    m_b = (physics.transmittance_b[fi] * mu_b[sb.intensity] * present
-           * _fluctuation(rng, link.source_b.intensity_fluctuation_rel, n))
-    bit_a = sa.bit ^ (rng.random(n) < link.source_a.bit_flip_probability)
-    bit_b = sb.bit ^ (rng.random(n) < link.source_b.bit_flip_probability)
-    u = np.einsum("nij,nj->ni", physics.unitary_a[fi], JONES[sa.basis, bit_a.astype(np.uint8)])
-    v = np.einsum("nij,nj->ni", physics.unitary_b[fi], JONES[sb.basis, bit_b.astype(np.uint8)])
-    eve = rng.integers(0, 2, size=n)
-    a0, a1, a2 = _result_probabilities(m_a, _overlap0(u, eve), eff, dark, ALICE_DETECTORS)
-    b0, b1, b2 = _result_probabilities(m_b, _overlap0(v, eve), eff, dark, BOB_DETECTORS)
-    pa, pb = a0 + a1 + a2, b0 + b1 + b2
-    keep = rng.random(n) * bound < pa * pb
-    ra = _draw_result(rng, a0[keep], a1[keep], a2[keep])
-    rb = _draw_result(rng, b0[keep], b1[keep], b2[keep])
-    eve, slots = eve[keep], slots[keep]
-    label_plus = np.where(eve == 1, ra == rb, rng.random(ra.size) < 0.5)
-    announced = (eve == 1) | (ra != rb)
-    patterns = np.where(label_plus, PATTERN_PSI_PLUS, PATTERN_PSI_MINUS)
-    return slots[announced], patterns[announced]
+@njit(cache=True, inline="always")
+def _no_clicks(unit, fi, jones, basis, bit, eve, m, eff, dark, k0, k1):  # pragma: no cover
+    """P(detector k0 stays dark), P(k1 stays dark) for a pulse of mean photon number ``m`` in
+    state ``jones[basis, bit]`` after the unitary of frame ``fi``, measured in basis ``eve``."""
+    h = unit[fi, 0, 0] * jones[basis, bit, 0] + unit[fi, 0, 1] * jones[basis, bit, 1]
+    v = unit[fi, 1, 0] * jones[basis, bit, 0] + unit[fi, 1, 1] * jones[basis, bit, 1]
+    amp = np.conj(jones[eve, 0, 0]) * h + np.conj(jones[eve, 0, 1]) * v
+    c = amp.real * amp.real + amp.imag * amp.imag
+    return ((1.0 - dark[k0]) * np.exp(-eff[k0] * m * c),
+            (1.0 - dark[k1]) * np.exp(-eff[k1] * m * (1.0 - c)))
 
 
-def _draw_result(rng: np.random.Generator, p0: np.ndarray, p1: np.ndarray,
-                 p2: np.ndarray) -> np.ndarray:
-    """A user's result (0 or 1) given that at least one of the two detectors clicked: only the
-    first → 0, only the second → 1, both → a fair coin."""
-    u = rng.random(p0.size) * (p0 + p1 + p2)
-    coin = rng.random(p0.size) < 0.5
-    return np.where(u < p0, 0, np.where(u < p0 + p1, 1, coin.astype(np.int64)))
+@njit(cache=True, inline="always")
+def _result(q0, q1, rng_state):  # pragma: no cover - numba
+    """A result given at least one click: only the first detector → 0, only the second → 1,
+    both → a fair coin."""
+    v = next_uniform(rng_state) * (1.0 - q0 * q1)
+    only0 = (1.0 - q0) * q1
+    if v <= only0:
+        return 0
+    if v <= only0 + q0 * (1.0 - q1):
+        return 1
+    return 1 if next_uniform(rng_state) <= 0.5 else 0
+
+
+@njit(cache=True)
+def attack_kernel(position, stop, bound, rng_state, frames, alice, bob, eff, dark, jones,
+                  select_key, fraction, out_slot, out_pattern):  # pragma: no cover - numba
+    """Thinning over ``[position, stop)``: candidates at geometric gaps of rate ``bound``, those
+    the attack does not select skipped (the keyed hash of ``RelayAttack.attacked``), each kept
+    with P(both users get a result)/``bound``, then the results drawn and the rule applied.
+    ``frames``, ``alice``, ``bob``: the fast sampler's ``FrameArrays`` and ``UserArrays``.
+    Returns (next position, records written)."""
+    log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
+    n_out = 0
+    s = position
+    bob_off = frames.bob_slot_offset
+    while n_out < out_slot.size:
+        if bound < 1.0:
+            s += np.int64(np.log(next_uniform(rng_state)) / log_keep)
+        if s >= stop:
+            return stop, n_out
+        cur = s
+        s += 1
+        if fraction < 1.0 and to_unit(hash2(select_key, np.uint64(cur))) >= fraction:
+            continue
+        fi = (cur >> frames.frame_bits) - frames.first_frame
+        eve = 1 if next_uniform(rng_state) <= 0.5 else 0
+        basis_a, bit_a, mu_a = _user_state(cur, alice, frames.frame_bits, rng_state)
+        qa0, qa1 = _no_clicks(frames.unitary_a, fi, jones, basis_a, bit_a, eve,
+                              frames.transmittance_a[fi] * mu_a, eff, dark, 0, 1)
+        bs = cur + bob_off[fi]
+        qb0, qb1 = 1.0 - dark[2], 1.0 - dark[3]  # no pulse from Bob before his first slot
+        if bs >= 0:
+            basis_b, bit_b, mu_b = _user_state(bs, bob, frames.frame_bits, rng_state)
+            qb0, qb1 = _no_clicks(frames.unitary_b, fi, jones, basis_b, bit_b, eve,
+                                  frames.transmittance_b[fi] * mu_b, eff, dark, 2, 3)
+        if next_uniform(rng_state) * bound > (1.0 - qa0 * qa1) * (1.0 - qb0 * qb1):
+            continue
+        ra = _result(qa0, qa1, rng_state)
+        rb = _result(qb0, qb1, rng_state)
+        if eve == 1:
+            plus = ra == rb
+        elif ra == rb:
+            continue
+        else:
+            plus = next_uniform(rng_state) <= 0.5
+        out_slot[n_out] = cur
+        out_pattern[n_out] = PATTERN_PSI_PLUS if plus else PATTERN_PSI_MINUS
+        n_out += 1
+    return s, n_out
 
 
 def attack_class_statistics(basis_a: int, basis_b: int, mu_a: float, mu_b: float,
