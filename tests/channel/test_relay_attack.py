@@ -123,6 +123,9 @@ def test_the_attack_s_window_is_cut_at_its_frames(users):
     honest = sample(build_link(load_scenario(DEFAULT_SCENARIO, {"frame_bits": FB})), alice, bob,
                     0, 64 << FB, 4).records
     out = sample(link, alice, bob, 0, 64 << FB, 4).records
+    again = sample(build_link(s), alice, bob, 0, 64 << FB, 4).records  # the same scenario, seed
+    for field in ("slot", "pattern", "time_ps"):
+        assert np.array_equal(getattr(again, field), getattr(out, field))
     inside = ((out.slot >> FB) >= 10) & ((out.slot >> FB) < 30)
     assert set(np.unique(out.pattern[inside])) <= {PATTERN_PSI_PLUS, PATTERN_PSI_MINUS}
     assert not np.isin(out.slot[inside], honest.slot).all()

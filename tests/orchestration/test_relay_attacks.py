@@ -43,11 +43,15 @@ def honest_key_bits():
     return int(result.alice.key.size)
 
 
-@pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_fake_announcements_abort_the_round_and_store_nothing(fraction):
-    cheat, result = announced_by("malicious_relay", {"mode": "fake_announcements",
-                                                     "fraction": fraction})
-    assert cheat.slots.size == shared_metro()[1].announcement.slots.size  # the rate is honest
+@pytest.mark.parametrize(("kind", "params"), [
+    ("malicious_relay", {"mode": "fake_announcements", "fraction": 1.0}),
+    ("malicious_relay", {"mode": "fake_announcements", "fraction": 0.5}),
+    ("relay_firmware_bug", {"spurious_fraction": 1.0})])
+def test_fake_or_spurious_announcements_abort_the_round_and_store_nothing(kind, params):
+    cheat, result = announced_by(kind, params)
+    honest = shared_metro()[1].announcement.slots.size
+    # fakes keep the rate; a firmware bug announcing a spurious slot per success doubles it
+    assert cheat.slots.size == (honest if kind == "malicious_relay" else 2 * honest)
     for side in (result.alice, result.bob):
         assert side.aborted and side.abort_reason, side
         assert side.key is None and not side.committed
