@@ -234,8 +234,17 @@ def test_a_firmware_bug_s_spurious_announcements_come_on_top(honest):
     assert out_slots.size == 0  # nothing honest, nothing spurious
     out_slots, out_bell = m.rewrite(slots, bell, 0, N_SLOTS)
     assert np.isin(slots, out_slots).all() and np.all(np.diff(out_slots) > 0)
-    extra = out_slots.size - slots.size
-    assert abs(binomial_z(extra, slots.size, 0.2)) <= z_bound()
+    spurious = ~np.isin(out_slots, slots)
+    k, h = int(spurious.sum()), slots.size
+    z = z_bound(3)
+    assert abs(binomial_z(k, h, 0.2)) <= z
+    # at uniform slots without an announcement (δ as for the fakes): errors ½ in a matched basis
+    _, alice, bob, _, _, _ = honest
+    p_zz, p_xx = basis_pair_probabilities(alice, bob)
+    delta = h / (N_SLOTS - h)
+    zz, xx, error = sifted(alice, bob, out_slots[spurious], out_bell[spurious])
+    assert within(int((zz & error).sum()), k, p_zz / 2 - delta, p_zz / 2 + delta, z)
+    assert within(int((xx & error).sum()), k, p_xx / 2 - delta, p_xx / 2 + delta, z)
 
 
 def _config():
