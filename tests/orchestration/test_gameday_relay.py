@@ -23,7 +23,7 @@ runner = CliRunner()
 def relay_day(tmp_path_factory):
     out = tmp_path_factory.mktemp("relay-day") / "run"
     result = runner.invoke(app, ["run", "gameday_malicious_relay", "--out", str(out),
-                                 "--json"])
+                                 "--json", "--fingerprint"])
     return result, out
 
 
@@ -75,3 +75,27 @@ def test_only_charles_is_told_his_software_s_faults_and_only_nature_the_optics(r
                                                        "intercept-resend", "stop eve"]
     assert nature.relay_faults == ()
     assert "method" not in json.loads((out / "config.json").read_text())["scenario"]
+
+
+@pytest.mark.slow  # a second run of the game day
+def test_the_relay_game_day_gives_the_same_journal_and_keys_on_every_run(relay_day,
+                                                                        tmp_path):
+    first, out = relay_day
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["run", "gameday_malicious_relay", "--out", str(again),
+                                 "--json", "--fingerprint"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["determinism_fingerprint"] == json.loads(
+        first.stdout)["determinism_fingerprint"]
+    ja, jb = (json.loads((d / "journal.json").read_text()) for d in (out, again))
+    assert ja.pop("wall_clock") != jb.pop("wall_clock")
+    assert ja == jb
+    rounds = [[{k: r[k] for k in ("round", "aborted", "abort_reason", "announced", "secure_bits",
+                                  "qber_x")}
+               for r in map(json.loads, (d / "rounds.jsonl").read_text().splitlines())]
+              for d in (out, again)]
+    assert rounds[0] == rounds[1]
+    from orchestration.run import key_mismatches_by_round
+
+    assert key_mismatches_by_round(out) == key_mismatches_by_round(again) == {0: False,
+                                                                             3: False}
