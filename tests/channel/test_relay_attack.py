@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from channel.analytic import exact_frame_statistics
 from channel.relay import RelayOptics
 from channel.relay_attack import (
     PATTERN_PSI_MINUS,
@@ -17,7 +18,7 @@ from channel.relay_attack import (
 )
 from channel.samplers import sample
 from classical.sifting import BASIS_X, BASIS_Z, PSI_PLUS
-from nodes.relay_software import bell_successes
+from nodes.relay_software import BELL_OF_PATTERN, bell_successes
 from orchestration.config import DEFAULT_SCENARIO, build_link, build_settings, load_scenario
 from tests.stats import assert_z_scores_consistent, binomial_z, z_bound
 
@@ -68,6 +69,9 @@ def test_the_attack_follows_its_exact_model_class_by_class(users):
     flip = ~((aa.basis == BASIS_X) & (bell == PSI_PLUS))
     error = aa.bit != (ab.bit ^ flip)
     (_, _, piece), = link.device_segments(0, N_SLOTS)
+    with pytest.raises(ValueError, match="the relay attacks frame 0"):
+        exact_frame_statistics(link, alice.plan, bob.plan, 0, BASIS_Z, 0, 0,
+                               bell_of_pattern=BELL_OF_PATTERN)
     ph = piece.physics(0, 1)
     mu_a = piece.source_a.emitted_mean_photon_numbers(alice.plan)
     mu_b = piece.source_b.emitted_mean_photon_numbers(bob.plan)
