@@ -173,3 +173,26 @@ def test_the_records_nature_sends_carry_no_fault_and_no_settings():
 
     assert set(DetectionRecords.__dataclass_fields__) == {"slot", "pattern", "time_ps"}
     assert not {"fault", "faults", "link"} & set(RecordsBatch.__dataclass_fields__)
+
+
+def test_the_warm_up_also_runs_the_relay_attack_when_the_timeline_has_one(monkeypatch):
+    import nodes.nature
+
+    real, attacks = nodes.nature.sample, []
+
+    def recording(link, *args):
+        attacks.append(link.attack)
+        return real(link, *args)
+
+    monkeypatch.setattr(nodes.nature, "sample", recording)
+    for method, expected in (([], [False]), ([{"at": at(4), "name": "eve", "fault": {
+            "type": "malicious_relay", "target": "relay",
+            "params": {"mode": "intercept_resend"}}}], [False, True])):
+        attacks.clear()
+        s = scenario(method)
+        users = {u: build_settings(s, u) for u in ("alice", "bob")}
+        layout = PulseLayout(ROUNDS, ROUND_FRAMES, BATCH_FRAMES, FB,
+                             {u: g.plan.n_combos for u, g in users.items()})
+        ChannelEmulator(build_link(s), {u: g.plan for u, g in users.items()}, 7,
+                        layout).warm_up()
+        assert [a is not None for a in attacks] == expected
