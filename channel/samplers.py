@@ -933,8 +933,8 @@ def _under_attack(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
     """The honest optics' records of the slots the relay does not attack, and the records its
     intercept–resend fakes on those it does (``channel.relay_attack``), in slot order. Exact:
     slots are independent, and the attacked ones are a fixed set (a keyed hash of the slot).
-    Singles stay the honest optics' (a monitoring quantity; the attack's own clicks are not
-    counted in them)."""
+    The singles reported stay the honest optics': a cheating relay reports what it likes, and
+    the protocol never reads them."""
     assert link.attack is not None
     start, stop = honest.start, honest.stop
     physics = link.physics(start, stop)
