@@ -276,6 +276,9 @@ def exact_frame_statistics(link: Link, plan_a: SettingsPlan, plan_b: SettingsPla
     size = 1 << link.frame_bits
     ph = link.physics(frame * size, (frame + 1) * size)
     (_, _, piece), = link.device_segments(frame * size, (frame + 1) * size)
+    if piece.attack is not None:
+        raise ValueError(f"the relay attacks frame {frame} ({piece.attack.name}): its statistics "
+                         "are channel.relay_attack.attack_class_statistics, not the honest optics'")
     ea, eb = piece.source_a.bit_flip_probability, piece.source_b.bit_flip_probability
     mu_a = float(piece.source_a.emitted_mean_photon_numbers(plan_a)[intensity_a])
     mu_b = float(piece.source_b.emitted_mean_photon_numbers(plan_b)[intensity_b])

@@ -11,7 +11,10 @@ turns it, as plain values (``TimelineEntry``), into each fault's window (``fault
 * **device faults** (``DEVICE_FAULTS``: the relay's detectors, the users' sources) change a
   device model, so a slot range is cut where the set of active device faults changes
   (``FaultSchedule.device_segments``) and each piece is sampled with a changed ``RelayOptics`` or
-  ``Source`` (``with_device_faults``).
+  ``Source`` (``with_device_faults``);
+* **the relay's attack** (``malicious_relay`` with ``mode: intercept_resend``,
+  ``channel.relay_attack``) cuts the range the same way, and its pieces are sampled with the
+  attack's own sampler on the slots it attacks (``FaultSchedule.attack_of``).
 
 Time is counted in frames: a fault acts on frame f when its window holds the frame's start
 f·2^b / clock_rate (its start and end are rounded to the nearest slot first), so every piece is
@@ -33,8 +36,17 @@ import numpy as np
 
 from channel.fiber import PolarizationDrift, linear_rotation
 from channel.relay import DETECTOR_NAMES, Detector, RelayOptics
+from channel.relay_attack import RelayAttack, is_relay_attack
 from channel.rng import derive_seed
 from channel.source import Source
+
+# the timeline's values and windows live in channel.timeline (Charles reads them too); re-exported
+from channel.timeline import Fault as Fault
+from channel.timeline import TimelineEntry as TimelineEntry
+from channel.timeline import fault_rounds as fault_rounds
+from channel.timeline import fault_slots as fault_slots
+from channel.timeline import fault_windows as fault_windows
+from channel.timeline import frame_at as frame_at
 
 #: Faults in a fiber's optics: per-frame transmittance factors and unitaries.
 LINK_FAULTS = ("loss", "fiber_cut", "polarization_rotation", "polarization_drift")
@@ -52,80 +64,6 @@ WALK_BLOCK = 1024
 #: The fault ramp turns about the circular (S3) axis of the Poincaré sphere: a real-space linear
 #: rotation by half the angle, which mixes H with V and D with A, so both bases see it.
 FAULT_RAMP_AXIS = (0.0, 1.0, 0.0)
-_NEVER = 1 << 62  # a frame no run reaches: the end of a fault that lasts to the end
-
-
-@dataclass(frozen=True)
-class TimelineEntry:
-    """One ``method`` entry as plain values: a fault (``is_action`` false) or an action."""
-
-    at_s: float
-    name: str
-    kind: str
-    target: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    duration_s: float | None = None
-    is_action: bool = False
-
-
-@dataclass(frozen=True)
-class Fault:
-    """A fault and its window ``[start_s, end_s)`` in emulated seconds (``end_s`` may be inf)."""
-
-    name: str
-    kind: str
-    target: str
-    params: Mapping[str, Any]
-    start_s: float
-    end_s: float
-
-
-def _clears(action: TimelineEntry, fault: Fault) -> bool:
-    """A ``clear_faults`` ends every fault (no target), those on its target, or the one named."""
-    return (action.kind == "clear_faults" and action.target in (None, fault.target)
-            and action.params.get("fault") in (None, fault.name))
-
-
-def fault_windows(entries: Sequence[TimelineEntry]) -> tuple[Fault, ...]:
-    """Each fault entry with its window: from ``at`` to the first of its ``duration`` and a
-    ``clear_faults`` that matches it. Entries apply in time order, file order at equal times
-    (a clear at the same time as a fault ends it only if it comes later in the file)."""
-    faults: list[Fault] = []
-    for entry in sorted(entries, key=lambda e: e.at_s):  # stable: file order at equal times
-        if entry.is_action:
-            faults = [dataclasses.replace(f, end_s=min(f.end_s, entry.at_s))
-                      if _clears(entry, f) and f.end_s > entry.at_s else f for f in faults]
-            continue
-        end = math.inf if entry.duration_s is None else entry.at_s + entry.duration_s
-        faults.append(Fault(entry.name, entry.kind, entry.target or "", dict(entry.params),
-                            entry.at_s, end))
-    return tuple(faults)
-
-
-def frame_at(t_s: float, clock_rate_hz: float, frame_bits: int) -> int:
-    """The first frame whose start is at or after ``t_s`` (rounded to the nearest slot)."""
-    if math.isinf(t_s):
-        return _NEVER
-    slot = round(t_s * clock_rate_hz)
-    return -(-slot >> frame_bits)
-
-
-def fault_slots(fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[int, int]:
-    """The slots ``[first, stop)`` the fault acts on: its whole frames (``frame_at`` of its start
-    and end), so that the verdict places it where the samplers apply it."""
-    return (frame_at(fault.start_s, clock_rate_hz, frame_bits) << frame_bits,
-            frame_at(fault.end_s, clock_rate_hz, frame_bits) << frame_bits)
-
-
-def fault_rounds(fault: Fault, clock_rate_hz: float, frame_bits: int,
-                 round_slots: int) -> tuple[int, int]:
-    """The key rounds ``[first, stop)`` that share a slot with the fault's frames (``fault_slots``),
-    the rounds the verdict judges "during" it: a fault that acts per round (a classical channel's,
-    a key store's) acts on those."""
-    first, stop = fault_slots(fault, clock_rate_hz, frame_bits)
-    if stop <= first:
-        return 0, 0
-    return first // round_slots, -(-stop // round_slots)
 
 
 @dataclass(frozen=True)
@@ -141,8 +79,8 @@ class FaultSchedule:
     @classmethod
     def from_timeline(cls, entries: Sequence[TimelineEntry], seed: int) -> FaultSchedule:
         """``seed``: nature's drift seed (the fault walks' streams are derived from it)."""
-        kept = tuple(f for f in fault_windows(entries)
-                     if f.kind in PHYSICS_FAULTS and f.end_s > f.start_s)
+        kept = tuple(f for f in fault_windows(entries) if (
+            f.kind in PHYSICS_FAULTS or is_relay_attack(f.kind, f.params)) and f.end_s > f.start_s)
         return cls(kept, derive_seed(seed, "fault drift"))
 
     def frames_of(self, fault: Fault, clock_rate_hz: float, frame_bits: int) -> tuple[int, int]:
@@ -152,7 +90,17 @@ class FaultSchedule:
 
     @property
     def has_device_faults(self) -> bool:
-        return any(f.kind in DEVICE_FAULTS for f in self.faults)
+        """Faults that cut a range into pieces: device faults and the relay's attack."""
+        return any(_cuts(f) for f in self.faults)
+
+    def attack_of(self, active: Sequence[Fault]) -> RelayAttack | None:
+        """The relay's intercept–resend among ``active`` (``channel.relay_attack``), with the key
+        that picks its slots, or None."""
+        for f in active:
+            if is_relay_attack(f.kind, f.params):
+                return RelayAttack(f.name, float(f.params.get("fraction", 1.0)),
+                                   derive_seed(self.seed, f"relay attack {f.name}"))
+        return None
 
     def link_only(self) -> FaultSchedule:
         """This schedule without its device faults (for a link whose devices already carry
@@ -222,10 +170,10 @@ class FaultSchedule:
 
     def device_segments(self, start: int, stop: int, clock_rate_hz: float,
                         frame_bits: int) -> list[tuple[int, int, tuple[Fault, ...]]]:
-        """``[start, stop)`` cut where the set of active device faults changes: (lo, hi, the
-        faults active there, in time order)."""
+        """``[start, stop)`` cut where the set of active device faults (and the relay's attack)
+        changes: (lo, hi, the faults active there, in time order)."""
         windows = [(f, *self.frames_of(f, clock_rate_hz, frame_bits))
-                   for f in self.faults if f.kind in DEVICE_FAULTS]
+                   for f in self.faults if _cuts(f)]
         cuts = sorted({start, stop} | {b << frame_bits for _, a, z in windows for b in (a, z)
                                        if start < b << frame_bits < stop})
         out: list[tuple[int, int, tuple[Fault, ...]]] = []
@@ -237,6 +185,11 @@ class FaultSchedule:
             else:
                 out.append((lo, hi, active))
         return out
+
+
+def _cuts(fault: Fault) -> bool:
+    """Whether a fault is sampled piecewise: a device fault or the relay's attack."""
+    return fault.kind in DEVICE_FAULTS or is_relay_attack(fault.kind, fault.params)
 
 
 def loss_factor(params: Mapping[str, Any], elapsed_s: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ from channel.clock import Clock, mode_overlap, slot_alignment
 from channel.fiber import Fiber
 from channel.impairments import FaultSchedule, with_device_faults
 from channel.relay import RelayOptics
+from channel.relay_attack import RelayAttack
 from channel.rng import derive_seed
 from channel.settings import DEFAULT_FRAME_BITS
 from channel.source import Source
@@ -61,6 +62,9 @@ class Link:
     drift_seed: int = 0
     #: Faults switched on and off at emulated times (``channel.impairments``); None: none.
     faults: FaultSchedule | None = None
+    #: The relay's intercept–resend on this piece of a range (``channel.relay_attack``; set by
+    #: ``device_segments``), applied by ``channel.samplers.sample``; None: honest optics.
+    attack: RelayAttack | None = None
     _drift_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -134,8 +138,9 @@ class Link:
         return trans * factor, unitary
 
     def device_segments(self, start: int, stop: int) -> list[tuple[int, int, Link]]:
-        """``[start, stop)`` cut where the active device faults change (relay, sources), each
-        piece with the link whose devices carry them (``self`` where none is active)."""
+        """``[start, stop)`` cut where the active device faults change (relay, sources, the
+        relay's attack), each piece with the link whose devices carry them (and its ``attack``;
+        ``self`` where none is active)."""
         if self.faults is None or not self.faults.has_device_faults:
             return [(start, stop, self)]
         healthy = replace(self, faults=self.faults.link_only())
@@ -148,5 +153,6 @@ class Link:
             relay, source_a, source_b = with_device_faults(self.relay, self.source_a,
                                                            self.source_b, active)
             out.append((lo, hi, replace(healthy, relay=relay, source_a=source_a,
-                                        source_b=source_b)))
+                                        source_b=source_b,
+                                        attack=self.faults.attack_of(active))))
         return out

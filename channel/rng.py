@@ -163,3 +163,14 @@ def make_state(seed: int) -> np.ndarray:
     """A kernel RNG state from an integer seed (mixed, so nearby seeds give unrelated streams)."""
     s = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
     return np.array([s[0]], dtype=np.uint64)
+
+
+@njit(cache=True)
+def keyed_uniforms(key: np.uint64, counters: np.ndarray) -> np.ndarray:
+    """``to_unit(hash2(key, c))`` for each counter ``c`` (int64): a uniform in [0, 1) that is a
+    pure function of the key and the counter (a slot, say), so that "is this slot selected" has
+    the same answer in every process and whatever batch the slot arrives in."""
+    out = np.empty(counters.size, dtype=np.float64)
+    for i in range(counters.size):
+        out[i] = to_unit(hash2(key, np.uint64(counters[i])))
+    return out

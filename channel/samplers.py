@@ -41,6 +41,7 @@ from numba import njit
 from channel.arrays import readonly
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
+from channel.relay_attack import attack_bound, attack_kernel
 from channel.rng import (
     derive_seed,
     feistel_invert_rk,
@@ -923,6 +924,69 @@ def sample(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: 
 
 def _sample_one(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int,
                 stop: int, seed: int, sampler: str) -> RelayOutput:
+    out = _sample_honest(link, alice, bob, start, stop, seed, sampler)
+    return out if link.attack is None else _under_attack(link, alice, bob, out, seed)
+
+
+def _under_attack(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
+                  honest: RelayOutput, seed: int) -> RelayOutput:
+    """The honest optics' records of the slots the relay does not attack, and the records its
+    intercept–resend fakes on those it does (``channel.relay_attack``), in slot order. Exact:
+    slots are independent, and the attacked ones are a fixed set (a keyed hash of the slot).
+    The singles reported stay the honest optics': a cheating relay reports what it likes, and
+    the protocol never reads them."""
+    assert link.attack is not None
+    start, stop = honest.start, honest.stop
+    physics = link.physics(start, stop)
+    records = honest.records
+    spared = ~link.attack.attacked(records.slot)
+    slots, patterns = _attack_records(link, physics, alice, bob, start, stop,
+                                      derive_seed(seed, "relay attack"))
+    rng = np.random.default_rng(derive_seed(seed, "relay attack times"))
+    faked = _records(slots, patterns, physics, link, rng)
+    merged = DetectionRecords.concatenate([
+        DetectionRecords(records.slot[spared], records.pattern[spared], records.time_ps[spared]),
+        faked])
+    order = np.argsort(merged.slot, kind="stable")
+    return RelayOutput(start, stop, DetectionRecords(merged.slot[order], merged.pattern[order],
+                                                     merged.time_ps[order]), honest.singles)
+
+
+def _attack_records(link: Link, physics: FramePhysics, alice: SettingsGenerator,
+                    bob: SettingsGenerator, start: int, stop: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The slots and click patterns the relay's intercept–resend fakes in ``[start, stop)``
+    (``channel.relay_attack.attack_kernel``, one random stream keyed by ``seed``)."""
+    assert link.attack is not None
+    bound = attack_bound(link, physics, alice, bob)
+    if bound <= 0.0:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    frames = FrameArrays(physics.frame_bits, physics.first_frame, physics.transmittance_a,
+                         physics.transmittance_b, physics.unitary_a, physics.unitary_b,
+                         physics.gamma, physics.bob_slot_offset)
+    ta = alice.table_for_slots(start, stop)
+    tb = bob.table_for_slots(*_bob_slot_bounds(physics, start, stop))
+    args = tuple(map(_read_only, (frames, _user_arrays(ta, alice, link.source_a),
+                                  _user_arrays(tb, bob, link.source_b))))
+    state = make_state(seed)
+    capacity = int(min(1 << 22, bound * (stop - start) * 1.2 + 1024))
+    slot_parts, pattern_parts = [], []
+    position = start
+    while position < stop:
+        out_slot = np.empty(capacity, dtype=np.int64)
+        out_pattern = np.empty(capacity, dtype=np.uint8)
+        position, n = attack_kernel(np.int64(position), np.int64(stop), bound, state, *args,
+                                    readonly(link.relay.efficiencies),
+                                    readonly(link.relay.dark_count_probabilities), JONES,
+                                    np.uint64(link.attack.key), float(link.attack.fraction),
+                                    out_slot, out_pattern)
+        slot_parts.append(out_slot[:n])
+        pattern_parts.append(out_pattern[:n])
+    return np.concatenate(slot_parts), np.concatenate(pattern_parts)
+
+
+def _sample_honest(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: int,
+                   stop: int, seed: int, sampler: str) -> RelayOutput:
     if sampler == "fast":
         return sample_fast(link, alice, bob, start, stop, seed)
     if sampler == "skip-empty":

@@ -4,10 +4,11 @@ Charles sees what a relay's electronics report and nothing else: ``nodes.records
 messages from the channel emulator (``nodes.nature``, another process) on his records socket.
 He decides the Bell states of each batch's records as they come (``nodes.relay_software``, with
 his own ``CharlesConfig``), keeps the successes, and at the end of a round announces them,
-authenticated, to Alice and Bob. His process holds no user secret: only the pools of his own
-links (``orchestration.secrets``). Nothing here imports the emulator or the settings generator
-(``tests/test_architecture.py``), so a malicious relay's software can replace this module
-wholesale without learning more.
+authenticated, to Alice and Bob. On a game day his own software may misbehave
+(``nodes.relay_faults``): he is told those faults and their seed in his own secrets. His process
+holds no user secret: only the pools of his own links (``orchestration.secrets``). Nothing here
+imports the emulator or the settings generator (``tests/test_architecture.py``), so a
+malicious relay's software can replace this module wholesale without learning more.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from classical.rounds import PeerAborted, ProtocolError
 from classical.sifting import PSI_MINUS, PSI_PLUS
 from nodes.base import NodeContext
 from nodes.records import RecordsBatch, RecordsRejected, RoundLayout
-from nodes.relay_software import CharlesConfig, bell_successes, warm_up_bell_states
+from nodes.relay_faults import RelayMisbehaviour
+from nodes.relay_software import CharlesConfig, decide_batch, warm_up_bell_states
 from nodes.tracing import context_from
 from nodes.transport import POLL_MS, NodeStopped
 
@@ -34,8 +36,12 @@ class CharlesNode:
     """Charles's software: detection records in, announcements out."""
 
     def __init__(self, ctx: NodeContext, layout: RoundLayout, config: CharlesConfig,
-                 records_endpoint: str | None = None) -> None:
+                 records_endpoint: str | None = None,
+                 misbehaviour: RelayMisbehaviour | None = None) -> None:
+        """``misbehaviour``: a game day's faults of his own software (``nodes.relay_faults``,
+        from his own secrets), None for the honest relay."""
         self.ctx, self.layout, self.config = ctx, layout, config
+        self.misbehaviour = misbehaviour
         self.records: zmq.Socket | None = None
         if records_endpoint is not None:
             self.records = ctx.zmq.socket(zmq.PULL)
@@ -93,7 +99,8 @@ class CharlesNode:
                 "decide", context=context_from(batch.measure_traceparent or
                                                batch.traceparents[0]),
                 kind=SpanKind.CONSUMER) as span:
-            slots, bell = bell_successes(batch.records, self.config.coincidence_window_ps)
+            slots, bell = decide_batch(batch.records, batch.first_slot, batch.stop_slot,
+                                       self.config, self.misbehaviour)
             self.successes[batch.round_id].append((batch.first_slot, slots, bell))
             self.coincidences[batch.round_id] += len(batch.records)
             old = self.bounds.get(batch.round_id, (batch.first_slot, batch.stop_slot))

@@ -23,6 +23,7 @@ from opentelemetry.trace import SpanKind
 from channel.impairments import PHYSICS_FAULTS, FaultSchedule, TimelineEntry
 from channel.link import Link
 from channel.relay import DETECTOR_NAMES, N_DETECTORS, DetectionRecords
+from channel.relay_attack import RelayAttack, is_relay_attack
 from channel.rng import derive_seed
 from channel.samplers import sample
 from channel.settings import SettingsGenerator, SettingsPlan
@@ -190,12 +191,18 @@ class ChannelEmulator:
         return {"ok": True, ("start_s" if request["op"] == "inject" else "end_s"): at_s}
 
     def warm_up(self) -> None:
-        """Compile (or load from numba's cache) the sampler before the first pulses arrive: one
-        frame of a copy of the link with settings keyed 0, the records thrown away."""
+        """Compile (or load from numba's cache) the sampler before the first pulses arrive (and
+        the relay attack's kernel when the timeline has one): one frame of a copy of the link
+        with settings keyed 0, the records thrown away."""
         link = replace(self.link, _drift_cache={})
         size = 1 << link.frame_bits
-        sample(link, SettingsGenerator(self.plans["alice"], 0, link.frame_bits),
-               SettingsGenerator(self.plans["bob"], 0, link.frame_bits), 0, size, 0, self.sampler)
+        users = [SettingsGenerator(self.plans[u], 0, link.frame_bits) for u in ("alice", "bob")]
+        sample(link, *users, 0, size, 0, self.sampler)
+        if link.faults is not None and any(is_relay_attack(f.kind, f.params)
+                                           for f in link.faults.faults):
+            # and the relay's attack kernel, on a copy attacked from the start
+            attacked = replace(link, faults=None, attack=RelayAttack("warm-up", 1.0, 0))
+            sample(attacked, *users, 0, size, 0, self.sampler)
 
     def metrics(self) -> dict[str, int]:
         """Clicks per detector so far, coincidences included."""

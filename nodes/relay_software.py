@@ -20,6 +20,7 @@ from channel.arrays import readonly
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords
 from classical.messages import Announcement
 from classical.sifting import FAIL, PSI_MINUS, PSI_PLUS
+from nodes.relay_faults import RelayMisbehaviour
 
 DEFAULT_COINCIDENCE_WINDOW_PS = 1000.0
 
@@ -92,7 +93,21 @@ def bell_successes(records: DetectionRecords,
             np.ascontiguousarray(bell[ok], dtype=np.uint8))
 
 
-def announce_round(round_id: int, start_slot: int, stop_slot: int, records: DetectionRecords,
-                   config: CharlesConfig) -> Announcement:
+def decide_batch(records: DetectionRecords, start_slot: int, stop_slot: int,
+                 config: CharlesConfig, misbehaviour: RelayMisbehaviour | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(slots, Bell state) Charles announces for the records of slots ``[start_slot,
+    stop_slot)``: the honest decision, or, on a game day, his software's faults applied to it
+    (``nodes.relay_faults``)."""
+    if misbehaviour is None:
+        return bell_successes(records, config.coincidence_window_ps)
+    records = misbehaviour.noisy_records(records, start_slot, stop_slot)
     slots, bell = bell_successes(records, config.coincidence_window_ps)
+    return misbehaviour.rewrite(slots, bell, start_slot, stop_slot)
+
+
+def announce_round(round_id: int, start_slot: int, stop_slot: int, records: DetectionRecords,
+                   config: CharlesConfig,
+                   misbehaviour: RelayMisbehaviour | None = None) -> Announcement:
+    slots, bell = decide_batch(records, start_slot, stop_slot, config, misbehaviour)
     return Announcement(round_id, int(start_slot), int(stop_slot), slots, bell)

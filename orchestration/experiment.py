@@ -9,7 +9,8 @@ faults of the same type hold the same target at once. A misspelt name gets a did
 
 Nothing here injects a fault. ``IMPLEMENTED_FAULTS`` names the types a run can inject today: the
 physics faults nature emulates (``channel.impairments``, built from ``method`` by
-``orchestration.config.build_link``). This module imports nothing from ``orchestration.config``
+``orchestration.config.build_link``) and the relay's (``malicious_relay``,
+``relay_firmware_bug``). This module imports nothing from ``orchestration.config``
 (which imports it).
 """
 
@@ -276,7 +277,8 @@ FAULT_TYPES: dict[str, Kind] = {
     "relay_firmware_bug": Kind("Charles's software adds timing noise to records and spurious "
                                "announcements", RELAY, {
         "timing_noise_ps": _p("rms noise added to recorded times, ps", 0.0, 1e5, default=0.0),
-        "spurious_fraction": _p("share of announcements that are spurious, 0 … 1", 0.0, 1.0,
+        "spurious_fraction": _p("spurious announcements added per honest one (each honest "
+                                "one brings one with this probability), 0 … 1", 0.0, 1.0,
                                 default=0.0)},
         any_of=("timing_noise_ps", "spurious_fraction")),
     "malicious_relay": Kind("Charles cheats (mode: fake_announcements, biased_postselection, "
@@ -321,10 +323,13 @@ FAULT_TYPES: dict[str, Kind] = {
     "full": Kind("the key store refuses new keys", KEYSTORES),
 }
 #: The fault types a run can inject today: nature's physics (``channel.impairments``), the
-#: classical channels' faults at the edge (``orchestration.edge``) and a full key store (the
-#: user is told in its secrets which rounds' keys its store has no room for).
+#: classical channels' faults at the edge (``orchestration.edge``), a full key store (the
+#: user is told in its secrets which rounds' keys its store has no room for), and the relay's
+#: attacks and firmware bug (``malicious_relay``: its intercept_resend in nature,
+#: ``channel.relay_attack``, its other modes and ``relay_firmware_bug`` in Charles's software,
+#: ``nodes.relay_faults``).
 IMPLEMENTED_FAULTS: frozenset[str] = (frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS)
-                                       | {"full"})
+                                       | {"full", "malicious_relay", "relay_firmware_bug"})
 
 #: Calibration loops an action may trigger (issue 12, item 4).
 CALIBRATION_LOOPS = ("polarization", "clock", "intensity")

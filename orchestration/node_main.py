@@ -149,10 +149,14 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         return ctx, NatureNode(ctx, emulator, run.records, run.control)
     if role == "charles":
         from nodes.charles import CharlesNode
+        from nodes.relay_faults import RelayMisbehaviour
 
         layout = RoundLayout(scenario.rounds, scenario.round_frames, scenario.batch_frames,
                              scenario.frame_bits)
-        return ctx, CharlesNode(ctx, layout, build_charles_config(scenario), run.records)
+        misbehaviour = RelayMisbehaviour.from_timeline(  # his own faults, from his own secrets
+            secrets.relay_faults, secrets.relay_seed, scenario.clock_rate_hz, scenario.frame_bits)
+        return ctx, CharlesNode(ctx, layout, build_charles_config(scenario), run.records,
+                                misbehaviour)
     from nodes.users import UserNode, UserPlan
 
     ctx.peers["charles"].timeout_s = max(run.message_timeout_s, run.announcement_timeout_s)

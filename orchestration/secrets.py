@@ -6,8 +6,11 @@ it, and each node's secrets to ``RUN_DIR/<node>/secrets.json`` (owner-only), hol
 * **alice**, **bob**: the user's settings key (which basis, bit and intensity at every slot), its
   protocol seed (Cascade's shuffles, the verification hash key, the privacy-amplification seed),
   and the seeds of the pre-shared pools of its own links (with the other user and with Charles);
-* **charles**: the seeds of the pools of his links with Alice and with Bob, nothing else (he
-  needs no randomness: his software only decides and announces);
+* **charles**: the seeds of the pools of his links with Alice and with Bob, and, for a game day,
+  the faults of his own software (``relay_faults``: ``malicious_relay`` in a software mode,
+  ``relay_firmware_bug``, and the ``clear_faults`` actions that end them,
+  ``nodes.relay_faults.charles_entries``) with the seed of their randomness (``relay_seed``);
+  nothing of the users' and nothing of nature's faults;
 * **nature**: the sampling seed of the detectors, the polarization drift's seed, and the game
   day's fault timeline (the scenario's ``method`` as plain values): when and how the link will be
   broken is known to the channel emulator alone, never to the users (whose estimation must not
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict
 
 from channel.impairments import TimelineEntry, fault_rounds, fault_windows
 from channel.rng import derive_seed
+from nodes.relay_faults import charles_entries
 from orchestration.config import Scenario, fault_timeline
 
 NODES = ("alice", "bob", "charles", "nature")
@@ -42,7 +46,7 @@ SECRETS_FILE = "secrets.json"
 class NodeSecrets(BaseModel):
     """What one node may know. ``pools``: peer → (seed of the pool of messages to that peer,
     seed of the pool of messages from it). ``fault_timeline``: nature's only (the game day's
-    ``method``)."""
+    ``method``). ``relay_faults``, ``relay_seed``: Charles's only (his software's faults)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,6 +61,8 @@ class NodeSecrets(BaseModel):
     #: a user's only: the rounds ``[first, stop)`` in which its key store has no room (a game
     #: day's ``full`` fault on it), nothing else of the game day
     store_full_rounds: tuple[tuple[int, int], ...] = ()
+    relay_seed: int | None = None
+    relay_faults: tuple[TimelineEntry, ...] = ()
 
 
 def _draw(scenario: Scenario, name: str) -> int:
@@ -78,7 +84,9 @@ def node_secrets(scenario: Scenario) -> dict[str, NodeSecrets]:
                           protocol_seed=_draw(scenario, f"{u}_protocol"), pools=pools(u),
                           store_full_rounds=store_full_rounds(scenario, u))
            for u in ("alice", "bob")}
-    out["charles"] = NodeSecrets(role="charles", entropy=scenario.entropy, pools=pools("charles"))
+    out["charles"] = NodeSecrets(role="charles", entropy=scenario.entropy, pools=pools("charles"),
+                                 relay_seed=_draw(scenario, "charles relay faults"),
+                                 relay_faults=charles_entries(fault_timeline(scenario)))
     out["nature"] = NodeSecrets(role="nature", entropy=scenario.entropy,
                                 nature_seed=_draw(scenario, "nature"),
                                 drift_seed=_draw(scenario, "polarization drift"),

@@ -131,7 +131,7 @@ def test_nature_keeps_the_physics_faults_and_leaves_the_others():
     assert faults is not None and [f.name for f in faults.faults] == ["turn"]
 
 
-def test_implemented_faults_are_the_physics_faults_and_the_classical_edge_faults():
+def test_implemented_faults_are_the_physics_edge_store_and_relay_faults():
     from orchestration.edge import CLASSICAL_FAULTS
 
     assert frozenset(PHYSICS_FAULTS) == {
@@ -140,7 +140,8 @@ def test_implemented_faults_are_the_physics_faults_and_the_classical_edge_faults
         "intensity_fluctuation"}
     assert set(CLASSICAL_FAULTS) == {"latency", "bandwidth_limit", "outage", "tamper", "replay",
                                      "reorder"}
-    assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS) | {"full"}
+    assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS) | {
+        "full", "malicious_relay", "relay_firmware_bug"}
     assert IMPLEMENTED_FAULTS <= set(FAULT_TYPES)
 
 
@@ -176,3 +177,26 @@ def test_the_records_nature_sends_carry_no_fault_and_no_settings():
 
     assert set(DetectionRecords.__dataclass_fields__) == {"slot", "pattern", "time_ps"}
     assert not {"fault", "faults", "link"} & set(RecordsBatch.__dataclass_fields__)
+
+
+def test_the_warm_up_also_runs_the_relay_attack_when_the_timeline_has_one(monkeypatch):
+    import nodes.nature
+
+    real, attacks = nodes.nature.sample, []
+
+    def recording(link, *args):
+        attacks.append(link.attack)
+        return real(link, *args)
+
+    monkeypatch.setattr(nodes.nature, "sample", recording)
+    for method, expected in (([], [False]), ([{"at": at(4), "name": "eve", "fault": {
+            "type": "malicious_relay", "target": "relay",
+            "params": {"mode": "intercept_resend"}}}], [False, True])):
+        attacks.clear()
+        s = scenario(method)
+        users = {u: build_settings(s, u) for u in ("alice", "bob")}
+        layout = PulseLayout(ROUNDS, ROUND_FRAMES, BATCH_FRAMES, FB,
+                             {u: g.plan.n_combos for u, g in users.items()})
+        ChannelEmulator(build_link(s), {u: g.plan for u, g in users.items()}, 7,
+                        layout).warm_up()
+        assert [a is not None for a in attacks] == expected

@@ -154,3 +154,30 @@ def test_a_user_learns_only_the_rounds_its_own_key_store_is_full(tmp_path):
     for node in ("alice", "charles", "nature"):
         assert read_node_secrets(run_dir, node).store_full_rounds == ()
     assert read_node_secrets(run_dir, "bob").fault_timeline == ()
+
+
+def test_charles_is_told_his_own_software_s_faults_and_nothing_else():
+    """A cheating relay knows what its software does: Charles's secrets hold his software's
+    faults (and the clear_faults that ends one), with a seed for their randomness; not the
+    optical attack, not the link's faults, not the others' actions. The users hold none."""
+    relay = {"type": "malicious_relay", "target": "relay"}
+    day = load_scenario(DEFAULT_SCENARIO, {"method": [
+        {"at": "1s", "name": "fake", "fault": {**relay, "params": {"mode": "fake_announcements"}}},
+        {"at": "2s", "name": "stop fake", "action": {"type": "clear_faults",
+                                                     "params": {"fault": "fake"}}},
+        {"at": "3s", "name": "eve", "duration": "1s",
+         "fault": {**relay, "params": {"mode": "intercept_resend"}}},
+        {"at": "4.5s", "name": "bug", "duration": "1s",
+         "fault": {"type": "relay_firmware_bug", "target": "relay",
+                   "params": {"timing_noise_ps": 100}}},
+        {"at": "5s", "name": "cut", "fault": {"type": "fiber_cut",
+                                              "target": "link/bob-charles"}},
+        {"at": "6s", "name": "mend", "action": {"type": "clear_faults",
+                                                "target": "link/bob-charles"}}]})
+    s = node_secrets(day)
+    assert [e.name for e in s["charles"].relay_faults] == ["fake", "stop fake", "bug"]
+    assert isinstance(s["charles"].relay_seed, int) and s["charles"].fault_timeline == ()
+    assert node_secrets(day)["charles"].relay_seed == s["charles"].relay_seed  # seeded
+    for node in ("alice", "bob", "nature"):
+        assert s[node].relay_faults == () and s[node].relay_seed is None
+    assert len(s["nature"].fault_timeline) == 6
