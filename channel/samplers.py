@@ -39,6 +39,7 @@ import numpy as np
 from numba import njit
 
 from channel.arrays import readonly
+from channel.clock import slot_alignment
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
 from channel.rng import (
@@ -125,34 +126,58 @@ def _read_only(group: _G) -> _G:
 
 
 def _records(slots: np.ndarray, patterns: np.ndarray, physics: FramePhysics, link: Link,
-             rng: np.random.Generator) -> DetectionRecords:
-    """Attach click times: slot time + Alice–Bob mid-point offset + Gaussian jitter, the detector's
-    and the two sources' clock jitter added in quadrature. One normal per click, none for the
-    detectors that stayed dark (their time is ``NO_CLICK_TIME``)."""
+             rng: np.random.Generator, start: int, stop: int) -> DetectionRecords:
+    """Attach click times as the relay's electronics report them: slot time + Alice–Bob
+    mid-point offset + the relay clock's error + Gaussian jitter (per frame and detector,
+    ``FramePhysics.click_jitter_ps``: the detector's, the relay clock's and the two sources'
+    clock jitter in quadrature). One normal per click, none for the detectors that stayed dark
+    (their time is ``NO_CLICK_TIME``). Then the slot label of the relay's own clock
+    (``relay_labels``)."""
     slots = slots.astype(np.int64)
     patterns = patterns.astype(np.uint8)
-    clock_var = (link.clock_a.jitter_ps ** 2 + link.clock_b.jitter_ps ** 2) / 2
-    jitters = np.sqrt(link.relay.jitters_ps ** 2 + clock_var)
+    jitters = physics.click_jitter_ps
     n_clicks = int(_POPCOUNT16[patterns].sum()) if jitters.any() else 0
+    offsets = physics.residual_offset_ps / 2 + physics.relay_error_ps
     times = _click_times(slots, patterns, physics.frame_bits, physics.first_frame,
-                         float(link.slot_ps), physics.residual_offset_ps / 2,
-                         jitters.astype(np.float64), rng.normal(size=n_clicks))
-    return DetectionRecords(slots, patterns, times)
+                         float(link.slot_ps), offsets, jitters, rng.normal(size=n_clicks))
+    if not physics.relay_error_ps.any():
+        return DetectionRecords(slots, patterns, times)
+    return relay_labels(DetectionRecords(slots, patterns, times), physics, link.slot_ps, start,
+                        stop)
+
+
+def relay_labels(records: DetectionRecords, physics: FramePhysics, slot_ps: float, start: int,
+                 stop: int) -> DetectionRecords:
+    """The records labelled with the slots of the relay's clock: a relay clock late by Δ
+    labels the events of slot s as slot s + round(Δ / slot) (``channel.clock.slot_alignment``).
+    A label outside ``[start, stop)`` belongs to a neighbouring batch and is not reported here;
+    where two events get one label (the error fell by a slot between frames) only the first is
+    reported, one record per slot as the electronics give."""
+    frame = (records.slot >> physics.frame_bits) - physics.first_frame
+    shift, _ = slot_alignment(physics.relay_error_ps, slot_ps)
+    label = records.slot + shift[frame]
+    order = np.argsort(label, kind="stable")
+    label = label[order]
+    keep = (label >= start) & (label < stop)
+    keep[1:] &= label[1:] != label[:-1]
+    return DetectionRecords(np.ascontiguousarray(label[keep]), records.pattern[order][keep],
+                            records.time_ps[order][keep])
 
 
 @njit(cache=True)
-def _click_times(slots, patterns, frame_bits, first_frame, slot_ps, half_offset_ps, jitters,
+def _click_times(slots, patterns, frame_bits, first_frame, slot_ps, offsets_ps, jitters,
                  normals):  # pragma: no cover - numba
     times = np.empty((slots.size, N_DETECTORS), np.int64)
     use_normals = normals.size > 0
     j = 0
     for i in range(slots.size):
-        base = slots[i] * slot_ps + half_offset_ps[(slots[i] >> frame_bits) - first_frame]
+        fi = (slots[i] >> frame_bits) - first_frame
+        base = slots[i] * slot_ps + offsets_ps[fi]
         for k in range(N_DETECTORS):
             if (patterns[i] >> k) & 1:
                 t = base
                 if use_normals:
-                    t += normals[j] * jitters[k]
+                    t += normals[j] * jitters[fi, k]
                     j += 1
                 times[i, k] = np.int64(np.rint(t))
             else:
@@ -255,7 +280,8 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
         found_patterns.append((clicks[multi] * (1 << np.arange(N_DETECTORS))).sum(axis=1))
     slots = np.concatenate(found_slots)
     patterns = np.concatenate(found_patterns).astype(np.uint8)
-    return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng), singles)
+    return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng, start, stop),
+                       singles)
 
 
 def _fluctuation(rng: np.random.Generator, rel: float, n: int) -> np.ndarray | float:
@@ -837,7 +863,8 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
         slots, found = slots[multi], found[multi]
     else:
         singles = _sample_singles(link, physics, alice, bob, start, stop, rng)
-    return RelayOutput(start, stop, _records(slots, found, physics, link, rng), singles)
+    return RelayOutput(start, stop, _records(slots, found, physics, link, rng, start, stop),
+                       singles)
 
 
 def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
@@ -855,7 +882,8 @@ def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGene
     distinct = dataclasses.replace(physics, **{
         name: getattr(physics, name)[first]
         for name in ("transmittance_a", "transmittance_b", "unitary_a", "unitary_b", "gamma",
-                     "bob_slot_offset", "residual_offset_ps")})
+                     "bob_slot_offset", "residual_offset_ps", "relay_error_ps",
+                     "click_jitter_ps")})
     return _singles_probabilities(link, distinct, alice, bob)[inverse.reshape(-1)]
 
 

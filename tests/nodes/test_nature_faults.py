@@ -135,7 +135,7 @@ def test_implemented_faults_are_exactly_the_physics_faults():
     assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) == {
         "loss", "fiber_cut", "polarization_rotation", "polarization_drift", "dark_count_surge",
         "detector_efficiency", "detector_dead", "intensity_miscalibration",
-        "intensity_fluctuation"}
+        "intensity_fluctuation", "clock_offset", "clock_skew", "jitter"}
     assert IMPLEMENTED_FAULTS <= set(FAULT_TYPES)
 
 
@@ -151,6 +151,9 @@ MINIMAL = {
     "intensity_miscalibration": ("source/bob", {"intensity": "nu",
                                                 "mean_photon_number_factor": 3}),
     "intensity_fluctuation": ("source/alice", {"fluctuation_rel": 0.2}),
+    "clock_offset": ("source/bob", {"offset_ps": 100}),
+    "clock_skew": ("relay", {"skew_ppm": 0.001}),
+    "jitter": ("relay", {"jitter_ps": 300}),
 }
 
 
