@@ -8,6 +8,9 @@ turns it, as plain values (``TimelineEntry``), into each fault's window (``fault
   ``polarization_drift``) become per-frame factors on an arm's transmittance and per-frame
   unitaries applied after the fiber's own (``FaultSchedule.arm_effects``, called by
   ``Link.physics``): piecewise constant per settings frame, as the fiber's drift already is;
+* **an eavesdropper** (``EAVESDROPPER_FAULTS``: ``intercept_resend`` on a link) becomes a
+  per-frame attacked share and resent mean photon number of that arm
+  (``FaultSchedule.attack_effects``; the attack itself is ``channel.eavesdropper``'s);
 * **timing faults** (``TIMING_FAULTS``: ``clock_offset``, ``clock_skew``, ``jitter`` on a source's
   clock or the relay's) become per-frame time errors and extra rms jitter of that clock
   (``FaultSchedule.clock_effects``, called by ``Link.physics``), also piecewise constant per frame;
@@ -34,6 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from channel.eavesdropper import DEFAULT_RESEND_MEAN_PHOTON_NUMBER
 from channel.fiber import PolarizationDrift, linear_rotation
 from channel.relay import DETECTOR_NAMES, Detector, RelayOptics
 from channel.rng import derive_seed
@@ -47,8 +51,10 @@ SOURCE_FAULTS = ("intensity_miscalibration", "intensity_fluctuation")
 DEVICE_FAULTS = RELAY_FAULTS + SOURCE_FAULTS
 #: Faults of a clock (a source's or the relay's): per-frame time errors and extra jitter.
 TIMING_FAULTS = ("clock_offset", "clock_skew", "jitter")
+#: An eavesdropper on a fiber (``channel.eavesdropper``): per-frame attacked share of an arm.
+EAVESDROPPER_FAULTS = ("intercept_resend",)
 #: Every fault this module emulates; the others are left to the nodes and the edge.
-PHYSICS_FAULTS = LINK_FAULTS + TIMING_FAULTS + DEVICE_FAULTS
+PHYSICS_FAULTS = LINK_FAULTS + EAVESDROPPER_FAULTS + TIMING_FAULTS + DEVICE_FAULTS
 #: The arm (``a`` Alice's, ``b`` Bob's) a link or source target names.
 ARM_OF_TARGET = {"link/alice-charles": "a", "link/bob-charles": "b",
                  "source/alice": "a", "source/bob": "b"}
@@ -187,6 +193,25 @@ class FaultSchedule:
                 unitary[on] = np.einsum("nij,njk->nik", np.broadcast_to(
                     turn, (int(on.sum()), 2, 2)), unitary[on])
         return factor, unitary
+
+    # --- an eavesdropper on a fiber -------------------------------------------------------------
+
+    def attack_effects(self, arm: str, frames: np.ndarray, clock_rate_hz: float,
+                       frame_bits: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per frame of ``frames``: the share of arm ``arm``'s pulses Eve attacks and the mean
+        photon number she resends; and her key for choosing the slots (``channel.eavesdropper``)."""
+        frames = np.asarray(frames, dtype=np.int64)
+        fraction = np.zeros(frames.size)
+        resend_mu = np.zeros(frames.size)
+        for fault in self.faults:
+            if fault.kind not in EAVESDROPPER_FAULTS or ARM_OF_TARGET.get(fault.target) != arm:
+                continue
+            first, stop = self.frames_of(fault, clock_rate_hz, frame_bits)
+            on = (frames >= first) & (frames < stop)
+            fraction[on] = float(fault.params["fraction"])
+            resend_mu[on] = float(fault.params.get("resend_mean_photon_number",
+                                                   DEFAULT_RESEND_MEAN_PHOTON_NUMBER))
+        return fraction, resend_mu, derive_seed(self.seed, "intercept_resend", ord(arm))
 
     # --- timing faults -------------------------------------------------------------------------
 

@@ -41,6 +41,19 @@ class FramePhysics:
     #: (n, 4) rms jitter (ps) of each detector's click times: the detector's, the relay clock's
     #: and the two sources' (``(σ_a² + σ_b²)/2``) added in quadrature
     click_jitter_ps: np.ndarray
+    #: (n,) share of each arm's pulses an eavesdropper attacks, and the mean photon number she
+    #: resends (``channel.eavesdropper``); zeros without one
+    attack_a: np.ndarray
+    attack_b: np.ndarray
+    resend_mu_a: np.ndarray
+    resend_mu_b: np.ndarray
+    #: her keys for choosing the attacked slots of each arm
+    attack_key_a: int = 0
+    attack_key_b: int = 0
+
+    @property
+    def attacked(self) -> bool:
+        return bool(self.attack_a.any() or self.attack_b.any())
 
     @property
     def n_frames(self) -> int:
@@ -130,9 +143,12 @@ class Link:
             gamma = np.asarray(mode_overlap(residual, self.pulse_rms_ps, self.detuning_rad_per_ps))
         trans_a = np.full(n, self.fiber_a.transmittance)
         trans_b = np.full(n, self.fiber_b.transmittance)
+        attack = {"a": (np.zeros(n), np.zeros(n), 0), "b": (np.zeros(n), np.zeros(n), 0)}
         if self.faults is not None:
             trans_a, u_a = self._faulty_arm("a", frames, trans_a, u_a)
             trans_b, u_b = self._faulty_arm("b", frames, trans_b, u_b)
+            attack = {arm: self.faults.attack_effects(arm, frames, self.clock_rate_hz,
+                                                      self.frame_bits) for arm in ("a", "b")}
         return FramePhysics(
             frame_bits=self.frame_bits, first_frame=int(f0),
             transmittance_a=trans_a, transmittance_b=trans_b,
@@ -143,6 +159,9 @@ class Link:
             residual_offset_ps=np.ascontiguousarray(residual, dtype=np.float64),
             relay_error_ps=np.ascontiguousarray(relay_error, dtype=np.float64),
             click_jitter_ps=np.ascontiguousarray(click_jitter, dtype=np.float64),
+            attack_a=attack["a"][0], attack_b=attack["b"][0],
+            resend_mu_a=attack["a"][1], resend_mu_b=attack["b"][1],
+            attack_key_a=int(attack["a"][2]), attack_key_b=int(attack["b"][2]),
         )
 
     def _faulty_arm(self, arm: str, frames: np.ndarray, trans: np.ndarray,

@@ -40,6 +40,14 @@ from numba import njit
 
 from channel.arrays import readonly
 from channel.clock import slot_alignment
+from channel.eavesdropper import (
+    attack_word,
+    attacked_and_basis,
+    is_attacked,
+    resend,
+    resend_outcomes,
+    resend_vectorized,
+)
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
 from channel.rng import (
@@ -84,6 +92,12 @@ class FrameArrays(NamedTuple):
     unitary_b: np.ndarray
     gamma: np.ndarray  # (n,) mode overlap
     bob_slot_offset: np.ndarray  # (n,) int64
+    attack_a: np.ndarray  # (n,) share of Alice's pulses an eavesdropper attacks
+    attack_b: np.ndarray
+    resend_mu_a: np.ndarray  # (n,) the mean photon number she resends
+    resend_mu_b: np.ndarray
+    attack_key_a: np.uint64  # her keys for choosing the slots (``channel.eavesdropper``)
+    attack_key_b: np.uint64
 
 
 class UserArrays(NamedTuple):
@@ -258,8 +272,16 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
                 * _fluctuation(rng, link.source_b.intensity_fluctuation_rel, slots.size))
         bit_a = sa.bit ^ (rng.random(slots.size) < link.source_a.bit_flip_probability)
         bit_b = sb.bit ^ (rng.random(slots.size) < link.source_b.bit_flip_probability)
-        u = np.einsum("nij,nj->ni", physics.unitary_a[fi], JONES[sa.basis, bit_a.astype(np.uint8)])
-        v = np.einsum("nij,nj->ni", physics.unitary_b[fi], JONES[sb.basis, bit_b.astype(np.uint8)])
+        basis_a, basis_b = sa.basis, sb.basis
+        if physics.attacked:  # an eavesdropper's resent pulses replace the users' in her slots
+            mu_a, basis_a, bit_a = _intercepted(slots, physics.attack_a[fi],
+                                                physics.resend_mu_a[fi], physics.attack_key_a,
+                                                mu_a, basis_a, bit_a, rng)
+            mu_b, basis_b, bit_b = _intercepted(bob_slots, physics.attack_b[fi] * bob_present,
+                                                physics.resend_mu_b[fi], physics.attack_key_b,
+                                                mu_b, basis_b, bit_b, rng)
+        u = np.einsum("nij,nj->ni", physics.unitary_a[fi], JONES[basis_a, bit_a.astype(np.uint8)])
+        v = np.einsum("nij,nj->ni", physics.unitary_b[fi], JONES[basis_b, bit_b.astype(np.uint8)])
         amp_a = np.sqrt(physics.transmittance_a[fi] * mu_a / 2)[:, None]
         amp_b = np.sqrt(physics.transmittance_b[fi] * mu_b / 2)[:, None]
         x = amp_a * np.concatenate([u, u], axis=1)
@@ -282,6 +304,22 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
     patterns = np.concatenate(found_patterns).astype(np.uint8)
     return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng, start, stop),
                        singles)
+
+
+def _intercepted(slots: np.ndarray, fraction: np.ndarray, resend_mu: np.ndarray, key: int,
+                 mu: np.ndarray, basis: np.ndarray, bit: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A user's pulses after an eavesdropper (``channel.eavesdropper``): in the slots she
+    attacks, the state she resends."""
+    hit, eve_basis = attacked_and_basis(slots, key, fraction)
+    if not hit.any():
+        return mu, basis, bit
+    mu, basis, bit = (np.array(mu, dtype=np.float64), basis.astype(np.int64),
+                      bit.astype(np.int64))
+    new_mu, new_basis, new_bit = resend_vectorized(mu[hit], basis[hit], bit[hit],
+                                                   eve_basis[hit], resend_mu[hit], rng)
+    mu[hit], basis[hit], bit[hit] = new_mu, new_basis, new_bit
+    return mu, basis, bit
 
 
 def _fluctuation(rng: np.random.Generator, rel: float, n: int) -> np.ndarray | float:
@@ -359,25 +397,47 @@ def _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, e
     b_bitkey, b_flip = bob.bit_key, bob.flip_probability
     eff, pd = det.efficiencies, det.dark_count_probabilities
     multi_patterns, min_clicks = det.patterns, det.min_clicks
+    attack_a, attack_b = frames.attack_a, frames.attack_b
+    resend_mu_a, resend_mu_b = frames.resend_mu_a, frames.resend_mu_b
     mu_b = 0.0
     combo_b = 0
     if bs >= 0:
         combo_b = lookup_combo_rk(bs, b_first, b_rk, b_cum, frame_bits)
         mu_b = _fluctuate(b_mu[combo_b >> 1], b_fluct, rng_state)
+    # an eavesdropper's slots (``channel.eavesdropper``): the pulse she resends replaces the
+    # user's, so the cheap rejection below waits until it is known
+    word_a = attack_word(frames.attack_key_a, cur)
+    hit_a = is_attacked(word_a, attack_a[fi])
+    word_b = attack_word(frames.attack_key_b, bs)
+    hit_b = bs >= 0 and is_attacked(word_b, attack_b[fi])
     light = trans_a[fi] * mu_a + trans_b[fi] * mu_b
-    if u > _slot_bound(min_clicks, dark_max, eff_max, light):
+    if not (hit_a or hit_b) and u > _slot_bound(min_clicks, dark_max, eff_max, light):
         return np.int64(-1)  # cheap rejection: this slot's intensities cannot reach u
-    bit = lookup_bit_hk(cur, a_bitkey)
+    bit = np.int64(lookup_bit_hk(cur, a_bitkey))
     if a_flip > 0.0 and next_uniform(rng_state) <= a_flip:
         bit ^= 1
-    ua0, ua1 = _launched(unit_a, fi, jones, combo & 1, bit)
+    basis_a = np.int64(combo & 1)
+    if hit_a:
+        mu_a, basis_a, bit = resend(mu_a, basis_a, bit, np.int64(word_a & np.uint64(1)),
+                                    resend_mu_a[fi], rng_state)
+    basis_b = np.int64(combo_b & 1)
+    bit_b = np.int64(0)
+    if bs >= 0:
+        bit_b = np.int64(lookup_bit_hk(bs, b_bitkey))
+        if b_flip > 0.0 and next_uniform(rng_state) <= b_flip:
+            bit_b ^= 1
+        if hit_b:
+            mu_b, basis_b, bit_b = resend(mu_b, basis_b, bit_b, np.int64(word_b & np.uint64(1)),
+                                          resend_mu_b[fi], rng_state)
+    if hit_a or hit_b:
+        light = trans_a[fi] * mu_a + trans_b[fi] * mu_b
+        if u > _slot_bound(min_clicks, dark_max, eff_max, light):
+            return np.int64(-1)
+    ua0, ua1 = _launched(unit_a, fi, jones, basis_a, bit)
     vb0 = 0.0 + 0.0j
     vb1 = 0.0 + 0.0j
     if bs >= 0:
-        bit_b = lookup_bit_hk(bs, b_bitkey)
-        if b_flip > 0.0 and next_uniform(rng_state) <= b_flip:
-            bit_b ^= 1
-        vb0, vb1 = _launched(unit_b, fi, jones, combo_b & 1, bit_b)
+        vb0, vb1 = _launched(unit_b, fi, jones, basis_b, bit_b)
     amp_a = np.sqrt(trans_a[fi] * mu_a * 0.5)
     amp_b = np.sqrt(trans_b[fi] * mu_b * 0.5)
     if phase_randomized:
@@ -750,15 +810,16 @@ def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerato
     probability and efficiency), P(≥2) ≤ Σ_{i<j} p_i p_j (union bound over pairs), and
     Σ_k n_k = M = T_a μ_a + T_b μ_b for every phase, state and overlap (the cross terms of the
     beam splitter cancel), so Σ_{i<j} n_i n_j = (M² − Σ n_k²)/2 ≤ 3M²/8. Hence
-    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range. With ``min_clicks=1``
+    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range (an eavesdropper's resent
+    pulse included). With ``min_clicks=1``
     (skip empty slots): P(≥1) ≤ 1 − (1−d)⁴ e^{−ηM}.
     """
     light = (physics.transmittance_a.max()
-             * link.source_a.emitted_mean_photon_numbers(alice.plan).max()
-             * link.source_a.max_fluctuation_factor
+             * max(link.source_a.emitted_mean_photon_numbers(alice.plan).max()
+                   * link.source_a.max_fluctuation_factor, physics.resend_mu_a.max())
              + physics.transmittance_b.max()
-             * link.source_b.emitted_mean_photon_numbers(bob.plan).max()
-             * link.source_b.max_fluctuation_factor)
+             * max(link.source_b.emitted_mean_photon_numbers(bob.plan).max()
+                   * link.source_b.max_fluctuation_factor, physics.resend_mu_b.max()))
     bound = _slot_bound(min_clicks, float(link.relay.dark_count_probabilities.max()),
                         float(link.relay.efficiencies.max()), float(light))
     return min(1.0, bound)
@@ -807,14 +868,18 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
     src_a, src_b = link.source_a, link.source_b
     frames = FrameArrays(frame_bits, physics.first_frame, physics.transmittance_a,
                          physics.transmittance_b, physics.unitary_a, physics.unitary_b,
-                         physics.gamma, physics.bob_slot_offset)
+                         physics.gamma, physics.bob_slot_offset, physics.attack_a,
+                         physics.attack_b, physics.resend_mu_a, physics.resend_mu_b,
+                         np.uint64(physics.attack_key_a), np.uint64(physics.attack_key_b))
     det = DetectorArrays(link.relay.efficiencies, link.relay.dark_count_probabilities, patterns,
                          min_clicks)
     shared = tuple(map(_read_only, (frames, _user_arrays(ta, alice, src_a),
                                     _user_arrays(tb, bob, src_b), det)))
     phase_randomized = src_a.phase_randomized or src_b.phase_randomized
-    # the pattern tables need every slot's intensities to be one of the plan's values
-    tables = src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0
+    # the pattern tables need every slot's intensities to be one of the plan's values, and every
+    # slot's states the users' (an eavesdropper's slots go through the per-candidate optics)
+    tables = (src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0
+              and not physics.attacked)
     n_phases = phase_points(link, alice, bob)
 
     def run_range(lo: int, hi: int, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -874,7 +939,9 @@ def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGene
     Computed once per distinct frame physics (static links have one), then spread to the frames.
     """
     key = np.concatenate([physics.transmittance_a[:, None], physics.transmittance_b[:, None],
-                          physics.gamma[:, None],
+                          physics.gamma[:, None], physics.attack_a[:, None],
+                          physics.attack_b[:, None], physics.resend_mu_a[:, None],
+                          physics.resend_mu_b[:, None],
                           physics.unitary_a.reshape(physics.n_frames, -1).view(np.float64),
                           physics.unitary_b.reshape(physics.n_frames, -1).view(np.float64)],
                          axis=1)
@@ -883,26 +950,49 @@ def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGene
         name: getattr(physics, name)[first]
         for name in ("transmittance_a", "transmittance_b", "unitary_a", "unitary_b", "gamma",
                      "bob_slot_offset", "residual_offset_ps", "relay_error_ps",
-                     "click_jitter_ps")})
+                     "click_jitter_ps", "attack_a", "attack_b", "resend_mu_a", "resend_mu_b")})
     return _singles_probabilities(link, distinct, alice, bob)[inverse.reshape(-1)]
+
+
+def _sent_states(gen: SettingsGenerator, source: Source, fraction: np.ndarray,
+                 resend_mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A user's pulse states at the fiber's input per frame, as (weights (F, C), mean photon
+    numbers (F, C), basis (C,), bit (C,)): the sent (combo, bit) states, weighted (1 − f), then
+    an eavesdropper's five resend states (two bases × two bits at her mean, and vacuum) weighted
+    f × their probability over the sent states (``channel.eavesdropper.resend_outcomes``)."""
+    plan = gen.plan
+    p = np.repeat(plan.combo_probabilities, 2) / 2  # (combo, bit) flattened
+    mu = np.repeat(source.emitted_mean_photon_numbers(plan), 4)
+    basis = np.tile(np.repeat([0, 1], 2), plan.n_combos // 2)
+    bit = np.tile([0, 1], plan.n_combos)
+    n_frames = fraction.size
+    if not fraction.any():
+        return (np.broadcast_to(p, (n_frames, p.size)), np.broadcast_to(mu, (n_frames, mu.size)),
+                basis, bit)
+    eve = np.zeros(5)  # (basis 0 bit 0, 0 1, 1 0, 1 1, vacuum)
+    for weight, m, b, x in zip(p, mu, basis, bit, strict=True):
+        for prob, m_e, b_e, x_e in resend_outcomes(float(m), int(b), int(x), 1.0):
+            eve[4 if m_e == 0.0 else 2 * b_e + x_e] += weight * prob
+    weights = np.concatenate([(1 - fraction)[:, None] * p, fraction[:, None] * eve], axis=1)
+    mus = np.concatenate([np.broadcast_to(mu, (n_frames, mu.size)),
+                          np.repeat(resend_mu[:, None], 4, axis=1), np.zeros((n_frames, 1))],
+                         axis=1)
+    return weights, mus, np.concatenate([basis, [0, 0, 1, 1, 0]]), np.concatenate(
+        [bit, [0, 1, 0, 1, 0]])
 
 
 def _singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
                            bob: SettingsGenerator) -> np.ndarray:
     relay = link.relay
-    pa = np.repeat(alice.plan.combo_probabilities, 2) / 2  # (combo, bit) flattened
-    pb = np.repeat(bob.plan.combo_probabilities, 2) / 2
-    mu_a = np.repeat(link.source_a.emitted_mean_photon_numbers(alice.plan), 4)
-    mu_b = np.repeat(link.source_b.emitted_mean_photon_numbers(bob.plan), 4)
-    basis = np.tile(np.repeat([0, 1], 2), alice.plan.n_combos // 2)
-    bit = np.tile([0, 1], alice.plan.n_combos)
-    basis_b = np.tile(np.repeat([0, 1], 2), bob.plan.n_combos // 2)
-    bit_b = np.tile([0, 1], bob.plan.n_combos)
+    pa, mu_a, basis, bit = _sent_states(alice, link.source_a, physics.attack_a,
+                                        physics.resend_mu_a)
+    pb, mu_b, basis_b, bit_b = _sent_states(bob, link.source_b, physics.attack_b,
+                                            physics.resend_mu_b)
     u = np.einsum("fij,cj->fci", physics.unitary_a, JONES[basis, bit])  # (F, Ca, 2)
     v = np.einsum("fij,cj->fci", physics.unitary_b, JONES[basis_b, bit_b])
-    xa = np.sqrt(physics.transmittance_a[:, None, None] * mu_a[None, :, None] / 2) * np.concatenate(
+    xa = np.sqrt(physics.transmittance_a[:, None, None] * mu_a[:, :, None] / 2) * np.concatenate(
         [u, u], axis=2)  # (F, Ca, 4)
-    yb = np.sqrt(physics.transmittance_b[:, None, None] * mu_b[None, :, None] / 2) * np.concatenate(
+    yb = np.sqrt(physics.transmittance_b[:, None, None] * mu_b[:, :, None] / 2) * np.concatenate(
         [v, -v], axis=2)
     eff = relay.efficiencies
     xa = xa * np.sqrt(eff)
@@ -917,7 +1007,7 @@ def _singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGen
         n = np.abs(field) ** 2 + (1 - g**2) * np.abs(yb[:, None, :, :]) ** 2
         no_click = np.exp(-n)
     no_click = no_click * (1 - relay.dark_count_probabilities)
-    weights = pa[None, :, None, None] * pb[None, None, :, None]
+    weights = pa[:, :, None, None] * pb[:, None, :, None]
     return 1.0 - (weights * no_click).sum(axis=(1, 2))
 
 

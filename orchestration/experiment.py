@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from channel.eavesdropper import DEFAULT_RESEND_MEAN_PHOTON_NUMBER
 from channel.impairments import PHYSICS_FAULTS, TimelineEntry, frame_at
 from channel.source import FLUCTUATION_CLIP_SIGMAS
 
@@ -250,7 +251,10 @@ FAULT_TYPES: dict[str, Kind] = {
     "intercept_resend": Kind("an eavesdropper on the fiber measures a share of the pulses in a "
                              "random basis and resends what she saw", LINKS, {
         "fraction": _p("share of pulses attacked, 0 … 1", 0.0, 1.0, required=True,
-                       low_open=True)}),
+                       low_open=True),
+        "resend_mean_photon_number": _p("mean photon number of the pulse she resends",
+                                        0.0, 10.0, default=DEFAULT_RESEND_MEAN_PHOTON_NUMBER,
+                                        low_open=True)}),
     # timing (per source, or the relay's reference)
     "clock_offset": Kind("a time offset of a source's or the relay's clock", SOURCES + RELAY, {
         "offset_ps": _p("offset in ps", -1e6, 1e6, required=True)}),

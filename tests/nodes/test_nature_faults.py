@@ -135,7 +135,7 @@ def test_implemented_faults_are_exactly_the_physics_faults():
     assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) == {
         "loss", "fiber_cut", "polarization_rotation", "polarization_drift", "dark_count_surge",
         "detector_efficiency", "detector_dead", "intensity_miscalibration",
-        "intensity_fluctuation", "clock_offset", "clock_skew", "jitter"}
+        "intensity_fluctuation", "clock_offset", "clock_skew", "jitter", "intercept_resend"}
     assert IMPLEMENTED_FAULTS <= set(FAULT_TYPES)
 
 
@@ -154,6 +154,7 @@ MINIMAL = {
     "clock_offset": ("source/bob", {"offset_ps": 100}),
     "clock_skew": ("relay", {"skew_ppm": 0.001}),
     "jitter": ("relay", {"jitter_ps": 300}),
+    "intercept_resend": ("link/alice-charles", {"fraction": 0.5}),
 }
 
 

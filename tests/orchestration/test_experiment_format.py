@@ -128,9 +128,11 @@ def test_the_registry_covers_every_type_the_issue_names():
     for name, kind in FAULT_TYPES.items():
         assert kind.targets and set(kind.targets) <= set(TARGETS), name
         for param, spec in kind.params.items():
-            if spec.kind == "number":  # units in the names (a fraction or a factor has none)
+            if spec.kind == "number":  # units in the names (a fraction, a factor or a mean
+                # photon number, in photons per pulse, has none)
                 assert re.search(r"_(db|s|rad_per_sqrt_s|rad_per_s|rad|ps|ppm|ms|bps)$|"
-                                 r"fraction|factor|probability|_rel$", param), (name, param)
+                                 r"fraction|factor|probability|_rel$|mean_photon_number$",
+                                 param), (name, param)
 
 
 def test_the_format_page_documents_every_type_parameter_target_and_metric():
