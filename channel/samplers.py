@@ -406,10 +406,14 @@ def _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, e
         mu_b = _fluctuate(b_mu[combo_b >> 1], b_fluct, rng_state)
     # an eavesdropper's slots (``channel.eavesdropper``): the pulse she resends replaces the
     # user's, so the cheap rejection below waits until it is known
-    word_a = attack_word(frames.attack_key_a, cur)
-    hit_a = is_attacked(word_a, attack_a[fi])
-    word_b = attack_word(frames.attack_key_b, bs)
-    hit_b = bs >= 0 and is_attacked(word_b, attack_b[fi])
+    word_a = word_b = np.uint64(0)
+    hit_a = hit_b = False
+    if attack_a[fi] > 0.0:
+        word_a = attack_word(frames.attack_key_a, cur)
+        hit_a = is_attacked(word_a, attack_a[fi])
+    if bs >= 0 and attack_b[fi] > 0.0:
+        word_b = attack_word(frames.attack_key_b, bs)
+        hit_b = is_attacked(word_b, attack_b[fi])
     light = trans_a[fi] * mu_a + trans_b[fi] * mu_b
     if not (hit_a or hit_b) and u > _slot_bound(min_clicks, dark_max, eff_max, light):
         return np.int64(-1)  # cheap rejection: this slot's intensities cannot reach u
