@@ -46,7 +46,7 @@ def _first_mode_share(basis: np.int64, bit: np.int64, eve_basis: np.int64) -> fl
     return 0.5
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def resend(mu, basis, bit, eve_basis, resend_mu, rng_state):
     """Eve's measurement and resent state for one attacked pulse: (mean photon number, basis,
     bit) of what she sends on (mean 0: nothing)."""

@@ -397,51 +397,25 @@ def _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, e
     b_bitkey, b_flip = bob.bit_key, bob.flip_probability
     eff, pd = det.efficiencies, det.dark_count_probabilities
     multi_patterns, min_clicks = det.patterns, det.min_clicks
-    attack_a, attack_b = frames.attack_a, frames.attack_b
-    resend_mu_a, resend_mu_b = frames.resend_mu_a, frames.resend_mu_b
     mu_b = 0.0
     combo_b = 0
     if bs >= 0:
         combo_b = lookup_combo_rk(bs, b_first, b_rk, b_cum, frame_bits)
         mu_b = _fluctuate(b_mu[combo_b >> 1], b_fluct, rng_state)
-    # an eavesdropper's slots (``channel.eavesdropper``): the pulse she resends replaces the
-    # user's, so the cheap rejection below waits until it is known
-    word_a = word_b = np.uint64(0)
-    hit_a = hit_b = False
-    if attack_a[fi] > 0.0:
-        word_a = attack_word(frames.attack_key_a, cur)
-        hit_a = is_attacked(word_a, attack_a[fi])
-    if bs >= 0 and attack_b[fi] > 0.0:
-        word_b = attack_word(frames.attack_key_b, bs)
-        hit_b = is_attacked(word_b, attack_b[fi])
     light = trans_a[fi] * mu_a + trans_b[fi] * mu_b
-    if not (hit_a or hit_b) and u > _slot_bound(min_clicks, dark_max, eff_max, light):
+    if u > _slot_bound(min_clicks, dark_max, eff_max, light):
         return np.int64(-1)  # cheap rejection: this slot's intensities cannot reach u
-    bit = np.int64(lookup_bit_hk(cur, a_bitkey))
+    bit = lookup_bit_hk(cur, a_bitkey)
     if a_flip > 0.0 and next_uniform(rng_state) <= a_flip:
         bit ^= 1
-    basis_a = np.int64(combo & 1)
-    if hit_a:
-        mu_a, basis_a, bit = resend(mu_a, basis_a, bit, np.int64(word_a & np.uint64(1)),
-                                    resend_mu_a[fi], rng_state)
-    basis_b = np.int64(combo_b & 1)
-    bit_b = np.int64(0)
-    if bs >= 0:
-        bit_b = np.int64(lookup_bit_hk(bs, b_bitkey))
-        if b_flip > 0.0 and next_uniform(rng_state) <= b_flip:
-            bit_b ^= 1
-        if hit_b:
-            mu_b, basis_b, bit_b = resend(mu_b, basis_b, bit_b, np.int64(word_b & np.uint64(1)),
-                                          resend_mu_b[fi], rng_state)
-    if hit_a or hit_b:
-        light = trans_a[fi] * mu_a + trans_b[fi] * mu_b
-        if u > _slot_bound(min_clicks, dark_max, eff_max, light):
-            return np.int64(-1)
-    ua0, ua1 = _launched(unit_a, fi, jones, basis_a, bit)
+    ua0, ua1 = _launched(unit_a, fi, jones, combo & 1, bit)
     vb0 = 0.0 + 0.0j
     vb1 = 0.0 + 0.0j
     if bs >= 0:
-        vb0, vb1 = _launched(unit_b, fi, jones, basis_b, bit_b)
+        bit_b = lookup_bit_hk(bs, b_bitkey)
+        if b_flip > 0.0 and next_uniform(rng_state) <= b_flip:
+            bit_b ^= 1
+        vb0, vb1 = _launched(unit_b, fi, jones, combo_b & 1, bit_b)
     amp_a = np.sqrt(trans_a[fi] * mu_a * 0.5)
     amp_b = np.sqrt(trans_b[fi] * mu_b * 0.5)
     if phase_randomized:
@@ -464,6 +438,84 @@ def _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, e
     chosen = -1
     if u <= p_accept:  # accept with probability P(≥ min_clicks | φ) / bound
         chosen = _draw_pattern(multi_patterns, p, q, next_uniform(rng_state))
+    return chosen
+
+
+@njit(cache=True, inline="always")
+def _candidate_under_attack(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max,
+                            eff_max, phase_randomized, jones, rng_state, p, q):
+    """``_candidate`` on a range where an eavesdropper attacks (``channel.eavesdropper``): in
+    her slots the pulse she resends replaces the user's before the optics, so the cheap
+    rejection waits until the slot's light is known. A kernel of its own (``_fast_kernel``'s
+    ``candidate``), so that the healthy path stays as lean."""
+    mu_b = 0.0
+    combo_b = 0
+    if bs >= 0:
+        combo_b = lookup_combo_rk(bs, bob.first_frame, bob.round_keys, bob.cum_counts,
+                                  frames.frame_bits)
+        mu_b = _fluctuate(bob.mean_photon_numbers[combo_b >> 1], bob.fluctuation_rel, rng_state)
+    word_a = attack_word(frames.attack_key_a, cur)
+    hit_a = is_attacked(word_a, frames.attack_a[fi])
+    word_b = attack_word(frames.attack_key_b, bs)
+    hit_b = bs >= 0 and is_attacked(word_b, frames.attack_b[fi])
+    trans_a, trans_b, g = frames.transmittance_a[fi], frames.transmittance_b[fi], frames.gamma[fi]
+    if not (hit_a or hit_b) and u > _slot_bound(det.min_clicks, dark_max, eff_max,
+                                                trans_a * mu_a + trans_b * mu_b):
+        return np.int64(-1)
+    bit = np.int64(lookup_bit_hk(cur, alice.bit_key))
+    if alice.flip_probability > 0.0 and next_uniform(rng_state) <= alice.flip_probability:
+        bit ^= 1
+    basis_a = np.int64(combo & 1)
+    if hit_a:
+        mu_a, basis_a, bit = resend(mu_a, basis_a, bit, np.int64(word_a & np.uint64(1)),
+                                    frames.resend_mu_a[fi], rng_state)
+    basis_b = np.int64(combo_b & 1)
+    bit_b = np.int64(0)
+    if bs >= 0:
+        bit_b = np.int64(lookup_bit_hk(bs, bob.bit_key))
+        if bob.flip_probability > 0.0 and next_uniform(rng_state) <= bob.flip_probability:
+            bit_b ^= 1
+        if hit_b:
+            mu_b, basis_b, bit_b = resend(mu_b, basis_b, bit_b, np.int64(word_b & np.uint64(1)),
+                                          frames.resend_mu_b[fi], rng_state)
+    if (hit_a or hit_b) and u > _slot_bound(det.min_clicks, dark_max, eff_max,
+                                            trans_a * mu_a + trans_b * mu_b):
+        return np.int64(-1)
+    ua0, ua1 = _launched(frames.unitary_a, fi, jones, basis_a, bit)
+    vb0 = 0.0 + 0.0j
+    vb1 = 0.0 + 0.0j
+    if bs >= 0:
+        vb0, vb1 = _launched(frames.unitary_b, fi, jones, basis_b, bit_b)
+    return _accept(u, trans_a, trans_b, g, mu_a, mu_b, ua0, ua1, vb0, vb1, phase_randomized,
+                   det, rng_state, p, q)
+
+
+@njit(cache=True, inline="always")
+def _accept(u, trans_a, trans_b, g, mu_a, mu_b, ua0, ua1, vb0, vb1, phase_randomized, det,
+            rng_state, p, q):
+    """The optics of one candidate with its states known: accepted with probability
+    P(≥ min_clicks | φ)/bound (``u`` uniform on (0, bound]); its pattern, or -1."""
+    amp_a = np.sqrt(trans_a * mu_a * 0.5)
+    amp_b = np.sqrt(trans_b * mu_b * 0.5)
+    if phase_randomized:
+        phi = 2.0 * np.pi * next_uniform(rng_state)
+        ph = np.cos(phi) + 1j * np.sin(phi)
+    else:
+        ph = 1.0 + 0.0j
+    xh, xv = amp_a * ua0, amp_a * ua1
+    yh, yv = (g * amp_b) * vb0 * ph, (g * amp_b) * vb1 * ph
+    inc = (1.0 - g * g) * amp_b * amp_b
+    _dark_probabilities(xh, xv, yh, yv, inc * abs2(vb0), inc * abs2(vb1),
+                        det.efficiencies, det.dark_count_probabilities, q)
+    p_none = q[0] * q[1] * q[2] * q[3]
+    p_one = 0.0
+    for k in range(4):
+        p[k] = 1.0 - q[k]
+        p_one += p[k] * (p_none / q[k]) if q[k] > 0.0 else 0.0
+    p_accept = 1.0 - p_none if det.min_clicks == 1 else 1.0 - p_none - p_one
+    chosen = -1
+    if u <= p_accept:
+        chosen = _draw_pattern(det.patterns, p, q, next_uniform(rng_state))
     return chosen
 
 
@@ -521,6 +573,48 @@ def _fast_kernel(position, stop, bound, rng_state, frames, alice, bob, det, phas
         u = next_uniform(rng_state) * bound
         c = _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, eff_max,
                        phase_randomized, jones, rng_state, p, q)
+        if c < 0:
+            continue
+        out_slot[n_out] = cur
+        out_pattern[n_out] = c
+        n_out += 1
+    return s, n_out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fast_kernel_under_attack(position, stop, bound, rng_state, frames, alice, bob, det,
+                              phase_randomized, jones, out_slot, out_pattern):
+    """``_fast_kernel`` with ``_candidate_under_attack``: the same loop, for a range where an
+    eavesdropper attacks. Two kernels rather than one taking the candidate function as an
+    argument: numba calls an argument function indirectly, which costs the healthy path its
+    inlining."""
+    if bound <= 0.0:  # nothing can click (dead detectors, no light and no dark counts)
+        return stop, 0
+    log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
+    dark_max = det.dark_count_probabilities.max()
+    eff_max = det.efficiencies.max()
+    frame_bits, first_frame, bob_off = frames.frame_bits, frames.first_frame, frames.bob_slot_offset
+    a_first, a_rk, a_cum = alice.first_frame, alice.round_keys, alice.cum_counts
+    a_mu, a_fluct = alice.mean_photon_numbers, alice.fluctuation_rel
+    n_out = 0
+    capacity = out_slot.size
+    s = position
+    p = np.empty(4)
+    q = np.empty(4)
+    while n_out < capacity:
+        if bound < 1.0:
+            s += np.int64(np.log(next_uniform(rng_state)) / log_keep)
+        if s >= stop:
+            return stop, n_out
+        cur = s
+        s += 1
+        fi = (cur >> frame_bits) - first_frame
+        combo = lookup_combo_rk(cur, a_first, a_rk, a_cum, frame_bits)
+        mu_a = _fluctuate(a_mu[combo >> 1], a_fluct, rng_state)
+        bs = cur + bob_off[fi]
+        u = next_uniform(rng_state) * bound
+        c = _candidate_under_attack(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det,
+                                    dark_max, eff_max, phase_randomized, jones, rng_state, p, q)
         if c < 0:
             continue
         out_slot[n_out] = cur
@@ -885,6 +979,7 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
     tables = (src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0
               and not physics.attacked)
     n_phases = phase_points(link, alice, bob)
+    kernel = _fast_kernel_under_attack if physics.attacked else _fast_kernel
 
     def run_range(lo: int, hi: int, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         capacity = int(min(1 << 22, bound * (hi - lo) * 1.2 + 1024))
@@ -893,8 +988,8 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
         while position < hi:
             out_slot = np.empty(capacity, dtype=np.int64)
             out_pattern = np.empty(capacity, dtype=np.uint8)
-            position, n = _fast_kernel(np.int64(position), np.int64(hi), bound, state, *shared,
-                                       phase_randomized, JONES, out_slot, out_pattern)
+            position, n = kernel(np.int64(position), np.int64(hi), bound, state, *shared,
+                                 phase_randomized, JONES, out_slot, out_pattern)
             slots_parts.append(out_slot[:n])
             pattern_parts.append(out_pattern[:n])
         return np.concatenate(slots_parts), np.concatenate(pattern_parts)
