@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from channel.defaults import ATTENUATION_DB_PER_KM, DARK_COUNT_PROBABILITY, DETECTOR_EFFICIENCY
+from channel.eavesdropper import DEFAULT_RESEND_MEAN_PHOTON_NUMBER, resend_outcomes
 from channel.link import Link
 from channel.relay import N_DETECTORS
 from channel.settings import BASIS_X, BASIS_Z, SettingsPlan
@@ -219,8 +220,17 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
                            efficiencies: np.ndarray | float = DETECTOR_EFFICIENCY,
                            dark_count_probabilities: np.ndarray | float = DARK_COUNT_PROBABILITY,
                            gamma: float = 1.0, flip_misalignment: float = 0.0, *,
-                           bell_of_pattern: np.ndarray) -> ClassStatistics:
+                           bell_of_pattern: np.ndarray, attack_a: float = 0.0,
+                           attack_b: float = 0.0,
+                           resend_mu_a: float = DEFAULT_RESEND_MEAN_PHOTON_NUMBER,
+                           resend_mu_b: float = DEFAULT_RESEND_MEAN_PHOTON_NUMBER
+                           ) -> ClassStatistics:
     """Gain and error rate by the general formula (§5), averaged over the four bit pairs.
+
+    ``attack_a``/``attack_b``: the share of that user's pulses an intercept–resend eavesdropper
+    on the fiber replaces by what she resends (``resend_mu_*``; ``channel.eavesdropper``): the
+    pattern law is then the mixture over her outcomes (``resend_outcomes``), each a pair of
+    coherent states as §5 takes them.
 
     ``bell_of_pattern[c]`` is the relay's announcement for click pattern ``c`` in the codes of
     ``Announcement.bell`` (0 fail, 1 ψ⁺, 2 ψ⁻): the decision is the relay software's, so the
@@ -237,9 +247,12 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
     errors = 0.0
     for bit_a in (0, 1):
         for bit_b in (0, 1):
-            x, y = detector_fields(mu_a, mu_b, transmittance_a, transmittance_b,
-                                   ua @ JONES[basis, bit_a], ub @ JONES[basis, bit_b], eff)
-            probs = pattern_probabilities(x, y, gamma, pd) / 4.0
+            probs = np.zeros(16)
+            for wa, ma, sa in _inputs(mu_a, basis, bit_a, attack_a, resend_mu_a):
+                for wb, mb, sb in _inputs(mu_b, basis, bit_b, attack_b, resend_mu_b):
+                    x, y = detector_fields(ma, mb, transmittance_a, transmittance_b, ua @ sa,
+                                           ub @ sb, eff)
+                    probs += wa * wb * pattern_probabilities(x, y, gamma, pd) / 4.0
             for c in range(16):
                 if bell[c] == _FAILURE:
                     continue
@@ -251,6 +264,17 @@ def exact_class_statistics(basis: int, mu_a: float, mu_b: float, transmittance_a
     errors = errors + flip_misalignment * (total - 2 * errors)
     return ClassStatistics(total, errors / total if total > 0 else 0.0, gain[_PSI_PLUS],
                            gain[_PSI_MINUS])
+
+
+def _inputs(mu: float, basis: int, bit: int, attack: float,
+            resend_mu: float) -> list[tuple[float, float, np.ndarray]]:
+    """(weight, mean photon number, Jones vector) of a user's pulse at the fiber's input: the
+    sent state, or with probability ``attack`` what an eavesdropper resends."""
+    sent = [(1.0 - attack, mu, JONES[basis, bit])]
+    if attack <= 0.0:
+        return sent
+    return sent + [(attack * p, m, JONES[b, x])
+                   for p, m, b, x in resend_outcomes(mu, basis, bit, resend_mu) if p > 0.0]
 
 
 def clipped_normal_rule(points: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -268,11 +292,11 @@ def exact_frame_statistics(link: Link, plan_a: SettingsPlan, plan_b: SettingsPla
                            basis: int, intensity_a: int, intensity_b: int, *,
                            bell_of_pattern: np.ndarray) -> ClassStatistics:
     """The exact statistics of a class of pulse pairs that meet in settings frame ``frame`` of
-    ``link``, faults included (docs/physics.md §9): that frame's transmittances, unitaries and
-    overlap (``Link.physics``), the relay and sources of the piece the frame lies in
-    (``Link.device_segments``): emitted, not nominal, intensities, and the gains averaged over
-    a source's intensity fluctuation (``clipped_normal_rule``). Both encoders' flips combine into
-    one flip of the sifted bit, e_a + e_b − 2 e_a e_b."""
+    ``link``, faults included (docs/physics.md §9): that frame's transmittances, unitaries,
+    overlap and eavesdropper (``Link.physics``), the relay and sources of the piece the frame
+    lies in (``Link.device_segments``): emitted, not nominal, intensities, and the gains
+    averaged over a source's intensity fluctuation (``clipped_normal_rule``). Both encoders'
+    flips combine into one flip of the sifted bit, e_a + e_b − 2 e_a e_b."""
     size = 1 << link.frame_bits
     ph = link.physics(frame * size, (frame + 1) * size)
     (_, _, piece), = link.device_segments(frame * size, (frame + 1) * size)
@@ -294,7 +318,9 @@ def exact_frame_statistics(link: Link, plan_a: SettingsPlan, plan_b: SettingsPla
                 mu_b * (1 + piece.source_b.intensity_fluctuation_rel * y),
                 float(ph.transmittance_a[0]), float(ph.transmittance_b[0]), ph.unitary_a[0],
                 ph.unitary_b[0], piece.relay.efficiencies, piece.relay.dark_count_probabilities,
-                float(ph.gamma[0]), ea + eb - 2 * ea * eb, bell_of_pattern=bell_of_pattern)
+                float(ph.gamma[0]), ea + eb - 2 * ea * eb, bell_of_pattern=bell_of_pattern,
+                attack_a=float(ph.attack_a[0]), attack_b=float(ph.attack_b[0]),
+                resend_mu_a=float(ph.resend_mu_a[0]), resend_mu_b=float(ph.resend_mu_b[0]))
             gain += u * v * st.gain
             plus += u * v * st.gain_psi_plus
             minus += u * v * st.gain_psi_minus

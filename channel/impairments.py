@@ -8,6 +8,12 @@ turns it, as plain values (``TimelineEntry``), into each fault's window (``fault
   ``polarization_drift``) become per-frame factors on an arm's transmittance and per-frame
   unitaries applied after the fiber's own (``FaultSchedule.arm_effects``, called by
   ``Link.physics``): piecewise constant per settings frame, as the fiber's drift already is;
+* **an eavesdropper** (``EAVESDROPPER_FAULTS``: ``intercept_resend`` on a link) becomes a
+  per-frame attacked share and resent mean photon number of that arm
+  (``FaultSchedule.attack_effects``; the attack itself is ``channel.eavesdropper``'s);
+* **timing faults** (``TIMING_FAULTS``: ``clock_offset``, ``clock_skew``, ``jitter`` on a source's
+  clock or the relay's) become per-frame time errors and extra rms jitter of that clock
+  (``FaultSchedule.clock_effects``, called by ``Link.physics``), also piecewise constant per frame;
 * **device faults** (``DEVICE_FAULTS``: the relay's detectors, the users' sources) change a
   device model, so a slot range is cut where the set of active device faults changes
   (``FaultSchedule.device_segments``) and each piece is sampled with a changed ``RelayOptics`` or
@@ -30,10 +36,11 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from channel.eavesdropper import DEFAULT_RESEND_MEAN_PHOTON_NUMBER
 from channel.fiber import PolarizationDrift, linear_rotation
 from channel.relay import DETECTOR_NAMES, Detector, RelayOptics
 from channel.relay_attack import RelayAttack, is_relay_attack
@@ -54,11 +61,17 @@ LINK_FAULTS = ("loss", "fiber_cut", "polarization_rotation", "polarization_drift
 RELAY_FAULTS = ("dark_count_surge", "detector_efficiency", "detector_dead")
 SOURCE_FAULTS = ("intensity_miscalibration", "intensity_fluctuation")
 DEVICE_FAULTS = RELAY_FAULTS + SOURCE_FAULTS
+#: Faults of a clock (a source's or the relay's): per-frame time errors and extra jitter.
+TIMING_FAULTS = ("clock_offset", "clock_skew", "jitter")
+#: An eavesdropper on a fiber (``channel.eavesdropper``): per-frame attacked share of an arm.
+EAVESDROPPER_FAULTS = ("intercept_resend",)
 #: Every fault this module emulates; the others are left to the nodes and the edge.
-PHYSICS_FAULTS = LINK_FAULTS + DEVICE_FAULTS
+PHYSICS_FAULTS = LINK_FAULTS + EAVESDROPPER_FAULTS + TIMING_FAULTS + DEVICE_FAULTS
 #: The arm (``a`` Alice's, ``b`` Bob's) a link or source target names.
 ARM_OF_TARGET = {"link/alice-charles": "a", "link/bob-charles": "b",
                  "source/alice": "a", "source/bob": "b"}
+#: The clock a timing fault's target names: a user's source (``a``, ``b``) or the relay's.
+CLOCK_OF_TARGET = {"source/alice": "a", "source/bob": "b", "relay": "relay"}
 #: Frames per block of a drift fault's random walk (one random stream and one checkpoint each).
 WALK_BLOCK = 1024
 #: The fault ramp turns about the circular (S3) axis of the Poincaré sphere: a real-space linear
@@ -103,10 +116,10 @@ class FaultSchedule:
         return None
 
     def link_only(self) -> FaultSchedule:
-        """This schedule without its device faults (for a link whose devices already carry
-        them)."""
-        return dataclasses.replace(self, faults=tuple(f for f in self.faults
-                                                      if f.kind in LINK_FAULTS))
+        """This schedule without the faults that cut a range (device faults and the relay's
+        attack), for a piece of a link whose devices and attack already carry them; the link's
+        own faults (optics, clocks, an eavesdropper on a fiber) stay."""
+        return dataclasses.replace(self, faults=tuple(f for f in self.faults if not _cuts(f)))
 
     # --- link faults ---------------------------------------------------------------------------
 
@@ -139,6 +152,57 @@ class FaultSchedule:
                 unitary[on] = np.einsum("nij,njk->nik", np.broadcast_to(
                     turn, (int(on.sum()), 2, 2)), unitary[on])
         return factor, unitary
+
+    # --- an eavesdropper on a fiber -------------------------------------------------------------
+
+    def attack_effects(self, arm: str, frames: np.ndarray, clock_rate_hz: float,
+                       frame_bits: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Per frame of ``frames``: the share of arm ``arm``'s pulses Eve attacks and the mean
+        photon number she resends; and her key for choosing the slots (``channel.eavesdropper``)."""
+        frames = np.asarray(frames, dtype=np.int64)
+        fraction = np.zeros(frames.size)
+        resend_mu = np.zeros(frames.size)
+        for fault in self.faults:
+            if fault.kind not in EAVESDROPPER_FAULTS or ARM_OF_TARGET.get(fault.target) != arm:
+                continue
+            first, stop = self.frames_of(fault, clock_rate_hz, frame_bits)
+            on = (frames >= first) & (frames < stop)
+            fraction[on] = float(fault.params["fraction"])
+            resend_mu[on] = float(fault.params.get("resend_mean_photon_number",
+                                                   DEFAULT_RESEND_MEAN_PHOTON_NUMBER))
+        return fraction, resend_mu, derive_seed(self.seed, "intercept_resend", ord(arm))
+
+    # --- timing faults -------------------------------------------------------------------------
+
+    def clock_effects(self, frames: np.ndarray, clock_rate_hz: float,
+                      frame_bits: int) -> ClockEffects:
+        """Per frame of ``frames`` and per clock (``a``, ``b``, ``relay``): the time error the
+        timing faults add (ps) and the extra rms jitter (ps, the faults' added in quadrature).
+
+        ``clock_offset`` adds ``offset_ps`` to its clock's time; ``clock_skew`` runs its clock
+        ``skew_ppm`` fast (negative: slow) from the fault's first frame, so the error at a frame
+        is skew_ppm·10⁻⁶ × (time since that frame) (evaluated at each frame's start, piecewise
+        constant like every per-frame effect); when the fault ends the clock is back in step
+        (the error it built up is gone). ``jitter`` adds ``jitter_ps`` rms."""
+        frames = np.asarray(frames, dtype=np.int64)
+        error = {c: np.zeros(frames.size) for c in ("a", "b", "relay")}
+        variance = {c: np.zeros(frames.size) for c in ("a", "b", "relay")}
+        frame_s = (1 << frame_bits) / clock_rate_hz
+        for fault in self.faults:
+            clock = CLOCK_OF_TARGET.get(fault.target)
+            if fault.kind not in TIMING_FAULTS or clock is None:
+                continue
+            first, stop = self.frames_of(fault, clock_rate_hz, frame_bits)
+            on = (frames >= first) & (frames < stop)
+            if fault.kind == "clock_offset":
+                error[clock][on] += float(fault.params["offset_ps"])
+            elif fault.kind == "clock_skew":
+                elapsed_s = (frames[on] - first) * frame_s
+                error[clock][on] += skew_error_ps(float(fault.params["skew_ppm"]), elapsed_s)
+            else:
+                variance[clock][on] += float(fault.params["jitter_ps"]) ** 2
+        return ClockEffects(error["a"], error["b"], error["relay"], np.sqrt(variance["a"]),
+                            np.sqrt(variance["b"]), np.sqrt(variance["relay"]))
 
     def _walk(self, fault: Fault, steps: np.ndarray, frame_s: float) -> np.ndarray:
         """The drift fault's unitary after ``steps`` frames of it (identity at 0)."""
@@ -190,6 +254,23 @@ class FaultSchedule:
 def _cuts(fault: Fault) -> bool:
     """Whether a fault is sampled piecewise: a device fault or the relay's attack."""
     return fault.kind in DEVICE_FAULTS or is_relay_attack(fault.kind, fault.params)
+
+
+class ClockEffects(NamedTuple):
+    """What the timing faults add, per frame (ps): time errors of the two sources' clocks and
+    of the relay's, and extra rms jitter of each (zero where no fault acts)."""
+
+    error_a_ps: np.ndarray
+    error_b_ps: np.ndarray
+    error_relay_ps: np.ndarray
+    jitter_a_ps: np.ndarray
+    jitter_b_ps: np.ndarray
+    jitter_relay_ps: np.ndarray
+
+
+def skew_error_ps(skew_ppm: float, elapsed_s: np.ndarray | float) -> np.ndarray:
+    """The time error (ps) of a clock running ``skew_ppm`` fast for ``elapsed_s`` seconds."""
+    return skew_ppm * 1e-6 * np.asarray(elapsed_s, dtype=np.float64) * 1e12
 
 
 def loss_factor(params: Mapping[str, Any], elapsed_s: np.ndarray) -> np.ndarray:

@@ -3,8 +3,8 @@
 ``Link`` gathers the device models; ``Link.physics(start, stop)`` turns them into
 ``FramePhysics``: plain arrays, one entry per settings frame touched by slots ``[start, stop)``,
 that the samplers read. Drift and clock errors are evaluated once per frame (piecewise constant),
-and so are the faults of a game day (``channel.impairments``): link faults here, per frame; device
-faults by ``Link.device_segments``, which cuts a range where they change.
+and so are the faults of a game day (``channel.impairments``): link and timing faults here, per
+frame; device faults by ``Link.device_segments``, which cuts a range where they change.
 """
 
 from __future__ import annotations
@@ -36,6 +36,25 @@ class FramePhysics:
     gamma: np.ndarray  # (n,) mode overlap |γ|
     bob_slot_offset: np.ndarray  # (n,) int64: Alice's slot s meets Bob's slot s + offset
     residual_offset_ps: np.ndarray  # (n,) arrival offset within the slot (Bob − Alice)
+    #: (n,) the relay's clock error (ps): its timestamps read this much late, and it labels a
+    #: click with the slot its own clock says (``relay_slot_shift``)
+    relay_error_ps: np.ndarray
+    #: (n, 4) rms jitter (ps) of each detector's click times: the detector's, the relay clock's
+    #: and the two sources' (``(σ_a² + σ_b²)/2``) added in quadrature
+    click_jitter_ps: np.ndarray
+    #: (n,) share of each arm's pulses an eavesdropper attacks, and the mean photon number she
+    #: resends (``channel.eavesdropper``); zeros without one
+    attack_a: np.ndarray
+    attack_b: np.ndarray
+    resend_mu_a: np.ndarray
+    resend_mu_b: np.ndarray
+    #: her keys for choosing the attacked slots of each arm
+    attack_key_a: int = 0
+    attack_key_b: int = 0
+
+    @property
+    def attacked(self) -> bool:
+        return bool(self.attack_a.any() or self.attack_b.any())
 
     @property
     def n_frames(self) -> int:
@@ -108,6 +127,19 @@ class Link:
         # Fiber delays are taken as calibrated out; clock errors are not.
         delta_t = np.asarray(self.clock_b.error_ps(t_s) - self.clock_a.error_ps(t_s), float)
         delta_t = np.broadcast_to(delta_t, (n,))
+        timing = (self.faults.clock_effects(frames, self.clock_rate_hz, self.frame_bits)
+                  if self.faults is not None else None)
+        jitter_a = np.full(n, self.clock_a.jitter_ps)
+        jitter_b = np.full(n, self.clock_b.jitter_ps)
+        relay_error = np.zeros(n)
+        relay_jitter = np.zeros(n)
+        if timing is not None:
+            delta_t = delta_t + timing.error_b_ps - timing.error_a_ps
+            jitter_a, jitter_b = np.hypot(jitter_a, timing.jitter_a_ps), np.hypot(
+                jitter_b, timing.jitter_b_ps)
+            relay_error, relay_jitter = timing.error_relay_ps, timing.jitter_relay_ps
+        click_jitter = np.sqrt(self.relay.jitters_ps[None, :] ** 2 + relay_jitter[:, None] ** 2
+                               + ((jitter_a ** 2 + jitter_b ** 2) / 2)[:, None])
         shift, residual = slot_alignment(delta_t, self.slot_ps)
         if self.gamma_override is not None:
             gamma = np.full(n, self.gamma_override)
@@ -115,9 +147,12 @@ class Link:
             gamma = np.asarray(mode_overlap(residual, self.pulse_rms_ps, self.detuning_rad_per_ps))
         trans_a = np.full(n, self.fiber_a.transmittance)
         trans_b = np.full(n, self.fiber_b.transmittance)
+        attack = {"a": (np.zeros(n), np.zeros(n), 0), "b": (np.zeros(n), np.zeros(n), 0)}
         if self.faults is not None:
             trans_a, u_a = self._faulty_arm("a", frames, trans_a, u_a)
             trans_b, u_b = self._faulty_arm("b", frames, trans_b, u_b)
+            attack = {arm: self.faults.attack_effects(arm, frames, self.clock_rate_hz,
+                                                      self.frame_bits) for arm in ("a", "b")}
         return FramePhysics(
             frame_bits=self.frame_bits, first_frame=int(f0),
             transmittance_a=trans_a, transmittance_b=trans_b,
@@ -126,6 +161,11 @@ class Link:
             gamma=np.ascontiguousarray(gamma, dtype=np.float64),
             bob_slot_offset=np.ascontiguousarray(-shift, dtype=np.int64),
             residual_offset_ps=np.ascontiguousarray(residual, dtype=np.float64),
+            relay_error_ps=np.ascontiguousarray(relay_error, dtype=np.float64),
+            click_jitter_ps=np.ascontiguousarray(click_jitter, dtype=np.float64),
+            attack_a=attack["a"][0], attack_b=attack["b"][0],
+            resend_mu_a=attack["a"][1], resend_mu_b=attack["b"][1],
+            attack_key_a=int(attack["a"][2]), attack_key_b=int(attack["b"][2]),
         )
 
     def _faulty_arm(self, arm: str, frames: np.ndarray, trans: np.ndarray,

@@ -39,6 +39,15 @@ import numpy as np
 from numba import njit
 
 from channel.arrays import readonly
+from channel.clock import slot_alignment
+from channel.eavesdropper import (
+    attack_word,
+    attacked_and_basis,
+    is_attacked,
+    resend,
+    resend_outcomes,
+    resend_vectorized,
+)
 from channel.link import FramePhysics, Link
 from channel.relay import N_DETECTORS, NO_CLICK_TIME, DetectionRecords, RelayOutput
 from channel.relay_attack import attack_bound, attack_kernel
@@ -84,6 +93,20 @@ class FrameArrays(NamedTuple):
     unitary_b: np.ndarray
     gamma: np.ndarray  # (n,) mode overlap
     bob_slot_offset: np.ndarray  # (n,) int64
+    attack_a: np.ndarray  # (n,) share of Alice's pulses an eavesdropper attacks
+    attack_b: np.ndarray
+    resend_mu_a: np.ndarray  # (n,) the mean photon number she resends
+    resend_mu_b: np.ndarray
+    attack_key_a: np.uint64  # her keys for choosing the slots (``channel.eavesdropper``)
+    attack_key_b: np.uint64
+
+
+def _frame_arrays(physics: FramePhysics) -> FrameArrays:
+    return FrameArrays(physics.frame_bits, physics.first_frame, physics.transmittance_a,
+                       physics.transmittance_b, physics.unitary_a, physics.unitary_b,
+                       physics.gamma, physics.bob_slot_offset, physics.attack_a,
+                       physics.attack_b, physics.resend_mu_a, physics.resend_mu_b,
+                       np.uint64(physics.attack_key_a), np.uint64(physics.attack_key_b))
 
 
 class UserArrays(NamedTuple):
@@ -126,34 +149,58 @@ def _read_only(group: _G) -> _G:
 
 
 def _records(slots: np.ndarray, patterns: np.ndarray, physics: FramePhysics, link: Link,
-             rng: np.random.Generator) -> DetectionRecords:
-    """Attach click times: slot time + Alice–Bob mid-point offset + Gaussian jitter, the detector's
-    and the two sources' clock jitter added in quadrature. One normal per click, none for the
-    detectors that stayed dark (their time is ``NO_CLICK_TIME``)."""
+             rng: np.random.Generator, start: int, stop: int) -> DetectionRecords:
+    """Attach click times as the relay's electronics report them: slot time + Alice–Bob
+    mid-point offset + the relay clock's error + Gaussian jitter (per frame and detector,
+    ``FramePhysics.click_jitter_ps``: the detector's, the relay clock's and the two sources'
+    clock jitter in quadrature). One normal per click, none for the detectors that stayed dark
+    (their time is ``NO_CLICK_TIME``). Then the slot label of the relay's own clock
+    (``relay_labels``)."""
     slots = slots.astype(np.int64)
     patterns = patterns.astype(np.uint8)
-    clock_var = (link.clock_a.jitter_ps ** 2 + link.clock_b.jitter_ps ** 2) / 2
-    jitters = np.sqrt(link.relay.jitters_ps ** 2 + clock_var)
+    jitters = physics.click_jitter_ps
     n_clicks = int(_POPCOUNT16[patterns].sum()) if jitters.any() else 0
+    offsets = physics.residual_offset_ps / 2 + physics.relay_error_ps
     times = _click_times(slots, patterns, physics.frame_bits, physics.first_frame,
-                         float(link.slot_ps), physics.residual_offset_ps / 2,
-                         jitters.astype(np.float64), rng.normal(size=n_clicks))
-    return DetectionRecords(slots, patterns, times)
+                         float(link.slot_ps), offsets, jitters, rng.normal(size=n_clicks))
+    if not physics.relay_error_ps.any():
+        return DetectionRecords(slots, patterns, times)
+    return relay_labels(DetectionRecords(slots, patterns, times), physics, link.slot_ps, start,
+                        stop)
+
+
+def relay_labels(records: DetectionRecords, physics: FramePhysics, slot_ps: float, start: int,
+                 stop: int) -> DetectionRecords:
+    """The records labelled with the slots of the relay's clock: a relay clock late by Δ
+    labels the events of slot s as slot s + round(Δ / slot) (``channel.clock.slot_alignment``).
+    A label outside ``[start, stop)`` belongs to a neighbouring batch and is not reported here;
+    where two events get one label (the error fell by a slot between frames) only the first is
+    reported, one record per slot as the electronics give."""
+    frame = (records.slot >> physics.frame_bits) - physics.first_frame
+    shift, _ = slot_alignment(physics.relay_error_ps, slot_ps)
+    label = records.slot + shift[frame]
+    order = np.argsort(label, kind="stable")
+    label = label[order]
+    keep = (label >= start) & (label < stop)
+    keep[1:] &= label[1:] != label[:-1]
+    return DetectionRecords(np.ascontiguousarray(label[keep]), records.pattern[order][keep],
+                            records.time_ps[order][keep])
 
 
 @njit(cache=True)
-def _click_times(slots, patterns, frame_bits, first_frame, slot_ps, half_offset_ps, jitters,
+def _click_times(slots, patterns, frame_bits, first_frame, slot_ps, offsets_ps, jitters,
                  normals):  # pragma: no cover - numba
     times = np.empty((slots.size, N_DETECTORS), np.int64)
     use_normals = normals.size > 0
     j = 0
     for i in range(slots.size):
-        base = slots[i] * slot_ps + half_offset_ps[(slots[i] >> frame_bits) - first_frame]
+        fi = (slots[i] >> frame_bits) - first_frame
+        base = slots[i] * slot_ps + offsets_ps[fi]
         for k in range(N_DETECTORS):
             if (patterns[i] >> k) & 1:
                 t = base
                 if use_normals:
-                    t += normals[j] * jitters[k]
+                    t += normals[j] * jitters[fi, k]
                     j += 1
                 times[i, k] = np.int64(np.rint(t))
             else:
@@ -234,8 +281,16 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
                 * _fluctuation(rng, link.source_b.intensity_fluctuation_rel, slots.size))
         bit_a = sa.bit ^ (rng.random(slots.size) < link.source_a.bit_flip_probability)
         bit_b = sb.bit ^ (rng.random(slots.size) < link.source_b.bit_flip_probability)
-        u = np.einsum("nij,nj->ni", physics.unitary_a[fi], JONES[sa.basis, bit_a.astype(np.uint8)])
-        v = np.einsum("nij,nj->ni", physics.unitary_b[fi], JONES[sb.basis, bit_b.astype(np.uint8)])
+        basis_a, basis_b = sa.basis, sb.basis
+        if physics.attacked:  # an eavesdropper's resent pulses replace the users' in her slots
+            mu_a, basis_a, bit_a = _intercepted(slots, physics.attack_a[fi],
+                                                physics.resend_mu_a[fi], physics.attack_key_a,
+                                                mu_a, basis_a, bit_a, rng)
+            mu_b, basis_b, bit_b = _intercepted(bob_slots, physics.attack_b[fi] * bob_present,
+                                                physics.resend_mu_b[fi], physics.attack_key_b,
+                                                mu_b, basis_b, bit_b, rng)
+        u = np.einsum("nij,nj->ni", physics.unitary_a[fi], JONES[basis_a, bit_a.astype(np.uint8)])
+        v = np.einsum("nij,nj->ni", physics.unitary_b[fi], JONES[basis_b, bit_b.astype(np.uint8)])
         amp_a = np.sqrt(physics.transmittance_a[fi] * mu_a / 2)[:, None]
         amp_b = np.sqrt(physics.transmittance_b[fi] * mu_b / 2)[:, None]
         x = amp_a * np.concatenate([u, u], axis=1)
@@ -256,7 +311,24 @@ def sample_reference(link: Link, alice: SettingsGenerator, bob: SettingsGenerato
         found_patterns.append((clicks[multi] * (1 << np.arange(N_DETECTORS))).sum(axis=1))
     slots = np.concatenate(found_slots)
     patterns = np.concatenate(found_patterns).astype(np.uint8)
-    return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng), singles)
+    return RelayOutput(start, stop, _records(slots, patterns, physics, link, rng, start, stop),
+                       singles)
+
+
+def _intercepted(slots: np.ndarray, fraction: np.ndarray, resend_mu: np.ndarray, key: int,
+                 mu: np.ndarray, basis: np.ndarray, bit: np.ndarray, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A user's pulses after an eavesdropper (``channel.eavesdropper``): in the slots she
+    attacks, the state she resends."""
+    hit, eve_basis = attacked_and_basis(slots, key, fraction)
+    if not hit.any():
+        return mu, basis, bit
+    mu, basis, bit = (np.array(mu, dtype=np.float64), basis.astype(np.int64),
+                      bit.astype(np.int64))
+    new_mu, new_basis, new_bit = resend_vectorized(mu[hit], basis[hit], bit[hit],
+                                                   eve_basis[hit], resend_mu[hit], rng)
+    mu[hit], basis[hit], bit[hit] = new_mu, new_basis, new_bit
+    return mu, basis, bit
 
 
 def _fluctuation(rng: np.random.Generator, rel: float, n: int) -> np.ndarray | float:
@@ -379,6 +451,84 @@ def _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, e
 
 
 @njit(cache=True, inline="always")
+def _candidate_under_attack(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max,
+                            eff_max, phase_randomized, jones, rng_state, p, q):
+    """``_candidate`` on a range where an eavesdropper attacks (``channel.eavesdropper``): in
+    her slots the pulse she resends replaces the user's before the optics, so the cheap
+    rejection waits until the slot's light is known. A kernel of its own (``_fast_kernel``'s
+    ``candidate``), so that the healthy path stays as lean."""
+    mu_b = 0.0
+    combo_b = 0
+    if bs >= 0:
+        combo_b = lookup_combo_rk(bs, bob.first_frame, bob.round_keys, bob.cum_counts,
+                                  frames.frame_bits)
+        mu_b = _fluctuate(bob.mean_photon_numbers[combo_b >> 1], bob.fluctuation_rel, rng_state)
+    word_a = attack_word(frames.attack_key_a, cur)
+    hit_a = is_attacked(word_a, frames.attack_a[fi])
+    word_b = attack_word(frames.attack_key_b, bs)
+    hit_b = bs >= 0 and is_attacked(word_b, frames.attack_b[fi])
+    trans_a, trans_b, g = frames.transmittance_a[fi], frames.transmittance_b[fi], frames.gamma[fi]
+    if not (hit_a or hit_b) and u > _slot_bound(det.min_clicks, dark_max, eff_max,
+                                                trans_a * mu_a + trans_b * mu_b):
+        return np.int64(-1)
+    bit = np.int64(lookup_bit_hk(cur, alice.bit_key))
+    if alice.flip_probability > 0.0 and next_uniform(rng_state) <= alice.flip_probability:
+        bit ^= 1
+    basis_a = np.int64(combo & 1)
+    if hit_a:
+        mu_a, basis_a, bit = resend(mu_a, basis_a, bit, np.int64(word_a & np.uint64(1)),
+                                    frames.resend_mu_a[fi], rng_state)
+    basis_b = np.int64(combo_b & 1)
+    bit_b = np.int64(0)
+    if bs >= 0:
+        bit_b = np.int64(lookup_bit_hk(bs, bob.bit_key))
+        if bob.flip_probability > 0.0 and next_uniform(rng_state) <= bob.flip_probability:
+            bit_b ^= 1
+        if hit_b:
+            mu_b, basis_b, bit_b = resend(mu_b, basis_b, bit_b, np.int64(word_b & np.uint64(1)),
+                                          frames.resend_mu_b[fi], rng_state)
+    if (hit_a or hit_b) and u > _slot_bound(det.min_clicks, dark_max, eff_max,
+                                            trans_a * mu_a + trans_b * mu_b):
+        return np.int64(-1)
+    ua0, ua1 = _launched(frames.unitary_a, fi, jones, basis_a, bit)
+    vb0 = 0.0 + 0.0j
+    vb1 = 0.0 + 0.0j
+    if bs >= 0:
+        vb0, vb1 = _launched(frames.unitary_b, fi, jones, basis_b, bit_b)
+    return _accept(u, trans_a, trans_b, g, mu_a, mu_b, ua0, ua1, vb0, vb1, phase_randomized,
+                   det, rng_state, p, q)
+
+
+@njit(cache=True, inline="always")
+def _accept(u, trans_a, trans_b, g, mu_a, mu_b, ua0, ua1, vb0, vb1, phase_randomized, det,
+            rng_state, p, q):
+    """The optics of one candidate with its states known: accepted with probability
+    P(≥ min_clicks | φ)/bound (``u`` uniform on (0, bound]); its pattern, or -1."""
+    amp_a = np.sqrt(trans_a * mu_a * 0.5)
+    amp_b = np.sqrt(trans_b * mu_b * 0.5)
+    if phase_randomized:
+        phi = 2.0 * np.pi * next_uniform(rng_state)
+        ph = np.cos(phi) + 1j * np.sin(phi)
+    else:
+        ph = 1.0 + 0.0j
+    xh, xv = amp_a * ua0, amp_a * ua1
+    yh, yv = (g * amp_b) * vb0 * ph, (g * amp_b) * vb1 * ph
+    inc = (1.0 - g * g) * amp_b * amp_b
+    _dark_probabilities(xh, xv, yh, yv, inc * abs2(vb0), inc * abs2(vb1),
+                        det.efficiencies, det.dark_count_probabilities, q)
+    p_none = q[0] * q[1] * q[2] * q[3]
+    p_one = 0.0
+    for k in range(4):
+        p[k] = 1.0 - q[k]
+        p_one += p[k] * (p_none / q[k]) if q[k] > 0.0 else 0.0
+    p_accept = 1.0 - p_none if det.min_clicks == 1 else 1.0 - p_none - p_one
+    chosen = -1
+    if u <= p_accept:
+        chosen = _draw_pattern(det.patterns, p, q, next_uniform(rng_state))
+    return chosen
+
+
+@njit(cache=True, inline="always")
 def _draw_pattern(multi_patterns, p, q, uniform):
     """A click pattern from the exact law of the allowed patterns given the click odds."""
     p_multi = 0.0
@@ -432,6 +582,48 @@ def _fast_kernel(position, stop, bound, rng_state, frames, alice, bob, det, phas
         u = next_uniform(rng_state) * bound
         c = _candidate(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det, dark_max, eff_max,
                        phase_randomized, jones, rng_state, p, q)
+        if c < 0:
+            continue
+        out_slot[n_out] = cur
+        out_pattern[n_out] = c
+        n_out += 1
+    return s, n_out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _fast_kernel_under_attack(position, stop, bound, rng_state, frames, alice, bob, det,
+                              phase_randomized, jones, out_slot, out_pattern):
+    """``_fast_kernel`` with ``_candidate_under_attack``: the same loop, for a range where an
+    eavesdropper attacks. Two kernels rather than one taking the candidate function as an
+    argument: numba calls an argument function indirectly, which costs the healthy path its
+    inlining."""
+    if bound <= 0.0:  # nothing can click (dead detectors, no light and no dark counts)
+        return stop, 0
+    log_keep = np.log1p(-bound) if bound < 1.0 else -np.inf
+    dark_max = det.dark_count_probabilities.max()
+    eff_max = det.efficiencies.max()
+    frame_bits, first_frame, bob_off = frames.frame_bits, frames.first_frame, frames.bob_slot_offset
+    a_first, a_rk, a_cum = alice.first_frame, alice.round_keys, alice.cum_counts
+    a_mu, a_fluct = alice.mean_photon_numbers, alice.fluctuation_rel
+    n_out = 0
+    capacity = out_slot.size
+    s = position
+    p = np.empty(4)
+    q = np.empty(4)
+    while n_out < capacity:
+        if bound < 1.0:
+            s += np.int64(np.log(next_uniform(rng_state)) / log_keep)
+        if s >= stop:
+            return stop, n_out
+        cur = s
+        s += 1
+        fi = (cur >> frame_bits) - first_frame
+        combo = lookup_combo_rk(cur, a_first, a_rk, a_cum, frame_bits)
+        mu_a = _fluctuate(a_mu[combo >> 1], a_fluct, rng_state)
+        bs = cur + bob_off[fi]
+        u = next_uniform(rng_state) * bound
+        c = _candidate_under_attack(u, cur, fi, combo, mu_a, bs, frames, alice, bob, det,
+                                    dark_max, eff_max, phase_randomized, jones, rng_state, p, q)
         if c < 0:
             continue
         out_slot[n_out] = cur
@@ -725,15 +917,16 @@ def coincidence_bound(link: Link, physics: FramePhysics, alice: SettingsGenerato
     probability and efficiency), P(≥2) ≤ Σ_{i<j} p_i p_j (union bound over pairs), and
     Σ_k n_k = M = T_a μ_a + T_b μ_b for every phase, state and overlap (the cross terms of the
     beam splitter cancel), so Σ_{i<j} n_i n_j = (M² − Σ n_k²)/2 ≤ 3M²/8. Hence
-    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range. With ``min_clicks=1``
+    B = 6d² + 3dηM + (3/8)η²M², at the brightest settings of the range (an eavesdropper's resent
+    pulse included). With ``min_clicks=1``
     (skip empty slots): P(≥1) ≤ 1 − (1−d)⁴ e^{−ηM}.
     """
     light = (physics.transmittance_a.max()
-             * link.source_a.emitted_mean_photon_numbers(alice.plan).max()
-             * link.source_a.max_fluctuation_factor
+             * max(link.source_a.emitted_mean_photon_numbers(alice.plan).max()
+                   * link.source_a.max_fluctuation_factor, physics.resend_mu_a.max())
              + physics.transmittance_b.max()
-             * link.source_b.emitted_mean_photon_numbers(bob.plan).max()
-             * link.source_b.max_fluctuation_factor)
+             * max(link.source_b.emitted_mean_photon_numbers(bob.plan).max()
+                   * link.source_b.max_fluctuation_factor, physics.resend_mu_b.max()))
     bound = _slot_bound(min_clicks, float(link.relay.dark_count_probabilities.max()),
                         float(link.relay.efficiencies.max()), float(light))
     return min(1.0, bound)
@@ -780,17 +973,18 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
                            FAST_CHUNK_SLOTS), stop]
     frame_bits = physics.frame_bits
     src_a, src_b = link.source_a, link.source_b
-    frames = FrameArrays(frame_bits, physics.first_frame, physics.transmittance_a,
-                         physics.transmittance_b, physics.unitary_a, physics.unitary_b,
-                         physics.gamma, physics.bob_slot_offset)
+    frames = _frame_arrays(physics)
     det = DetectorArrays(link.relay.efficiencies, link.relay.dark_count_probabilities, patterns,
                          min_clicks)
     shared = tuple(map(_read_only, (frames, _user_arrays(ta, alice, src_a),
                                     _user_arrays(tb, bob, src_b), det)))
     phase_randomized = src_a.phase_randomized or src_b.phase_randomized
-    # the pattern tables need every slot's intensities to be one of the plan's values
-    tables = src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0
+    # the pattern tables need every slot's intensities to be one of the plan's values, and every
+    # slot's states the users' (an eavesdropper's slots go through the per-candidate optics)
+    tables = (src_a.intensity_fluctuation_rel == 0.0 and src_b.intensity_fluctuation_rel == 0.0
+              and not physics.attacked)
     n_phases = phase_points(link, alice, bob)
+    kernel = _fast_kernel_under_attack if physics.attacked else _fast_kernel
 
     def run_range(lo: int, hi: int, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         capacity = int(min(1 << 22, bound * (hi - lo) * 1.2 + 1024))
@@ -799,8 +993,8 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
         while position < hi:
             out_slot = np.empty(capacity, dtype=np.int64)
             out_pattern = np.empty(capacity, dtype=np.uint8)
-            position, n = _fast_kernel(np.int64(position), np.int64(hi), bound, state, *shared,
-                                       phase_randomized, JONES, out_slot, out_pattern)
+            position, n = kernel(np.int64(position), np.int64(hi), bound, state, *shared,
+                                 phase_randomized, JONES, out_slot, out_pattern)
             slots_parts.append(out_slot[:n])
             pattern_parts.append(out_pattern[:n])
         return np.concatenate(slots_parts), np.concatenate(pattern_parts)
@@ -838,7 +1032,8 @@ def _thin(link: Link, alice: SettingsGenerator, bob: SettingsGenerator, start: i
         slots, found = slots[multi], found[multi]
     else:
         singles = _sample_singles(link, physics, alice, bob, start, stop, rng)
-    return RelayOutput(start, stop, _records(slots, found, physics, link, rng), singles)
+    return RelayOutput(start, stop, _records(slots, found, physics, link, rng, start, stop),
+                       singles)
 
 
 def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
@@ -848,7 +1043,9 @@ def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGene
     Computed once per distinct frame physics (static links have one), then spread to the frames.
     """
     key = np.concatenate([physics.transmittance_a[:, None], physics.transmittance_b[:, None],
-                          physics.gamma[:, None],
+                          physics.gamma[:, None], physics.attack_a[:, None],
+                          physics.attack_b[:, None], physics.resend_mu_a[:, None],
+                          physics.resend_mu_b[:, None],
                           physics.unitary_a.reshape(physics.n_frames, -1).view(np.float64),
                           physics.unitary_b.reshape(physics.n_frames, -1).view(np.float64)],
                          axis=1)
@@ -856,26 +1053,50 @@ def singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGene
     distinct = dataclasses.replace(physics, **{
         name: getattr(physics, name)[first]
         for name in ("transmittance_a", "transmittance_b", "unitary_a", "unitary_b", "gamma",
-                     "bob_slot_offset", "residual_offset_ps")})
+                     "bob_slot_offset", "residual_offset_ps", "relay_error_ps",
+                     "click_jitter_ps", "attack_a", "attack_b", "resend_mu_a", "resend_mu_b")})
     return _singles_probabilities(link, distinct, alice, bob)[inverse.reshape(-1)]
+
+
+def _sent_states(gen: SettingsGenerator, source: Source, fraction: np.ndarray,
+                 resend_mu: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A user's pulse states at the fiber's input per frame, as (weights (F, C), mean photon
+    numbers (F, C), basis (C,), bit (C,)): the sent (combo, bit) states, weighted (1 − f), then
+    an eavesdropper's five resend states (two bases × two bits at her mean, and vacuum) weighted
+    f × their probability over the sent states (``channel.eavesdropper.resend_outcomes``)."""
+    plan = gen.plan
+    p = np.repeat(plan.combo_probabilities, 2) / 2  # (combo, bit) flattened
+    mu = np.repeat(source.emitted_mean_photon_numbers(plan), 4)
+    basis = np.tile(np.repeat([0, 1], 2), plan.n_combos // 2)
+    bit = np.tile([0, 1], plan.n_combos)
+    n_frames = fraction.size
+    if not fraction.any():
+        return (np.broadcast_to(p, (n_frames, p.size)), np.broadcast_to(mu, (n_frames, mu.size)),
+                basis, bit)
+    eve = np.zeros(5)  # (basis 0 bit 0, 0 1, 1 0, 1 1, vacuum)
+    for weight, m, b, x in zip(p, mu, basis, bit, strict=True):
+        for prob, m_e, b_e, x_e in resend_outcomes(float(m), int(b), int(x), 1.0):
+            eve[4 if m_e == 0.0 else 2 * b_e + x_e] += weight * prob
+    weights = np.concatenate([(1 - fraction)[:, None] * p, fraction[:, None] * eve], axis=1)
+    mus = np.concatenate([np.broadcast_to(mu, (n_frames, mu.size)),
+                          np.repeat(resend_mu[:, None], 4, axis=1), np.zeros((n_frames, 1))],
+                         axis=1)
+    return weights, mus, np.concatenate([basis, [0, 0, 1, 1, 0]]), np.concatenate(
+        [bit, [0, 1, 0, 1, 0]])
 
 
 def _singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGenerator,
                            bob: SettingsGenerator) -> np.ndarray:
     relay = link.relay
-    pa = np.repeat(alice.plan.combo_probabilities, 2) / 2  # (combo, bit) flattened
-    pb = np.repeat(bob.plan.combo_probabilities, 2) / 2
-    mu_a = np.repeat(link.source_a.emitted_mean_photon_numbers(alice.plan), 4)
-    mu_b = np.repeat(link.source_b.emitted_mean_photon_numbers(bob.plan), 4)
-    basis = np.tile(np.repeat([0, 1], 2), alice.plan.n_combos // 2)
-    bit = np.tile([0, 1], alice.plan.n_combos)
-    basis_b = np.tile(np.repeat([0, 1], 2), bob.plan.n_combos // 2)
-    bit_b = np.tile([0, 1], bob.plan.n_combos)
+    pa, mu_a, basis, bit = _sent_states(alice, link.source_a, physics.attack_a,
+                                        physics.resend_mu_a)
+    pb, mu_b, basis_b, bit_b = _sent_states(bob, link.source_b, physics.attack_b,
+                                            physics.resend_mu_b)
     u = np.einsum("fij,cj->fci", physics.unitary_a, JONES[basis, bit])  # (F, Ca, 2)
     v = np.einsum("fij,cj->fci", physics.unitary_b, JONES[basis_b, bit_b])
-    xa = np.sqrt(physics.transmittance_a[:, None, None] * mu_a[None, :, None] / 2) * np.concatenate(
+    xa = np.sqrt(physics.transmittance_a[:, None, None] * mu_a[:, :, None] / 2) * np.concatenate(
         [u, u], axis=2)  # (F, Ca, 4)
-    yb = np.sqrt(physics.transmittance_b[:, None, None] * mu_b[None, :, None] / 2) * np.concatenate(
+    yb = np.sqrt(physics.transmittance_b[:, None, None] * mu_b[:, :, None] / 2) * np.concatenate(
         [v, -v], axis=2)
     eff = relay.efficiencies
     xa = xa * np.sqrt(eff)
@@ -890,7 +1111,7 @@ def _singles_probabilities(link: Link, physics: FramePhysics, alice: SettingsGen
         n = np.abs(field) ** 2 + (1 - g**2) * np.abs(yb[:, None, :, :]) ** 2
         no_click = np.exp(-n)
     no_click = no_click * (1 - relay.dark_count_probabilities)
-    weights = pa[None, :, None, None] * pb[None, None, :, None]
+    weights = pa[:, :, None, None] * pb[:, None, :, None]
     return 1.0 - (weights * no_click).sum(axis=(1, 2))
 
 
@@ -943,7 +1164,7 @@ def _under_attack(link: Link, alice: SettingsGenerator, bob: SettingsGenerator,
     slots, patterns = _attack_records(link, physics, alice, bob, start, stop,
                                       derive_seed(seed, "relay attack"))
     rng = np.random.default_rng(derive_seed(seed, "relay attack times"))
-    faked = _records(slots, patterns, physics, link, rng)
+    faked = _records(slots, patterns, physics, link, rng, start, stop)
     merged = DetectionRecords.concatenate([
         DetectionRecords(records.slot[spared], records.pattern[spared], records.time_ps[spared]),
         faked])
@@ -961,9 +1182,10 @@ def _attack_records(link: Link, physics: FramePhysics, alice: SettingsGenerator,
     bound = attack_bound(link, physics, alice, bob)
     if bound <= 0.0:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    frames = FrameArrays(physics.frame_bits, physics.first_frame, physics.transmittance_a,
-                         physics.transmittance_b, physics.unitary_a, physics.unitary_b,
-                         physics.gamma, physics.bob_slot_offset)
+    if np.any(physics.attack_a > 0) or np.any(physics.attack_b > 0):
+        raise UnsupportedPhysicsError("the relay's intercept-resend and an eavesdropper on a "
+                                      "fiber in the same frames are not emulated together")
+    frames = _frame_arrays(physics)
     ta = alice.table_for_slots(start, stop)
     tb = bob.table_for_slots(*_bob_slot_bounds(physics, start, stop))
     args = tuple(map(_read_only, (frames, _user_arrays(ta, alice, link.source_a),

@@ -657,7 +657,7 @@ def build_fault_schedule(s: Scenario, drift_seed: int,
                          timeline: Sequence[TimelineEntry] | None = None) -> FaultSchedule | None:
     """The physics faults of ``timeline`` (by default the scenario's ``method``;
     ``channel.impairments``), their random drift keyed by nature's ``drift_seed``; None without
-    any entry. Faults the channel does not emulate (timing, classical, nodes, …) are left to
+    any entry. Faults the channel does not emulate (classical, nodes, …) are left to
     whoever injects them."""
     entries = fault_timeline(s) if timeline is None else tuple(timeline)
     return FaultSchedule.from_timeline(entries, drift_seed) if entries else None

@@ -35,6 +35,7 @@ from pydantic import (
     model_validator,
 )
 
+from channel.eavesdropper import DEFAULT_RESEND_MEAN_PHOTON_NUMBER
 from channel.impairments import PHYSICS_FAULTS, TimelineEntry, frame_at
 from channel.source import FLUCTUATION_CLIP_SIGMAS
 from orchestration.edge import CLASSICAL_FAULTS
@@ -252,7 +253,10 @@ FAULT_TYPES: dict[str, Kind] = {
     "intercept_resend": Kind("an eavesdropper on the fiber measures a share of the pulses in a "
                              "random basis and resends what she saw", LINKS, {
         "fraction": _p("share of pulses attacked, 0 … 1", 0.0, 1.0, required=True,
-                       low_open=True)}),
+                       low_open=True),
+        "resend_mean_photon_number": _p("mean photon number of the pulse she resends",
+                                        0.0, 10.0, default=DEFAULT_RESEND_MEAN_PHOTON_NUMBER,
+                                        low_open=True)}),
     # timing (per source, or the relay's reference)
     "clock_offset": Kind("a time offset of a source's or the relay's clock", SOURCES + RELAY, {
         "offset_ps": _p("offset in ps", -1e6, 1e6, required=True)}),
@@ -863,6 +867,18 @@ def cross_check(*, tags: list[str] | None, method: list[MethodEntry] | None,
         problem = _frameless(k, entries, clock_rate_hz, frame_bits, run_frames)
         if problem is not None:
             raise problem
+    def relay_attack(e: MethodEntry) -> bool:
+        return e.fault is not None and e.fault.type == "malicious_relay" \
+            and e.fault.params.get("mode") == "intercept_resend"
+
+    for k, e in faults:  # the two intercept-resend attacks are not emulated together
+        for j, other in faults:
+            if relay_attack(e) and other.fault is not None \
+                    and other.fault.type == "intercept_resend" \
+                    and other.at < _ends(k, entries) and e.at < _ends(j, entries):
+                raise FieldProblem(("method", max(j, k)), "the relay's intercept-resend "
+                                   f"({e.name!r}) and an eavesdropper on a fiber ({other.name!r})"
+                                   " overlap; the emulator does not run both on the same frames")
     for i, (k, e) in enumerate(faults):
         assert e.fault is not None
         end = _ends(k, entries)

@@ -137,7 +137,7 @@ def test_implemented_faults_are_the_physics_edge_store_and_relay_faults():
     assert frozenset(PHYSICS_FAULTS) == {
         "loss", "fiber_cut", "polarization_rotation", "polarization_drift", "dark_count_surge",
         "detector_efficiency", "detector_dead", "intensity_miscalibration",
-        "intensity_fluctuation"}
+        "intensity_fluctuation", "clock_offset", "clock_skew", "jitter", "intercept_resend"}
     assert set(CLASSICAL_FAULTS) == {"latency", "bandwidth_limit", "outage", "tamper", "replay",
                                      "reorder"}
     assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS) | {
@@ -157,6 +157,10 @@ MINIMAL = {
     "intensity_miscalibration": ("source/bob", {"intensity": "nu",
                                                 "mean_photon_number_factor": 3}),
     "intensity_fluctuation": ("source/alice", {"fluctuation_rel": 0.2}),
+    "clock_offset": ("source/bob", {"offset_ps": 100}),
+    "clock_skew": ("relay", {"skew_ppm": 0.001}),
+    "jitter": ("relay", {"jitter_ps": 300}),
+    "intercept_resend": ("link/alice-charles", {"fraction": 0.5}),
 }
 
 

@@ -128,9 +128,11 @@ def test_the_registry_covers_every_type_the_issue_names():
     for name, kind in FAULT_TYPES.items():
         assert kind.targets and set(kind.targets) <= set(TARGETS), name
         for param, spec in kind.params.items():
-            if spec.kind == "number":  # units in the names (a fraction or a factor has none)
+            if spec.kind == "number":  # units in the names (a fraction, a factor or a mean
+                # photon number, in photons per pulse, has none)
                 assert re.search(r"_(db|s|rad_per_sqrt_s|rad_per_s|rad|ps|ppm|ms|bps)$|"
-                                 r"fraction|factor|probability|_rel$", param), (name, param)
+                                 r"fraction|factor|probability|_rel$|mean_photon_number$",
+                                 param), (name, param)
 
 
 def test_the_format_page_documents_every_type_parameter_target_and_metric():
@@ -659,3 +661,16 @@ def test_a_fluctuation_fault_on_top_of_the_configured_one_must_stay_within_the_s
         load_scenario(_write(tmp_path, data))
     data["method"][1]["fault"]["params"]["fluctuation_rel"] = 0.13
     load_scenario(_write(tmp_path, data))  # √(0.15² + 0.13²) ≈ 0.198
+
+
+def test_the_relays_and_a_fibers_intercept_resend_may_not_overlap():
+    from orchestration.config import DEFAULT_SCENARIO, ScenarioError
+
+    eve = {"at": "1s", "name": "eve", "fault": {"type": "intercept_resend",
+                                               "target": "link/alice-charles",
+                                               "params": {"fraction": 0.5}}}
+    charles = {"at": "2s", "name": "charles", "duration": "1s", "fault": {
+        "type": "malicious_relay", "target": "relay", "params": {"mode": "intercept_resend"}}}
+    with pytest.raises(ScenarioError, match="overlap; the emulator does not run both"):
+        load_scenario(DEFAULT_SCENARIO, {"method": [eve, charles]})
+    load_scenario(DEFAULT_SCENARIO, {"method": [{**eve, "duration": "0.5s"}, charles]})
