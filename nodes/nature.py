@@ -158,11 +158,15 @@ class ChannelEmulator:
     def control(self, request: object) -> dict[str, object]:
         """A live control-plane request (``orchestration.control``): ``inject`` a physics fault
         or ``clear`` one (or all) from the first frame not yet sampled; the answer says when, in
-        emulated seconds, or why not. Nothing already sampled changes."""
-        if not isinstance(request, dict) or request.get("op") not in ("inject", "clear"):
-            return {"ok": False, "error": "expected {op: inject|clear, ...}"}
+        emulated seconds, or why not. Nothing already sampled changes. ``where``: the emulated
+        time sampled so far."""
+        if not isinstance(request, dict) or request.get("op") not in ("inject", "clear",
+                                                                       "where"):
+            return {"ok": False, "error": "expected {op: inject|clear|where, ...}"}
         frame_s = (1 << self.link.frame_bits) / self.link.clock_rate_hz
         at_s = self.sampled_until_frame * frame_s
+        if request["op"] == "where":  # how far the link has been emulated
+            return {"ok": True, "now_s": at_s}
         try:
             if request["op"] == "inject":
                 raw = dict(request["entry"])

@@ -5,7 +5,9 @@ bearer token in ``RUN_DIR/orchestrator/control.json``, owner-only) through which
 ``mdiqkd fault`` and ``mdiqkd status`` commands or a Chaos Toolkit experiment inject and clear
 faults and read the run's current indicators:
 
-* ``GET /status``: rounds done, the last round's QBERs, key bits and rate, aborts, active faults;
+* ``GET /status``: rounds done, the last round's QBERs, key bits and rate, aborts, the emulated
+  time the rounds have reached (``emulated_seconds``) and the link (``emulated_seconds_reached``:
+  nature samples ahead of the rounds' distillation), the faults active there;
 * ``GET /faults``: every fault of the run, the scenario's and the live ones, with their windows;
 * ``POST /faults`` ``{"target", "type", "params", "duration_s"?, "name"?}``: inject a fault;
 * ``POST /faults/clear`` ``{"name"?}``: end one live or scenario fault, or every active one.
@@ -24,6 +26,7 @@ The API is for the machine it runs on: it binds 127.0.0.1 and every request need
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets as os_secrets
@@ -220,6 +223,17 @@ class LiveFaults:
             ended.append({"name": name, "end_s": at})
             return ended
 
+    def now_s(self, done_s: float) -> float:
+        """The emulated time the link has reached: the furthest of the rounds recorded
+        (``done_s``), the frames nature has sampled and the rounds the proxies have seen."""
+        now = done_s
+        if self.nature is not None:
+            with contextlib.suppress(ControlError):
+                now = max(now, float(self.nature.request({"op": "where"})["now_s"]))
+        if self.edge is not None:
+            now = max(now, (self.edge.latest_round + 1) * self.round_s)
+        return now
+
     def faults(self, now_s: float) -> list[dict[str, Any]]:
         """Every fault of the run with its window, and whether it is active at ``now_s``."""
         from channel.impairments import fault_windows
@@ -251,19 +265,21 @@ def read_rounds(run_dir: Path) -> list[dict[str, Any]]:
 def status(run_dir: Path, scenario: Scenario, faults: LiveFaults | None) -> dict[str, Any]:
     """The run's current indicators, from the rounds recorded so far."""
     rows = read_rounds(run_dir)
-    done_s = sum(r.get("emulated_seconds", 0.0) for r in rows)
+    done_s = max((r["stop_slot"] for r in rows if "stop_slot" in r), default=0) \
+        / scenario.clock_rate_hz
+    now_s = done_s if faults is None else faults.now_s(done_s)
     last = rows[-1] if rows else {}
     bits = sum(int(r.get("secure_bits", 0)) for r in rows)
     return {
         "rounds_done": len(rows), "rounds_planned": scenario.rounds,
-        "emulated_seconds": done_s,
+        "emulated_seconds": done_s, "emulated_seconds_reached": now_s,
         "last_round": None if not rows else {
             k: last.get(k) for k in ("round", "qber_z", "qber_x", "secure_bits", "aborted",
                                      "abort_reason", "announced", "emulated_seconds")},
         "secure_bits": bits,
         "secure_key_rate_bps": bits / done_s if done_s else None,
         "aborted_rounds": sum(1 for r in rows if r.get("aborted")),
-        "faults": [] if faults is None else faults.faults(done_s),
+        "faults": [] if faults is None else faults.faults(now_s),
     }
 
 
@@ -275,8 +291,8 @@ class ControlServer:
         self.token = os_secrets.token_urlsafe(24)
         routes: dict[tuple[str, str], Callable[[Any], Any]] = {
             ("GET", "/status"): lambda _: status(run_dir, scenario, faults),
-            ("GET", "/faults"): lambda _: {"faults": faults.faults(
-                status(run_dir, scenario, None)["emulated_seconds"]), "live": faults.live},
+            ("GET", "/faults"): lambda _: {"faults": faults.faults(faults.now_s(
+                status(run_dir, scenario, None)["emulated_seconds"])), "live": faults.live},
             ("POST", "/faults"): faults.inject,
             ("POST", "/faults/clear"): lambda body: {"ended": faults.clear(body or {})},
         }
