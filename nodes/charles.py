@@ -24,6 +24,7 @@ from classical.messages import Announcement, EndOfRun
 from classical.rounds import PeerAborted, ProtocolError
 from classical.sifting import PSI_MINUS, PSI_PLUS
 from nodes.base import NodeContext
+from nodes.metrics import charles_round_observations
 from nodes.records import RecordsBatch, RecordsRejected, RoundLayout
 from nodes.relay_software import CharlesConfig, bell_successes, warm_up_bell_states
 from nodes.tracing import context_from
@@ -34,8 +35,10 @@ class CharlesNode:
     """Charles's software: detection records in, announcements out."""
 
     def __init__(self, ctx: NodeContext, layout: RoundLayout, config: CharlesConfig,
-                 records_endpoint: str | None = None) -> None:
+                 records_endpoint: str | None = None, clock_rate_hz: float | None = None) -> None:
+        """``clock_rate_hz``: the public pulse clock, for the Bell rate per emulated second."""
         self.ctx, self.layout, self.config = ctx, layout, config
+        self.clock_rate_hz = clock_rate_hz
         self.records: zmq.Socket | None = None
         if records_endpoint is not None:
             self.records = ctx.zmq.socket(zmq.PULL)
@@ -122,6 +125,9 @@ class CharlesNode:
             for user in ("alice", "bob"):
                 self.ctx.peers[user].send(ann)
         self.ctx.counters.add("rounds_announced_total")
+        if getattr(self.ctx, "metrics", None) is not None:  # tests may give a bare context
+            self.ctx.observe(charles_round_observations(int(ann.slots.size), coincidences,
+                                                        start, stop, self.clock_rate_hz))
 
     def close(self) -> None:
         self.ctx.write_metrics()

@@ -44,7 +44,7 @@ from orchestration.config import Scenario, node_view
 from orchestration.edge import EdgeCounts, EdgeFault, edge_faults, receivers, start_proxies
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.report import write_report
-from orchestration.runconfig import HOST, free_ports, local_run_config
+from orchestration.runconfig import HOST, MAX_METRICS_LINGER_S, free_ports, local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
 from orchestration.verdict import evaluate, settled_deviations
 
@@ -126,7 +126,8 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
     raise FileExistsError(f"{root}: no free run directory name for {stamp}; choose --out")
 
 
-def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None) -> Path:
+def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None,
+                    metrics_linger_s: float = 0.0) -> Path:
     """Create the run directory with ``config.json`` (what every node reads: the scenario with
     the rounds the run does, ``Scenario.for_run``, as ``node_view`` shows it), each node's secrets
     (nature's hold the fault timeline) and the operators' record of the whole scenario."""
@@ -135,6 +136,10 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
     run = local_run_config(out.resolve(), otlp_endpoint)
+    if not 0.0 <= metrics_linger_s <= MAX_METRICS_LINGER_S:
+        raise ValueError(f"metrics linger {metrics_linger_s} s is not in [0, "
+                         f"{MAX_METRICS_LINGER_S}] s")
+    run.metrics_linger_s = metrics_linger_s  # the nodes' metrics endpoints: nodes.metrics
     nodes = receivers(scenario_edge_faults(scenario))
     if nodes:  # the classical faults' proxies bind where these nodes' peers connect
         run.connect = {n: f"tcp://{HOST}:{p}" for n, p in
