@@ -89,6 +89,7 @@ class NodeContext:
     def attach_metrics(self, metrics: Any) -> None:
         """Export this node's counters and links through ``metrics`` (``NodeMetrics``)."""
         self.metrics = metrics
+        metrics.initialise()
         self.counters.attach_sink(metrics.count)
         metrics.observe_links(self.links)
 

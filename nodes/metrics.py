@@ -126,6 +126,12 @@ METRICS: dict[str, MetricSpec] = {
 #: renamed series by the node itself (see ``metrics_json_series``).
 _SPECIAL_COUNTERS = {"rounds_aborted_total", "warm_up_ms", "secure_bits_total"}
 
+#: Plain counters started at 0 per node (``NodeMetrics.initialise``).
+_INITIAL_COUNTERS = {"alice": ("rounds_total", "keys_committed_total"),
+                     "bob": ("rounds_total", "keys_committed_total"),
+                     "charles": ("rounds_announced_total",),
+                     "nature": ("coincidence_records_total",)}
+
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -349,6 +355,15 @@ class NodeMetrics:
         for name, cb in callbacks:
             self.meter.create_observable_counter(name, callbacks=[cb],
                                                  description=METRICS[name].help)
+
+    def initialise(self) -> None:
+        """Start the node's unlabelled counters at 0, so that ``rate()`` and ``increase()``
+        see their first increment (a series that appears at 1 has no increase)."""
+        for name, spec in METRICS.items():
+            if spec.kind == "counter" and not spec.labels and self.node in spec.nodes:
+                self.update(name, 0.0)
+        for plain in _INITIAL_COUNTERS.get(self.node, ()):
+            self.update(counter_metric_name(plain), 0.0)
 
     # --- exposition ----------------------------------------------------------------------------
 
