@@ -32,6 +32,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
+from classical.secure import REJECTED_FRAME_ERRORS
+
 #: The ``link`` label of a run's series (one link per run: Alice–Bob through Charles).
 DEFAULT_LINK = "alice-bob"
 
@@ -39,6 +41,10 @@ DEFAULT_LINK = "alice-bob"
 #: free-text abort message (which may name a key ID) never becomes a label.
 ABORT_REASONS = ("announcement", "statistics", "qber", "verification", "authentication",
                  "peer", "key_discarded", "stopped", "other")
+
+#: ``reason`` label values of ``mdiqkd_frames_rejected_total`` (each exported from 0): the
+#: error classes ``classical.secure.SecureLink.unpack`` counts.
+REJECTED_FRAME_REASONS = tuple(e.__name__ for e in REJECTED_FRAME_ERRORS)
 
 #: Histogram buckets of the key-provisioning latency (seconds of wall time).
 LATENCY_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -328,7 +334,8 @@ class NodeMetrics:
 
         def rejected(_: CallbackOptions) -> Iterable[Observation]:
             for peer, link in links.items():
-                for kind, n in list(link.rejected.items()):
+                counts = dict.fromkeys(REJECTED_FRAME_REASONS, 0) | dict(link.rejected)
+                for kind, n in counts.items():
                     yield Observation(n, self._attrs({"peer": peer, "reason": kind}))
 
         def auth_failures(_: CallbackOptions) -> Iterable[Observation]:

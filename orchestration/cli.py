@@ -524,6 +524,7 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Override the number of key rounds.")] = None,
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Add a SHA-256 over all delivered keys to summary.json.")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option(help="Also export spans over OTLP/HTTP to this URL.")] = None,
+    metrics_linger: Annotated[float, typer.Option(min=0.0, max=4.0, help="Seconds each node keeps serving its metrics endpoint after its last round (for `mdiqkd observe`).")] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes over ZeroMQ."""
@@ -574,7 +575,7 @@ def run(
                               soft_wrap=True)
     try:
         out = out or new_run_dir()  # unique, even for runs started in the same second
-        run_dir = prepare_run_dir(sc, out, otlp_endpoint)
+        run_dir = prepare_run_dir(sc, out, otlp_endpoint, metrics_linger)
     except FileExistsError as e:
         _fail(str(e))
     except OSError as e:
@@ -697,6 +698,59 @@ def _hypothesis_table(journal: dict[str, Any]) -> Table:
     if absent:
         table.caption = Text(f"not in this run's timeline: {', '.join(sorted(absent))}")
     return table
+
+
+@app.command()
+def observe(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory (its config.json names every node's metrics endpoint).")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of Prometheus's web UI and API on 127.0.0.1.")] = 9090,
+    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval (a Prometheus duration).")] = "5s",
+    evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "15s",
+    config_only: Annotated[bool, typer.Option("--config-only", help="Write RUN_DIR/prometheus/prometheus.yml and exit.")] = False,
+    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait for RUN_DIR/config.json (a run being prepared).")] = 0.0,
+) -> None:
+    """Watch a run with Prometheus: write its configuration (targets: the nodes' metrics endpoints; rules: observability/) and start `prometheus` on 127.0.0.1 if installed."""
+    import re
+
+    from orchestration.observe import (
+        ObserveError,
+        prometheus_binary,
+        start_prometheus,
+        wait_for_config,
+        write_prometheus_config,
+    )
+
+    for option, value in (("--scrape-interval", scrape_interval),
+                          ("--evaluation-interval", evaluation_interval)):
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", value):
+            _fail(f"{option}: {value!r} is not a Prometheus duration (e.g. 5s, 1m)")
+    wait_for_config(run_dir, wait)
+    try:
+        config = write_prometheus_config(run_dir, scrape_interval=scrape_interval,
+                                         evaluation_interval=evaluation_interval)
+    except ObserveError as e:
+        _fail(str(e))
+    typer.echo(f"prometheus configuration: {config}")
+    if config_only:
+        return
+    if prometheus_binary() is None:
+        err_console.print(Text("prometheus is not installed, so it was not started (Debian/"
+                               "Ubuntu: `sudo apt-get install -y prometheus`; then run "
+                               f"`prometheus --config.file={config}`)"), highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(code=1)
+    prom = start_prometheus(run_dir, port, config)
+    try:
+        prom.wait_ready()
+        typer.echo(f"prometheus: {prom.url} (data in {run_dir / 'prometheus' / 'data'}); "
+                   "Ctrl-C stops it")
+        prom.process.wait()
+    except RuntimeError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        prom.stop()
 
 
 @app.command()

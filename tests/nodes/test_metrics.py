@@ -10,6 +10,7 @@ import pytest
 from nodes.metrics import (
     ABORT_REASONS,
     METRICS,
+    REJECTED_FRAME_REASONS,
     NodeMetrics,
     abort_class,
     charles_metric_names,
@@ -154,3 +155,37 @@ def test_the_endpoint_serves_prometheus_text_on_127_0_0_1():
         m.close()
     with pytest.raises(ValueError, match="not host:port"):
         NodeMetrics("bob").serve("9090")
+
+
+class _Opener:
+    skipped = 2
+
+
+class _Link:
+    def __init__(self, rejected):
+        self.rejected, self.opener, self.keys = rejected, _Opener(), None
+
+
+def test_link_counters_are_read_at_scrape_time_every_reason_from_zero():
+    m = NodeMetrics("charles")
+    links = {"alice": _Link({}), "bob": _Link({"AuthenticationError": 3})}
+    m.observe_links(links)
+    assert _series(m, "mdiqkd_frames_rejected_total", peer="alice",
+                   reason="AuthenticationError") == 0
+    assert _series(m, "mdiqkd_frames_rejected_total", peer="bob",
+                   reason="AuthenticationError") == 3
+    assert _series(m, "mdiqkd_authentication_failures_total", peer="bob") == 3
+    links["alice"].rejected["ReplayError"] = 1  # counted by the link after registration
+    assert _series(m, "mdiqkd_frames_rejected_total", peer="alice", reason="ReplayError") == 1
+    assert _series(m, "mdiqkd_frames_skipped_total", peer="alice") == 2
+    reasons = {lab["reason"] for lab, _ in
+               parse_exposition(m.exposition())["mdiqkd_frames_rejected_total"]}
+    assert reasons == set(REJECTED_FRAME_REASONS)
+
+
+def test_every_metric_is_documented():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    for name in METRICS:
+        assert f"`{name}`" in doc, name
