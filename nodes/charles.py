@@ -126,7 +126,8 @@ class CharlesNode:
                 self.ctx.peers[user].send(ann)
         self.ctx.counters.add("rounds_announced_total")
         if getattr(self.ctx, "metrics", None) is not None:  # tests may give a bare context
-            self.ctx.observe(charles_round_observations(int(ann.slots.size), coincidences,
+            self.ctx.observe(charles_round_observations(round_id, int(ann.slots.size),
+                                                        coincidences,
                                                         start, stop, self.clock_rate_hz))
 
     def close(self) -> None:

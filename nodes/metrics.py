@@ -124,6 +124,10 @@ METRICS: dict[str, MetricSpec] = {
     "mdiqkd_detector_clicks_total": MetricSpec(
         "counter", "", ("detector",), NATURE, "clicks per detector (singles, coincidences "
         "included), as the relay's electronics count them"),
+    "mdiqkd_last_round": MetricSpec(
+        "gauge", "", (), USERS + CHARLES,
+        "ID of the last key round logged (users) or announced (Charles): the N of "
+        "`mdiqkd trace show RUN_DIR --round N` for the points beside it"),
     "mdiqkd_warm_up_seconds": MetricSpec(
         "gauge", "seconds", (), ALL, "wall time of the node's kernel warm-up"),
 }
@@ -184,7 +188,7 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
             return [("mdiqkd_rounds_aborted_total", 1.0,
                      {"reason": abort_class(record.get("abort_reason"))})]
         return []
-    out: list[Update] = []
+    out: list[Update] = [("mdiqkd_last_round", float(record["round"]), {})]
     for basis in ("z", "x"):
         q = _number(record, f"qber_{basis}")
         if q is not None:
@@ -214,10 +218,12 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
     return out
 
 
-def charles_round_observations(successes: int, coincidences: int, start_slot: int,
-                               stop_slot: int, clock_rate_hz: float | None) -> list[Update]:
+def charles_round_observations(round_id: int, successes: int, coincidences: int,
+                               start_slot: int, stop_slot: int,
+                               clock_rate_hz: float | None) -> list[Update]:
     """What one announced round sets at Charles: only his own measurement's numbers."""
-    out: list[Update] = [("mdiqkd_bell_successes_total", float(successes), {}),
+    out: list[Update] = [("mdiqkd_last_round", float(round_id), {}),
+                         ("mdiqkd_bell_successes_total", float(successes), {}),
                          ("mdiqkd_coincidences_total", float(coincidences), {})]
     if clock_rate_hz:
         seconds = (stop_slot - start_slot) / clock_rate_hz

@@ -85,6 +85,8 @@ PANELS: dict[str, tuple[str, list[tuple[str, list[Panel]]]]] = {
                 ('count by (alertname, severity) (ALERTS{alertstate="firing"})',
                  "{{severity}}: {{alertname}}")]),
             ("Nodes up", "stat", "short", [('up{job="mdiqkd"}', "{{instance}}")]),
+            ("Last round (mdiqkd trace show RUN_DIR --round N)", "timeseries", "none", [
+                ("mdiqkd_last_round", "{{node}}")]),
         ]),
     ]),
     "debug": ("MDI-QKD — debug", [

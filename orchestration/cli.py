@@ -364,10 +364,11 @@ def bench_e2e_cmd(
                                           "closer to the steady state).")] = 4,
     round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
     repeats: Annotated[int, typer.Option(help="Alternating off/on runs; the fastest of each.")] = 2,
+    compare: Annotated[str, typer.Option(help="What is switched off and on: tracing, or metrics (the nodes' endpoints, scraped every second).")] = "tracing",
     as_json: JsonOpt = False,
 ) -> None:
-    """Real-time factor of the quick-start link with three processes, and tracing overhead."""
-    from orchestration.benchmarks.e2e import bench_e2e
+    """Real-time factor of the quick-start link with three processes, and tracing (or metrics) overhead."""
+    from orchestration.benchmarks.e2e import bench_e2e, bench_e2e_metrics
     from orchestration.config import MAX_ROUND_FRAMES, MAX_ROUNDS, ScenarioError
     from orchestration.run import RunFailed
 
@@ -377,9 +378,12 @@ def bench_e2e_cmd(
         _fail(f"--repeats must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
     if round_frames is not None and not 0 < round_frames <= MAX_ROUND_FRAMES:
         _fail(f"--round-frames must lie in [1, {MAX_ROUND_FRAMES}] (docs/bounds.md)")
-    with console.status("running the quick-start scenario (tracing off, on, alternating)…"):
+    if compare not in ("tracing", "metrics"):
+        _fail(f"--compare must be tracing or metrics, not {compare!r}")
+    with console.status(f"running the quick-start scenario ({compare} off, on, alternating)…"):
         try:
-            data = bench_e2e(rounds, round_frames, repeats)
+            data = (bench_e2e if compare == "tracing" else bench_e2e_metrics)(
+                rounds, round_frames, repeats)
         except ScenarioError as e:
             _fail(f"the quick-start scenario: {e}")
         except RunFailed as e:

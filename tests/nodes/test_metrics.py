@@ -84,6 +84,7 @@ def test_a_round_record_sets_qber_key_bits_and_rate_exactly():
     assert _series(m, "mdiqkd_secure_key_rate_bits_per_second") == \
         RECORD["secure_bits"] / RECORD["emulated_seconds"]
     assert _series(m, "mdiqkd_ec_leakage_bits_total") == RECORD["leakage_bits"]
+    assert _series(m, "mdiqkd_last_round") == RECORD["round"]
     m.apply(user_round_observations({**RECORD, "leakage_bits": 10.0}))
     assert _series(m, "mdiqkd_ec_leakage_bits_total") == RECORD["leakage_bits"] + 10
     assert "mdiqkd_rounds_aborted_total" not in parse_exposition(m.exposition())
@@ -129,7 +130,8 @@ def test_charles_exports_only_what_his_software_sees():
     m = NodeMetrics("charles")
     with pytest.raises(ValueError, match="charles does not export mdiqkd_qber_ratio"):
         m.update("mdiqkd_qber_ratio", 0.1, {"basis": "Z"})
-    m.apply(charles_round_observations(1000, 5000, 0, 10**9, 1e9))
+    m.apply(charles_round_observations(7, 1000, 5000, 0, 10**9, 1e9))
+    assert _series(m, "mdiqkd_last_round") == 7
     assert _series(m, "mdiqkd_bell_success_rate_hertz") == 1000.0
     assert _series(m, "mdiqkd_coincidences_total") == 5000
 
