@@ -46,6 +46,9 @@ ABORT_REASONS = ("announcement", "statistics", "qber", "verification", "authenti
 #: error classes ``classical.secure.SecureLink.unpack`` counts.
 REJECTED_FRAME_REASONS = tuple(e.__name__ for e in REJECTED_FRAME_ERRORS)
 
+#: How often metrics are pushed over OTLP when an endpoint is given.
+OTLP_INTERVAL_S = 5.0
+
 #: Histogram buckets of the key-provisioning latency (seconds of wall time).
 LATENCY_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -260,15 +263,26 @@ def metrics_json_series(key: str, value: float) -> tuple[str, dict[str, str], fl
 class NodeMetrics:
     """One node's meter provider, its Prometheus registry and (once ``serve``d) its endpoint."""
 
-    def __init__(self, node: str, link: str = DEFAULT_LINK) -> None:
+    def __init__(self, node: str, link: str = DEFAULT_LINK, otlp_endpoint: str | None = None,
+                 otlp_interval_s: float = OTLP_INTERVAL_S) -> None:
+        """``otlp_endpoint``: also push every ``otlp_interval_s`` (and once more on ``close``)
+        over OTLP/HTTP to this URL (e.g. ``http://127.0.0.1:4318/v1/metrics``)."""
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from prometheus_client import CollectorRegistry
 
         self.node, self.labels = node, {"link": link, "node": node}
         self.registry = CollectorRegistry()
         self._reader = PrometheusMetricReader(disable_target_info=True, registry=self.registry)
+        readers: list[Any] = [self._reader]
+        if otlp_endpoint:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            readers.append(PeriodicExportingMetricReader(
+                OTLPMetricExporter(endpoint=otlp_endpoint),
+                export_interval_millis=1e3 * otlp_interval_s))
         self.provider = MeterProvider(
-            metric_readers=[self._reader],
+            metric_readers=readers,
             resource=Resource.create({"service.name": node, "service.namespace": "mdiqkd"}))
         self.meter = self.provider.get_meter("mdiqkd")
         self._instruments: dict[str, Any] = {}

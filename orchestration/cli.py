@@ -529,6 +529,7 @@ def run(
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Add a SHA-256 over all delivered keys to summary.json.")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option(help="Also export spans over OTLP/HTTP to this URL.")] = None,
     metrics_linger: Annotated[float, typer.Option(min=0.0, max=4.0, help="Seconds each node keeps serving its metrics endpoint after its last round (for `mdiqkd observe`).")] = 0.0,
+    otlp_metrics_endpoint: Annotated[str | None, typer.Option(help="Also push the nodes' metrics over OTLP/HTTP to this URL (…/v1/metrics).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes over ZeroMQ."""
@@ -567,6 +568,12 @@ def run(
         err_console.print(Text(f"warning: {scenario}: {warning}"), highlight=False,
                           soft_wrap=True)
     sc = sc.for_run()
+    if otlp_metrics_endpoint is not None:
+        from orchestration.telemetry import otlp_endpoint_problem
+
+        problem = otlp_endpoint_problem(otlp_metrics_endpoint)
+        if problem is not None and problem[0] == "invalid":
+            _fail(f"--otlp-metrics-endpoint: {otlp_metrics_endpoint!r}: {problem[1]}")
     if otlp_endpoint is not None:
         from orchestration.telemetry import otlp_endpoint_problem
 
@@ -579,7 +586,7 @@ def run(
                               soft_wrap=True)
     try:
         out = out or new_run_dir()  # unique, even for runs started in the same second
-        run_dir = prepare_run_dir(sc, out, otlp_endpoint, metrics_linger)
+        run_dir = prepare_run_dir(sc, out, otlp_endpoint, metrics_linger, otlp_metrics_endpoint)
     except FileExistsError as e:
         _fail(str(e))
     except OSError as e:

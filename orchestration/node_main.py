@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         if run.metrics.get(role):  # the live metrics endpoint (nodes.metrics)
             from nodes.metrics import NodeMetrics
 
-            metrics = NodeMetrics(role, run.link)
+            metrics = NodeMetrics(role, run.link, run.otlp_metrics_endpoint)
             metrics.serve(run.metrics[role])
             ctx.attach_metrics(metrics)
         _stop.run_with(ctx.stop)

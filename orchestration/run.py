@@ -127,7 +127,8 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
 
 
 def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None,
-                    metrics_linger_s: float = 0.0) -> Path:
+                    metrics_linger_s: float = 0.0,
+                    otlp_metrics_endpoint: str | None = None) -> Path:
     """Create the run directory with ``config.json`` (what every node reads: the scenario with
     the rounds the run does, ``Scenario.for_run``, as ``node_view`` shows it), each node's secrets
     (nature's hold the fault timeline) and the operators' record of the whole scenario."""
@@ -140,6 +141,7 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
         raise ValueError(f"metrics linger {metrics_linger_s} s is not in [0, "
                          f"{MAX_METRICS_LINGER_S}] s")
     run.metrics_linger_s = metrics_linger_s  # the nodes' metrics endpoints: nodes.metrics
+    run.otlp_metrics_endpoint = otlp_metrics_endpoint
     nodes = receivers(scenario_edge_faults(scenario))
     if nodes:  # the classical faults' proxies bind where these nodes' peers connect
         run.connect = {n: f"tcp://{HOST}:{p}" for n, p in

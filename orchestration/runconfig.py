@@ -39,6 +39,8 @@ class RunConfig(BaseModel):
     metrics_linger_s: float = Field(0.0, ge=0.0, le=MAX_METRICS_LINGER_S)
     #: the ``link`` label of every series
     link: str = "alice-bob"
+    #: also push the metrics over OTLP/HTTP to this URL (``mdiqkd run --otlp-metrics-endpoint``)
+    otlp_metrics_endpoint: str | None = None
 
 
 def free_ports(n: int) -> list[int]:

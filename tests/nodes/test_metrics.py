@@ -191,3 +191,47 @@ def test_every_metric_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     for name in METRICS:
         assert f"`{name}`" in doc, name
+
+
+def test_metrics_are_pushed_over_otlp_when_an_endpoint_is_given():
+    """A minimal OTLP/HTTP collector on 127.0.0.1 receives the same series, pushed on close."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+
+    bodies: list[tuple[str, bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            bodies.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((HOST, 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        m = NodeMetrics("alice", otlp_endpoint=f"http://{HOST}:{server.server_address[1]}"
+                        "/v1/metrics", otlp_interval_s=60.0)
+        m.apply(user_round_observations(RECORD))
+        m.close()  # the last push
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert bodies and all(path == "/v1/metrics" for path, _ in bodies)
+    qber = {}
+    for _, body in bodies:
+        for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == "mdiqkd_qber_ratio":
+                        for p in metric.gauge.data_points:
+                            attrs = {a.key: a.value.string_value for a in p.attributes}
+                            qber[attrs["basis"]] = p.as_double
+    assert qber == {"Z": RECORD["qber_z"], "X": RECORD["qber_x"]}

@@ -249,3 +249,14 @@ def test_the_observe_command_writes_the_configuration_or_says_what_is_wrong(tmp_
     monkeypatch.setattr(observe, "prometheus_binary", lambda: None)
     result = runner.invoke(app, ["observe", str(tmp_path)])
     assert result.exit_code == 1 and "apt-get install -y prometheus" in result.output
+
+
+def test_run_refuses_an_otlp_metrics_endpoint_that_is_not_a_url(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--rounds", "1", "--out", str(tmp_path / "r"),
+                                      "--otlp-metrics-endpoint", "ftp://127.0.0.1/x"])
+    assert result.exit_code == 2 and "--otlp-metrics-endpoint" in result.output
+    assert not (tmp_path / "r").exists()
