@@ -23,6 +23,7 @@ setting (docs/trust-boundaries.md).
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -145,14 +146,16 @@ _INITIAL_COUNTERS = {"alice": ("rounds_total", "keys_committed_total"),
                      "charles": ("rounds_announced_total",),
                      "nature": ("coincidence_records_total",)}
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NOT_NAME = re.compile(r"[^a-z0-9_]")
 
 
 def counter_metric_name(name: str) -> str:
-    """The Prometheus counter that mirrors the plain counter ``name``."""
-    if not _NAME.match(name):
-        raise ValueError(f"counter name {name!r} is not a Prometheus name")
-    return f"mdiqkd_{name.removesuffix('_total')}_total"
+    """The Prometheus counter that mirrors the plain counter ``name``: snake case (an error
+    class's name such as ``AuthenticationError`` becomes ``authentication_error``), anything
+    but ``[a-z0-9_]`` replaced by ``_``, ``_total`` at the end."""
+    snake = _NOT_NAME.sub("_", _CAMEL.sub("_", name).lower())
+    return f"mdiqkd_{snake.removesuffix('_total')}_total"
 
 
 def charles_metric_names() -> set[str]:
@@ -287,6 +290,7 @@ class NodeMetrics:
         self.meter = self.provider.get_meter("mdiqkd")
         self._instruments: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._failed: set[str] = set()
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self.address: str | None = None
@@ -339,7 +343,17 @@ class NodeMetrics:
             self.update(name, value, labels)
 
     def count(self, name: str, n: int) -> None:
-        """``Counters.add``'s sink: the mirrored counter of a plain counter."""
+        """``Counters.add``'s sink: the mirrored counter of a plain counter. Never raises: a
+        metric must not take a node down (a failure is said once per counter, on stderr)."""
+        try:
+            self._count(name, n)
+        except Exception as e:  # noqa: BLE001 - reported, and the node goes on
+            if name not in self._failed:
+                self._failed.add(name)
+                print(f"{self.node}: metric for counter {name!r} not exported "
+                      f"({type(e).__name__}: {e})", file=sys.stderr, flush=True)
+
+    def _count(self, name: str, n: int) -> None:
         if name in _SPECIAL_COUNTERS:
             if name == "warm_up_ms":
                 self.update("mdiqkd_warm_up_seconds", n / 1e3)
