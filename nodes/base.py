@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import zmq
 from opentelemetry import trace
@@ -49,6 +50,8 @@ class NodeContext:
     max_message_bytes: int = MAX_CLASSICAL_MESSAGE_BYTES
     stop: threading.Event = field(default_factory=threading.Event)
     counters: Counters = field(default_factory=Counters)
+    #: live metrics (``nodes.metrics.NodeMetrics``), once ``attach_metrics`` is called
+    metrics: Any = None
 
     def __post_init__(self) -> None:
         self.zmq = zmq.Context()
@@ -82,6 +85,18 @@ class NodeContext:
         thread = threading.Thread(target=run, name="warm-up", daemon=True)
         thread.start()
         return thread
+
+    def attach_metrics(self, metrics: Any) -> None:
+        """Export this node's counters and links through ``metrics`` (``NodeMetrics``)."""
+        self.metrics = metrics
+        metrics.initialise()
+        self.counters.attach_sink(metrics.count)
+        metrics.observe_links(self.links)
+
+    def observe(self, updates: Any) -> None:
+        """Apply ``nodes.metrics`` updates (no-op without live metrics)."""
+        if self.metrics is not None:
+            self.metrics.apply(updates)
 
     def write_metrics(self, extra: dict[str, object] | None = None) -> None:
         data: dict[str, object] = dict(sorted(self.counters.values.items()))

@@ -25,6 +25,7 @@ from classical.messages import Announcement, EndOfRun
 from classical.rounds import PeerAborted, ProtocolError
 from classical.sifting import PSI_MINUS, PSI_PLUS
 from nodes.base import NodeContext
+from nodes.metrics import charles_round_observations
 from nodes.records import RecordsBatch, RecordsRejected, RoundLayout
 from nodes.relay_faults import RelayMisbehaviour
 from nodes.relay_software import CharlesConfig, decide_batch, warm_up_bell_states
@@ -37,11 +38,14 @@ class CharlesNode:
 
     def __init__(self, ctx: NodeContext, layout: RoundLayout, config: CharlesConfig,
                  records_endpoint: str | None = None,
-                 misbehaviour: RelayMisbehaviour | None = None) -> None:
+                 misbehaviour: RelayMisbehaviour | None = None,
+                 clock_rate_hz: float | None = None) -> None:
         """``misbehaviour``: a game day's faults of his own software (``nodes.relay_faults``,
-        from his own secrets), None for the honest relay."""
+        from his own secrets), None for the honest relay. ``clock_rate_hz``: the public pulse
+        clock, for the Bell rate per emulated second."""
         self.ctx, self.layout, self.config = ctx, layout, config
         self.misbehaviour = misbehaviour
+        self.clock_rate_hz = clock_rate_hz
         self.records: zmq.Socket | None = None
         if records_endpoint is not None:
             self.records = ctx.zmq.socket(zmq.PULL)
@@ -129,6 +133,10 @@ class CharlesNode:
             for user in ("alice", "bob"):
                 self.ctx.peers[user].send(ann)
         self.ctx.counters.add("rounds_announced_total")
+        if getattr(self.ctx, "metrics", None) is not None:  # tests may give a bare context
+            self.ctx.observe(charles_round_observations(round_id, int(ann.slots.size),
+                                                        coincidences,
+                                                        start, stop, self.clock_rate_hz))
 
     def close(self) -> None:
         self.ctx.write_metrics()

@@ -241,6 +241,7 @@ class NatureNode:
         it binds); ``records_endpoint``: Charles's records socket (None: nothing is sent, the
         caller takes ``on_pulses``'s result, as tests do)."""
         self.ctx, self.emulator = ctx, emulator
+        self._singles_observed = emulator.singles.copy()
         self.counters, self.tracer, self.stop = ctx.counters, ctx.tracer, ctx.stop
         self.pulses = PulseReceiver(ctx.zmq, ctx.endpoints.pulses,
                                     emulator.layout.max_message_bytes())
@@ -276,8 +277,18 @@ class NatureNode:
             span.set_attribute("mdiqkd.coincidences", len(records))
             measured = current_traceparent()
         self.counters.add("coincidence_records_total", len(records))
+        self._observe_singles()
         return RecordsBatch(ready.round_id, ready.first_slot, ready.stop_slot,
                             ready.round_complete, ready.traceparents, records, measured)
+
+    def _observe_singles(self) -> None:
+        """Clicks per detector since the last batch, to the live metrics (4 updates a batch)."""
+        if getattr(self.ctx, "metrics", None) is None:
+            return
+        delta = self.emulator.singles - self._singles_observed
+        self._singles_observed = self.emulator.singles.copy()
+        self.ctx.observe([("mdiqkd_detector_clicks_total", float(n), {"detector": name})
+                          for name, n in zip(DETECTOR_NAMES, delta, strict=True)])
 
     def run(self) -> None:
         self.ctx.warm_up(self.emulator.warm_up)  # compiled while the users start

@@ -69,10 +69,21 @@ class Counters:
 
     values: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: also told of every increment: the node's live metrics (``nodes.metrics.NodeMetrics.count``)
+    sink: Callable[[str, int], None] | None = field(default=None, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:
         with self.lock:
             self.values[name] = self.values.get(name, 0) + n
+            if self.sink is not None:  # under the lock: attach_sink's replay misses nothing
+                self.sink(name, n)
+
+    def attach_sink(self, sink: Callable[[str, int], None]) -> None:
+        """Mirror every counter into ``sink``: what was counted so far, then each increment."""
+        with self.lock:
+            for name, n in self.values.items():
+                sink(name, n)
+            self.sink = sink
 
 
 class Mailbox:

@@ -46,6 +46,7 @@ from classical.sifting import check_announcement
 from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
 from nodes.keystore import KeyStore
+from nodes.metrics import user_round_observations
 from nodes.pacing import Pacer
 from nodes.tracing import SpanObserver, context_from, current_traceparent
 from nodes.transport import PulseBatch, PulseSender
@@ -111,6 +112,7 @@ class UserNode:
         self.rounds_log = (ctx.node_dir / "rounds.jsonl").open("a")
         self.qber_prior = plan.qber_prior
         self._round_started: dict[int, tuple[float, float]] = {}  # perf_counter, unix time
+        self._emitted_unix: dict[int, float] = {}  # until the round's key is stored or lost
         self._pending_records: dict[int, dict[str, object]] = {}  # logged while key pending
         # the two-phase commit (classical.custody): keys reach the store only once committed
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
@@ -136,6 +138,7 @@ class UserNode:
         first = round_id * plan.round_frames
         self.pacer.wait_for(first * gen.frame_size)  # realtime: not before the round's time
         self._round_started[round_id] = (time.perf_counter(), time.time())
+        self._emitted_unix[round_id] = self._round_started[round_id][1]
         with self.ctx.tracer.start_as_current_span("emit", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("mdiqkd.round", round_id)
             span.set_attribute("mdiqkd.frames", plan.round_frames)
@@ -218,7 +221,10 @@ class UserNode:
                   **{k: v for k, v in outcome.report.items() if k != "key_id"}}
         if outcome.pending:
             self._pending_records[round_id] = record
+        elif outcome.aborted:
+            self._emitted_unix.pop(round_id, None)
         self._write(record)
+        self.ctx.observe(user_round_observations(record))
 
     def _write(self, record: dict[str, object]) -> None:
         self.rounds_log.write(json.dumps(record, default=float) + "\n")
@@ -230,6 +236,12 @@ class UserNode:
         self.store.put(key_id, round_id, bits)
 
     def _on_settled(self, settled: Settled) -> None:
+        emitted = self._emitted_unix.pop(settled.round_id, None)
+        if settled.committed and self.ctx.metrics is not None:
+            self.ctx.observe([("mdiqkd_key_store_bits", float(self.store.total_bits()), {})])
+            if emitted is not None:
+                self.ctx.observe([("mdiqkd_key_provisioning_latency_seconds",
+                                   time.time() - emitted, {})])
         if settled.committed:
             self.ctx.counters.add("secure_bits_total", settled.net_bits)
             self.ctx.counters.add("auth_key_bits_replenished_total", settled.replenished_bits)
@@ -240,12 +252,14 @@ class UserNode:
                   flush=True)
         record = self._pending_records.pop(settled.round_id, None)
         if record is not None:  # logged as pending: this line supersedes it (same round)
-            self._write({**record, "key_status": "committed" if settled.committed
+            late = {**record, "key_status": "committed" if settled.committed
                          else "discarded", "settled_late": True,
                          "secure_bits": settled.net_bits, "net_secure_bits": settled.net_bits,
                          "auth_key_bits_replenished": settled.replenished_bits,
                          "aborted": not settled.committed,
-                         "abort_reason": settled.reason if not settled.committed else None})
+                         "abort_reason": settled.reason if not settled.committed else None}
+            self._write(late)
+            self.ctx.observe(user_round_observations(late))
 
     # --- the run ------------------------------------------------------------------------------
 

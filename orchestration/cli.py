@@ -364,10 +364,11 @@ def bench_e2e_cmd(
                                           "closer to the steady state).")] = 4,
     round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
     repeats: Annotated[int, typer.Option(help="Alternating off/on runs; the fastest of each.")] = 2,
+    compare: Annotated[str, typer.Option(help="What is switched off and on: tracing, or metrics (the nodes' endpoints, scraped every second).")] = "tracing",
     as_json: JsonOpt = False,
 ) -> None:
-    """Real-time factor of the quick-start link with three processes, and tracing overhead."""
-    from orchestration.benchmarks.e2e import bench_e2e
+    """Real-time factor of the quick-start link with three processes, and tracing (or metrics) overhead."""
+    from orchestration.benchmarks.e2e import bench_e2e, bench_e2e_metrics
     from orchestration.config import MAX_ROUND_FRAMES, MAX_ROUNDS, ScenarioError
     from orchestration.run import RunFailed
 
@@ -377,9 +378,12 @@ def bench_e2e_cmd(
         _fail(f"--repeats must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
     if round_frames is not None and not 0 < round_frames <= MAX_ROUND_FRAMES:
         _fail(f"--round-frames must lie in [1, {MAX_ROUND_FRAMES}] (docs/bounds.md)")
-    with console.status("running the quick-start scenario (tracing off, on, alternating)…"):
+    if compare not in ("tracing", "metrics"):
+        _fail(f"--compare must be tracing or metrics, not {compare!r}")
+    with console.status(f"running the quick-start scenario ({compare} off, on, alternating)…"):
         try:
-            data = bench_e2e(rounds, round_frames, repeats)
+            data = (bench_e2e if compare == "tracing" else bench_e2e_metrics)(
+                rounds, round_frames, repeats)
         except ScenarioError as e:
             _fail(f"the quick-start scenario: {e}")
         except RunFailed as e:
@@ -525,6 +529,8 @@ def run(
     fingerprint: Annotated[bool, typer.Option("--fingerprint", help="Add a SHA-256 over all delivered keys to summary.json.")] = False,
     otlp_endpoint: Annotated[str | None, typer.Option(help="Also export spans over OTLP/HTTP to this URL.")] = None,
     control: Annotated[bool | None, typer.Option("--control/--no-control", help="Serve the live control plane (`mdiqkd fault`, `mdiqkd status`); default: on for game days.")] = None,
+    metrics_linger: Annotated[float, typer.Option(min=0.0, max=4.0, help="Seconds each node keeps serving its metrics endpoint after its last round (for `mdiqkd observe`).")] = 0.0,
+    otlp_metrics_endpoint: Annotated[str | None, typer.Option(help="Also push the nodes' metrics over OTLP/HTTP to this URL (…/v1/metrics).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes over ZeroMQ."""
@@ -563,6 +569,12 @@ def run(
         err_console.print(Text(f"warning: {scenario}: {warning}"), highlight=False,
                           soft_wrap=True)
     sc = sc.for_run()
+    if otlp_metrics_endpoint is not None:
+        from orchestration.telemetry import otlp_endpoint_problem
+
+        problem = otlp_endpoint_problem(otlp_metrics_endpoint)
+        if problem is not None and problem[0] == "invalid":
+            _fail(f"--otlp-metrics-endpoint: {otlp_metrics_endpoint!r}: {problem[1]}")
     if otlp_endpoint is not None:
         from orchestration.telemetry import otlp_endpoint_problem
 
@@ -575,7 +587,9 @@ def run(
                               soft_wrap=True)
     try:
         out = out or new_run_dir()  # unique, even for runs started in the same second
-        run_dir = prepare_run_dir(sc, out, otlp_endpoint, control)
+        run_dir = prepare_run_dir(sc, out, otlp_endpoint, control=control,
+                                  metrics_linger_s=metrics_linger,
+                                  otlp_metrics_endpoint=otlp_metrics_endpoint)
     except FileExistsError as e:
         _fail(str(e))
     except OSError as e:
@@ -698,6 +712,59 @@ def _hypothesis_table(journal: dict[str, Any]) -> Table:
     if absent:
         table.caption = Text(f"not in this run's timeline: {', '.join(sorted(absent))}")
     return table
+
+
+@app.command()
+def observe(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory (its config.json names every node's metrics endpoint).")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port of Prometheus's web UI and API on 127.0.0.1.")] = 9090,
+    scrape_interval: Annotated[str, typer.Option(help="Prometheus scrape interval (a Prometheus duration).")] = "5s",
+    evaluation_interval: Annotated[str, typer.Option(help="Rule evaluation interval.")] = "15s",
+    config_only: Annotated[bool, typer.Option("--config-only", help="Write RUN_DIR/prometheus/prometheus.yml and exit.")] = False,
+    wait: Annotated[float, typer.Option(min=0.0, help="Seconds to wait for RUN_DIR/config.json (a run being prepared).")] = 0.0,
+) -> None:
+    """Watch a run with Prometheus: write its configuration (targets: the nodes' metrics endpoints; rules: observability/) and start `prometheus` on 127.0.0.1 if installed."""
+    import re
+
+    from orchestration.observe import (
+        ObserveError,
+        prometheus_binary,
+        start_prometheus,
+        wait_for_config,
+        write_prometheus_config,
+    )
+
+    for option, value in (("--scrape-interval", scrape_interval),
+                          ("--evaluation-interval", evaluation_interval)):
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", value):
+            _fail(f"{option}: {value!r} is not a Prometheus duration (e.g. 5s, 1m)")
+    wait_for_config(run_dir, wait)
+    try:
+        config = write_prometheus_config(run_dir, scrape_interval=scrape_interval,
+                                         evaluation_interval=evaluation_interval)
+    except ObserveError as e:
+        _fail(str(e))
+    typer.echo(f"prometheus configuration: {config}")
+    if config_only:
+        return
+    if prometheus_binary() is None:
+        err_console.print(Text("prometheus is not installed, so it was not started (Debian/"
+                               "Ubuntu: `sudo apt-get install -y prometheus`; then run "
+                               f"`prometheus --config.file={config}`)"), highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(code=1)
+    prom = start_prometheus(run_dir, port, config)
+    try:
+        prom.wait_ready()
+        typer.echo(f"prometheus: {prom.url} (data in {run_dir / 'prometheus' / 'data'}); "
+                   "Ctrl-C stops it")
+        prom.process.wait()
+    except RuntimeError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        prom.stop()
 
 
 @app.command()

@@ -156,7 +156,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         misbehaviour = RelayMisbehaviour.from_timeline(  # his own faults, from his own secrets
             secrets.relay_faults, secrets.relay_seed, scenario.clock_rate_hz, scenario.frame_bits)
         return ctx, CharlesNode(ctx, layout, build_charles_config(scenario), run.records,
-                                misbehaviour)
+                                misbehaviour, scenario.clock_rate_hz)
     from nodes.users import UserNode, UserPlan
 
     ctx.peers["charles"].timeout_s = max(run.message_timeout_s, run.announcement_timeout_s)
@@ -244,10 +244,16 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{role}: stopped by {_stop.reason} before it started (it interrupted "
              f"{type(e).__name__})")
         return 0
-    ctx = node = None
+    ctx = node = metrics = None
     code = 0
     try:
         ctx, node = build_node(role, run, scenario, secrets, tracer)
+        if run.metrics.get(role):  # the live metrics endpoint (nodes.metrics)
+            from nodes.metrics import NodeMetrics
+
+            metrics = NodeMetrics(role, run.link, run.otlp_metrics_endpoint)
+            metrics.serve(run.metrics[role])
+            ctx.attach_metrics(metrics)
         _stop.run_with(ctx.stop)
         node.run()
     except _Stop as e:  # while the node was being built
@@ -275,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                 _report_cause(status_fd, traceback.format_exc())
             code = 1
         finally:
+            if metrics is not None:  # final values stay scrapeable a little longer
+                time.sleep(run.metrics_linger_s)
+                metrics.close()
             shutdown()
     if _stop.reason is not None and code == 0:
         _say(f"{role}: stopped by {_stop.reason}, closed{_stop.took()} after it")

@@ -44,7 +44,7 @@ from orchestration.config import Scenario, node_view
 from orchestration.edge import EdgeBook, EdgeFault, edge_faults, receivers, start_proxies
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
 from orchestration.report import write_report
-from orchestration.runconfig import HOST, free_ports, local_run_config
+from orchestration.runconfig import HOST, MAX_METRICS_LINGER_S, free_ports, local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
 from orchestration.verdict import evaluate, settled_deviations
 
@@ -127,7 +127,8 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
 
 
 def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None,
-                    control: bool | None = None) -> Path:
+                    control: bool | None = None, metrics_linger_s: float = 0.0,
+                    otlp_metrics_endpoint: str | None = None) -> Path:
     """Create the run directory with ``config.json`` (what every node reads: the scenario with
     the rounds the run does, ``Scenario.for_run``, as ``node_view`` shows it), each node's secrets
     (nature's hold the fault timeline) and the operators' record of the whole scenario."""
@@ -136,6 +137,11 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
     if any(out.iterdir()):
         raise FileExistsError(f"run directory {out} is not empty; choose another --out")
     run = local_run_config(out.resolve(), otlp_endpoint)
+    if not 0.0 <= metrics_linger_s <= MAX_METRICS_LINGER_S:
+        raise ValueError(f"metrics linger {metrics_linger_s} s is not in [0, "
+                         f"{MAX_METRICS_LINGER_S}] s")
+    run.metrics_linger_s = metrics_linger_s  # the nodes' metrics endpoints: nodes.metrics
+    run.otlp_metrics_endpoint = otlp_metrics_endpoint
     control = has_control_plane(scenario) if control is None else control
     nodes = ["alice", "bob", "charles"] if control else receivers(scenario_edge_faults(scenario))
     if control:  # nature's end of the live control plane (orchestration.control)

@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from classical.authentication import KeyPool
 from classical.secure import LinkKeys, SecureLink, hmac_link, wegman_carter_link
@@ -14,6 +14,8 @@ from orchestration.config import Scenario
 from orchestration.secrets import NodeSecrets
 
 HOST = "127.0.0.1"
+#: The longest ``metrics_linger_s`` (the launcher kills a node 5 s after asking it to stop).
+MAX_METRICS_LINGER_S = 4.0
 
 
 class RunConfig(BaseModel):
@@ -32,6 +34,15 @@ class RunConfig(BaseModel):
     otlp_endpoint: str | None = None
     #: nature's end of the live control plane (``orchestration.control``; None: no control)
     control: str | None = None
+    #: each node's Prometheus endpoint, ``host:port`` (``nodes.metrics``; none: no endpoint)
+    metrics: dict[str, str] = {}
+    #: how long a node keeps serving its endpoint after its last round (so that a scraper sees
+    #: its final values); at most ``MAX_METRICS_LINGER_S``, within the launcher's stop grace
+    metrics_linger_s: float = Field(0.0, ge=0.0, le=MAX_METRICS_LINGER_S)
+    #: the ``link`` label of every series
+    link: str = "alice-bob"
+    #: also push the metrics over OTLP/HTTP to this URL (``mdiqkd run --otlp-metrics-endpoint``)
+    otlp_metrics_endpoint: str | None = None
 
 
 def free_ports(n: int) -> list[int]:
@@ -47,13 +58,20 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def local_run_config(run_dir: Path, otlp_endpoint: str | None = None) -> RunConfig:
-    ports = free_ports(5)
+#: The nodes with a metrics endpoint.
+METRICS_NODES = ("alice", "bob", "charles", "nature")
+
+
+def local_run_config(run_dir: Path, otlp_endpoint: str | None = None,
+                     metrics_host: str = HOST) -> RunConfig:
+    ports = free_ports(5 + len(METRICS_NODES))
     return RunConfig(run_dir=run_dir,
                      mailboxes={n: f"tcp://{HOST}:{p}" for n, p in
                                 zip(("alice", "bob", "charles"), ports[:3], strict=True)},
                      pulses=f"tcp://{HOST}:{ports[3]}", records=f"tcp://{HOST}:{ports[4]}",
-                     otlp_endpoint=otlp_endpoint)
+                     otlp_endpoint=otlp_endpoint,
+                     metrics={n: f"{metrics_host}:{p}" for n, p in
+                              zip(METRICS_NODES, ports[5:], strict=True)})
 
 
 def _pool(scenario: Scenario, seed: int) -> bytes:

@@ -39,6 +39,13 @@ def test_the_wheel_ships_every_scenario_as_package_data(wheel):
     assert "scenarios/__init__.py" in names
 
 
+def test_the_wheel_ships_the_rules_and_dashboards_mdiqkd_observe_uses(wheel):
+    names = set(wheel.namelist())
+    for path in [*(ROOT / "observability" / "rules").glob("*.yml"),
+                 *(ROOT / "observability" / "dashboards").glob("*.json")]:
+        assert f"observability/{path.parent.name}/{path.name}" in names
+
+
 def test_the_wheel_holds_every_package_and_no_tests(wheel):
     top = {n.split("/")[0] for n in wheel.namelist() if not n.startswith("mdiqkd-")}
-    assert top == {"channel", "classical", "nodes", "orchestration", "scenarios"}
+    assert top == {"channel", "classical", "nodes", "observability", "orchestration", "scenarios"}

@@ -5,13 +5,19 @@ excluded; rounds overlap, see ``nodes.users``), so it includes filling and drain
 more rounds approach the steady state. Runs alternate off/on ``repeats`` times in ABBA order and
 the fastest of each is kept, so that machine noise, drift and warm-up do not land on one side.
 Reported: the real-time factor (emulated seconds per wall second) of each, and the wall-time
-ratio on / off (the tracing overhead).
+ratio on / off (the tracing overhead). ``bench_e2e_metrics`` compares the same way the nodes'
+metrics endpoints on (scraped every second, as ``mdiqkd observe`` has Prometheus do) and off
+(``run.metrics`` empty: no instruments, no endpoint).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
@@ -50,3 +56,69 @@ def bench_e2e(rounds: int = 4, round_frames: int | None = None, repeats: int = 2
             "clock_rate_hz": scenario.clock_rate_hz, "arm_km": scenario.alice.arm.length_km,
             "rounds": rounds, "repeats": repeats, "emulated_seconds": emulated,
             "wall_seconds_tracing_on": wall_on, "wall_seconds_tracing_off": wall_off}
+
+
+@contextmanager
+def _scraping(run_dir: Path, interval_s: float) -> Iterator[list[int]]:
+    """GET every node's ``/metrics`` every ``interval_s`` while the block runs; yields the list
+    whose one element counts the successful scrapes."""
+    targets = json.loads((run_dir / "config.json").read_text())["run"]["metrics"].values()
+    done, count = threading.Event(), [0]
+
+    def scrape() -> None:
+        while not done.wait(interval_s):
+            for address in targets:
+                try:
+                    with urllib.request.urlopen(f"http://{address}/metrics", timeout=1) as r:
+                        r.read()
+                    count[0] += 1
+                except OSError:  # not up yet, or gone
+                    pass
+
+    thread = threading.Thread(target=scrape, name="bench-scraper", daemon=True)
+    thread.start()
+    try:
+        yield count
+    finally:
+        done.set()
+        thread.join()
+
+
+def bench_e2e_metrics(rounds: int = 4, round_frames: int | None = None, repeats: int = 2,
+                      scrape_interval_s: float = 1.0) -> dict:
+    """The metrics' cost: ``realtime_factor`` (metrics on and scraped),
+    ``realtime_factor_metrics_off``, ``metrics_overhead_ratio`` (wall on / off), ``scrapes``
+    (successful scrapes of the fastest on run), the sizes and raw wall times. Tracing stays as
+    the scenario has it (on)."""
+    best: dict[bool, tuple[float, float, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
+        for i in range(repeats):
+            for metrics in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA
+                overrides: dict[str, object] = {"rounds": rounds}
+                if round_frames:
+                    overrides["round_frames"] = round_frames
+                scenario = load_scenario(DEFAULT_SCENARIO, overrides)
+                run_dir = prepare_run_dir(scenario, Path(tmp) / f"{i}-metrics-{metrics}")
+                if not metrics:
+                    path = run_dir / "config.json"
+                    config = json.loads(path.read_text())
+                    config["run"]["metrics"] = {}
+                    path.write_text(json.dumps(config, indent=2))
+                with _scraping(run_dir, scrape_interval_s if metrics else 3600.0) as scrapes:
+                    execute(scenario, run_dir)
+                rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
+                        .splitlines()]
+                wall = rounds_wall_seconds(rows)
+                if wall is None:
+                    raise RuntimeError(f"{run_dir}: rounds.jsonl lacks emission/finish times")
+                result = (sum(r["emulated_seconds"] for r in rows), wall, scrapes[0])
+                if metrics not in best or result[1] < best[metrics][1]:
+                    best[metrics] = result
+    emulated, wall_on, scrapes_on = best[True]
+    emulated_off, wall_off, _ = best[False]
+    return {"realtime_factor": emulated / wall_on,
+            "realtime_factor_metrics_off": emulated_off / wall_off,
+            "metrics_overhead_ratio": wall_on / wall_off, "scrapes": scrapes_on,
+            "scrape_interval_s": scrape_interval_s, "rounds": rounds, "repeats": repeats,
+            "emulated_seconds": emulated, "wall_seconds_metrics_on": wall_on,
+            "wall_seconds_metrics_off": wall_off}

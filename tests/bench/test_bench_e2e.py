@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.benchmarks.e2e import bench_e2e
+from orchestration.benchmarks.e2e import bench_e2e, bench_e2e_metrics
 
 
 @pytest.mark.benchmark
@@ -15,4 +15,14 @@ def test_bench_e2e_reports_realtime_factor_and_tracing_overhead():
         data["emulated_seconds"] / data["wall_seconds_tracing_on"])
     assert data["tracing_overhead_ratio"] == pytest.approx(
         data["wall_seconds_tracing_on"] / data["wall_seconds_tracing_off"])
+    print(data)
+
+
+@pytest.mark.benchmark
+@pytest.mark.slow
+def test_bench_e2e_metrics_reports_the_metrics_overhead():
+    data = bench_e2e_metrics(rounds=1, repeats=1)
+    assert data["metrics_overhead_ratio"] == pytest.approx(
+        data["wall_seconds_metrics_on"] / data["wall_seconds_metrics_off"])
+    assert data["scrapes"] > 0  # the endpoints were up and scraped during the "on" run
     print(data)
