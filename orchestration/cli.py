@@ -364,11 +364,11 @@ def bench_e2e_cmd(
                                           "closer to the steady state).")] = 4,
     round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
     repeats: Annotated[int, typer.Option(help="Alternating off/on runs; the fastest of each.")] = 2,
-    compare: Annotated[str, typer.Option(help="What is switched off and on: tracing, or metrics (the nodes' endpoints, scraped every second).")] = "tracing",
+    compare: Annotated[str, typer.Option(help="What is switched off and on: tracing, metrics (the nodes' endpoints, scraped every second), or control (the live control plane, its status polled every second).")] = "tracing",
     as_json: JsonOpt = False,
 ) -> None:
-    """Real-time factor of the quick-start link with three processes, and tracing (or metrics) overhead."""
-    from orchestration.benchmarks.e2e import bench_e2e, bench_e2e_metrics
+    """Real-time factor of the quick-start link with three processes, and the overhead of tracing, metrics or the control plane."""
+    from orchestration.benchmarks.e2e import bench_e2e, bench_e2e_control, bench_e2e_metrics
     from orchestration.config import MAX_ROUND_FRAMES, MAX_ROUNDS, ScenarioError
     from orchestration.run import RunFailed
 
@@ -378,12 +378,12 @@ def bench_e2e_cmd(
         _fail(f"--repeats must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
     if round_frames is not None and not 0 < round_frames <= MAX_ROUND_FRAMES:
         _fail(f"--round-frames must lie in [1, {MAX_ROUND_FRAMES}] (docs/bounds.md)")
-    if compare not in ("tracing", "metrics"):
-        _fail(f"--compare must be tracing or metrics, not {compare!r}")
+    benches = {"tracing": bench_e2e, "metrics": bench_e2e_metrics, "control": bench_e2e_control}
+    if compare not in benches:
+        _fail(f"--compare must be tracing, metrics or control, not {compare!r}")
     with console.status(f"running the quick-start scenario ({compare} off, on, alternating)…"):
         try:
-            data = (bench_e2e if compare == "tracing" else bench_e2e_metrics)(
-                rounds, round_frames, repeats)
+            data = benches[compare](rounds, round_frames, repeats)
         except ScenarioError as e:
             _fail(f"the quick-start scenario: {e}")
         except RunFailed as e:

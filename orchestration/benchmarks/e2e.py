@@ -122,3 +122,60 @@ def bench_e2e_metrics(rounds: int = 4, round_frames: int | None = None, repeats:
             "scrape_interval_s": scrape_interval_s, "rounds": rounds, "repeats": repeats,
             "emulated_seconds": emulated, "wall_seconds_metrics_on": wall_on,
             "wall_seconds_metrics_off": wall_off}
+
+
+def bench_e2e_control(rounds: int = 4, round_frames: int | None = None, repeats: int = 2,
+                      poll_interval_s: float = 1.0) -> dict:
+    """The live control plane's cost (docs/game-days.md): the same scenario with it on (the
+    proxies in front of every mailbox, nature's control socket, the HTTP API polled for
+    ``/status`` every ``poll_interval_s`` as an operator's terminal would) and off.
+    ``control_overhead_ratio`` is wall on / off; ``polls`` the answered status requests of the
+    fastest "on" run."""
+    from orchestration.control import ControlClient, ControlError
+
+    best: dict[bool, tuple[float, float, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
+        for i in range(repeats):
+            for control in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA
+                overrides: dict[str, object] = {"rounds": rounds}
+                if round_frames:
+                    overrides["round_frames"] = round_frames
+                scenario = load_scenario(DEFAULT_SCENARIO, overrides)
+                run_dir = prepare_run_dir(scenario, Path(tmp) / f"{i}-control-{control}",
+                                          control=control)
+                done, polls = threading.Event(), [0]
+
+                def poll(run_dir: Path = run_dir, done: threading.Event = done,
+                         polls: list[int] = polls) -> None:
+                    while not done.wait(poll_interval_s):
+                        try:
+                            ControlClient(run_dir, timeout_s=2).call("GET", "/status")
+                            polls[0] += 1
+                        except ControlError:  # not up yet, or gone
+                            pass
+
+                thread = threading.Thread(target=poll, daemon=True)
+                if control:
+                    thread.start()
+                try:
+                    execute(scenario, run_dir)
+                finally:
+                    done.set()
+                    if control:
+                        thread.join()
+                rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
+                        .splitlines()]
+                wall = rounds_wall_seconds(rows)
+                if wall is None:
+                    raise RuntimeError(f"{run_dir}: rounds.jsonl lacks emission/finish times")
+                result = (sum(r["emulated_seconds"] for r in rows), wall, polls[0])
+                if control not in best or result[1] < best[control][1]:
+                    best[control] = result
+    emulated, wall_on, polls_on = best[True]
+    emulated_off, wall_off, _ = best[False]
+    return {"realtime_factor": emulated / wall_on,
+            "realtime_factor_control_off": emulated_off / wall_off,
+            "control_overhead_ratio": wall_on / wall_off, "polls": polls_on,
+            "poll_interval_s": poll_interval_s, "rounds": rounds, "repeats": repeats,
+            "emulated_seconds": emulated, "wall_seconds_control_on": wall_on,
+            "wall_seconds_control_off": wall_off}

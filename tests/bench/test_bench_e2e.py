@@ -26,3 +26,15 @@ def test_bench_e2e_metrics_reports_the_metrics_overhead():
         data["wall_seconds_metrics_on"] / data["wall_seconds_metrics_off"])
     assert data["scrapes"] > 0  # the endpoints were up and scraped during the "on" run
     print(data)
+
+
+@pytest.mark.benchmark
+@pytest.mark.slow
+def test_bench_e2e_control_reports_the_control_planes_overhead():
+    from orchestration.benchmarks.e2e import bench_e2e_control
+
+    data = bench_e2e_control(rounds=1, repeats=1, poll_interval_s=0.5)
+    assert data["control_overhead_ratio"] == pytest.approx(
+        data["wall_seconds_control_on"] / data["wall_seconds_control_off"])
+    assert data["polls"] > 0  # the control plane was up and answered during the "on" run
+    print(data)
