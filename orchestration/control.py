@@ -250,16 +250,9 @@ class LiveFaults:
 
 def read_rounds(run_dir: Path) -> list[dict[str, Any]]:
     """Alice's round records so far (complete lines only)."""
-    path = run_dir / "alice" / "rounds.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            break  # a line being written
-    return out
+    from orchestration.run import _read_jsonl
+
+    return _read_jsonl(run_dir / "alice" / "rounds.jsonl")
 
 
 def status(run_dir: Path, scenario: Scenario, faults: LiveFaults | None) -> dict[str, Any]:

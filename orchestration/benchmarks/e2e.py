@@ -16,9 +16,10 @@ import json
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.run import execute, prepare_run_dir, rounds_wall_seconds
@@ -84,36 +85,52 @@ def _scraping(run_dir: Path, interval_s: float) -> Iterator[list[int]]:
         thread.join()
 
 
+def _abba(name: str, rounds: int, round_frames: int | None, repeats: int, tmp: str,
+          setup: Callable[[bool, Path, Any], Callable[[], Any]]
+          ) -> dict[bool, tuple[float, float, int]]:
+    """Run the quick-start scenario off and on ``repeats`` times in ABBA order and keep the
+    fastest of each: (emulated seconds, wall seconds, the count ``setup``'s context reports).
+    ``setup(on, run_dir, scenario)`` prepares the run directory and returns a factory of the
+    context manager around the run, which yields a one-element list (the count)."""
+    best: dict[bool, tuple[float, float, int]] = {}
+    for i in range(repeats):
+        for on in ((False, True) if i % 2 == 0 else (True, False)):
+            overrides: dict[str, object] = {"rounds": rounds}
+            if round_frames:
+                overrides["round_frames"] = round_frames
+            scenario = load_scenario(DEFAULT_SCENARIO, overrides)
+            run_dir = Path(tmp) / f"{i}-{name}-{on}"
+            around = setup(on, run_dir, scenario)
+            with around() as count:
+                execute(scenario, run_dir)
+            rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
+                    .splitlines()]
+            wall = rounds_wall_seconds(rows)
+            if wall is None:
+                raise RuntimeError(f"{run_dir}: rounds.jsonl lacks emission/finish times")
+            result = (sum(r["emulated_seconds"] for r in rows), wall, count[0])
+            if on not in best or result[1] < best[on][1]:
+                best[on] = result
+    return best
+
+
 def bench_e2e_metrics(rounds: int = 4, round_frames: int | None = None, repeats: int = 2,
                       scrape_interval_s: float = 1.0) -> dict:
     """The metrics' cost: ``realtime_factor`` (metrics on and scraped),
     ``realtime_factor_metrics_off``, ``metrics_overhead_ratio`` (wall on / off), ``scrapes``
     (successful scrapes of the fastest on run), the sizes and raw wall times. Tracing stays as
     the scenario has it (on)."""
-    best: dict[bool, tuple[float, float, int]] = {}
+    def setup(metrics: bool, run_dir: Path, scenario: Any) -> Callable[[], Any]:
+        prepare_run_dir(scenario, run_dir)
+        if not metrics:
+            path = run_dir / "config.json"
+            config = json.loads(path.read_text())
+            config["run"]["metrics"] = {}
+            path.write_text(json.dumps(config, indent=2))
+        return lambda: _scraping(run_dir, scrape_interval_s if metrics else 3600.0)
+
     with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
-        for i in range(repeats):
-            for metrics in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA
-                overrides: dict[str, object] = {"rounds": rounds}
-                if round_frames:
-                    overrides["round_frames"] = round_frames
-                scenario = load_scenario(DEFAULT_SCENARIO, overrides)
-                run_dir = prepare_run_dir(scenario, Path(tmp) / f"{i}-metrics-{metrics}")
-                if not metrics:
-                    path = run_dir / "config.json"
-                    config = json.loads(path.read_text())
-                    config["run"]["metrics"] = {}
-                    path.write_text(json.dumps(config, indent=2))
-                with _scraping(run_dir, scrape_interval_s if metrics else 3600.0) as scrapes:
-                    execute(scenario, run_dir)
-                rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
-                        .splitlines()]
-                wall = rounds_wall_seconds(rows)
-                if wall is None:
-                    raise RuntimeError(f"{run_dir}: rounds.jsonl lacks emission/finish times")
-                result = (sum(r["emulated_seconds"] for r in rows), wall, scrapes[0])
-                if metrics not in best or result[1] < best[metrics][1]:
-                    best[metrics] = result
+        best = _abba("metrics", rounds, round_frames, repeats, tmp, setup)
     emulated, wall_on, scrapes_on = best[True]
     emulated_off, wall_off, _ = best[False]
     return {"realtime_factor": emulated / wall_on,
@@ -124,6 +141,33 @@ def bench_e2e_metrics(rounds: int = 4, round_frames: int | None = None, repeats:
             "wall_seconds_metrics_off": wall_off}
 
 
+@contextmanager
+def _polling(run_dir: Path, interval_s: float, on: bool) -> Iterator[list[int]]:
+    """GET the control plane's ``/status`` every ``interval_s`` while the block runs (when
+    ``on``); yields the list whose one element counts the answered requests."""
+    from orchestration.control import ControlClient, ControlError
+
+    done, count = threading.Event(), [0]
+
+    def poll() -> None:
+        while not done.wait(interval_s):
+            try:
+                ControlClient(run_dir, timeout_s=2).call("GET", "/status")
+                count[0] += 1
+            except ControlError:  # not up yet, or gone
+                pass
+
+    thread = threading.Thread(target=poll, name="bench-poller", daemon=True)
+    if on:
+        thread.start()
+    try:
+        yield count
+    finally:
+        done.set()
+        if on:
+            thread.join()
+
+
 def bench_e2e_control(rounds: int = 4, round_frames: int | None = None, repeats: int = 2,
                       poll_interval_s: float = 1.0) -> dict:
     """The live control plane's cost (docs/game-days.md): the same scenario with it on (the
@@ -131,46 +175,12 @@ def bench_e2e_control(rounds: int = 4, round_frames: int | None = None, repeats:
     ``/status`` every ``poll_interval_s`` as an operator's terminal would) and off.
     ``control_overhead_ratio`` is wall on / off; ``polls`` the answered status requests of the
     fastest "on" run."""
-    from orchestration.control import ControlClient, ControlError
+    def setup(control: bool, run_dir: Path, scenario: Any) -> Callable[[], Any]:
+        prepare_run_dir(scenario, run_dir, control=control)
+        return lambda: _polling(run_dir, poll_interval_s, control)
 
-    best: dict[bool, tuple[float, float, int]] = {}
     with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
-        for i in range(repeats):
-            for control in ((False, True) if i % 2 == 0 else (True, False)):  # ABBA
-                overrides: dict[str, object] = {"rounds": rounds}
-                if round_frames:
-                    overrides["round_frames"] = round_frames
-                scenario = load_scenario(DEFAULT_SCENARIO, overrides)
-                run_dir = prepare_run_dir(scenario, Path(tmp) / f"{i}-control-{control}",
-                                          control=control)
-                done, polls = threading.Event(), [0]
-
-                def poll(run_dir: Path = run_dir, done: threading.Event = done,
-                         polls: list[int] = polls) -> None:
-                    while not done.wait(poll_interval_s):
-                        try:
-                            ControlClient(run_dir, timeout_s=2).call("GET", "/status")
-                            polls[0] += 1
-                        except ControlError:  # not up yet, or gone
-                            pass
-
-                thread = threading.Thread(target=poll, daemon=True)
-                if control:
-                    thread.start()
-                try:
-                    execute(scenario, run_dir)
-                finally:
-                    done.set()
-                    if control:
-                        thread.join()
-                rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
-                        .splitlines()]
-                wall = rounds_wall_seconds(rows)
-                if wall is None:
-                    raise RuntimeError(f"{run_dir}: rounds.jsonl lacks emission/finish times")
-                result = (sum(r["emulated_seconds"] for r in rows), wall, polls[0])
-                if control not in best or result[1] < best[control][1]:
-                    best[control] = result
+        best = _abba("control", rounds, round_frames, repeats, tmp, setup)
     emulated, wall_on, polls_on = best[True]
     emulated_off, wall_off, _ = best[False]
     return {"realtime_factor": emulated / wall_on,
