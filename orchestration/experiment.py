@@ -331,9 +331,11 @@ FAULT_TYPES: dict[str, Kind] = {
 #: user is told in its secrets which rounds' keys its store has no room for), and the relay's
 #: attacks and firmware bug (``malicious_relay``: its intercept_resend in nature,
 #: ``channel.relay_attack``, its other modes and ``relay_firmware_bug`` in Charles's software,
-#: ``nodes.relay_faults``).
+#: ``nodes.relay_faults``), and a node process's ``pause`` and ``kill`` (the orchestrator's,
+#: ``orchestration.node_faults``; a kill's restart is not, ``Scenario.refused_game_day_parts``).
 IMPLEMENTED_FAULTS: frozenset[str] = (frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS)
-                                       | {"full", "malicious_relay", "relay_firmware_bug"})
+                                       | {"full", "malicious_relay", "relay_firmware_bug",
+                                          "pause", "kill"})
 
 #: Calibration loops an action may trigger (issue 12, item 4).
 CALIBRATION_LOOPS = ("polarization", "clock", "intensity")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from channel.rng import derive_seed
+from channel.timeline import Fault, fault_windows
 from classical.authentication import HmacAuthenticator, KeyPool, WegmanCarterAuthenticator
 from classical.codec import max_message_bytes
 from nodes.keystore import KeyStore
@@ -43,6 +44,7 @@ from orchestration import experiment
 from orchestration.config import Scenario, node_view
 from orchestration.edge import EdgeBook, EdgeFault, edge_faults, receivers, start_proxies
 from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLauncher
+from orchestration.node_faults import NODE_FAULTS, NodeFaultWatcher
 from orchestration.report import write_report
 from orchestration.runconfig import HOST, MAX_METRICS_LINGER_S, free_ports, local_run_config
 from orchestration.secrets import node_secrets, write_node_secrets
@@ -171,6 +173,18 @@ def scenario_edge_faults(scenario: Scenario) -> tuple[EdgeFault, ...]:
                        scenario.frame_bits, scenario.round_slots)
 
 
+def scenario_node_faults(scenario: Scenario) -> list[Fault]:
+    """The scenario's faults on node processes (``orchestration.node_faults``)."""
+    return [f for f in fault_windows(experiment.timeline_entries(scenario.method))
+            if f.kind in NODE_FAULTS]
+
+
+def _write_orchestrator_file(run_dir: Path, name: str, data: Any) -> None:
+    directory = run_dir / ORCHESTRATOR_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    (directory / name).write_text(json.dumps(data, indent=2))
+
+
 def has_control_plane(scenario: Scenario) -> bool:
     """Game days (a ``runtime``, ``method`` or ``steady_state``) run with the live control plane
     (``orchestration.control``): proxies in front of every mailbox, nature's control socket and
@@ -287,9 +301,20 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
     interrupted: str | None = None
     failure: RunFailed | None = None
     judged: int | None = None  # fail_fast: the rounds the journal judges
+    node_faults = scenario_node_faults(scenario)
+    watcher: NodeFaultWatcher | None = None
     with _stop_signals_interrupt(), control_plane(scenario, run_dir) as live:
         try:
+            if node_faults and live is None:
+                raise RunFailed("faults on node processes need the live control plane (the "
+                                "link's emulated time comes from it): run without --no-control")
             launcher.start(run_dir)
+            if node_faults:
+                assert live is not None
+                watcher = NodeFaultWatcher(node_faults, {
+                    n: p.pid for n, p in getattr(launcher, "processes", {}).items()},
+                    lambda: live.now_s(0.0))
+                watcher.start()
             _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0)
         except RunInterrupted as e:
             interrupted = e.signal_name
@@ -300,6 +325,9 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
         except RunFailed as e:
             failure = e
         finally:
+            if watcher is not None:  # a paused node is continued, so that it can stop
+                watcher.stop()
+                _write_orchestrator_file(run_dir, "node_faults.json", {"done": watcher.done})
             launcher.stop()
     wall = time.monotonic() - t0
     live_entries: list[dict[str, Any]] = []

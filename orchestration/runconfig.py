@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -45,17 +46,34 @@ class RunConfig(BaseModel):
     otlp_metrics_endpoint: str | None = None
 
 
+#: Ports this process has handed out: a port is only reserved by its address in a config until
+#: a node binds it, so a later call must not hand it out again (several calls prepare one run:
+#: its endpoints, the control plane's, a test's proxy).
+_HANDED_OUT: set[int] = set()
+_PORTS_LOCK = threading.Lock()
+
+
 def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind((HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    """``n`` distinct ports on 127.0.0.1 that the operating system has free now and that this
+    process has not handed out before."""
+    with _PORTS_LOCK:
+        socks: list[socket.socket] = []
+        try:
+            ports: list[int] = []
+            while len(ports) < n:
+                s = socket.socket()
+                s.bind((HOST, 0))
+                socks.append(s)  # held until all are chosen: the OS gives distinct ones
+                port = s.getsockname()[1]
+                if port not in _HANDED_OUT:
+                    ports.append(port)
+                if len(socks) > n + 4096:
+                    raise OSError("no free port on 127.0.0.1 left that was not handed out")
+            _HANDED_OUT.update(ports)
+            return ports
+        finally:
+            for s in socks:
+                s.close()
 
 
 #: The nodes with a metrics endpoint.
