@@ -202,9 +202,10 @@ def control_plane(scenario: Scenario, run_dir: Path):  # type: ignore[no-untyped
 
     run = json.loads((run_dir / "config.json").read_text())["run"]
     book = EdgeBook(list(scenario_edge_faults(scenario)))
+    ours = bool(book.faults or run.get("control"))  # else ``connect`` is someone else's proxy
     proxies = start_proxies(book, run.get("connect") or {}, run["mailboxes"],
                             derive_seed(scenario.seed, "edge faults")) \
-        if run.get("connect") else []
+        if ours and run.get("connect") else []
     live = server = None
     directory = run_dir / ORCHESTRATOR_DIR
     if run.get("control"):
