@@ -95,6 +95,10 @@ class FramePeer:
 
     def receive(self, *expected: type, hold_current: bool = False) -> Any:
         while True:
+            if hold_current and self._held is not None \
+                    and self._held.round_id == self.round_id \
+                    and not isinstance(self._held, expected):
+                return HELD  # still held for the round in progress: the caller is told again
             if self._held is not None and (self._held.round_id <= self.round_id
                                            or isinstance(self._held, expected)):
                 held, self._held = self._held, None
@@ -107,17 +111,6 @@ class FramePeer:
                     message = self.open(frame, expected)
             if message is not None:
                 return message
-
-    def _open_holding(self, frame: bytes, expected: tuple[type, ...]) -> Any:
-        """``open``, but an authentic message of the round in progress of another kind than
-        ``expected`` is held for that round (``HELD``) rather than refused."""
-        everything = (Message,)
-        message = self.open(frame, everything)  # stale and rejected frames: None, as always
-        if message is None or isinstance(message, expected) or \
-                message.round_id != self.round_id:
-            return None if message is None else self._dispatch(message, expected)
-        self._held = message
-        return HELD
 
     def open(self, frame: bytes, expected: tuple[type, ...]) -> Message | None:
         """The message in ``frame`` if it is one of ``expected``; None for a frame dropped (rejected

@@ -13,6 +13,7 @@ the orchestrator once the protocol nodes are done, and writes its singles counte
 
 from __future__ import annotations
 
+import hmac
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -93,6 +94,8 @@ class ChannelEmulator:
     timeline: tuple[TimelineEntry, ...] = ()
     #: frames below this have been sampled: a live fault starts here
     sampled_until_frame: int = 0
+    #: what a control request must carry (nature's secrets; empty: no control is taken)
+    control_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if set(self.layout.combos) != set(self.waiting) or any(
@@ -160,8 +163,10 @@ class ChannelEmulator:
         or ``clear`` one (or all) from the first frame not yet sampled; the answer says when, in
         emulated seconds, or why not. Nothing already sampled changes. ``where``: the emulated
         time sampled so far."""
-        if not isinstance(request, dict) or request.get("op") not in ("inject", "clear",
-                                                                       "where"):
+        if not isinstance(request, dict) or not self.control_token or not hmac.compare_digest(
+                str(request.get("token", "")), self.control_token):
+            return {"ok": False, "error": "not authorised"}
+        if request.get("op") not in ("inject", "clear", "where"):
             return {"ok": False, "error": "expected {op: inject|clear|where, ...}"}
         frame_s = (1 << self.link.frame_bits) / self.link.clock_rate_hz
         at_s = self.sampled_until_frame * frame_s
@@ -189,8 +194,8 @@ class ChannelEmulator:
             first = self.sampled_until_frame * size
             for lo, hi, piece in link.device_segments(first, first + size):
                 piece.physics(lo, hi)
-        except (KeyError, TypeError, ValueError) as e:
-            return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # noqa: BLE001 - a bad request never ends the emulator
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"[:300]}
         self.timeline, self.link = timeline, link
         return {"ok": True, ("start_s" if request["op"] == "inject" else "end_s"): at_s}
 

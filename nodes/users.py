@@ -82,6 +82,11 @@ def _end_spans(spans: dict[int, Span]) -> None:
     spans.clear()
 
 
+#: How many rounds ahead of the round in progress an announcement can be: the users emit one
+#: round ahead, and the emulator holds at most ``nodes.nature.ROUNDS_IN_FLIGHT`` rounds.
+ANNOUNCED_AHEAD = 2
+
+
 @dataclass(frozen=True)
 class UserPlan:
     """Plain values a user node runs on."""
@@ -161,8 +166,11 @@ class UserNode:
         start, stop = self._round_range(round_id)
         try:
             ann = charles.receive(Announcement)
-            if ann.round_id > round_id:  # Charles announces rounds in order on one ordered
-                # channel: this round's announcement was lost on the way; keep the later one
+            if round_id < ann.round_id <= min(round_id + ANNOUNCED_AHEAD,
+                                              self.plan.rounds - 1):
+                # Charles announces rounds in order on one ordered channel: this round's
+                # announcement was lost on the way; keep the later one for its round (no
+                # further ahead than the relay can measure: a far-future one is refused below)
                 charles.hold(ann)
                 raise ProtocolError(f"its announcement was lost: the next one is for round "
                                     f"{ann.round_id}")

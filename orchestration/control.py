@@ -27,6 +27,7 @@ The API is for the machine it runs on: it binds 127.0.0.1 and every request need
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 import secrets as os_secrets
@@ -81,7 +82,9 @@ def _problems(e: ValidationError) -> str:
 class NatureControl:
     """The orchestrator's end of nature's control socket (REQ, one request at a time)."""
 
-    def __init__(self, endpoint: str, timeout_s: float = NATURE_TIMEOUT_S) -> None:
+    def __init__(self, endpoint: str, token: str = "",
+                 timeout_s: float = NATURE_TIMEOUT_S) -> None:
+        self._token = token  # nature's control token (its secrets): nobody else may steer it
         self._ctx = zmq.Context()
         self._endpoint, self._timeout_ms = endpoint, int(timeout_s * 1000)
         self._lock = threading.Lock()
@@ -96,13 +99,16 @@ class NatureControl:
                 self._sock.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
                 self._sock.connect(self._endpoint)
             try:
-                self._sock.send_json(payload)
+                self._sock.send_json({**payload, "token": self._token})
                 reply = self._sock.recv_json()
             except zmq.Again:  # no answer: a REQ socket is then stuck; start afresh next time
                 self._sock.close()
                 self._sock = None
                 raise ControlError("the channel emulator did not answer within "
                                    f"{self._timeout_ms / 1000:g} s (is the run still going?)",
+                                   HTTPStatus.SERVICE_UNAVAILABLE) from None
+            except zmq.ZMQError as e:  # the run is ending: its context is closed
+                raise ControlError(f"the channel emulator is gone ({e})",
                                    HTTPStatus.SERVICE_UNAVAILABLE) from None
         if not isinstance(reply, dict) or not reply.get("ok"):
             error = reply.get("error") if isinstance(reply, dict) else reply
@@ -191,47 +197,61 @@ class LiveFaults:
                            "scenario's method", HTTPStatus.UNPROCESSABLE_ENTITY)
 
     def clear(self, request: dict[str, Any]) -> list[dict[str, Any]]:
-        """End the named fault (or every one): from the next frame nature has not sampled, the
-        next round the proxies have not seen; returns what was ended, with the time."""
+        """End the named fault (or every one that can be): a physics fault from the next frame
+        nature has not sampled, a classical one from the next round the proxies have not seen;
+        returns what was ended, with the time. Faults a node carries out as it was told at its
+        start (Charles's software, a key store, a node process) cannot be ended live: naming one
+        is refused, and clearing every fault leaves them be (and says so in the journal, whose
+        clears name each fault they end)."""
+        from channel.timeline import fault_windows
+        from orchestration.experiment import timeline_entries
+
         name = request.get("name") if isinstance(request, dict) else None
+        if name is not None and not isinstance(name, str):
+            raise ControlError("name must be a text")
         with self.lock:
-            if name is not None and name not in self.names():
-                raise ControlError(f"no fault named {name!r}", HTTPStatus.NOT_FOUND)
-            ended = []
-            at_nature = None
-            if self.nature is not None:
-                reply = self.nature.request({"op": "clear", "name": name})
-                at_nature = float(reply["end_s"])
-            at_edge = None
+            windows = fault_windows(timeline_entries(self.method()))
+            if name is not None:
+                named = [f for f in windows if f.name == name]
+                if not named:
+                    raise ControlError(f"no fault named {name!r}", HTTPStatus.NOT_FOUND)
+                if named[0].kind not in LIVE_PHYSICS | LIVE_EDGE:
+                    raise ControlError(f"fault {name!r} ({named[0].kind}) is carried out as "
+                                       "its node was told at its start; it cannot be ended "
+                                       "live", HTTPStatus.UNPROCESSABLE_ENTITY)
+            now = self.now_s(0.0)
+            open_ = [f for f in windows if name in (None, f.name) and f.end_s > now]
+            ended: list[dict[str, Any]] = []
+            physics = [f for f in open_ if f.kind in LIVE_PHYSICS]
+            if physics and self.nature is not None:
+                for f in physics:
+                    reply = self.nature.request({"op": "clear", "name": f.name})
+                    ended.append({"name": f.name, "end_s": float(reply["end_s"])})
             if self.edge is not None:
                 stop = self.edge.latest_round + 1
-                edge_names = {f.name for f in self.edge.faults if name in (None, f.name)}
-                if any(self.edge.end(n, stop) for n in edge_names):
-                    at_edge = stop * self.round_s
-            at = max((t for t in (at_nature, at_edge) if t is not None), default=None)
-            if at is None:
-                return []
-            label = f"clear {name}" if name else "clear all"
-            k = sum(1 for e in self.entries if e.name.startswith(label))
-            self.entries.append(MethodEntry(
-                at=at, name=label if k == 0 else f"{label} ({k + 1})",
-                action=ActionModel(type="clear_faults",
-                                   params={} if name is None else {"fault": name})))
-            for record in self.live:
-                if name in (None, record["name"]) and record["cleared_s"] is None:
-                    record["cleared_s"] = at
-            ended.append({"name": name, "end_s": at})
+                for f in (f for f in open_ if f.kind in LIVE_EDGE):
+                    if self.edge.end(f.name, stop):
+                        ended.append({"name": f.name, "end_s": stop * self.round_s})
+            for e in ended:
+                label, taken = f"clear {e['name']}"[:56], self.names()
+                label = next(f"{label} ({k})" for k in range(2, 10**6)
+                             if f"{label} ({k})" not in taken) if label in taken else label
+                self.entries.append(MethodEntry(
+                    at=e["end_s"], name=label,
+                    action=ActionModel(type="clear_faults", params={"fault": e["name"]})))
+                for record in self.live:
+                    if record["name"] == e["name"] and record["cleared_s"] is None:
+                        record["cleared_s"] = e["end_s"]
             return ended
 
     def now_s(self, done_s: float) -> float:
-        """The emulated time the link has reached: the furthest of the rounds recorded
-        (``done_s``), the frames nature has sampled and the rounds the proxies have seen."""
+        """The emulated time the link has reached: the further of the rounds recorded
+        (``done_s``) and the frames nature has sampled (the frames' own time, which no node's
+        message can push ahead)."""
         now = done_s
         if self.nature is not None:
             with contextlib.suppress(ControlError):
                 now = max(now, float(self.nature.request({"op": "where"})["now_s"]))
-        if self.edge is not None:
-            now = max(now, (self.edge.latest_round + 1) * self.round_s)
         return now
 
     def faults(self, now_s: float) -> list[dict[str, Any]]:
@@ -301,7 +321,8 @@ class ControlServer:
                 self.wfile.write(data)
 
             def _handle(self, method: str) -> None:
-                if self.headers.get("Authorization") != f"Bearer {token}":
+                if not hmac.compare_digest(self.headers.get("Authorization") or "",
+                                           f"Bearer {token}"):
                     self._answer(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong token"})
                     return
                 route = routes.get((method, self.path.rstrip("/") or "/"))
@@ -311,10 +332,13 @@ class ControlServer:
                     return
                 body = None
                 if method == "POST":
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > 1 << 16:
+                    try:
+                        length = int(self.headers.get("Content-Length") or 0)
+                    except ValueError:
+                        length = -1
+                    if not 0 <= length <= 1 << 16:
                         self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                                     {"error": "body over 64 KiB"})
+                                     {"error": "a body of 0 to 64 KiB, with its length"})
                         return
                     try:
                         body = json.loads(self.rfile.read(length) or b"{}")
@@ -325,6 +349,9 @@ class ControlServer:
                     self._answer(HTTPStatus.OK, route(body))
                 except ControlError as e:
                     self._answer(e.status, {"error": str(e)})
+                except Exception as e:  # noqa: BLE001 - a request never ends the server
+                    self._answer(HTTPStatus.INTERNAL_SERVER_ERROR,
+                                 {"error": f"{type(e).__name__}: {e}"[:300]})
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's names)
                 self._handle("GET")

@@ -163,6 +163,8 @@ class EdgeBook:
     faults: list[EdgeFault] = field(default_factory=list)
     counts: EdgeCounts = field(default_factory=EdgeCounts)
     latest_round: int = -1
+    #: rounds at or above this are not the run's (``EndOfRun`` carries the number of rounds)
+    rounds: int = 1 << 62
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, fault: EdgeFault) -> None:
@@ -172,14 +174,19 @@ class EdgeBook:
     def end(self, name: str, stop_round: int) -> bool:
         """End fault ``name`` before ``stop_round`` (if it lasts longer); whether it was active."""
         with self.lock:
-            hit = [f for f in self.faults if f.name == name and f.stop_round > stop_round]
+            hit = [f for f in self.faults if f.name == name and f.stop_round > stop_round
+                   and f.first_round <= stop_round]  # a clear ends only what has begun
             self.faults = [dataclasses.replace(f, stop_round=max(f.first_round, stop_round))
                            if f in hit else f for f in self.faults]
             return bool(hit)
 
-    def seen(self, round_id: int) -> None:
-        if round_id > self.latest_round:
-            self.latest_round = round_id
+    def seen(self, sender: str, round_id: int) -> None:
+        """A message of ``round_id`` from ``sender`` passed. Only the users' messages count
+        (Charles, untrusted, may label his own authentic messages with any round), and only the
+        run's rounds."""
+        if sender in ("alice", "bob") and round_id < self.rounds:
+            with self.lock:
+                self.latest_round = max(self.latest_round, round_id)
 
 
 class EdgePolicy:
@@ -204,14 +211,13 @@ class EdgePolicy:
         label = frame_label(frame)
         out: list[Release] = []
         if label is not None:
-            self.book.seen(label[0])
+            self.book.seen(sender, label[0])
         active = [] if label is None else [
             f for f in self.book.faults if f.acts_on(sender, self.receiver, label[0])]
-        out += self._overtaken(sender, now)  # held messages this one has now passed
         if not active:
             out.append(self._fifo(sender, frame, now))
             self._previous[sender] = frame
-            return out
+            return out + self._overtaken(sender, now)  # held ones this one has now passed
         assert label is not None
         round_id, kind = label
         occurrence = self._seen[(sender, round_id, kind)]
@@ -254,7 +260,7 @@ class EdgePolicy:
             again = self._previous.get(sender, frame)
             out.append(self._fifo(sender, again, now, delay, transmit))
         self._previous[sender] = frame
-        return out
+        return out + self._overtaken(sender, now, passing=frame if hold else None)
 
     def due(self, now: float) -> list[Release]:
         """Held messages whose hold has run out."""
@@ -268,14 +274,21 @@ class EdgePolicy:
     def next_deadline(self) -> float:
         return min((h[1] for held in self._held.values() for h in held), default=math.inf)
 
-    def _overtaken(self, sender: str, now: float) -> list[Release]:
-        """A message of ``sender`` is passing the held ones: each may be overtaken once less."""
+    def _overtaken(self, sender: str, now: float, passing: bytes | None = None
+                   ) -> list[Release]:
+        """A message of ``sender`` (queued just before) is passing the held ones: each may be
+        overtaken once less, and goes on right after it when it may not be overtaken again.
+        ``passing``: a message that was itself just held, which passes none of the others."""
         out = []
         for h in list(self._held[sender]):
+            if passing is not None and h[0] is passing:
+                continue
             h[2] -= 1
             if h[2] <= 0:
                 self._held[sender].remove(h)
-                out.append(Release(now + 1e-6, sender, h[0]))  # just after the one passing it
+                at = max(self._last_release[sender], now) + 1e-6  # after the one passing it,
+                self._last_release[sender] = at  # and never ahead of frames queued before
+                out.append(Release(at, sender, h[0]))
         return out
 
     def _fifo(self, sender: str, frame: bytes, now: float, delay: float = 0.0,

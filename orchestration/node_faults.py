@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from channel.timeline import Fault
 
@@ -33,12 +34,12 @@ POLL_S = 0.05
 
 @dataclass
 class NodeFaultWatcher:
-    """Carries out ``faults`` (node faults, in time order) on the processes ``pids`` names
-    (node name → pid), reading the link's emulated time from ``now_s``; ``done`` records what
-    was done (name, action, wall time)."""
+    """Carries out ``faults`` (node faults, in time order) on the ``processes`` launched,
+    reading the link's emulated time from ``now_s``; ``done`` records what was done (name,
+    action, wall time), and what could not be (a process already gone)."""
 
     faults: Sequence[Fault]
-    pids: Mapping[str, int]
+    processes: Mapping[str, Any]  # node name → its ``subprocess.Popen`` (or a pid, in tests)
     now_s: Callable[[], float]
     done: list[dict[str, object]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -60,7 +61,13 @@ class NodeFaultWatcher:
                 self._stop.wait(POLL_S)
             if self._stop.is_set():
                 return
-            pid = self.pids[fault.target.removeprefix("node/")]
+            process = self.processes.get(fault.target.removeprefix("node/"))
+            pid = process if isinstance(process, int) or process is None else (
+                None if process.poll() is not None else process.pid)  # never a reaped pid
+            if pid is None:
+                self.done.append({"name": fault.name, "target": fault.target,
+                                  "action": "not done: the process is gone", "unix": time.time()})
+                continue
             if fault.kind == "kill":
                 self._signal(pid, signal.SIGKILL, fault, "killed")
                 continue

@@ -145,7 +145,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         layout = PulseLayout(scenario.rounds, scenario.round_frames, scenario.batch_frames,
                              scenario.frame_bits, {u: p.n_combos for u, p in plans.items()})
         emulator = ChannelEmulator(link, plans, _required(secrets.nature_seed, "nature"), layout,
-                                   timeline=tuple(secrets.fault_timeline))
+                                   timeline=tuple(secrets.fault_timeline),
+                                   control_token=secrets.control_token)
         return ctx, NatureNode(ctx, emulator, run.records, run.control)
     if role == "charles":
         from nodes.charles import CharlesNode

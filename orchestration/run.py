@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets as os_secrets
 import signal
 import sqlite3
 import stat
@@ -47,7 +48,7 @@ from orchestration.launchers import PROTOCOL_NODES, Launcher, LocalProcessLaunch
 from orchestration.node_faults import NODE_FAULTS, NodeFaultWatcher
 from orchestration.report import write_report
 from orchestration.runconfig import HOST, MAX_METRICS_LINGER_S, free_ports, local_run_config
-from orchestration.secrets import node_secrets, write_node_secrets
+from orchestration.secrets import node_secrets, read_node_secrets, write_node_secrets
 from orchestration.verdict import evaluate, settled_deviations
 
 
@@ -158,7 +159,11 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
         run.announcement_timeout_s = rt.announcement_timeout
     config = {"run": json.loads(run.model_dump_json()), "scenario": node_view(scenario)}
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    write_node_secrets(out, node_secrets(scenario))
+    given = node_secrets(scenario)
+    if control:  # nature takes control requests that carry this (drawn anew for every run)
+        given["nature"] = given["nature"].model_copy(
+            update={"control_token": os_secrets.token_hex(16)})
+    write_node_secrets(out, given)
     write_scenario_record(out, scenario)
     return out
 
@@ -201,7 +206,7 @@ def control_plane(scenario: Scenario, run_dir: Path):  # type: ignore[no-untyped
     from orchestration.control import ControlServer, LiveFaults, NatureControl
 
     run = json.loads((run_dir / "config.json").read_text())["run"]
-    book = EdgeBook(list(scenario_edge_faults(scenario)))
+    book = EdgeBook(list(scenario_edge_faults(scenario)), rounds=scenario.rounds)
     ours = bool(book.faults or run.get("control"))  # else ``connect`` is someone else's proxy
     proxies = start_proxies(book, run.get("connect") or {}, run["mailboxes"],
                             derive_seed(scenario.seed, "edge faults")) \
@@ -209,7 +214,9 @@ def control_plane(scenario: Scenario, run_dir: Path):  # type: ignore[no-untyped
     live = server = None
     directory = run_dir / ORCHESTRATOR_DIR
     if run.get("control"):
-        live = LiveFaults(scenario, book if proxies else None, NatureControl(run["control"]))
+        token = read_node_secrets(run_dir, "nature").control_token
+        live = LiveFaults(scenario, book if proxies else None,
+                          NatureControl(run["control"], token))
         server = ControlServer(run_dir, scenario, live)
         server.start(directory)
     try:
@@ -312,9 +319,8 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             launcher.start(run_dir)
             if node_faults:
                 assert live is not None
-                watcher = NodeFaultWatcher(node_faults, {
-                    n: p.pid for n, p in getattr(launcher, "processes", {}).items()},
-                    lambda: live.now_s(0.0))
+                watcher = NodeFaultWatcher(node_faults, getattr(launcher, "processes", {}),
+                                           lambda: live.now_s(0.0))
                 watcher.start()
             _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0)
         except RunInterrupted as e:

@@ -61,6 +61,9 @@ class NodeSecrets(BaseModel):
     #: a user's only: the rounds ``[first, stop)`` in which its key store has no room (a game
     #: day's ``full`` fault on it), nothing else of the game day
     store_full_rounds: tuple[tuple[int, int], ...] = ()
+    #: nature's only: the token the orchestrator's control requests carry (the live control
+    #: plane, ``orchestration.control``); drawn from the OS, it steers the link
+    control_token: str = ""
     relay_seed: int | None = None
     relay_faults: tuple[TimelineEntry, ...] = ()
 

@@ -204,3 +204,29 @@ def test_the_warm_up_also_runs_the_relay_attack_when_the_timeline_has_one(monkey
         ChannelEmulator(build_link(s), {u: g.plan for u, g in users.items()}, 7,
                         layout).warm_up()
         assert [a is not None for a in attacks] == expected
+
+
+def _emulator(s, token: str = "t0k3n") -> ChannelEmulator:
+    users = {u: build_settings(s, u) for u in ("alice", "bob")}
+    layout = PulseLayout(ROUNDS, ROUND_FRAMES, BATCH_FRAMES, FB,
+                         {u: g.plan.n_combos for u, g in users.items()})
+    return ChannelEmulator(build_link(s), {u: g.plan for u, g in users.items()}, 7, layout,
+                           control_token=token)
+
+
+def test_live_control_takes_only_requests_with_its_token_and_survives_bad_ones():
+    nature = _emulator(scenario([]))
+    loss = {"name": "x", "kind": "loss", "target": "link/bob-charles",
+            "params": {"extra_db": 3.0}}
+    assert nature.control({"op": "where"}) == {"ok": False, "error": "not authorised"}
+    assert nature.control({"op": "where", "token": "wrong"})["ok"] is False
+    assert nature.control({"op": "inject", "entry": loss})["ok"] is False
+    assert nature.link.faults is None  # nothing changed without the token
+    assert _emulator(scenario([]), token="").control({"op": "where", "token": ""})["ok"] is False
+    for bad in ({**loss, "params": {"extra_db": 10**400}}, {**loss, "kind": "no_such"},
+                {**loss, "params": {}}, {"kind": "loss"}):
+        reply = nature.control({"op": "inject", "entry": bad, "token": "t0k3n"})
+        assert reply["ok"] is False and reply["error"], bad  # refused, with a reason; no raise
+    reply = nature.control({"op": "inject", "entry": loss, "token": "t0k3n"})
+    assert reply == {"ok": True, "start_s": 0.0}  # nothing sampled yet: from frame 0
+    assert [f.name for f in nature.link.faults.faults] == ["x"]

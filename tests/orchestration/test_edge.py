@@ -15,6 +15,7 @@ from classical.messages import RoundAbort, RoundStart
 from classical.secure import hmac_link
 from orchestration.edge import (
     REORDER_HOLD_S,
+    EdgeBook,
     EdgeFault,
     EdgePolicy,
     EdgeProxy,
@@ -197,3 +198,21 @@ def test_the_proxy_delays_on_a_fifo_link():
         source.close(0)
         sink.close(0)
         ctx.term()
+
+
+def test_only_the_users_messages_of_the_runs_rounds_move_the_latest_round():
+    """Charles is untrusted and authentic on his own links: a far-future round label from him
+    (or EndOfRun's, which carries the number of rounds) must not move the proxies' clock."""
+    book = EdgeBook(rounds=5)
+    policy = EdgePolicy("alice", book, seed=1)
+    policy.route("charles", _frames(1, round_id=10**9)[0], 0.0)
+    policy.route("bob", _frames(1, round_id=5)[0], 0.0)
+    assert book.latest_round == -1
+    policy.route("bob", _frames(1, round_id=3)[0], 0.0)
+    assert book.latest_round == 3
+
+
+def test_a_clear_ends_only_faults_that_have_begun():
+    book = EdgeBook([_fault("outage", first=1, stop=3), _fault("tamper", first=6, stop=9)])
+    assert book.end("outage-fault", 2) and not book.end("tamper-fault", 2)
+    assert [(f.first_round, f.stop_round) for f in book.faults] == [(1, 2), (6, 9)]

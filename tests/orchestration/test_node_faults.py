@@ -34,7 +34,7 @@ def sleeper():
 def test_a_pause_stops_the_process_when_the_link_reaches_it_and_continues_it(sleeper):
     link = {"now": 0.0}
     fault = Fault("freeze", "pause", "node/bob", {}, 2.0, 2.5)  # 0.5 s of wall clock
-    watcher = NodeFaultWatcher([fault], {"bob": sleeper.pid}, lambda: link["now"])
+    watcher = NodeFaultWatcher([fault], {"bob": sleeper}, lambda: link["now"])
     watcher.start()
     try:
         time.sleep(0.3)
@@ -56,7 +56,7 @@ def test_a_pause_stops_the_process_when_the_link_reaches_it_and_continues_it(sle
 
 def test_stopping_the_watch_continues_a_paused_process(sleeper):
     fault = Fault("freeze", "pause", "node/bob", {}, 0.0, 3600.0)
-    watcher = NodeFaultWatcher([fault], {"bob": sleeper.pid}, lambda: 0.0)
+    watcher = NodeFaultWatcher([fault], {"bob": sleeper}, lambda: 0.0)
     watcher.start()
     deadline = time.monotonic() + 5
     while _state(sleeper.pid) != "T":
@@ -68,7 +68,7 @@ def test_stopping_the_watch_continues_a_paused_process(sleeper):
 
 def test_a_kill_ends_the_process(sleeper):
     watcher = NodeFaultWatcher([Fault("down", "kill", "node/alice", {}, 1.0, float("inf"))],
-                               {"alice": sleeper.pid}, lambda: 1.5)
+                               {"alice": sleeper}, lambda: 1.5)
     watcher.start()
     assert sleeper.wait(timeout=5) == -9
     watcher.stop()
