@@ -141,7 +141,7 @@ def test_implemented_faults_are_the_physics_edge_store_and_relay_faults():
     assert set(CLASSICAL_FAULTS) == {"latency", "bandwidth_limit", "outage", "tamper", "replay",
                                      "reorder"}
     assert IMPLEMENTED_FAULTS == frozenset(PHYSICS_FAULTS) | frozenset(CLASSICAL_FAULTS) | {
-        "full", "malicious_relay", "relay_firmware_bug"}
+        "full", "malicious_relay", "relay_firmware_bug", "pause", "kill"}
     assert IMPLEMENTED_FAULTS <= set(FAULT_TYPES)
 
 
