@@ -89,9 +89,12 @@ class NatureControl:
         self._endpoint, self._timeout_ms = endpoint, int(timeout_s * 1000)
         self._lock = threading.Lock()
         self._sock: zmq.Socket | None = None
+        self._closed = False
 
     def request(self, payload: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
+            if self._closed:
+                raise ControlError("the run is ending", HTTPStatus.SERVICE_UNAVAILABLE)
             if self._sock is None:
                 self._sock = self._ctx.socket(zmq.REQ)
                 self._sock.setsockopt(zmq.LINGER, 0)
@@ -116,8 +119,13 @@ class NatureControl:
         return reply
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
+        """After any request in flight (a socket must not close under a thread using it: libzmq
+        aborts the process)."""
+        with self._lock:
+            self._closed = True
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
         self._ctx.term()
 
 

@@ -7,51 +7,54 @@ frames on the way (a man in the middle on the classical channel). It counts what
 
 from __future__ import annotations
 
-import threading
+import math
 from collections.abc import Callable
 
-import zmq
+from orchestration.edge import EdgeProxy, Release
 
 Mutation = Callable[[str, int, bytes], bytes | None]
 """(sender, index of this sender's frame, frame) → the frame to forward, or None to drop it."""
 
 
-class MailboxProxy:
-    def __init__(self, listen: str, forward_to: str, mutate: Mutation) -> None:
-        self._ctx = zmq.Context()
-        self._in = self._ctx.socket(zmq.PULL)
-        self._in.setsockopt(zmq.LINGER, 0)
-        self._in.bind(listen)
-        self._out = self._ctx.socket(zmq.PUSH)
-        self._out.setsockopt(zmq.LINGER, 1000)
-        self._out.connect(forward_to)
-        self._mutate = mutate
-        self._stop = threading.Event()
+class _MutationPolicy:
+    """An ``orchestration.edge.EdgeProxy`` policy that hands each frame to ``mutate`` at once."""
+
+    receiver = "mailbox"
+
+    def __init__(self, mutate: Mutation) -> None:
+        self.mutate = mutate
         self.seen: dict[str, int] = {}
         self.altered = 0
-        self._thread = threading.Thread(target=self._run, name="mailbox-proxy", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._in.poll(100):
-                continue
-            sender_raw, frame = self._in.recv_multipart()
-            sender = sender_raw.decode(errors="replace")
-            index = self.seen.get(sender, 0)
-            self.seen[sender] = index + 1
-            out = self._mutate(sender, index, frame)
-            if out != frame:
-                self.altered += 1
-            if out is not None:
-                self._out.send_multipart([sender_raw, out])
+    def route(self, sender: str, frame: bytes, now: float) -> list[Release]:
+        index = self.seen.get(sender, 0)
+        self.seen[sender] = index + 1
+        out = self.mutate(sender, index, frame)
+        if out != frame:
+            self.altered += 1
+        return [] if out is None else [Release(now, sender, out)]
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._in.close()
-        self._out.close()
-        self._ctx.term()
+    def due(self, now: float) -> list[Release]:
+        return []
+
+    def next_deadline(self) -> float:
+        return math.inf
+
+
+class MailboxProxy(EdgeProxy):
+    """An ``EdgeProxy`` whose every frame goes through ``mutate``; ``seen`` counts the frames per
+    sender, ``altered`` those changed or dropped."""
+
+    def __init__(self, listen: str, forward_to: str, mutate: Mutation) -> None:
+        super().__init__(listen, forward_to, _MutationPolicy(mutate))  # type: ignore[arg-type]
+
+    @property
+    def seen(self) -> dict[str, int]:
+        return self.policy.seen  # type: ignore[attr-defined, no-any-return]
+
+    @property
+    def altered(self) -> int:
+        return self.policy.altered  # type: ignore[attr-defined, no-any-return]
 
 
 def flip_byte(sender: str, index: int, offset: int = 20) -> Mutation:

@@ -17,7 +17,7 @@ import tempfile
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +29,16 @@ def bench_e2e(rounds: int = 4, round_frames: int | None = None, repeats: int = 2
     """Returns ``realtime_factor`` (tracing on), ``realtime_factor_tracing_off``,
     ``tracing_overhead_ratio`` (wall on / off), the link (``clock_rate_hz``, ``arm_km``), the
     sizes and the raw ``emulated_seconds`` and ``wall_seconds_tracing_on`` / ``_off``."""
-    best: dict[bool, tuple[float, float]] = {}
+    def setup(tracing: bool, run_dir: Path, scenario: Any) -> Callable[[], Any]:
+        prepare_run_dir(scenario, run_dir)
+        return lambda: nullcontext([0])
+
     with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
-        for i in range(repeats):
-            # ABBA order (off, on, on, off, ...): a machine that drifts slower or faster during
-            # the benchmark does not favour either side
-            for tracing in ((False, True) if i % 2 == 0 else (True, False)):
-                overrides: dict[str, object] = {"rounds": rounds, "tracing": tracing}
-                if round_frames:
-                    overrides["round_frames"] = round_frames
-                scenario = load_scenario(DEFAULT_SCENARIO, overrides)
-                run_dir = prepare_run_dir(scenario, Path(tmp) / f"{i}-tracing-{tracing}")
-                execute(scenario, run_dir)
-                rows = [json.loads(x) for x in (run_dir / "alice" / "rounds.jsonl").read_text()
-                        .splitlines()]
-                wall = rounds_wall_seconds(rows)
-                if wall is None:
-                    raise RuntimeError(f"{run_dir}: rounds.jsonl lacks emission/finish times")
-                result = (sum(r["emulated_seconds"] for r in rows), wall)
-                if tracing not in best or result[1] < best[tracing][1]:
-                    best[tracing] = result
-    emulated, wall_on = best[True]
-    emulated_off, wall_off = best[False]
+        best = _abba("tracing", rounds, round_frames, repeats, tmp, setup,
+                     lambda tracing: {"tracing": tracing})
+    scenario = load_scenario(DEFAULT_SCENARIO)
+    emulated, wall_on, _ = best[True]
+    emulated_off, wall_off, _ = best[False]
     return {"realtime_factor": emulated / wall_on,
             "realtime_factor_tracing_off": emulated_off / wall_off,
             "tracing_overhead_ratio": wall_on / wall_off,
@@ -86,16 +74,18 @@ def _scraping(run_dir: Path, interval_s: float) -> Iterator[list[int]]:
 
 
 def _abba(name: str, rounds: int, round_frames: int | None, repeats: int, tmp: str,
-          setup: Callable[[bool, Path, Any], Callable[[], Any]]
+          setup: Callable[[bool, Path, Any], Callable[[], Any]],
+          overrides_on: Callable[[bool], dict[str, object]] = lambda on: {}
           ) -> dict[bool, tuple[float, float, int]]:
     """Run the quick-start scenario off and on ``repeats`` times in ABBA order and keep the
     fastest of each: (emulated seconds, wall seconds, the count ``setup``'s context reports).
     ``setup(on, run_dir, scenario)`` prepares the run directory and returns a factory of the
-    context manager around the run, which yields a one-element list (the count)."""
+    context manager around the run, which yields a one-element list (the count);
+    ``overrides_on(on)``: scenario fields that differ between the two sides."""
     best: dict[bool, tuple[float, float, int]] = {}
     for i in range(repeats):
         for on in ((False, True) if i % 2 == 0 else (True, False)):
-            overrides: dict[str, object] = {"rounds": rounds}
+            overrides: dict[str, object] = {"rounds": rounds, **overrides_on(on)}
             if round_frames:
                 overrides["round_frames"] = round_frames
             scenario = load_scenario(DEFAULT_SCENARIO, overrides)
