@@ -212,6 +212,10 @@ class RoundOutcome:
     abort_reason: str | None
     report: dict[str, Any]
     pending: bool = False
+    #: the round's public per-class counts once sifting has run (pulse pairs, detections, X
+    #: errors; the key class's Z errors once reconciled), for the users' monitors
+    #: (``nodes.calibration``); None when the round stopped before sifting
+    observations: DecoyObservations | None = None
 
     @property
     def aborted(self) -> bool:
@@ -475,6 +479,7 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
 
     if custody is None:
         custody = KeyCustody(role, getattr(peer, "link", None))
+    public: DecoyObservations | None = None  # the outcome's observations
     try:
         try:
             check_announcement(ann, ann.round_id, ann.start_slot, ann.stop_slot)
@@ -485,6 +490,7 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
                          f"{ann.slots.shape}", notify_peer=True)
         with observer.stage("sift") as st:
             sifted, obs = _sift_and_test(role, ann, local, cfg, peer, st)
+        public = obs
         key = sifted.bits[sifted.key_mask(key_intensity=cfg.key_intensity)]
         if key.size == 0:
             raise _Abort("too few counts: no key-class detections", notify_peer=False)
@@ -494,9 +500,10 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
         else:
             key, corrected, disclosed = _bob_reconcile(ann, key, qber_prior, cfg, peer, rng,
                                                        observer)
+        public = _with_z_errors(obs, corrected)
         final, key_id, pending = _finish(role, ann, obs, key, corrected, disclosed, cfg, peer,
                                          rng, observer, custody)
-        return RoundOutcome(ann.round_id, final, key_id, None, report(), pending)
+        return RoundOutcome(ann.round_id, final, key_id, None, report(), pending, public)
     except (_Abort, PeerAborted, ProtocolError) as e:
         reason = e.reason if isinstance(e, _Abort) else f"{type(e).__name__}: {e}"
         held = custody.pending
@@ -506,7 +513,7 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
             # the channel itself may be gone (pool exhausted): the peer then times out instead
             with contextlib.suppress(ProtocolError):
                 peer.send(RoundAbort(ann.round_id, reason))
-        return RoundOutcome(ann.round_id, None, None, reason, report())
+        return RoundOutcome(ann.round_id, None, None, reason, report(), observations=public)
 
 
 def _bob_reconcile(ann: Announcement, key: np.ndarray, qber_prior: float, cfg: RoundConfig,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -80,3 +82,17 @@ def test_an_unknown_value_is_null_in_the_report_and_absent_from_the_span():
 def test_the_asymptotic_mode_claims_no_epsilon():
     estimate = Estimate("asymptotic", 10, 20.0, 0.05, 0.01, 0.2, 100, 5.0, ())
     assert epsilon_attributes(estimate) == {}
+
+
+def test_the_outcome_carries_the_public_counts_with_the_reconciled_key_errors(finite_round):
+    # the users' monitors (nodes.calibration) read them: both users hold the same public counts,
+    # and the key class's Z errors are the bits reconciliation corrected
+    cfg, result = finite_round
+    a, b = result.alice.observations, result.bob.observations
+    assert a is not None and b is not None
+    np.testing.assert_array_equal(a.pairs, b.pairs)
+    np.testing.assert_array_equal(a.detections, b.detections)
+    np.testing.assert_array_equal(a.errors, b.errors)
+    key = (*a.key_intensity, 0)
+    assert a.errors[key].sum() == pytest.approx(result.bob.report["corrected_bits"])
+    assert a.errors[key].sum() > 0
