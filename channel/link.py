@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from channel.clock import Clock, mode_overlap, slot_alignment
+from channel.controls import IDENTITY, SourceControls
 from channel.fiber import Fiber
 from channel.impairments import FaultSchedule, with_device_faults
 from channel.relay import RelayOptics
@@ -84,6 +85,10 @@ class Link:
     #: The relay's intercept–resend on this piece of a range (``channel.relay_attack``; set by
     #: ``device_segments``), applied by ``channel.samplers.sample``; None: honest optics.
     attack: RelayAttack | None = None
+    #: Each user's own actuators (``channel.controls``), as its current pulse batch carries them:
+    #: the polarization controller acts before the fiber, the delay on the arrival time.
+    controls_a: SourceControls = IDENTITY
+    controls_b: SourceControls = IDENTITY
     _drift_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -126,6 +131,7 @@ class Link:
                             self._drift("b", self.fiber_b, f1)[f0:f1 + 1])
         # Fiber delays are taken as calibrated out; clock errors are not.
         delta_t = np.asarray(self.clock_b.error_ps(t_s) - self.clock_a.error_ps(t_s), float)
+        delta_t = delta_t + (self.controls_b.delay_ps - self.controls_a.delay_ps)
         delta_t = np.broadcast_to(delta_t, (n,))
         timing = (self.faults.clock_effects(frames, self.clock_rate_hz, self.frame_bits)
                   if self.faults is not None else None)
@@ -153,6 +159,11 @@ class Link:
             trans_b, u_b = self._faulty_arm("b", frames, trans_b, u_b)
             attack = {arm: self.faults.attack_effects(arm, frames, self.clock_rate_hz,
                                                       self.frame_bits) for arm in ("a", "b")}
+        # each user's polarization controller acts first, at its source
+        if any(self.controls_a.rotation_rad):
+            u_a = np.einsum("nij,jk->nik", u_a, self.controls_a.unitary)
+        if any(self.controls_b.rotation_rad):
+            u_b = np.einsum("nij,jk->nik", u_b, self.controls_b.unitary)
         return FramePhysics(
             frame_bits=self.frame_bits, first_frame=int(f0),
             transmittance_a=trans_a, transmittance_b=trans_b,

@@ -2,7 +2,7 @@
 format on ``http://HOST:PORT/metrics`` while the node runs (every metric: docs/metrics.md).
 
 Every series carries the labels ``link`` and ``node``; a few carry ``basis``, ``detector``,
-``reason`` or ``peer``, all from small fixed sets (never a key, a bit, a slot or a free-text
+``reason``, ``peer``, or ``loop`` and ``action`` (the calibration loops'), all from small fixed sets (never a key, a bit, a slot or a free-text
 message). Instruments are updated once per round or per batch, never per pulse.
 
 Two kinds of metric:
@@ -132,13 +132,18 @@ METRICS: dict[str, MetricSpec] = {
         "gauge", "", (), USERS + CHARLES,
         "ID of the last key round logged (users) or announced (Charles): the N of "
         "`mdiqkd trace show RUN_DIR --round N` for the points beside it"),
+    "mdiqkd_calibration_actions_total": MetricSpec(
+        "counter", "", ("loop", "action"), USERS,
+        "what the calibration loops did (nodes.calibration): loop polarization, clock or search; "
+        "action started, moved, converged or failed"),
     "mdiqkd_warm_up_seconds": MetricSpec(
         "gauge", "seconds", (), ALL, "wall time of the node's kernel warm-up"),
 }
 
 #: Counters (``nodes.transport.Counters``) not mirrored one for one: written as a labelled or
 #: renamed series by the node itself (see ``metrics_json_series``).
-_SPECIAL_COUNTERS = {"rounds_aborted_total", "warm_up_ms", "secure_bits_total"}
+_SPECIAL_COUNTERS = {"rounds_aborted_total", "warm_up_ms", "secure_bits_total",
+                     "calibration_actions_total"}
 
 #: Plain counters started at 0 per node (``NodeMetrics.initialise``).
 _INITIAL_COUNTERS = {"alice": ("rounds_total", "keys_committed_total"),
@@ -249,8 +254,8 @@ def metrics_json_series(key: str, value: float) -> tuple[str, dict[str, str], fl
         return "mdiqkd_secure_key_bits_total", {}, value
     if key == "secure_bits_stored":
         return "mdiqkd_key_store_bits", {}, value
-    if key == "rounds_aborted_total":
-        return None
+    if key in ("rounds_aborted_total", "calibration_actions_total"):
+        return None  # sums over a label
     m = re.fullmatch(r"singles_(\w+)_total", key)
     if m:
         return "mdiqkd_detector_clicks_total", {"detector": m.group(1)}, value

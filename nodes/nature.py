@@ -153,7 +153,10 @@ class ChannelEmulator:
         size = 1 << self.link.frame_bits
         start, stop = a.first_frame * size, (a.first_frame + a.n_frames) * size
         self.sampled_until_frame = max(self.sampled_until_frame, a.first_frame + a.n_frames)
-        out = sample(self.link, self._settings(a), self._settings(b), start, stop,
+        link = self.link
+        if not (a.controls.is_identity and b.controls.is_identity):  # the users' actuators
+            link = replace(link, controls_a=a.controls, controls_b=b.controls)
+        out = sample(link, self._settings(a), self._settings(b), start, stop,
                      derive_seed(self.seed, "pulse batch", a.first_frame), self.sampler)
         self.singles += out.singles
         return out.records

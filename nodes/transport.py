@@ -29,13 +29,14 @@ from typing import Any, TypeVar
 import numpy as np
 import zmq
 
+from channel.controls import IDENTITY, SourceControls
 from classical.authentication import FRAME_HEADER_BYTES
 from classical.codec import max_message_bytes
 from classical.peer import FramePeer
 from classical.rounds import ProtocolError
 from classical.secure import SecureLink
 
-PULSE_WIRE_VERSION = 1
+PULSE_WIRE_VERSION = 2
 POLL_MS = 100
 #: Unread frames a mailbox keeps per sender. The protocol has a handful in flight at a time (a
 #: round's opening messages, the next round's start, the announcements of two pipelined rounds);
@@ -272,7 +273,8 @@ class PulseLayout:
 
 
 _PULSE_FIELDS = {"v": int, "user": str, "round": int, "first_frame": int, "shape": list,
-                 "key": str, "last": bool, "traceparent": (str, type(None))}
+                 "key": str, "last": bool, "traceparent": (str, type(None)),
+                 "controls": (dict, type(None))}
 
 
 def _rejected(message: str) -> PulseBatchRejected:
@@ -295,6 +297,8 @@ class PulseBatch:
     settings_key: int
     last_in_round: bool
     traceparent: str | None = None
+    #: the user's actuators while these frames were sent (its calibration loops' settings)
+    controls: SourceControls = IDENTITY
 
     @property
     def n_frames(self) -> int:
@@ -304,7 +308,10 @@ class PulseBatch:
         header = {"v": PULSE_WIRE_VERSION, "user": self.user, "round": self.round_id,
                   "first_frame": self.first_frame, "shape": list(self.frame_counts.shape),
                   "key": str(self.settings_key), "last": self.last_in_round,
-                  "traceparent": self.traceparent}
+                  "traceparent": self.traceparent,
+                  "controls": None if self.controls.is_identity else {
+                      "rotation_rad": list(self.controls.rotation_rad),
+                      "delay_ps": self.controls.delay_ps}}
         return [json.dumps(header).encode(), np.ascontiguousarray(self.frame_counts, np.int64)]
 
     @classmethod
@@ -347,9 +354,30 @@ class PulseBatch:
             raise _rejected(f"pulse batch buffer of {len(buffer)} bytes, header says {shape} "
                             f"int64")
         batch = cls(h["user"], h["round"], h["first_frame"],
-                    np.frombuffer(buffer, dtype=np.int64).reshape(shape), int(key), h["last"], tp)
+                    np.frombuffer(buffer, dtype=np.int64).reshape(shape), int(key), h["last"], tp,
+                    _controls(h["controls"]))
         layout.check(batch)
         return batch
+
+
+def _controls(value: dict[str, Any] | None) -> SourceControls:
+    """A header's ``controls``: null, or exactly ``rotation_rad`` (three numbers) and
+    ``delay_ps`` (a number), within the actuators' ranges (``channel.controls``)."""
+    if value is None:
+        return IDENTITY
+    if value.keys() != {"rotation_rad", "delay_ps"}:
+        raise _rejected("pulse header controls must have exactly rotation_rad and delay_ps")
+    rot, delay = value["rotation_rad"], value["delay_ps"]
+    numbers = (int, float)
+    if not (isinstance(rot, list) and len(rot) == 3
+            and all(isinstance(x, numbers) and not isinstance(x, bool) for x in rot)
+            and isinstance(delay, numbers) and not isinstance(delay, bool)):
+        raise _rejected("pulse header controls: rotation_rad must be three numbers, delay_ps a "
+                        "number")
+    try:
+        return SourceControls(tuple(float(x) for x in rot), float(delay))
+    except (ValueError, OverflowError) as e:
+        raise _rejected(f"pulse header controls: {e}") from None
 
 
 def run_stoppable(work: Callable[[], T], stop: threading.Event, poll_s: float = 0.05) -> T:

@@ -28,6 +28,7 @@ import zmq
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind
 
+from channel.controls import IDENTITY, SourceControls
 from channel.settings import SettingsGenerator
 from classical.custody import KeyCustody, Settled
 from classical.entropy import OsRandom
@@ -45,6 +46,7 @@ from classical.rounds import (
 from classical.sifting import check_announcement
 from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
+from nodes.calibration import Calibrator, LoopSettings, Measurement
 from nodes.keystore import KeyStore
 from nodes.metrics import user_round_observations
 from nodes.pacing import Pacer
@@ -104,6 +106,10 @@ class UserPlan:
     realtime: bool = False  # runtime.pacing: realtime (emission paced to the wall clock)
     #: rounds [first, stop) whose key the store has no room for (a game day's ``full`` fault)
     store_full_rounds: tuple[tuple[int, int], ...] = ()
+    #: the calibration loops (the scenario's ``calibration``; None: none run)
+    calibration: LoopSettings | None = None
+    #: rounds after whose result the loops search whatever the cost (``calibrate`` actions)
+    calibrate_rounds: tuple[int, ...] = ()
 
 
 class UserNode:
@@ -124,6 +130,12 @@ class UserNode:
                                   self._on_settled, self._no_room)
         self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
         self.pacer = Pacer(plan.realtime, plan.clock_rate_hz, ctx.stop)
+        # the calibration loops: both users run the same search on the same public error rates
+        # and each applies its own actuators (nodes.calibration)
+        self.calibrator = Calibrator(plan.calibration) if plan.calibration else None
+        self.calibration_log = ((ctx.node_dir / "calibration.jsonl").open("a")
+                                if self.calibrator else None)
+        self._round_controls: dict[int, tuple[SourceControls, SourceControls]] = {}
 
     def _no_room(self, round_id: int) -> str | None:
         """Why the key store cannot take this round's key (a game day's ``full`` fault)."""
@@ -149,13 +161,16 @@ class UserNode:
             span.set_attribute("mdiqkd.frames", plan.round_frames)
             span.set_attribute("mdiqkd.slots", plan.round_frames * gen.frame_size)
             tp = current_traceparent()
+            controls = IDENTITY
+            if self.calibrator is not None:
+                controls = self.calibrator.settings_for(round_id)[plan.role == "bob"]
             for f in range(first, first + plan.round_frames, plan.batch_frames):
                 self.pacer.wait_for(f * gen.frame_size)
                 n = min(plan.batch_frames, first + plan.round_frames - f)
                 counts = np.array([gen.frame_counts(i) for i in range(f, f + n)], np.int64)
                 last = f + n == first + plan.round_frames
-                self.pulses.send(PulseBatch(plan.role, round_id, f, counts, gen.key, last, tp),
-                                 self.ctx.stop)
+                self.pulses.send(PulseBatch(plan.role, round_id, f, counts, gen.key, last, tp,
+                                            controls), self.ctx.stop)
                 self.ctx.counters.add("pulses_emitted_total", n * gen.frame_size)
 
     def key_round(self, round_id: int) -> RoundOutcome:
@@ -212,10 +227,37 @@ class UserNode:
                 self.ctx.counters.add("rounds_aborted_total")
                 span.set_attribute("mdiqkd.abort_reason", outcome.abort_reason or "")
         self.ctx.counters.add("rounds_total")
-        self._log(round_id, ann, outcome)
+        self._log(round_id, ann, outcome, self._calibrate(round_id, outcome))
         return outcome
 
-    def _log(self, round_id: int, ann: Announcement, outcome: RoundOutcome) -> None:
+    def _calibrate(self, round_id: int, outcome: RoundOutcome) -> list[dict[str, object]]:
+        """What the calibration loops did on reading this round's result, logged to
+        ``calibration.jsonl`` with the emulated time it took effect (the next round emitted)."""
+        if self.calibrator is None:
+            return []
+        if round_id in self.plan.calibrate_rounds:
+            self.calibrator.force()
+        planned = self.calibrator.planned.get(round_id)
+        if planned is not None:  # the actuators this round was sent with, for its record
+            self._round_controls[round_id] = self.calibrator.controls(planned[0])
+        events = self.calibrator.observe(round_id, Measurement.from_report(outcome.report))
+        records = []
+        for e in events:
+            self.ctx.counters.add("calibration_actions_total")
+            self.ctx.observe([("mdiqkd_calibration_actions_total", 1.0,
+                               {"loop": e.loop, "action": e.action})])
+            record = {**e.as_record(), "emulated_s": (round_id + 1) * self.plan.round_frames
+                      * self.plan.settings.frame_size / self.plan.clock_rate_hz,
+                      "at_unix": time.time()}
+            assert self.calibration_log is not None
+            self.calibration_log.write(json.dumps(record) + "\n")
+            records.append(record)
+        if self.calibration_log is not None:
+            self.calibration_log.flush()
+        return records
+
+    def _log(self, round_id: int, ann: Announcement, outcome: RoundOutcome,
+             calibration: list[dict[str, object]] | None = None) -> None:
         start, stop = self._round_range(round_id)
         started, started_unix = self._round_started.pop(round_id, (time.perf_counter(),
                                                                    time.time()))
@@ -227,6 +269,12 @@ class UserNode:
                   "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
                   "secure_bits": int(outcome.report.get("net_secure_bits", 0)),
                   **{k: v for k, v in outcome.report.items() if k != "key_id"}}
+        if self.calibrator is not None:  # the actuators this round was sent with
+            a, b = self._round_controls.pop(round_id, (IDENTITY, IDENTITY))
+            record["controls"] = {"alice_rotation_rad": list(a.rotation_rad),
+                                  "bob_rotation_rad": list(b.rotation_rad),
+                                  "bob_delay_ps": b.delay_ps}
+            record["calibration_actions"] = [e["action"] for e in calibration or ()]
         if outcome.pending:
             self._pending_records[round_id] = record
         elif outcome.aborted:
@@ -445,5 +493,7 @@ class UserNode:
                                  "node stopped before Alice said whether she committed it")
         self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})
         self.rounds_log.close()
+        if self.calibration_log is not None:
+            self.calibration_log.close()
         self.store.close()
         self.pulses.close(0 if self.ctx.stop.is_set() else None)

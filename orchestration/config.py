@@ -56,6 +56,7 @@ from classical.estimation import (
 from classical.reconcilers import DEFAULT_METHOD, get_reconciler
 from classical.reconciliation import Reconciler
 from classical.rounds import RoundConfig
+from nodes.calibration import LoopSettings
 from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
 from orchestration.experiment import (
     FieldProblem,
@@ -312,6 +313,32 @@ class PostprocessingModel(_Model):
         return self.reconciliation.reconciler()
 
 
+class CalibrationModel(_Model):
+    """``calibration``: the users' calibration loops (``nodes.calibration``, docs/calibration.md).
+    The section runs them; each loop is on unless switched off here."""
+
+    polarization: bool = Field(True, description="tune each user's polarization controller "
+                               "against QBER_Z + QBER_X")
+    clock: bool = Field(True, description="tune Bob's emission delay against Alice's")
+    polarization_step_rad: float = Field(0.2, gt=0.0, le=1.0)
+    polarization_min_step_rad: float = Field(0.05, gt=0.0, le=1.0)
+    delay_step_ps: float = Field(40.0, gt=0.0, le=1000.0)
+    delay_min_step_ps: float = Field(10.0, gt=0.0, le=1000.0)
+    trigger_sigmas: float = Field(6.0, gt=0.0, le=100.0)
+    trigger_min_rise: float = Field(0.002, ge=0.0, le=1.0)
+    accept_sigmas: float = Field(3.0, gt=0.0, le=100.0)
+    max_search_rounds: int = Field(60, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _steps_ordered(self) -> CalibrationModel:
+        if self.polarization_min_step_rad > self.polarization_step_rad:
+            raise FieldProblem(("polarization_min_step_rad",), "must not exceed "
+                               "polarization_step_rad")
+        if self.delay_min_step_ps > self.delay_step_ps:
+            raise FieldProblem(("delay_min_step_ps",), "must not exceed delay_step_ps")
+        return self
+
+
 class AuthenticationModel(_Model):
     mode: Literal["wegman-carter", "hmac"] = "wegman-carter"
     initial_pool_bytes: int = Field(1 << 20, ge=1024, le=MAX_INITIAL_POOL_BYTES,
@@ -337,6 +364,8 @@ class Scenario(_Model):
     postprocessing: PostprocessingModel = PostprocessingModel()
     authentication: AuthenticationModel = AuthenticationModel()
     tracing: bool = True
+    #: the users' calibration loops: off unless the section is given (docs/calibration.md)
+    calibration: CalibrationModel | None = None
     # Game-day sections (orchestration/experiment.py, docs/scenario-format.md): optional, and
     # left out of a dump when not given, so a scenario without them dumps as before.
     tags: Tags | None = None
@@ -349,7 +378,7 @@ class Scenario(_Model):
     def _omit_absent_game_day_sections(self, handler: Any) -> Any:
         data = handler(self)
         if isinstance(data, dict):
-            for name in GAME_DAY_FIELDS:
+            for name in (*GAME_DAY_FIELDS, "calibration"):
                 if name in data and data[name] is None:
                     del data[name]
         return data
@@ -441,11 +470,27 @@ class Scenario(_Model):
             if e.action is not None and e.action.type not in implemented_actions:
                 refused.append(f"method.{k}.action.type: action {e.action.type} ({e.name!r}) "
                                "is not carried out by the emulator yet")
+            elif e.action is not None and e.action.type == "calibrate":
+                why = self._calibrate_problem(e.action.params["loop"])
+                if why:
+                    refused.append(f"method.{k}.action.params.loop: {why} ({e.name!r})")
         for k, r in enumerate(self.rollbacks or []):
             if r.action.type not in implemented_actions:
                 refused.append(f"rollbacks.{k}.action.type: action {r.action.type} "
                                f"({r.name!r}) is not carried out by the emulator yet")
         return refused
+
+    def _calibrate_problem(self, loop: str) -> str | None:
+        """Why a ``calibrate`` action of ``loop`` cannot run, or None: it starts a search of
+        the users' loops (docs/calibration.md), so the loop must run."""
+        if loop == "intensity":
+            return ("the intensity monitor checks every round by itself: there is no loop to "
+                    "start")
+        c = self.calibration
+        if c is None or not getattr(c, loop):
+            return (f"the {loop} loop does not run in this scenario (add calibration: "
+                    f"{{{loop}: true}})")
+        return None
 
     @property
     def run_rounds(self) -> int:
@@ -704,6 +749,15 @@ def build_settings(s: Scenario, user: Literal["alice", "bob"],
     model = s.alice if user == "alice" else s.bob
     key = user_keys(s)[f"{user}_settings"] if key is None else key
     return SettingsGenerator(_plan(model.source), key, s.frame_bits)
+
+
+def build_calibration(s: Scenario) -> LoopSettings | None:
+    """The users' calibration loops (``nodes.calibration``), None without the section or with
+    every loop off."""
+    c = s.calibration
+    if c is None or not (c.polarization or c.clock):
+        return None
+    return LoopSettings(**c.model_dump())
 
 
 def build_round_config(s: Scenario) -> RoundConfig:

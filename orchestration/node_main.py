@@ -124,6 +124,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
     from nodes.records import RoundLayout
     from nodes.transport import classical_max_message_bytes
     from orchestration.config import (
+        build_calibration,
         build_charles_config,
         build_link,
         build_round_config,
@@ -168,7 +169,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
                     _required(secrets.protocol_seed, role), scenario.postprocessing.qber_prior,
                     scenario.clock_rate_hz, secrets.entropy == "os",
                     scenario.runtime is not None and scenario.runtime.pacing == "realtime",
-                    secrets.store_full_rounds)
+                    secrets.store_full_rounds, build_calibration(scenario),
+                    secrets.calibrate_rounds)
     return ctx, UserNode(ctx, plan)
 
 

@@ -494,7 +494,7 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
 
 #: The action types the emulator carries out: ``clear_faults`` only, the one action that ends a
 #: fault's window in the channel emulator (``channel.impairments.fault_windows``).
-IMPLEMENTED_ACTIONS: frozenset[str] = frozenset({"clear_faults"})
+IMPLEMENTED_ACTIONS: frozenset[str] = frozenset({"clear_faults", "calibrate"})
 
 
 def implemented_faults() -> frozenset[str]:
@@ -610,6 +610,21 @@ def judged_mismatches(mismatched: dict[int, bool] | None, records: list[dict[str
     return {k: bad for k, bad in mismatched.items() if k in rounds}
 
 
+def calibration_events(run_dir: Path) -> list[dict[str, Any]]:
+    """What the users' calibration loops did (``bob/calibration.jsonl``; Alice's holds the same
+    events, both running the same search), with emulated times and without wall times."""
+    path = run_dir / "bob" / "calibration.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                out.append({k: v for k, v in event.items() if k != "at_unix"})
+    return out
+
+
 def write_journal(scenario: Scenario, run_dir: Path, status: str,
                   records: list[dict[str, Any]], wall: dict[str, float],
                   summary: dict[str, Any] | None = None, fail_fast: bool = False,
@@ -652,6 +667,7 @@ def write_journal(scenario: Scenario, run_dir: Path, status: str,
                 "mismatched_rounds": None if mismatched is None else
                 [r for r, bad in mismatched.items() if bad]},
         "live": live or [],
+        "calibration": calibration_events(run_dir),
         "wall_clock": wall,
     }
     (run_dir / "journal.json").write_text(json.dumps(journal, indent=2))

@@ -61,6 +61,9 @@ class NodeSecrets(BaseModel):
     #: a user's only: the rounds ``[first, stop)`` in which its key store has no room (a game
     #: day's ``full`` fault on it), nothing else of the game day
     store_full_rounds: tuple[tuple[int, int], ...] = ()
+    #: a user's only: the rounds after whose result the calibration loops search whatever the
+    #: cost (a game day's ``calibrate`` actions), nothing else of the game day
+    calibrate_rounds: tuple[int, ...] = ()
     #: nature's only: the token the orchestrator's control requests carry (the live control
     #: plane, ``orchestration.control``); drawn from the OS, it steers the link
     control_token: str = ""
@@ -85,7 +88,8 @@ def node_secrets(scenario: Scenario) -> dict[str, NodeSecrets]:
     out = {u: NodeSecrets(role=u, entropy=scenario.entropy,
                           settings_key=_draw(scenario, f"{u}_settings"),
                           protocol_seed=_draw(scenario, f"{u}_protocol"), pools=pools(u),
-                          store_full_rounds=store_full_rounds(scenario, u))
+                          store_full_rounds=store_full_rounds(scenario, u),
+                          calibrate_rounds=calibrate_rounds(scenario))
            for u in ("alice", "bob")}
     out["charles"] = NodeSecrets(role="charles", entropy=scenario.entropy, pools=pools("charles"),
                                  relay_seed=_draw(scenario, "charles relay faults"),
@@ -104,6 +108,15 @@ def store_full_rounds(scenario: Scenario, user: str) -> tuple[tuple[int, int], .
                for f in fault_windows(fault_timeline(scenario))
                if f.kind == "full" and f.target == f"keystore/{user}")
     return tuple(w for w in windows if w[1] > w[0])
+
+
+def calibrate_rounds(scenario: Scenario) -> tuple[int, ...]:
+    """The rounds in which a ``calibrate`` action falls: the loops search after reading that
+    round's result (both users run the same loops, so both are told)."""
+    per_round = scenario.round_slots / scenario.clock_rate_hz
+    return tuple(sorted({min(int(e.at_s // per_round), scenario.run_rounds - 1)
+                         for e in fault_timeline(scenario)
+                         if e.is_action and e.kind == "calibrate"}))
 
 
 def write_node_secrets(run_dir: Path, all_secrets: dict[str, NodeSecrets]) -> None:

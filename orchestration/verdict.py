@@ -38,13 +38,13 @@ ATTACK_FAULTS = frozenset({"intercept_resend", "malicious_relay"})
 #: Metrics measured from each round's record (so over any window).
 ROUND_METRICS = frozenset({"qber_z", "qber_x", "secure_key_rate_bps", "bsm_rate_hz",
                            "aborted_rounds", "abort_reason", "key_mismatches",
-                           "keys_from_attacked_rounds"})
+                           "keys_from_attacked_rounds", "calibration_actions"})
 #: Metrics of which the nodes keep run totals only: measured over a window that holds every
 #: round of a run that completed, "not measured" over a part of it, "no data" when the total is
 #: missing or the run stopped early (its counters then include rounds it did not record).
 RUN_TOTAL_METRICS = {"coincidence_rate_hz": "coincidences", "auth_failures": "auth_failures"}
 #: Metrics no record or node metric holds yet.
-UNMEASURED_METRICS = frozenset({"visibility", "dark_count_rate_hz", "calibration_actions"})
+UNMEASURED_METRICS = frozenset({"visibility", "dark_count_rate_hz"})
 #: The note of a phase the timeline does not have (no fault: no during and no after).
 NO_SUCH_PHASE = "the timeline has no such phase"
 #: Statuses that make the hypothesis fail.
@@ -332,6 +332,9 @@ def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> M
         if any(r.mismatch is None for r in rounds):
             return Measured(None, "the key stores were not read")
         return Measured(float(sum(1 for r in rounds if r.mismatch)))
+    if metric == "calibration_actions":
+        # what the loops did on reading the window's rounds (none without a calibration section)
+        return Measured(float(sum(len(r.record.get("calibration_actions") or ()) for r in rounds)))
     if metric == "keys_from_attacked_rounds":
         return Measured(float(sum(r.record.get("secure_bits") or 0 for r in rounds
                                   if r.index in evidence.attacked)))

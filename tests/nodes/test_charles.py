@@ -77,10 +77,18 @@ def test_an_unknown_user_is_dropped(relay, changes):
 
 
 @pytest.mark.parametrize("changes", [
-    {"v": 2}, {"v": True}, {"round": 0.0}, {"round": "0"}, {"first_frame": None},
+    {"v": 1}, {"v": 3}, {"v": True}, {"round": 0.0}, {"round": "0"}, {"first_frame": None},
     {"shape": [2, 6, 1]}, {"shape": [-2, -6]}, {"shape": "2,6"}, {"key": "-1"}, {"key": 5},
     {"key": str(2**64)}, {"last": 1}, {"traceparent": 5}, {"traceparent": "x" * 1000},
-    {"extra": 1},
+    {"extra": 1}, {"controls": 1}, {"controls": []}, {"controls": {}},
+    {"controls": {"rotation_rad": [0, 0], "delay_ps": 0}},
+    {"controls": {"rotation_rad": [0, 0, "1"], "delay_ps": 0}},
+    {"controls": {"rotation_rad": [0, 0, True], "delay_ps": 0}},
+    {"controls": {"rotation_rad": [0, 0, 7.0], "delay_ps": 0}},
+    {"controls": {"rotation_rad": [0, 0, 0], "delay_ps": 2e6}},
+    {"controls": {"rotation_rad": [0, 0, 0], "delay_ps": None}},
+    {"controls": {"rotation_rad": [0, 0, 0], "delay_ps": 0, "gain": 1}},
+    {"controls": {"rotation_rad": [0, 0, 1e400], "delay_ps": 0}},
 ])
 def test_ill_typed_fields_are_dropped(relay, changes):
     relay.on_pulses(_with_header(relay.parts("alice", 0, 0), **changes))
@@ -217,3 +225,22 @@ def test_the_pulse_socket_refuses_more_than_a_full_batch(relay):
     assert max(map(len, relay.parts("alice", 0, 0))) <= relay.layout.max_message_bytes()
     assert relay.nature_node.pulses.socket.getsockopt(zmq.MAXMSGSIZE) == \
         relay.layout.max_message_bytes()
+
+
+def test_a_batch_carries_its_users_actuator_settings_to_nature(relay):
+    # the calibration loops' settings (channel.controls) travel in the header and are applied
+    # to the frames of that batch only; the round is measured and announced as usual
+    from channel.controls import SourceControls
+    from nodes.transport import PulseBatch
+    parts = _with_header(relay.parts("bob", 0, 0),
+                         controls={"rotation_rad": [0.0, -0.4, 0.0], "delay_ps": -150.0})
+    batch = PulseBatch.from_parts(parts, relay.nature.layout)
+    assert batch.controls == SourceControls((0.0, -0.4, 0.0), -150.0)
+    again = PulseBatch.from_parts(batch.to_parts(), relay.nature.layout)
+    assert again.controls == batch.controls
+    assert (again.frame_counts == batch.frame_counts).all()
+    for i in range(BATCHES_PER_ROUND):
+        relay.on_pulses(relay.parts("alice", 0, i))
+        relay.on_pulses(parts if i == 0 else relay.parts("bob", 0, i))
+    assert relay.announced() == [0]
+    assert relay.count("pulse_batches_accepted_total") == 2 * BATCHES_PER_ROUND

@@ -25,7 +25,7 @@ from orchestration.runconfig import HOST, free_ports
 
 #: base units (Prometheus conventions) a metric name may end with, before ``_total``
 UNITS = ("ratio", "seconds", "bits", "hertz", "bits_per_second", "")
-LABELS = {"basis", "detector", "reason", "peer"}
+LABELS = {"basis", "detector", "reason", "peer", "loop", "action"}
 
 RECORD = {"round": 3, "emulated_seconds": 3.145728, "announced": 3208435, "aborted": False,
           "abort_reason": None, "secure_bits": 164674, "sifted": 1866155,
