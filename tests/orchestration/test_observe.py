@@ -169,7 +169,9 @@ def test_charles_exports_nothing_derived_from_the_users_settings(observed):
     _, prom, _ = observed
     series = _series(prom, '{node="charles"}')
     assert series
-    allowed_labels = {"__name__", "link", "node", "peer", "reason", "job", "instance", "run",
+    # detector: his own detectors' click timing (the records' click times, docs/metrics.md)
+    allowed_labels = {"__name__", "link", "node", "peer", "reason", "detector", "job",
+                      "instance", "run",
                       "otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
     declared = {n for n, s in METRICS.items() if "charles" in s.nodes}
     assert declared == charles_metric_names()
@@ -182,6 +184,7 @@ def test_charles_exports_nothing_derived_from_the_users_settings(observed):
                                                     "mdiqkd_unexpected_messages")), name
         assert s.get("reason") in (None, "AuthenticationError", "FrameFormatError",
                                    "ReplayError", "MessageDecodeError")
+        assert s.get("detector") in (None, "cH", "cV", "dH", "dV")
 
 
 @pytest.mark.slow
