@@ -33,6 +33,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
+from channel.relay import N_DETECTORS
 from classical.secure import REJECTED_FRAME_ERRORS
 from nodes.link_estimates import visibility_lower
 from nodes.relay_timing import DetectorTiming
@@ -147,8 +148,8 @@ METRICS: dict[str, MetricSpec] = {
         "Bell detections announced in vacuum-vacuum pulse pairs: background clicks only"),
     "mdiqkd_dark_count_rate_hertz": MetricSpec(
         "gauge", "hertz", (), USERS,
-        "background (dark) clicks per second per detector estimated from the last key round's "
-        "vacuum-vacuum detections, four alike detectors gated every slot"),
+        "background (dark) clicks per emulated second, all four detectors, estimated from the "
+        "last key round's vacuum-vacuum detections (four alike detectors, every slot gated)"),
     "mdiqkd_detector_clicks_total": MetricSpec(
         "counter", "", ("detector",), NATURE, "clicks per detector (singles, coincidences "
         "included), as the relay's electronics count them"),
@@ -248,7 +249,7 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
     dark, seconds = _number(record, "dark_count_probability"), _number(record, "emulated_seconds")
     if dark is not None and seconds and "start_slot" in record and "stop_slot" in record:
         clock_rate_hz = (int(record["stop_slot"]) - int(record["start_slot"])) / seconds
-        out.append(("mdiqkd_dark_count_rate_hertz", dark * clock_rate_hz, {}))
+        out.append(("mdiqkd_dark_count_rate_hertz", N_DETECTORS * dark * clock_rate_hz, {}))
     bits = float(record.get("secure_bits") or 0)
     out.append(("mdiqkd_round_secure_key_bits", bits, {}))
     seconds = _number(record, "emulated_seconds")

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from channel.impairments import Fault, TimelineEntry, fault_slots, fault_windows, frame_at
+from channel.relay import N_DETECTORS
+from nodes.link_estimates import dark_count_probability, visibility_lower
 from orchestration.experiment import (
     MethodEntry,
     ProbeModel,
@@ -44,7 +46,7 @@ ROUND_METRICS = frozenset({"qber_z", "qber_x", "secure_key_rate_bps", "bsm_rate_
 #: missing or the run stopped early (its counters then include rounds it did not record).
 RUN_TOTAL_METRICS = {"coincidence_rate_hz": "coincidences", "auth_failures": "auth_failures"}
 #: Metrics no record or node metric holds yet.
-UNMEASURED_METRICS = frozenset({"visibility", "dark_count_rate_hz", "calibration_actions"})
+UNMEASURED_METRICS = frozenset({"calibration_actions"})
 #: The note of a phase the timeline does not have (no fault: no during and no after).
 NO_SUCH_PHASE = "the timeline has no such phase"
 #: Statuses that make the hypothesis fail.
@@ -300,6 +302,18 @@ def _run_total(metric: str, rounds: Sequence[Round], seconds: float,
     return Measured(total / seconds if metric.endswith("_hz") else total)
 
 
+def _dark_count_rate(rounds: Sequence[Round]) -> Measured:
+    """Background clicks per emulated second, all four detectors, from the window's pooled
+    vacuum-vacuum detections and pulse pairs (``nodes.link_estimates``)."""
+    counted = [r for r in rounds if r.record.get("vacuum_pairs") is not None]
+    p = dark_count_probability(sum(float(r.record.get("vacuum_detections") or 0)
+                                   for r in counted),
+                               sum(float(r.record["vacuum_pairs"]) for r in counted))
+    if p is None:
+        return Measured(None, "no round of the window counted vacuum-vacuum pulse pairs")
+    return Measured(N_DETECTORS * p * counted[0].clock_rate_hz)
+
+
 def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> Measured:
     """The probe's metric over ``rounds`` (a window's), or why there is no value."""
     metric = probe.metric
@@ -316,6 +330,11 @@ def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> M
         return _pooled(final, "qber_z", "key_bits_raw")
     if metric == "qber_x":
         return _pooled(rounds, "qber_x", "x_bits")
+    if metric == "visibility":  # a lower bound (nodes.link_estimates)
+        pooled = _pooled(rounds, "e11_x_upper", "s11_z_lower")
+        return pooled if pooled.value is None else Measured(visibility_lower(pooled.value))
+    if metric == "dark_count_rate_hz":
+        return _dark_count_rate(rounds)
     if metric == "secure_key_rate_bps":
         return Measured(sum(r.record.get("secure_bits") or 0 for r in rounds) / seconds)
     if metric == "bsm_rate_hz":

@@ -124,7 +124,8 @@ def test_a_round_record_sets_visibility_and_dark_counts():
               if name.startswith(("mdiqkd_visibility", "mdiqkd_vacuum", "mdiqkd_dark"))}
     assert series == {"mdiqkd_visibility_lower_ratio": pytest.approx(0.9),
                       "mdiqkd_vacuum_pairs_total": 2e8, "mdiqkd_vacuum_detections_total": 8.0,
-                      "mdiqkd_dark_count_rate_hertz": pytest.approx(1e-4 * 5e8)}
+                      # all four detectors, 5e8 slots a second
+                      "mdiqkd_dark_count_rate_hertz": pytest.approx(4 * 1e-4 * 5e8)}
     bare = NodeMetrics("alice")  # a record without them sets none of them
     bare.apply(user_round_observations({"round": 1, "aborted": True, "abort_reason": "x"}))
     assert not [n for n in parse_exposition(bare.exposition())

@@ -63,13 +63,13 @@ def test_rounds_on_the_command_line_do_not_silently_replace_a_runtime(tmp_path):
 def test_validate_warns_of_a_probe_no_run_can_measure_yet(tmp_path):
     data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
     data["steady_state"] = {"title": "t", "probes": [
-        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}}]}
+        {"name": "cal", "metric": "calibration_actions", "tolerance": {"max": 3}}]}
     path = tmp_path / "vis.yaml"
     path.write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["scenario", "validate", str(path)])
     assert result.exit_code == 0 and result.stdout.strip() == f"{path}: ok"
-    assert "steady_state.probes.0.metric: 'vis': visibility is not measured by the emulator " \
-        "yet; the verdict will say 'not measured'" in result.stderr
+    assert "steady_state.probes.0.metric: 'cal': calibration_actions is not measured by the " \
+        "emulator yet; the verdict will say 'not measured'" in result.stderr
     data["steady_state"]["probes"] = [
         {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
         {"name": "cr-1s", "metric": "coincidence_rate_hz", "tolerance": {"min": 1},
