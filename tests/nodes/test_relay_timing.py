@@ -14,6 +14,7 @@ over every assertion of the test (``z_bound``, ``scipy.stats.chi2``).
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -129,3 +130,31 @@ def test_charles_exports_offset_and_jitter_in_seconds_per_detector():
     jitters = {lab["detector"]: v for lab, v in series["mdiqkd_relay_click_jitter_seconds"]}
     assert offsets == {"cH": 105e-12, "cV": 95e-12}  # detectors with no click: no series
     assert jitters == {"cH": 0.0, "cV": 0.0}
+
+
+def test_charles_exports_the_offset_of_an_honest_round_from_the_records_he_received():
+    """The default link: Bob's clock 10 ps late, no jitter: every click sits at δt/2 = 5 ps on
+    Charles's grid, and that is what his endpoint says once the round is announced."""
+    from tests.nodes.relay_harness import BATCHES_PER_ROUND, Relay
+
+    relay = Relay()
+    try:
+        link = relay.nature.link
+        assert link.clock_b.offset_ps - link.clock_a.offset_ps == 10.0
+        assert not link.relay.jitters_ps.any() and link.clock_rate_hz == 1e9
+        metrics = NodeMetrics("charles")
+        # Charles's own context with live metrics (nature's, shared in the harness, has none)
+        relay.charles.ctx = SimpleNamespace(**vars(relay.charles.ctx), metrics=metrics,
+                                            observe=metrics.apply)
+        relay.charles.clock_rate_hz = link.clock_rate_hz
+        for i in range(BATCHES_PER_ROUND):
+            relay.on_pulses(relay.parts("alice", 0, i))
+            relay.on_pulses(relay.parts("bob", 0, i))
+        assert relay.announced() == [0]
+        series = parse_exposition(metrics.exposition())
+        offsets = {lab["detector"]: v for lab, v in series["mdiqkd_relay_click_offset_seconds"]}
+        jitters = {lab["detector"]: v for lab, v in series["mdiqkd_relay_click_jitter_seconds"]}
+        assert offsets == dict.fromkeys(DETECTOR_NAMES, 5e-12)
+        assert jitters == dict.fromkeys(DETECTOR_NAMES, 0.0)
+    finally:
+        relay.close()
