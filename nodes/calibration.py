@@ -15,7 +15,9 @@ One compass (pattern) search serves both: its coordinates are the enabled loops'
 search starts when the cost J = QBER_Z + QBER_X of the current setting rises above its reference
 (the cost when the link was last aligned) by ``trigger_sigmas`` standard errors; each round then
 tries one coordinate one step up or down and keeps the setting if it lowers J by
-``accept_sigmas`` standard errors; a sweep of every direction with no gain halves the steps; steps
+``accept_sigmas`` standard errors (every ``TRIALS_PER_BASE`` trial rounds, a round measures the
+current setting again, so trials are judged against a recent cost, and a cost that rose under the
+search, another fault, starts its sweep over); a sweep of every direction with no gain halves the steps; steps
 below their minimum, or a cost back within ``accept_sigmas`` of the reference, end the search
 (converged: J is the new reference), and a search that reads ``max_search_rounds`` trial results
 ends as failed (the best setting found is kept, its cost the new reference). Every decision is a pure
@@ -40,6 +42,9 @@ import numpy as np
 
 from channel.controls import IDENTITY, MAX_DELAY_PS, MAX_ROTATION_RAD, SourceControls
 
+#: While searching, the setting itself is measured again after this many trial rounds, so that
+#: trials are judged against a recent cost even when the link changes under the search.
+TRIALS_PER_BASE = 2
 #: The loops ``calibration`` switches (the intensity monitor is ``nodes.intensity_monitor``).
 LOOPS = ("polarization", "clock")
 
@@ -179,9 +184,11 @@ class Calibrator:
     search_rounds: int = 0  # trial results read in this search
     steps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cursor: int = 0  # the direction the next trial round tries
-    misses: int = 0  # trial results without a gain since the last gain or step change
+    missed: set[int] = field(default_factory=set)  # directions tried in vain this sweep
+    sweep: int = 0  # counts restarts, gains and step changes: a trial counts in its own sweep
     remeasure: bool = False  # the next round emitted measures the base again
-    planned: dict[int, tuple[np.ndarray, int | None]] = field(default_factory=dict)
+    trials_since_base: int = 0  # trial rounds emitted since the last base round
+    planned: dict[int, tuple[np.ndarray, int | None, int]] = field(default_factory=dict)
     forced: bool = False  # a game day's ``calibrate`` action: search at the next result
 
     def __post_init__(self) -> None:
@@ -195,14 +202,18 @@ class Calibrator:
         """(Alice's, Bob's) actuators for round ``round_id``, fixed at its first call."""
         if round_id not in self.planned:
             point, tried = self.base.copy(), None
+            if self.trials_since_base >= TRIALS_PER_BASE:
+                self.remeasure = True  # the link may have changed under the search
             if self.searching and not self.remeasure:
+                self.trials_since_base += 1
                 tried = self.cursor
                 self.cursor = (self.cursor + 1) % (2 * len(self.coords))
                 k, minus = divmod(tried, 2)
                 point[k] = np.clip(point[k] + (-self.steps[k] if minus else self.steps[k]),
                                    -self.coords[k].limit, self.coords[k].limit)
-            self.remeasure = False
-            self.planned[round_id] = (point, tried)
+            if tried is None:
+                self.remeasure, self.trials_since_base = False, 0
+            self.planned[round_id] = (point, tried, self.sweep)
         return self.controls(self.planned[round_id][0])
 
     def controls(self, point: np.ndarray) -> tuple[SourceControls, SourceControls]:
@@ -226,31 +237,39 @@ class Calibrator:
     def observe(self, round_id: int, m: Measurement | None) -> list[CalibrationEvent]:
         """Take round ``round_id``'s result (None: it gave no usable error rates); what the loops
         did on reading it."""
-        point, tried = self.planned.pop(round_id, (None, None))
+        point, tried, sweep = self.planned.pop(round_id, (None, None, -1))
         events: list[CalibrationEvent] = []
         if point is None or not self.coords or m is None:
             return events  # nothing learnt (a trial without a result is simply not counted)
         if tried is None:
             if np.array_equal(point, self.base):
+                if self.searching and self.base_m is not None and self._rose(m, self.base_m):
+                    # the link changed under the search (another fault): start the sweep over
+                    self.steps = np.array([c.step for c in self.coords])
+                    self._new_sweep(cursor=0)
                 self.base_m = m
                 if self.reference is None:
                     self.reference = m  # the link as it starts is taken as aligned
                 elif not self.searching and self._triggered(m):
                     self._start(round_id, m, "its cost rose above its reference", events)
         elif self.searching and self.base_m is not None:
-            self._judge(round_id, point, tried, m, events)
+            self._judge(round_id, point, tried, sweep, m, events)
         if self.forced and not self.searching and self.base_m is not None:
             self._start(round_id, self.base_m, "a calibrate action", events)
         return events
 
-    def _judge(self, round_id: int, point: np.ndarray, tried: int, m: Measurement,
+    def _new_sweep(self, cursor: int) -> None:
+        self.missed, self.cursor, self.sweep = set(), cursor, self.sweep + 1
+
+    def _judge(self, round_id: int, point: np.ndarray, tried: int, sweep: int, m: Measurement,
                events: list[CalibrationEvent]) -> None:
         assert self.base_m is not None
         self.search_rounds += 1
         gain, sigma = rise(self.base_m, m)
         if gain > self.settings.accept_sigmas * sigma:
             k = tried // 2
-            self.base, self.base_m, self.misses, self.cursor = point, m, 0, tried
+            self.base, self.base_m = point, m
+            self._new_sweep(cursor=tried)  # go on the same way
             c = self.coords[k]
             events.append(CalibrationEvent(
                 round_id, c.loop, "moved", f"{c.user} {_AXES[c.index]} to {point[k]:+.4g} "
@@ -261,12 +280,17 @@ class Calibrator:
                 self._end(round_id, "converged", events)
                 return
         else:
-            self.misses += 1
-            if self.misses >= 2 * len(self.coords):  # a whole sweep without a gain
+            if sweep == self.sweep:  # a trial of an earlier sweep says nothing of this one
+                self.missed.add(tried)
+            if len(self.missed) == 2 * len(self.coords):  # every direction, in vain
                 self.steps = self.steps / 2
-                self.misses, self.remeasure = 0, True
+                self._new_sweep(cursor=self.cursor)
+                self.remeasure = True
                 if all(s < c.min_step for s, c in zip(self.steps, self.coords, strict=True)):
-                    self._end(round_id, "converged", events)
+                    # as fine as the loops go: aligned again, or a fault they cannot undo
+                    assert self.reference is not None
+                    self._end(round_id, "failed" if self._rose(self.base_m, self.reference)
+                              else "converged", events)
                     return
         if self.search_rounds >= self.settings.max_search_rounds:
             self._end(round_id, "failed", events)
@@ -276,14 +300,30 @@ class Calibrator:
         up, sigma = rise(m, self.reference)
         if up < -self.settings.accept_sigmas * sigma:
             self.reference = m  # better than ever: the new reference
+        return self._rose(m, self.reference)
+
+    def _rose(self, m: Measurement, than: Measurement) -> bool:
+        up, sigma = rise(m, than)
         return up > max(self.settings.trigger_sigmas * sigma, self.settings.trigger_min_rise)
 
     def _start(self, round_id: int, m: Measurement, why: str,
                events: list[CalibrationEvent]) -> None:
         self.searching, self.forced, self.base_m = True, False, m
-        self.search_rounds, self.misses, self.cursor = 0, 0, 0
+        self.search_rounds = 0
+        self._new_sweep(cursor=self._first_direction(m))
         self.steps = np.array([c.step for c in self.coords])
         events.append(CalibrationEvent(round_id, "search", "started", why, self._cost(m)))
+
+    def _first_direction(self, m: Measurement) -> int:
+        """Where a sweep starts: at Bob's delay when QBER_Z was measured and has not risen (a
+        timing offset raises QBER_X only), else at the first coordinate."""
+        ref = self.reference
+        clock = [k for k, c in enumerate(self.coords) if c.loop == "clock"]
+        if not clock or ref is None or m.qber_z is None or ref.qber_z is None:
+            return 0
+        z_up = m.qber_z - ref.qber_z
+        sd = math.sqrt(m.qber_z * (1 - m.qber_z) / m.n_z + ref.qber_z * (1 - ref.qber_z) / ref.n_z)
+        return 2 * clock[0] if z_up <= self.settings.accept_sigmas * sd else 0
 
     def _end(self, round_id: int, how: str, events: list[CalibrationEvent]) -> None:
         assert self.base_m is not None

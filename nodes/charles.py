@@ -29,6 +29,7 @@ from nodes.metrics import charles_round_observations
 from nodes.records import RecordsBatch, RecordsRejected, RoundLayout
 from nodes.relay_faults import RelayMisbehaviour
 from nodes.relay_software import CharlesConfig, decide_batch, warm_up_bell_states
+from nodes.relay_timing import TimingAccumulator, warm_up_timing
 from nodes.tracing import context_from
 from nodes.transport import POLL_MS, NodeStopped
 
@@ -42,7 +43,8 @@ class CharlesNode:
                  clock_rate_hz: float | None = None) -> None:
         """``misbehaviour``: a game day's faults of his own software (``nodes.relay_faults``,
         from his own secrets), None for the honest relay. ``clock_rate_hz``: the public pulse
-        clock, for the Bell rate per emulated second."""
+        clock, for the Bell rate per emulated second and the slot grid his click times are read
+        on (``nodes.relay_timing``; without it no timing is exported)."""
         self.ctx, self.layout, self.config = ctx, layout, config
         self.misbehaviour = misbehaviour
         self.clock_rate_hz = clock_rate_hz
@@ -57,10 +59,11 @@ class CharlesNode:
         self.successes: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
         self.coincidences: dict[int, int] = defaultdict(int)
         self.bounds: dict[int, tuple[int, int]] = {}
+        self.timing: dict[int, TimingAccumulator] = {}
         self.announced: set[int] = set()
 
     def run(self) -> None:
-        self.ctx.warm_up(warm_up_bell_states)  # compiled while nature samples the first frames
+        self.ctx.warm_up(_warm_up)  # compiled while nature samples the first frames
         alice_q = self.ctx.mailbox.queues["alice"]
         assert self.records is not None
         while True:
@@ -107,6 +110,9 @@ class CharlesNode:
                                        self.config, self.misbehaviour)
             self.successes[batch.round_id].append((batch.first_slot, slots, bell))
             self.coincidences[batch.round_id] += len(batch.records)
+            if self.clock_rate_hz:  # the records as his electronics tagged them
+                self.timing.setdefault(batch.round_id, TimingAccumulator(
+                    1e12 / self.clock_rate_hz)).add(batch.records)
             old = self.bounds.get(batch.round_id, (batch.first_slot, batch.stop_slot))
             self.bounds[batch.round_id] = (min(old[0], batch.first_slot),
                                            max(old[1], batch.stop_slot))
@@ -119,6 +125,7 @@ class CharlesNode:
         parts = sorted(self.successes.pop(round_id), key=lambda p: p[0])  # in slot order
         coincidences = self.coincidences.pop(round_id)
         start, stop = self.bounds.pop(round_id)
+        timing = self.timing.pop(round_id, None)
         self.announced.add(round_id)
         with self.ctx.tracer.start_as_current_span(
                 "announce", context=context_from(traceparent), kind=SpanKind.PRODUCER) as span:
@@ -136,9 +143,15 @@ class CharlesNode:
         if getattr(self.ctx, "metrics", None) is not None:  # tests may give a bare context
             self.ctx.observe(charles_round_observations(round_id, int(ann.slots.size),
                                                         coincidences,
-                                                        start, stop, self.clock_rate_hz))
+                                                        start, stop, self.clock_rate_hz,
+                                                        () if timing is None else timing.read()))
 
     def close(self) -> None:
         self.ctx.write_metrics()
         if self.records is not None:
             self.records.close()
+
+
+def _warm_up() -> None:
+    warm_up_bell_states()
+    warm_up_timing()

@@ -33,7 +33,10 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 
+from channel.relay import N_DETECTORS
 from classical.secure import REJECTED_FRAME_ERRORS
+from nodes.link_estimates import visibility_lower
+from nodes.relay_timing import DetectorTiming
 
 #: The ``link`` label of a run's series (one link per run: Alice–Bob through Charles).
 DEFAULT_LINK = "alice-bob"
@@ -125,6 +128,28 @@ METRICS: dict[str, MetricSpec] = {
     "mdiqkd_bell_success_rate_hertz": MetricSpec(
         "gauge", "hertz", (), CHARLES,
         "Bell successes per emulated second of the last round announced"),
+    "mdiqkd_relay_click_offset_seconds": MetricSpec(
+        "gauge", "seconds", ("detector",), CHARLES,
+        "mean click time on the relay's own slot grid (time tag minus slot x slot period) of "
+        "a detector's clicks in the last round announced"),
+    "mdiqkd_relay_click_jitter_seconds": MetricSpec(
+        "gauge", "seconds", ("detector",), CHARLES,
+        "rms spread of a detector's click times about their mean offset in the last round "
+        "announced"),
+    "mdiqkd_visibility_lower_ratio": MetricSpec(
+        "gauge", "ratio", (), USERS,
+        "lower bound on the two-photon interference visibility of single-photon pairs, "
+        "1 - 2 e11_x_upper, of the last key round that bounded e11"),
+    "mdiqkd_vacuum_pairs_total": MetricSpec(
+        "counter", "", (), USERS,
+        "pulse pairs with matching bases in which both users sent vacuum (intensity 0)"),
+    "mdiqkd_vacuum_detections_total": MetricSpec(
+        "counter", "", (), USERS,
+        "Bell detections announced in vacuum-vacuum pulse pairs: background clicks only"),
+    "mdiqkd_dark_count_rate_hertz": MetricSpec(
+        "gauge", "hertz", (), USERS,
+        "background (dark) clicks per emulated second, all four detectors, estimated from the "
+        "last key round's vacuum-vacuum detections (four alike detectors, every slot gated)"),
     "mdiqkd_detector_clicks_total": MetricSpec(
         "counter", "", ("detector",), NATURE, "clicks per detector (singles, coincidences "
         "included), as the relay's electronics count them"),
@@ -218,6 +243,18 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
         v = _number(record, key)
         if v is not None:
             out.append((name, v, {}))
+    visibility = visibility_lower(_number(record, "e11_x_upper"))
+    if visibility is not None:
+        out.append(("mdiqkd_visibility_lower_ratio", visibility, {}))
+    for key, name in (("vacuum_pairs", "mdiqkd_vacuum_pairs_total"),
+                      ("vacuum_detections", "mdiqkd_vacuum_detections_total")):
+        v = _number(record, key)
+        if v is not None:
+            out.append((name, v, {}))
+    dark, seconds = _number(record, "dark_count_probability"), _number(record, "emulated_seconds")
+    if dark is not None and seconds and "start_slot" in record and "stop_slot" in record:
+        clock_rate_hz = (int(record["stop_slot"]) - int(record["start_slot"])) / seconds
+        out.append(("mdiqkd_dark_count_rate_hertz", N_DETECTORS * dark * clock_rate_hz, {}))
     bits = float(record.get("secure_bits") or 0)
     out.append(("mdiqkd_round_secure_key_bits", bits, {}))
     seconds = _number(record, "emulated_seconds")
@@ -231,11 +268,20 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
 
 def charles_round_observations(round_id: int, successes: int, coincidences: int,
                                start_slot: int, stop_slot: int,
-                               clock_rate_hz: float | None) -> list[Update]:
-    """What one announced round sets at Charles: only his own measurement's numbers."""
+                               clock_rate_hz: float | None,
+                               timing: Iterable[DetectorTiming] = ()) -> list[Update]:
+    """What one announced round sets at Charles: only his own measurement's numbers, and the
+    click timing of his detectors (``nodes.relay_timing``; a detector with no click in the
+    round keeps its last values)."""
     out: list[Update] = [("mdiqkd_last_round", float(round_id), {}),
                          ("mdiqkd_bell_successes_total", float(successes), {}),
                          ("mdiqkd_coincidences_total", float(coincidences), {})]
+    for t in timing:
+        if t.offset_ps is not None and t.jitter_ps is not None:
+            out += [("mdiqkd_relay_click_offset_seconds", t.offset_ps * 1e-12,
+                     {"detector": t.detector}),
+                    ("mdiqkd_relay_click_jitter_seconds", t.jitter_ps * 1e-12,
+                     {"detector": t.detector})]
     if clock_rate_hz:
         seconds = (stop_slot - start_slot) / clock_rate_hz
         out.append(("mdiqkd_emulated_seconds_total", seconds, {}))

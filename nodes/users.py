@@ -48,6 +48,7 @@ from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
 from nodes.calibration import Calibrator, LoopSettings, Measurement
 from nodes.keystore import KeyStore
+from nodes.link_estimates import round_link_estimates
 from nodes.metrics import user_round_observations
 from nodes.pacing import Pacer
 from nodes.tracing import SpanObserver, context_from, current_traceparent
@@ -268,7 +269,8 @@ class UserNode:
                   "announced": int(ann.slots.size), "aborted": outcome.aborted,
                   "abort_reason": outcome.abort_reason, "key_id": outcome.key_id,
                   "secure_bits": int(outcome.report.get("net_secure_bits", 0)),
-                  **{k: v for k, v in outcome.report.items() if k != "key_id"}}
+                  **{k: v for k, v in outcome.report.items() if k != "key_id"},
+                  **round_link_estimates(outcome.observations)}
         if self.calibrator is not None:  # the actuators this round was sent with
             a, b = self._round_controls.pop(round_id, (IDENTITY, IDENTITY))
             record["controls"] = {"alice_rotation_rad": list(a.rotation_rad),

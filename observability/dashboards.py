@@ -7,10 +7,11 @@ Import); each asks for a Prometheus data source (the variable ``datasource``), s
 ``mdiqkd observe`` starts.
 
 * ``executive``: secure key rate, key-provisioning availability, QBER rolling average, SLO burn;
-* ``oncall``: per-link QBER per basis, Bell rate, detector click rates, aborted rounds by reason,
-  authentication failures, firing alerts;
+* ``oncall``: per-link QBER per basis, Bell rate, detector click rates, dark counts, aborted
+  rounds by reason, authentication failures, firing alerts;
 * ``debug``: error-correction leakage, round trips, authentication key consumed, frames
-  rejected, key-provisioning latency, finite-key bounds, coincidences, warm-up times.
+  rejected, key-provisioning latency, finite-key bounds, coincidences, warm-up times, the
+  relay's click-time offset and jitter per detector, the visibility lower bound.
 
 The per-stage durations of a round are in its trace, not in a metric: ``mdiqkd trace show
 RUN_DIR --round N`` (the round number is in ``rounds.jsonl``).
@@ -73,6 +74,9 @@ PANELS: dict[str, tuple[str, list[tuple[str, list[Panel]]]]] = {
                 ("mdiqkd_bell_success_rate_hertz", "{{link}}")]),
             ("Detector clicks (per wall second)", "timeseries", "hz", [
                 ("rate(mdiqkd_detector_clicks_total[1m])", "{{detector}}")]),
+            ("Dark counts (background clicks per detector per slot, vacuum class, 1h)",
+             "timeseries", "sci", [
+                 ("link:mdiqkd_dark_count_probability:1h", "{{link}}")]),
         ]),
         ("Trouble", [
             ("Aborted rounds by reason (15m)", "timeseries", "short", [
@@ -117,6 +121,14 @@ PANELS: dict[str, tuple[str, list[tuple[str, list[Panel]]]]] = {
             ("Key store depth", "timeseries", "short", [
                 ("mdiqkd_key_store_bits", "{{node}}")]),
             ("Kernel warm-up", "stat", "s", [("mdiqkd_warm_up_seconds", "{{node}}")]),
+        ]),
+        ("Relay timing and interference", [
+            ("Click-time offset on the relay's slot grid", "timeseries", "s", [
+                ("mdiqkd_relay_click_offset_seconds", "{{detector}}")]),
+            ("Click-time jitter at the relay (rms)", "timeseries", "s", [
+                ("mdiqkd_relay_click_jitter_seconds", "{{detector}}")]),
+            ("Two-photon interference visibility (lower bound)", "timeseries", "percentunit", [
+                ("mdiqkd_visibility_lower_ratio", "{{node}}")]),
         ]),
     ]),
 }

@@ -6,7 +6,8 @@ defaults below (the committed file; a test checks that it is what this module ge
 address). Three groups:
 
 * ``mdiqkd-sli``: recording rules of the service-level indicators (windowed QBER, Bell rate,
-  secure key rate per emulated second, key-provisioning availability);
+  secure key rate per emulated second, key-provisioning availability, background clicks per
+  detector per slot from the users' vacuum-vacuum class);
 * ``mdiqkd-slo``: the two SLOs' error ratios and error-budget burn rates over a short and a
   long window: key provisioning available in ``availability_objective`` of the
   ``provisioning_window`` windows; QBER_Z below ``qber_threshold`` in ``qber_objective`` of the
@@ -56,6 +57,14 @@ class RuleParams:
     key_rate_for: str = "30m"
     aborts_window: str = "15m"
     auth_window: str = "15m"
+    #: background clicks per detector per slot above this (estimated from the users'
+    #: vacuum-vacuum class over ``dark_count_window``): a ticket; 10x the standard set's 3e-6
+    dark_count_probability_max: float = 3e-5
+    #: and at least this many vacuum-class detections in the window (one detection in few pairs
+    #: is a large estimate, not evidence)
+    dark_count_min_detections: int = 3
+    dark_count_window: str = "1h"
+    dark_count_for: str = "15m"
     #: where ``runbook_url`` points: the repository's runbooks, relative to its root by default
     runbook_base: str = "docs/runbooks"
 
@@ -63,7 +72,7 @@ class RuleParams:
 ALERTS_PAGE = ("MdiqkdNoBellSuccesses", "MdiqkdLinkDown", "MdiqkdQberAboveThreshold",
                "MdiqkdKeyProvisioningBudgetBurn", "MdiqkdQberBudgetBurn")
 ALERTS_TICKET = ("MdiqkdQberRising", "MdiqkdKeyRateBelowSlo", "MdiqkdRoundsAborting",
-                 "MdiqkdAuthenticationFailures")
+                 "MdiqkdAuthenticationFailures", "MdiqkdDarkCountsElevated")
 
 
 def _runbook(p: RuleParams, alert: str) -> str:
@@ -84,6 +93,7 @@ def _alert(p: RuleParams, name: str, expr: str, for_: str, severity: str, summar
 def rule_groups(p: RuleParams = RuleParams()) -> dict[str, Any]:
     """The rule file's content."""
     s, l, w = p.short_window, p.long_window, p.provisioning_window
+    d = p.dark_count_window
     qber = 'max by (link) (mdiqkd_qber_ratio{basis="Z", node="alice"})'
     sli = [
         {"record": "link:mdiqkd_qber_z:max", "expr": qber},
@@ -104,6 +114,16 @@ def rule_groups(p: RuleParams = RuleParams()) -> dict[str, Any]:
                  " > bool 0"},
         {"record": "link:mdiqkd_qber_z_over_threshold:bool",
          "expr": f"link:mdiqkd_qber_z:max > bool {p.qber_threshold:g}"},
+        # background clicks from the users' vacuum-vacuum class (nodes/link_estimates.py):
+        # Y00 = detections / pairs = 4 p^2 (1 - p)^2, p = sqrt(Y00) / (1 + sqrt(1 - 2 sqrt(Y00)))
+        {"record": f"link:mdiqkd_vacuum_detections:increase_{d}",
+         "expr": f'sum by (link) (increase(mdiqkd_vacuum_detections_total{{node="alice"}}[{d}]))'},
+        {"record": f"link:mdiqkd_vacuum_yield:ratio_{d}",
+         "expr": f"clamp_max(link:mdiqkd_vacuum_detections:increase_{d} / sum by (link) "
+                 f'(increase(mdiqkd_vacuum_pairs_total{{node="alice"}}[{d}])), 0.25)'},
+        {"record": f"link:mdiqkd_dark_count_probability:{d}",
+         "expr": f"sqrt(link:mdiqkd_vacuum_yield:ratio_{d}) / (1 + sqrt(1 - 2 * "
+                 f"sqrt(link:mdiqkd_vacuum_yield:ratio_{d})))"},
     ]
     slo = []
     for win in dict.fromkeys((s, l)):
@@ -172,6 +192,15 @@ def rule_groups(p: RuleParams = RuleParams()) -> dict[str, Any]:
                "authentication",
                "Frames with a bad authentication tag reached a node: a fault, or someone "
                "injecting messages on the classical channel."),
+        _alert(p, "MdiqkdDarkCountsElevated",
+               f"link:mdiqkd_dark_count_probability:{d} > {p.dark_count_probability_max:g} and "
+               f"link:mdiqkd_vacuum_detections:increase_{d} >= {p.dark_count_min_detections}",
+               p.dark_count_for, "ticket",
+               "Dark counts elevated on link {{ $labels.link }}",
+               f"Background clicks per detector per slot, from the users' vacuum-vacuum class "
+               f"over {d}, are above {p.dark_count_probability_max:g} (with at least "
+               f"{p.dark_count_min_detections} such detections): detectors warming or ageing, "
+               "stray light, or light injected at the relay."),
     ]
     assert {a["alert"] for a in alerts} == set(ALERTS_PAGE + ALERTS_TICKET)
     return {"groups": [{"name": "mdiqkd-sli", "rules": sli},

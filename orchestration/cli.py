@@ -364,11 +364,16 @@ def bench_e2e_cmd(
                                           "closer to the steady state).")] = 4,
     round_frames: Annotated[int | None, typer.Option(help="Override frames per round.")] = None,
     repeats: Annotated[int, typer.Option(help="Alternating off/on runs; the fastest of each.")] = 2,
-    compare: Annotated[str, typer.Option(help="What is switched off and on: tracing, metrics (the nodes' endpoints, scraped every second), or control (the live control plane, its status polled every second).")] = "tracing",
+    compare: Annotated[str, typer.Option(help="What is switched off and on: tracing, metrics (the nodes' endpoints, scraped every second), control (the live control plane, its status polled every second), or calibration (the users' calibration loops, on a healthy link).")] = "tracing",
     as_json: JsonOpt = False,
 ) -> None:
-    """Real-time factor of the quick-start link with three processes, and the overhead of tracing, metrics or the control plane."""
-    from orchestration.benchmarks.e2e import bench_e2e, bench_e2e_control, bench_e2e_metrics
+    """Real-time factor of the quick-start link with three processes, and the overhead of tracing, metrics, the control plane or the calibration loops."""
+    from orchestration.benchmarks.e2e import (
+        bench_e2e,
+        bench_e2e_calibration,
+        bench_e2e_control,
+        bench_e2e_metrics,
+    )
     from orchestration.config import MAX_ROUND_FRAMES, MAX_ROUNDS, ScenarioError
     from orchestration.run import RunFailed
 
@@ -378,9 +383,10 @@ def bench_e2e_cmd(
         _fail(f"--repeats must lie in [1, {MAX_BENCH_FRAMES}] (docs/bounds.md)")
     if round_frames is not None and not 0 < round_frames <= MAX_ROUND_FRAMES:
         _fail(f"--round-frames must lie in [1, {MAX_ROUND_FRAMES}] (docs/bounds.md)")
-    benches = {"tracing": bench_e2e, "metrics": bench_e2e_metrics, "control": bench_e2e_control}
+    benches = {"tracing": bench_e2e, "metrics": bench_e2e_metrics, "control": bench_e2e_control,
+               "calibration": bench_e2e_calibration}
     if compare not in benches:
-        _fail(f"--compare must be tracing, metrics or control, not {compare!r}")
+        _fail(f"--compare must be tracing, metrics, control or calibration, not {compare!r}")
     with console.status(f"running the quick-start scenario ({compare} off, on, alternating)…"):
         try:
             data = benches[compare](rounds, round_frames, repeats)

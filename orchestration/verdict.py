@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from channel.impairments import Fault, TimelineEntry, fault_slots, fault_windows, frame_at
+from channel.relay import N_DETECTORS
+from nodes.link_estimates import dark_count_probability, visibility_lower
 from orchestration.experiment import (
     MethodEntry,
     ProbeModel,
@@ -43,8 +45,6 @@ ROUND_METRICS = frozenset({"qber_z", "qber_x", "secure_key_rate_bps", "bsm_rate_
 #: round of a run that completed, "not measured" over a part of it, "no data" when the total is
 #: missing or the run stopped early (its counters then include rounds it did not record).
 RUN_TOTAL_METRICS = {"coincidence_rate_hz": "coincidences", "auth_failures": "auth_failures"}
-#: Metrics no record or node metric holds yet.
-UNMEASURED_METRICS = frozenset({"visibility", "dark_count_rate_hz"})
 #: The note of a phase the timeline does not have (no fault: no during and no after).
 NO_SUCH_PHASE = "the timeline has no such phase"
 #: Statuses that make the hypothesis fail.
@@ -53,9 +53,7 @@ FAILING: frozenset[str] = frozenset({"deviated", "no data"})
 
 def unmeasured(probe: ProbeModel, has_faults: bool, run_s: float) -> str | None:
     """Why this run cannot measure the probe (its verdict will be "not measured"), or None: a
-    metric with no source yet, or a run total asked over a part of the run."""
-    if probe.metric in UNMEASURED_METRICS:
-        return f"{probe.metric} is not measured by the emulator yet"
+    run total asked over a part of the run (every other metric has a source)."""
     if probe.metric in RUN_TOTAL_METRICS and (
             has_faults or (probe.window is not None and probe.window < run_s)):
         return (f"{probe.metric} is a run total only (the nodes' metrics), measured over a window "
@@ -300,14 +298,24 @@ def _run_total(metric: str, rounds: Sequence[Round], seconds: float,
     return Measured(total / seconds if metric.endswith("_hz") else total)
 
 
+def _dark_count_rate(rounds: Sequence[Round]) -> Measured:
+    """Background clicks per emulated second, all four detectors, from the window's pooled
+    vacuum-vacuum detections and pulse pairs (``nodes.link_estimates``)."""
+    counted = [r for r in rounds if r.record.get("vacuum_pairs") is not None]
+    p = dark_count_probability(sum(float(r.record.get("vacuum_detections") or 0)
+                                   for r in counted),
+                               sum(float(r.record["vacuum_pairs"]) for r in counted))
+    if p is None:
+        return Measured(None, "no round of the window counted vacuum-vacuum pulse pairs")
+    return Measured(N_DETECTORS * p * counted[0].clock_rate_hz)
+
+
 def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> Measured:
     """The probe's metric over ``rounds`` (a window's), or why there is no value."""
     metric = probe.metric
     seconds = sum(r.seconds for r in rounds)
     if not rounds:
         return Measured(None, "no round")
-    if metric in UNMEASURED_METRICS:
-        return Measured(None, "not measured: no record or node metric holds it yet")
     if metric in RUN_TOTAL_METRICS:
         return _run_total(metric, rounds, seconds, evidence)
     if metric == "qber_z":
@@ -316,6 +324,11 @@ def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> M
         return _pooled(final, "qber_z", "key_bits_raw")
     if metric == "qber_x":
         return _pooled(rounds, "qber_x", "x_bits")
+    if metric == "visibility":  # a lower bound (nodes.link_estimates)
+        pooled = _pooled(rounds, "e11_x_upper", "s11_z_lower")
+        return pooled if pooled.value is None else Measured(visibility_lower(pooled.value))
+    if metric == "dark_count_rate_hz":
+        return _dark_count_rate(rounds)
     if metric == "secure_key_rate_bps":
         return Measured(sum(r.record.get("secure_bits") or 0 for r in rounds) / seconds)
     if metric == "bsm_rate_hz":

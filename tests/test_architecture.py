@@ -73,7 +73,7 @@ def test_pure_packages_open_no_sockets(package):
 #: through classical's Cascade; it is a pure function, and Charles's process has no seed to feed
 #: it: ``orchestration.secrets``.) Checked transitively over the project's modules.
 CHARLES_MODULES = ("nodes/charles.py", "nodes/relay_software.py", "nodes/records.py",
-                   "nodes/relay_faults.py", "channel/timeline.py")
+                   "nodes/relay_faults.py", "nodes/relay_timing.py", "channel/timeline.py")
 CHARLES_FORBIDDEN = {"nodes.nature", "nodes.users", "channel.settings", "channel.samplers",
                      "channel.link", "orchestration"}
 

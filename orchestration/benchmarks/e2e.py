@@ -179,3 +179,38 @@ def bench_e2e_control(rounds: int = 4, round_frames: int | None = None, repeats:
             "poll_interval_s": poll_interval_s, "rounds": rounds, "repeats": repeats,
             "emulated_seconds": emulated, "wall_seconds_control_on": wall_on,
             "wall_seconds_control_off": wall_off}
+
+
+@contextmanager
+def _calibration_events(run_dir: Path) -> Iterator[list[int]]:
+    """Yields [n]: the calibration events Bob logged, counted once the run is over."""
+    count = [0]
+    yield count
+    path = run_dir / "bob" / "calibration.jsonl"
+    count[0] = len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def bench_e2e_calibration(rounds: int = 4, round_frames: int | None = None,
+                          repeats: int = 2) -> dict:
+    """The calibration loops' cost on a healthy link (docs/calibration.md): the quick-start
+    scenario with a ``calibration`` section (both loops on: each round's error rates read, the
+    actuators carried in every pulse batch) and without. ``calibration_overhead_ratio`` is wall
+    on / off; ``calibration_events`` what the loops did in the fastest "on" run (0 on a healthy
+    link: a search costs key, which is the loops' job, not overhead)."""
+    def setup(on: bool, run_dir: Path, scenario: Any) -> Callable[[], Any]:
+        prepare_run_dir(scenario, run_dir)
+        return lambda: _calibration_events(run_dir)
+
+    def overrides(on: bool) -> dict[str, object]:
+        return {"calibration": {"polarization": True, "clock": True}} if on else {}
+
+    with tempfile.TemporaryDirectory(prefix="mdiqkd-bench-") as tmp:
+        best = _abba("calibration", rounds, round_frames, repeats, tmp, setup, overrides)
+    emulated, wall_on, events_on = best[True]
+    emulated_off, wall_off, _ = best[False]
+    return {"realtime_factor": emulated / wall_on,
+            "realtime_factor_calibration_off": emulated_off / wall_off,
+            "calibration_overhead_ratio": wall_on / wall_off,
+            "calibration_events": events_on, "rounds": rounds, "repeats": repeats,
+            "emulated_seconds": emulated, "wall_seconds_calibration_on": wall_on,
+            "wall_seconds_calibration_off": wall_off}

@@ -38,3 +38,16 @@ def test_bench_e2e_control_reports_the_control_planes_overhead():
         data["wall_seconds_control_on"] / data["wall_seconds_control_off"])
     assert data["polls"] > 0  # the control plane was up and answered during the "on" run
     print(data)
+
+
+@pytest.mark.benchmark
+@pytest.mark.slow
+def test_bench_e2e_calibration_runs_the_loops_idle_on_a_healthy_link():
+    from orchestration.benchmarks.e2e import bench_e2e_calibration
+
+    data = bench_e2e_calibration(rounds=2, repeats=1)
+    # both runs covered the same emulated time; on a healthy link the loops take no action
+    # (a search would dither the settings and cost key: that is not overhead)
+    assert data["emulated_seconds"] == pytest.approx(2 * 3000 * 2**20 / 1e9)
+    assert data["calibration_events"] == 0
+    print(data)

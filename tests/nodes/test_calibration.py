@@ -163,3 +163,16 @@ def test_the_cost_compares_z_only_when_both_rounds_measured_it():
 def test_settings_out_of_range_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         LoopSettings(**{field: value})
+
+
+def test_a_rise_of_qber_x_alone_is_searched_at_the_clock_first():
+    ref = Measurement(0.25, N_X, 0.003, N_Z)
+    for z, first_loop in ((0.003, "clock"), (0.02, "polarization")):
+        cal = Calibrator(LoopSettings())
+        for r in range(3):
+            cal.settings_for(r)
+        cal.observe(0, ref)
+        assert [e.action for e in cal.observe(1, Measurement(0.35, N_X, z, N_Z))] == ["started"]
+        cal.settings_for(3)
+        _, tried, _ = cal.planned[3]
+        assert cal.coords[tried // 2].loop == first_loop

@@ -123,6 +123,16 @@ CASES = [
          peer="alice")],
      [("5m", "MdiqkdAuthenticationFailures", [{"link": "a", "node": "bob", "peer": "alice"}]),
       ("30m", "MdiqkdAuthenticationFailures", [])]),
+    # 10^9 vacuum pairs a minute; a: 10 detections a minute, Y00 = 1e-8, p = 5.0e-5 > 3e-5;
+    # b: 1 a minute, p = 1.6e-5; c: two detections in 10^4 pairs, p = 7e-3 but too few to tell
+    ([_s("mdiqkd_vacuum_pairs_total", "0+1e9x120", link="a", node="alice"),
+      _s("mdiqkd_vacuum_detections_total", "0+10x120", link="a", node="alice"),
+      _s("mdiqkd_vacuum_pairs_total", "0+1e9x120", link="b", node="alice"),
+      _s("mdiqkd_vacuum_detections_total", "0+1x120", link="b", node="alice"),
+      _s("mdiqkd_vacuum_pairs_total", "0+100x120", link="c", node="alice"),
+      _s("mdiqkd_vacuum_detections_total", "0 0 0 1 2x117", link="c", node="alice")],
+     [("10m", "MdiqkdDarkCountsElevated", []),  # above, but not yet for 15 min
+      ("40m", "MdiqkdDarkCountsElevated", [{"link": "a"}])]),
 ]
 
 

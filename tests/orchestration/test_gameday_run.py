@@ -63,19 +63,13 @@ def test_rounds_on_the_command_line_do_not_silently_replace_a_runtime(tmp_path):
 def test_validate_warns_of_a_probe_no_run_can_measure_yet(tmp_path):
     data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
     data["steady_state"] = {"title": "t", "probes": [
-        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}}]}
-    path = tmp_path / "vis.yaml"
+        {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
+        {"name": "cr-1s", "metric": "coincidence_rate_hz", "tolerance": {"min": 1},
+         "window": "1s"}]}
+    path = tmp_path / "cr.yaml"
     path.write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["scenario", "validate", str(path)])
     assert result.exit_code == 0 and result.stdout.strip() == f"{path}: ok"
-    assert "steady_state.probes.0.metric: 'vis': visibility is not measured by the emulator " \
-        "yet; the verdict will say 'not measured'" in result.stderr
-    data["steady_state"]["probes"] = [
-        {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
-        {"name": "cr-1s", "metric": "coincidence_rate_hz", "tolerance": {"min": 1},
-         "window": "1s"}]
-    path.write_text(yaml.safe_dump(data))
-    result = runner.invoke(app, ["scenario", "validate", str(path)])
     (warning,) = result.stderr.splitlines()
     assert "probes.1.metric: 'cr-1s': coincidence_rate_hz is a run total only" in warning
 
@@ -395,7 +389,7 @@ def test_the_run_honours_exactly_the_faults_the_emulator_injects():
     from orchestration.run import implemented_actions, implemented_faults
 
     assert implemented_faults() == IMPLEMENTED_FAULTS and "fiber_cut" in implemented_faults()
-    assert implemented_actions() == {"clear_faults"}
+    assert implemented_actions() == {"clear_faults", "calibrate"}
 
 
 @pytest.mark.slow  # two real runs of the shipped fiber-cut game day, about 20 s each
@@ -424,3 +418,22 @@ def test_a_game_day_with_a_fault_gives_the_same_journal_and_keys_on_every_run(tm
               for r in p["results"]}
     assert status[("no-mismatch", "cut")] == status[("recover", "after")] == "held"
     assert (ja["status"], ja["deviated"]) == ("completed", False)
+
+
+@pytest.mark.parametrize("calibration, loop, refusal", [
+    (None, "polarization", "the polarization loop does not run in this scenario"),
+    ({"polarization": True, "clock": False}, "clock", "the clock loop does not run"),
+    ({"polarization": True}, "intensity", "the intensity monitor checks every round by itself"),
+])
+def test_a_calibrate_action_needs_a_loop_that_runs(tmp_path, calibration, loop, refusal):
+    data = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    if calibration is not None:
+        data["calibration"] = calibration
+    data["method"] = [{"at": "1s", "name": "tune", "action": {"type": "calibrate",
+                                                             "params": {"loop": loop}}}]
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert f"method.0.action.params.loop: {refusal}" in result.stderr
+    assert not (tmp_path / "run").exists()

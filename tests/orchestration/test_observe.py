@@ -148,6 +148,25 @@ def test_qber_bell_rate_and_key_bits_equal_the_round_records(observed):
 
 @pytest.mark.slow
 @needs_prometheus
+def test_relay_timing_and_visibility_are_what_the_link_and_the_records_make(observed):
+    """The shipped link's Bob clock is 10 ps late and nothing jitters: every click Charles
+    tags sits at the mid-point offset 5 ps on his grid, rms 0 (docs/metrics.md); the users'
+    visibility bound is 1 − 2·e11_x_upper of their last round that bounded it."""
+    run_dir, prom, _ = observed
+    detectors = ("cH", "cV", "dH", "dV")
+    assert _last(prom, "mdiqkd_relay_click_offset_seconds") == {
+        f"detector={d},node=charles": 5e-12 for d in detectors}
+    assert _last(prom, "mdiqkd_relay_click_jitter_seconds") == {
+        f"detector={d},node=charles": 0.0 for d in detectors}
+    for user in ("alice", "bob"):
+        bounded = [r for r in _rounds(run_dir / user / "rounds.jsonl")
+                   if r.get("e11_x_upper") is not None]
+        visibility = _last(prom, f'mdiqkd_visibility_lower_ratio{{node="{user}"}}')
+        assert visibility == {f"node={user}": 1 - 2 * bounded[-1]["e11_x_upper"]}
+
+
+@pytest.mark.slow
+@needs_prometheus
 def test_every_metrics_json_entry_agrees_with_its_series(observed):
     run_dir, prom, _ = observed
     for node in ("alice", "bob", "charles", "nature"):
@@ -169,7 +188,9 @@ def test_charles_exports_nothing_derived_from_the_users_settings(observed):
     _, prom, _ = observed
     series = _series(prom, '{node="charles"}')
     assert series
-    allowed_labels = {"__name__", "link", "node", "peer", "reason", "job", "instance", "run",
+    # detector: his own detectors' click timing (the records' click times, docs/metrics.md)
+    allowed_labels = {"__name__", "link", "node", "peer", "reason", "detector", "job",
+                      "instance", "run",
                       "otel_scope_name", "otel_scope_version", "otel_scope_schema_url"}
     declared = {n for n, s in METRICS.items() if "charles" in s.nodes}
     assert declared == charles_metric_names()
@@ -182,6 +203,7 @@ def test_charles_exports_nothing_derived_from_the_users_settings(observed):
                                                     "mdiqkd_unexpected_messages")), name
         assert s.get("reason") in (None, "AuthenticationError", "FrameFormatError",
                                    "ReplayError", "MessageDecodeError")
+        assert s.get("detector") in (None, "cH", "cV", "dH", "dV")
 
 
 @pytest.mark.slow

@@ -226,11 +226,50 @@ def test_run_totals_measure_only_a_window_that_holds_the_whole_run():
     assert r.status == "not measured" and "run total" in r.windows[0].note
 
 
-def test_a_metric_without_a_source_is_not_measured_and_does_not_fail_the_hypothesis():
-    v = verdict(probes({"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}}),
-                [rec(0)])
+def test_calibration_actions_count_what_the_loops_did_in_the_window():
+    records = [rec(0), rec(1, calibration_actions=["started"]),
+               rec(2, calibration_actions=["moved", "converged"]), rec(3)]
+    v = verdict(probes({"name": "cal", "metric": "calibration_actions",
+                        "tolerance": {"max": 1}, "window": "4s"}), records)  # two rounds
+    assert [(w.value, w.holds) for w in v.probes[0].results[0].windows] == [
+        (1.0, True), (2.0, False)]
+    none = verdict(probes({"name": "cal", "metric": "calibration_actions",
+                           "tolerance": {"min": 1}}), [rec(0), rec(1)])  # no loop ran
+    assert none.probes[0].results[0].windows[0].value == 0.0 and none.deviated
+
+
+def test_visibility_is_the_lower_bound_of_the_pooled_phase_error_bound():
+    """1 − 2·e11_x_upper pooled over the window's rounds, weighted by their single-photon
+    pairs (``nodes.link_estimates.visibility_lower``); a round without a bound does not count."""
+    records = [rec(0, e11_x_upper=0.05, s11_z_lower=300.0),
+               rec(1, e11_x_upper=0.15, s11_z_lower=100.0), rec(2, aborted=True)]
+    v = verdict(probes({"name": "vis", "metric": "visibility", "tolerance": {"min": 0.85}}),
+                records)
     r = v.probes[0].results[0]
-    assert r.status == "not measured" and r.windows[0].value is None and not v.deviated
+    assert r.windows[0].value == pytest.approx(1 - 2 * (0.05 * 300 + 0.15 * 100) / 400)
+    assert r.status == "held"
+    none = verdict(probes({"name": "vis", "metric": "visibility", "tolerance": {"min": 0.85}}),
+                   [rec(0)])
+    assert none.probes[0].results[0].status == "no data"
+
+
+def test_the_dark_count_rate_pools_the_vacuum_class_of_the_window():
+    """All four detectors' background clicks per emulated second: p̂ from the pooled
+    vacuum–vacuum detections and pairs (Y00 = 4p²(1−p)²), times 4 and the clock rate (the
+    records' slots per emulated second: 1 Hz here)."""
+    p = 1e-3
+    y00 = 4 * p * p * (1 - p) ** 2
+    # unequal per-round yields: the pool is 4·Y00·10⁹ detections in 4·10⁹ pairs
+    records = [rec(0, vacuum_pairs=1e9, vacuum_detections=2 * y00 * 1e9),
+               rec(1, vacuum_pairs=3e9, vacuum_detections=2 * y00 * 1e9), rec(2)]
+    v = verdict(probes({"name": "dc", "metric": "dark_count_rate_hz",
+                        "tolerance": {"max": 0.01}}), records)
+    r = v.probes[0].results[0]
+    assert r.windows[0].value == pytest.approx(4 * p * 1.0, rel=1e-9)
+    assert r.status == "held"
+    none = verdict(probes({"name": "dc", "metric": "dark_count_rate_hz",
+                           "tolerance": {"max": 0.01}}), [rec(0)])
+    assert none.probes[0].results[0].status == "no data"
 
 
 def test_rollbacks_run_at_the_end_and_end_the_faults_still_active():
@@ -275,12 +314,12 @@ def test_while_a_run_goes_only_deviations_no_later_round_can_undo_are_settled():
 def test_what_a_run_cannot_measure_is_said_before_it_starts():
     from orchestration.verdict import unmeasured
 
-    (vis, cr, cr_short, qz) = probes(
-        {"name": "vis", "metric": "visibility", "tolerance": {"min": 0.9}},
+    (cal, cr, cr_short, qz) = probes(
+        {"name": "cal", "metric": "calibration_actions", "tolerance": {"max": 3}},
         {"name": "cr", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}},
         {"name": "crs", "metric": "coincidence_rate_hz", "tolerance": {"min": 1}, "window": 1},
         QBER).probes
-    assert "not measured by the emulator yet" in unmeasured(vis, False, 10.0)
+    assert unmeasured(cal, True, 10.0) is None  # every metric but the run totals has a source
     assert unmeasured(cr, False, 10.0) is None and unmeasured(qz, True, 10.0) is None
     assert "run total only" in unmeasured(cr, True, 10.0)
     assert "run total only" in unmeasured(cr_short, False, 10.0)
