@@ -1,0 +1,355 @@
+"""The decoy-intensity monitor (nodes/intensity_monitor.py, docs/calibration.md).
+
+Expectations come from the exact model (``channel.analytic``'s general formula, which the
+monitor's vectorized model must reproduce) and the samplers; every statistical assertion has its
+false-alarm probability from tests/stats.py (ALPHA per assertion, split where one test makes
+several). Rounds: the quick start's link (scenarios/quickstart.yaml); "quick-start size" is its
+3000 frames of 2^20 slots, whose expected pulse pairs per class the plans give.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from channel.analytic import exact_class_statistics
+from channel.fiber import Fiber, linear_rotation, su2
+from channel.link import Link
+from channel.settings import SettingsGenerator
+from classical.estimation import DecoyObservations
+from classical.sifting import sent_pairs, sift
+from nodes.intensity_monitor import (
+    IntensityMonitor,
+    LinkModel,
+    detection_probabilities,
+)
+from orchestration.config import Scenario, build_link, build_settings, load_scenario
+from orchestration.inmemory import emulate_round
+from tests.stats import ALPHA, z_bound
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "scenarios" / "quickstart.yaml"
+#: The standard Bell decisions: ψ⁺ = {cH, cV}, {dH, dV}; ψ⁻ = {cH, dV}, {cV, dH}.
+BELL = np.zeros(16, dtype=np.int64)
+BELL[[0b0011, 0b1100]] = 1
+BELL[[0b1001, 0b0110]] = 2
+
+
+@functools.cache
+def quickstart() -> tuple[Scenario, Link, SettingsGenerator, SettingsGenerator]:
+    s = load_scenario(QUICKSTART)
+    return s, build_link(s, timeline=()), build_settings(s, "alice"), build_settings(s, "bob")
+
+
+def make_monitor(**kwargs: object) -> IntensityMonitor:
+    _, link, alice, bob = quickstart()
+    return IntensityMonitor(LinkModel.from_link(link), alice.plan.mean_photon_numbers,
+                            bob.plan.mean_photon_numbers,
+                            [c.name for c in alice.plan.intensities],
+                            [c.name for c in bob.plan.intensities], **kwargs)  # type: ignore[arg-type]
+
+
+def expected_pairs(frames: int | None = None) -> np.ndarray:
+    """Expected pulse pairs per (i_a, i_b, basis) with matching bases in a round."""
+    s, _, alice, bob = quickstart()
+    slots = (frames or s.round_frames) << s.frame_bits
+
+    def per_class(plan):  # (K, basis): P(class i in basis b)
+        return np.array([[c.probability * c.z_probability, c.probability * (1 - c.z_probability)]
+                         for c in plan.intensities])
+
+    return slots * per_class(alice.plan)[:, None, :] * per_class(bob.plan)[None, :, :]
+
+
+def model_counts(rng: np.random.Generator, factors_a=(1.0, 1.0, 1.0), factors_b=(1.0, 1.0, 1.0),
+                 extra_db_a: float = 0.0, unitary_a: np.ndarray | None = None) -> np.ndarray:
+    """Poisson detections of a quick-start-size round drawn from the exact model, with Alice's
+    and Bob's classes emitting ``factors`` × nominal and Alice's arm ``extra_db_a`` lossier."""
+    _, link, alice, bob = quickstart()
+    model = LinkModel.from_link(link)
+    ta = model.transmittance_a * 10 ** (-extra_db_a / 10)
+    probs = detection_probabilities(ta * alice.plan.mean_photon_numbers * np.asarray(factors_a),
+                                    model.transmittance_b * bob.plan.mean_photon_numbers
+                                    * np.asarray(factors_b), model, unitary_a)
+    return rng.poisson(expected_pairs() * probs).astype(np.float64)
+
+
+def emulated_observations(link: Link, frames: int, seed: int, round_id: int = 0
+                          ) -> DecoyObservations:
+    """A round emulated by nature's sampler and Charles's software, sifted as the users sift."""
+    s, _, alice, bob = quickstart()
+    em = emulate_round(link, alice, bob, round_id, 0, frames << s.frame_bits, seed)
+    a, b = em.alice, em.bob
+    sifted = sift("alice", em.announcement.bell, a.basis, a.bit, a.intensity, b.basis,
+                  b.intensity, n_intensities=(3, 3), slots=em.announcement.slots)
+    pairs = sent_pairs(a.sent_counts, b.sent_counts, alice.frame_size)
+    return DecoyObservations(tuple(alice.plan.mean_photon_numbers),
+                             tuple(bob.plan.mean_photon_numbers), pairs, sifted.detections,
+                             np.zeros_like(sifted.detections))
+
+
+def deviance(k: np.ndarray, lam: np.ndarray) -> float:
+    """Poisson deviance 2 Σ [k ln(k/λ) − (k − λ)]."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(k > 0, k * np.log(k / lam), 0.0) - (k - lam)
+    return 2.0 * float(terms.sum())
+
+
+def log_light_standard_errors(pairs: np.ndarray, m_a: np.ndarray, m_b: np.ndarray,
+                              model: LinkModel, ignored: np.ndarray) -> np.ndarray:
+    """Covariance of the maximum-likelihood log m of every non-vacuum class (Alice's, then
+    Bob's) with each class free: the inverse Fisher information of the Poisson counts."""
+    h = 1e-6
+    base = pairs * detection_probabilities(m_a, m_b, model)
+    cols = []
+    for user, m in ((0, m_a), (1, m_b)):
+        for i in np.flatnonzero(m > 0):
+            bumped = m.copy()
+            bumped[i] *= math.exp(h)
+            args = (bumped, m_b) if user == 0 else (m_a, bumped)
+            cols.append(((pairs * detection_probabilities(*args, model) - base) / h)[~ignored])
+    jac = np.stack(cols, axis=-1)
+    lam = base[~ignored]
+    return np.linalg.inv(jac.T @ (jac / lam[:, None]))
+
+
+# --- the model is the exact one ---------------------------------------------------------------
+
+
+def test_the_model_reproduces_the_general_formula_under_rotations_and_imperfect_overlap():
+    model = LinkModel(0.3, 0.12, (0.8, 0.7, 0.75, 0.8), (1e-7, 3e-7, 1e-7, 2e-7), 0.05, -0.1,
+                      0.9)
+    mu = np.array([0.5, 0.1, 0.02, 0.0])
+    u_a = su2(np.array([1.0, 0.3, -0.2]), 0.4) @ linear_rotation(0.05)
+    probs = detection_probabilities(0.3 * mu, 0.12 * mu, model, unitary_a=u_a)
+    for i, j, basis in np.ndindex(4, 4, 2):
+        exact = exact_class_statistics(basis, mu[i], mu[j], 0.3, 0.12, u_a, linear_rotation(-0.1),
+                                       np.array(model.efficiencies),
+                                       np.array(model.dark_count_probabilities), 0.9,
+                                       bell_of_pattern=BELL).gain
+        # both are the same inclusion–exclusion: they agree to rounding, 1e-15 of the terms ~1
+        assert probs[i, j, basis] == pytest.approx(exact, rel=1e-9, abs=1e-15), (i, j, basis)
+
+
+# --- (1) healthy rounds -----------------------------------------------------------------------
+
+
+def test_healthy_emulated_rounds_fit_the_nominal_model_and_are_not_flagged():
+    """Three rounds of the real sampler (600 frames, seeds 1–3), each alone and pooled in a
+    window: not flagged, and the Poisson deviance of the counts from the nominal model with the
+    fitted transmittances is within its χ² bound (ALPHA split over the four windows)."""
+    _, link, _, _ = quickstart()
+    single = make_monitor()
+    pooled = make_monitor(window_rounds=3)
+    checks = []
+    for r, seed in enumerate((1, 2, 3)):
+        obs = emulated_observations(link, 600, seed, round_id=r)
+        checks.append((obs.pairs, obs.detections.sum(-1), single.observe(r, obs)))
+        window = pooled.observe(r, obs)
+        assert (window is None) == (r < 2)
+    pairs = sum(p for p, _, _ in checks)
+    counts = sum(k for _, k, _ in checks)
+    checks.append((pairs, counts, window))
+    ignored = single.ignored_classes
+    dof = int((~ignored).sum()) - 2
+    for n, k, check in checks:
+        assert check is not None and not check.flagged, check.summary()
+        lam = single.expected_detections(n, check.transmittance_a, check.transmittance_b)
+        g = deviance(k[~ignored], lam[~ignored])
+        assert g <= stats.chi2.isf(ALPHA / 4, dof), (g, check.summary())
+    assert window.round_ids == (0, 1, 2)
+    assert window.detections == int(counts[~ignored].sum())
+
+
+def test_the_flag_rate_of_model_counts_matches_the_false_alarm_budget():
+    """200 quick-start-size rounds of Poisson counts from the nominal model at false_alarm 0.1:
+    the number flagged is Binomial(200, 0.1) (two-sided, ALPHA/2) and the p-values uniform
+    (Kolmogorov–Smirnov, ALPHA/2)."""
+    rng = np.random.default_rng(20261204)
+    monitor = make_monitor(false_alarm=0.1, fit_polarization=False)
+    n = expected_pairs()
+    checks = [monitor.check(n, model_counts(rng), (r,)) for r in range(200)]
+    flagged = sum(c.flagged for c in checks)
+    lo, hi = stats.binom.ppf(ALPHA / 4, 200, 0.1), stats.binom.isf(ALPHA / 4, 200, 0.1)
+    assert lo <= flagged <= hi, (flagged, lo, hi)
+    p_values = [c.p_value for c in checks]
+    assert stats.kstest(p_values, "uniform").pvalue > ALPHA / 2
+
+
+# --- (2) a miscalibrated class ----------------------------------------------------------------
+
+MISCALIBRATIONS = [  # (user, class index, factor)
+    ("alice", 1, 0.5), ("alice", 1, 1.5), ("bob", 0, 0.5), ("bob", 0, 1.5)]
+
+
+@pytest.mark.parametrize(("user", "index", "factor"), MISCALIBRATIONS)
+def test_a_miscalibrated_class_is_flagged_and_named(user, index, factor):
+    """Quick-start-size Poisson rounds from the exact model with one class × factor: flagged,
+    the class named; its factor within z_bound × the Fisher standard error of the class's log
+    light relative to the user's other class (nominal-polarization test), and within 10 % by the
+    default test (with the polarization nuisance, whose extra freedom widens the error)."""
+    rng = np.random.default_rng([7, index, int(10 * factor)])
+    factors = [1.0, 1.0, 1.0]
+    factors[index] = factor
+    kwargs = {"factors_a": factors} if user == "alice" else {"factors_b": factors}
+    counts = model_counts(rng, **kwargs)  # type: ignore[arg-type]
+    n = expected_pairs()
+    strict = make_monitor(fit_polarization=False).check(n, counts, (0,))
+    default = make_monitor().check(n, counts, (0,))
+    _, link, alice, bob = quickstart()
+    name = (alice if user == "alice" else bob).plan.intensities[index].name
+    for check in (strict, default):
+        assert check.flagged and check.suspect == (user, name), check.summary()
+    model = LinkModel.from_link(link)
+    m_a = model.transmittance_a * alice.plan.mean_photon_numbers * (
+        np.asarray(factors) if user == "alice" else 1.0)
+    m_b = model.transmittance_b * bob.plan.mean_photon_numbers * (
+        np.asarray(factors) if user == "bob" else 1.0)
+    cov = log_light_standard_errors(n, m_a, m_b, model, make_monitor().ignored_classes)
+    first = 0 if user == "alice" else 2  # the two non-vacuum classes of the user
+    se = math.sqrt(cov[first, first] + cov[first + 1, first + 1] - 2 * cov[first, first + 1])
+    assert abs(math.log(strict.factor_estimate / factor)) <= z_bound(4 * 2) * se, (
+        strict.factor_estimate, se)
+    assert default.factor_estimate == pytest.approx(factor, rel=0.1)
+
+
+def test_the_detection_power_at_quick_start_size():
+    """Power from the noncentral χ²: Λ evaluated on the expected counts is the noncentrality.
+    Against factors 0.5 and 1.5 on Alice's ν or Bob's μ the test misses with probability below
+    10⁻⁶; a 2 % error on Alice's ν is still caught at least 9 times in 10
+    (docs/calibration.md quotes these)."""
+    _, link, alice, bob = quickstart()
+    model = LinkModel.from_link(link)
+    monitor = make_monitor(fit_polarization=False)
+    n = expected_pairs()
+    for user, index, factor in [*MISCALIBRATIONS, ("alice", 1, 0.98)]:
+        fa, fb = np.ones(3), np.ones(3)
+        (fa if user == "alice" else fb)[index] = factor
+        lam = n * detection_probabilities(model.transmittance_a * alice.plan.mean_photon_numbers
+                                          * fa, model.transmittance_b
+                                          * bob.plan.mean_photon_numbers * fb, model)
+        nc = monitor.check(n, lam).statistic
+        power = stats.ncx2.sf(monitor.threshold, monitor.degrees_of_freedom, nc)
+        assert power >= (0.9 if factor == 0.98 else 1 - 1e-6), (user, index, factor, power)
+
+
+def test_an_emulated_miscalibrated_round_is_flagged():
+    """The real sampler, Alice's ν at half its nominal mean photon number (600 frames)."""
+    _, link, _, _ = quickstart()
+    bad = dataclasses.replace(link, source_a=dataclasses.replace(
+        link.source_a, mean_photon_number_factors=(1.0, 0.5, 1.0)))
+    check = make_monitor().observe(0, emulated_observations(bad, 600, 4))
+    assert check is not None and check.flagged and check.suspect == ("alice", "nu")
+    assert check.factor_estimate == pytest.approx(0.5, rel=0.1)
+
+
+# --- (3) what is not a miscalibration ---------------------------------------------------------
+
+
+def test_three_db_more_loss_on_one_arm_is_not_flagged_and_the_transmittance_refits():
+    """Real sampler, Alice's fiber 3 dB lossier (600 frames): not flagged; the fitted
+    transmittance is half the nominal one within z_bound × its Fisher standard error (the
+    shared log-transmittance: the information-weighted mean of the classes')."""
+    _, link, alice, bob = quickstart()
+    fa = link.fiber_a
+    lossy = dataclasses.replace(link, fiber_a=Fiber(fa.length_km, fa.attenuation_db_per_km,
+                                                     fa.extra_loss_db + 3.0,
+                                                     rotation=fa.rotation))
+    monitor = make_monitor()
+    check = monitor.observe(0, emulated_observations(lossy, 600, 5))
+    assert check is not None and not check.flagged, check.summary()
+    assert not check.polarization_fitted
+    model = LinkModel.from_link(link)
+    t_true = model.transmittance_a * 10 ** -0.3
+    cov = log_light_standard_errors(expected_pairs(600), t_true * alice.plan.mean_photon_numbers,
+                                    model.transmittance_b * bob.plan.mean_photon_numbers, model,
+                                    monitor.ignored_classes)
+    info = np.linalg.inv(cov)[:2, :2].sum()  # Fisher information of log T_a (Alice's classes)
+    assert abs(math.log(check.transmittance_a / t_true)) <= z_bound() * 2 / math.sqrt(info)
+
+
+def test_a_fiber_loss_step_in_model_counts_is_not_flagged():
+    """Quick-start size, 3 dB on Alice's arm: Λ stays under the threshold of false_alarm 10⁻⁶
+    (a healthy round crosses it with probability 10⁻⁶ ≤ ALPHA)."""
+    check = make_monitor().check(expected_pairs(), model_counts(np.random.default_rng(9),
+                                                                extra_db_a=3.0))
+    assert not check.flagged and not check.polarization_fitted, check.summary()
+
+
+def test_a_polarization_rotation_is_taken_for_polarization_not_for_intensity():
+    """A 0.2 rad rotation on Alice's arm changes the multi-photon coincidences across her
+    classes: the nominal-polarization test rejects, the refit with the arms' polarization free
+    does not (quick-start size, Poisson counts from the exact model)."""
+    _, link, _, _ = quickstart()
+    u = linear_rotation(0.2) @ link.fiber_a.static_unitary
+    counts = model_counts(np.random.default_rng(11), unitary_a=u)
+    strict = make_monitor(fit_polarization=False).check(expected_pairs(), counts)
+    assert strict.flagged
+    check = make_monitor().check(expected_pairs(), counts)
+    assert check.polarization_fitted and not check.flagged, check.summary()
+    assert check.nominal_statistic == strict.statistic
+
+
+# --- decisions are public and deterministic ---------------------------------------------------
+
+
+def test_both_users_reach_the_same_decision_from_the_same_public_counts():
+    counts = model_counts(np.random.default_rng(13), factors_a=(1.0, 0.7, 1.0))
+    a = make_monitor().check(expected_pairs(), counts, (3,))
+    b = make_monitor().check(expected_pairs(), counts.copy(), (3,))
+    assert repr(a) == repr(b)
+    assert "MISCALIBRATION" in a.summary() and "'nu'" in a.summary()
+
+
+# --- (4) bad input ----------------------------------------------------------------------------
+
+
+def test_bad_counts_are_refused_with_a_clear_error():
+    monitor = make_monitor()
+    n = expected_pairs()
+    k = np.ones_like(n)
+    with pytest.raises(ValueError, match=r"pairs must have shape \(3, 3, 2\)"):
+        monitor.check(n[:2], k)
+    with pytest.raises(ValueError, match="detections must be finite and >= 0"):
+        monitor.check(n, -k)
+    with pytest.raises(ValueError, match="detections must be finite and >= 0"):
+        monitor.check(n, k * np.nan)
+    with pytest.raises(ValueError, match="cannot exceed pulse pairs"):
+        monitor.check(n, n + 1)
+    assert monitor.check(n, np.zeros_like(n)) is None  # no detection: nothing to judge
+
+
+def test_bad_observations_and_settings_are_refused_with_a_clear_error():
+    monitor = make_monitor()
+    good = DecoyObservations((0.4, 0.1, 0.0), (0.4, 0.1, 0.0), np.ones((3, 3, 2)),
+                             np.ones((3, 3, 2, 2)) / 4, np.zeros((3, 3, 2, 2)))
+    with pytest.raises(TypeError, match="must be classical.estimation.DecoyObservations"):
+        monitor.observe(0, {"pairs": good.pairs})  # type: ignore[arg-type]
+    other = dataclasses.replace(good, intensities_a=(0.5, 0.1, 0.0))
+    with pytest.raises(ValueError, match="alice's intensities .* are not the monitor's"):
+        monitor.observe(0, other)
+    with pytest.raises(ValueError, match="round_id must be an integer >= 0"):
+        monitor.observe(-1, good)
+    monitor.observe(4, good)
+    with pytest.raises(ValueError, match="rounds must come in increasing order"):
+        monitor.observe(4, good)
+    with pytest.raises(ValueError, match="detections must have shape"):
+        DecoyObservations((0.4, 0.1, 0.0), (0.4, 0.1, 0.0), np.ones((3, 3, 2)),
+                          np.ones((3, 3, 2)), np.zeros((3, 3, 2, 2)))
+    with pytest.raises(ValueError, match="false_alarm must be in"):
+        make_monitor(false_alarm=0.0)
+    with pytest.raises(ValueError, match="window_rounds must be an integer >= 1"):
+        make_monitor(window_rounds=0)
+    with pytest.raises(ValueError, match="3 class names for 2 intensities"):
+        IntensityMonitor(LinkModel(0.5, 0.5), (0.4, 0.1), (0.4, 0.1), ("a", "b", "c"))
+    with pytest.raises(ValueError, match="bob's intensities must be"):
+        IntensityMonitor(LinkModel(0.5, 0.5), (0.4, 0.1), (0.4, -0.1))
+    with pytest.raises(ValueError, match="nothing to monitor"):
+        IntensityMonitor(LinkModel(0.5, 0.5), (0.4, 0.0), (0.4, 0.0))
+    with pytest.raises(ValueError, match="transmittance_a must be in"):
+        LinkModel(0.0, 0.5)
