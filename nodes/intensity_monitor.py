@@ -40,9 +40,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
-from channel.analytic import clipped_normal_rule
+from channel.analytic import _i0_minus_one, clipped_normal_rule
 from channel.clock import mode_overlap, slot_alignment
 from channel.fiber import linear_rotation, su2_many
 from channel.link import Link
@@ -63,8 +63,10 @@ _SIGN_Y = np.array([1.0, 1.0, -1.0, -1.0])
 _PORT = np.array([0, 1, 0, 1])  # polarization component each detector sees
 #: Fisher-scoring iterations at most, and the relative change of every parameter that stops it.
 _MAX_ITERATIONS = 60
-#: The fits stop once a Fisher-scoring step promises less than this gain in log-likelihood.
-_LL_TOLERANCE = 1e-6
+#: The fits stop once a Fisher-scoring step promises, or makes, less than this gain in
+#: log-likelihood (Λ is twice a difference of two: it is then known to about 10⁻², far finer
+#: than any threshold).
+_LL_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -176,18 +178,25 @@ def batched_detection_probabilities(m_a: np.ndarray, m_b: np.ndarray, unitary_a:
     zb, wb = _rule(model.fluctuation_b)
     ma = np.asarray(m_a, dtype=np.float64)[..., None] * (1 + model.fluctuation_a * za)
     mb = np.asarray(m_b, dtype=np.float64)[..., None] * (1 + model.fluctuation_b * zb)
+    ma, mb = ma.reshape(len(ma), -1), mb.reshape(len(mb), -1)  # (B, Ka·na), (B, Kb·nb)
     eff = np.sqrt(np.asarray(model.efficiencies))
+    # unit-light amplitudes at the detectors: x_k = √(m_a/2)·s_k, y_k = √(m_b/2)·t_k
     sa = np.einsum("zij,bkj->zbki", unitary_a, JONES)[..., _PORT] * eff  # (B, basis, bit, 4)
     sb = np.einsum("zij,bkj->zbki", unitary_b, JONES)[..., _PORT] * (eff * _SIGN_Y)
-    x = np.sqrt(ma / 2)[..., None, None, None] * sa[:, None, None]  # (B, Ka, na, basis, bit, 4)
-    y = np.sqrt(mb / 2)[..., None, None, None] * sb[:, None, None]
-    x = x[:, :, :, None, None, :, :, None, :]  # (B, Ka, na, 1, 1, basis, bit_a, 1, 4)
-    y = y[:, None, None, :, :, :, None, :, :]  # (B, 1, 1, Kb, nb, basis, 1, bit_b, 4)
-    power_t = (np.abs(x) ** 2 + np.abs(y) ** 2) @ _SUBSETS.T  # (..., 16 sets)
-    cross_t = np.abs((np.conj(x) * y) @ _SUBSETS.T)
-    f = np.exp(-power_t) * special.i0(2 * model.gamma * cross_t)
+    # per set T of detectors: Σ_T |s|², Σ_T |t|² and |Σ_T s* t|, then scaled by the light
+    pa = (np.abs(sa) ** 2) @ _SUBSETS.T  # (B, basis, bit_a, 16)
+    pb = (np.abs(sb) ** 2) @ _SUBSETS.T
+    cross = np.abs((np.conj(sa)[:, :, :, None, :] * sb[:, :, None, :, :]) @ _SUBSETS.T)
+    half_a = (ma / 2)[:, :, None, None, None, None, None]  # (B, Ka, 1, 1, 1, 1, 1)
+    half_b = (mb / 2)[:, None, :, None, None, None, None]  # (B, 1, Kb, 1, 1, 1, 1)
+    power_t = (half_a * pa[:, None, None, :, :, None, :]
+               + half_b * pb[:, None, None, :, None, :, :])  # (B, Ka, Kb, basis, a, b, 16)
+    cross_t = np.sqrt(half_a * half_b) * cross[:, None, None]
+    # I₀ by its series for the weak light of a round (channel.analytic's), directly above
+    f = np.exp(-power_t) * (1.0 + _i0_minus_one(2 * model.gamma * cross_t))
     per_state = f @ _bell_coefficients(model.dark_count_probabilities)
-    gains = per_state.mean(axis=(-1, -2))  # (B, Ka, na, Kb, nb, basis)
+    gains = per_state.mean(axis=(-1, -2))  # (B, Ka·na, Kb·nb, basis)
+    gains = gains.reshape(len(gains), -1, za.size, gains.shape[2] // zb.size, zb.size, 2)
     probs = np.einsum("zanbmk,n,m->zabk", gains, wa, wb)
     return model.coincidence_keep * np.maximum(probs, 0.0)
 
@@ -215,7 +224,8 @@ class _Fit:
     log_likelihood: float
     expected: np.ndarray  # (K_a, K_b, 2) expected detections
     iterations: int
-    rotations: np.ndarray  # (6,) each arm's rotation vector after its nominal rotation
+    rotations: np.ndarray  # (6,) each arm's rotation vector after its base unitary
+    unitaries: tuple[np.ndarray, np.ndarray]  # each arm's unitary: the rotation after the base
 
 
 def _log_likelihood(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -229,13 +239,17 @@ def _log_likelihood(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model: LinkModel,
          free: tuple[bool, bool], polarization: bool, start: _Fit | None = None,
-         start_rotations: np.ndarray | None = None) -> _Fit:
+         start_rotations: np.ndarray | None = None,
+         base: tuple[np.ndarray, np.ndarray] | None = None,
+         max_iterations: int = _MAX_ITERATIONS) -> _Fit:
     """Maximum-likelihood light per class by Fisher scoring from the nominal point.
 
     Parameters: log factors on the nominal m = T_nominal μ, one per user (``free[user]``
     False: the user's classes share a transmittance) or one per non-vacuum class; with
-    ``polarization``, a rotation vector per arm (SU(2), applied after the nominal rotation).
+    ``polarization``, a rotation vector per arm (SU(2), applied after the arm's ``base``
+    unitary, by default the nominal rotation).
     """
+    base_a, base_b = base if base is not None else (model.unitary_a, model.unitary_b)
     on_a, on_b = mu_a > 0, mu_b > 0
     des_a = _embed(np.eye(int(on_a.sum())) if free[0] else np.ones((int(on_a.sum()), 1)), on_a)
     des_b = _embed(np.eye(int(on_b.sum())) if free[1] else np.ones((int(on_b.sum()), 1)), on_b)
@@ -260,8 +274,8 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
         """Expected counts (B, used classes) of B parameter vectors."""
         m_a = nom_a * np.exp(thetas[:, :pa] @ des_a.T)
         m_b = nom_b * np.exp(thetas[:, pa:pa + pb] @ des_b.T)
-        ua = np.broadcast_to(model.unitary_a, (len(thetas), 2, 2))
-        ub = np.broadcast_to(model.unitary_b, (len(thetas), 2, 2))
+        ua = np.broadcast_to(base_a, (len(thetas), 2, 2))
+        ub = np.broadcast_to(base_b, (len(thetas), 2, 2))
         if polarization:
             ua = su2_many(thetas[:, pa + pb:pa + pb + 3]) @ ua
             ub = su2_many(thetas[:, pa + pb + 3:]) @ ub
@@ -282,7 +296,7 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
     lam = evaluate(theta[None])[0]
     ll = float(_log_likelihood(k_used, lam))
     iterations = 0
-    while iterations < _MAX_ITERATIONS:
+    while iterations < max_iterations:
         iterations += 1
         lams = evaluate(theta + probes)
         lam = lams[0]
@@ -290,23 +304,32 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
         w = 1.0 / np.maximum(lam, 1e-300)
         score = jac.T @ ((k_used - lam) * w)
         fisher = jac.T @ (jac * w[:, None])
-        # flat directions (a rotation the counts do not see) get no step
-        step = np.linalg.lstsq(fisher, score, rcond=1e-9)[0]
-        if float(score @ step) < _LL_TOLERANCE:  # predicted gain in ℓ: converged
+        moved = False
+        # undamped first (flat directions, a rotation the counts do not see, get no step),
+        # then Levenberg–Marquardt damped where the quadratic model misleads
+        for damping in (0.0, 1e-2, 1.0, 1e2):
+            step = np.linalg.lstsq(fisher + damping * np.diag(np.diag(fisher)), score,
+                                   rcond=1e-9)[0]
+            if float(score @ step) < _LL_TOLERANCE:  # predicted gain in ℓ: nothing to gain
+                break
+            # the step and its halvings at once; the first that does not lower ℓ wins
+            trials = clip(theta + step * (0.5 ** np.arange(8))[:, None])
+            lls = _log_likelihood(k_used, evaluate(trials))
+            ok = np.flatnonzero(lls > ll)
+            if ok.size:
+                gain = float(lls[ok[0]]) - ll
+                theta, ll, moved = trials[ok[0]], float(lls[ok[0]]), gain >= _LL_TOLERANCE
+                break
+        if not moved:
             break
-        # the step, and its halvings, evaluated at once; the first that does not lower ℓ wins
-        trials = clip(theta + step * (0.5 ** np.arange(12))[:, None])
-        lls = _log_likelihood(k_used, evaluate(trials))
-        ok = np.flatnonzero(lls >= ll)
-        if ok.size == 0:
-            break
-        theta, ll = trials[ok[0]], float(lls[ok[0]])
     lam_full = np.zeros(n.size)
     lam_full[use] = evaluate(theta[None])[0]
     m_a = nom_a * np.exp(des_a @ theta[:pa])
     m_b = nom_b * np.exp(des_b @ theta[pa:pa + pb])
     rotations = theta[pa + pb:] if polarization else np.zeros(6)
-    return _Fit(m_a, m_b, ll, lam_full.reshape(n.shape), iterations, rotations)
+    turns = su2_many(rotations.reshape(2, 3))
+    unitaries = (turns[0] @ base_a, turns[1] @ base_b)
+    return _Fit(m_a, m_b, ll, lam_full.reshape(n.shape), iterations, rotations, unitaries)
 
 
 def _embed(design: np.ndarray, on: np.ndarray) -> np.ndarray:
@@ -318,10 +341,13 @@ def _embed(design: np.ndarray, on: np.ndarray) -> np.ndarray:
 
 # --- the monitor ------------------------------------------------------------------------------
 
-#: Starting rotations (rotation vectors, rad, Alice's then Bob's) of the polarization fit: the
-#: nominal point, where the counts' gradient in a rotation vanishes, and a turn of 0.3 rad about
-#: each axis of each arm, from which Fisher scoring finds the rotation the counts prefer.
+#: Starting rotations (rotation vectors, rad, Alice's then Bob's) of the polarization fit, after
+#: the polarization last learnt: none first, then, if that does not explain the counts (at an
+#: aligned point the counts' gradient in a rotation vanishes), a turn of 0.3 rad about each axis
+#: of each arm, from which Fisher scoring finds the rotation the counts prefer.
 _POLARIZATION_STARTS = np.vstack([np.zeros(6), 0.3 * np.eye(6)])
+#: Fisher-scoring iterations from each further start before the best is taken to the end.
+_PROBE_ITERATIONS = 8
 
 
 @dataclass(frozen=True)
@@ -330,9 +356,10 @@ class IntensityCheck:
 
     ``statistic``: the likelihood ratio Λ of the test that decided (χ² with
     ``degrees_of_freedom`` under the null); ``threshold``: the χ² quantile of ``false_alarm``;
-    ``p_value``: P(χ² ≥ Λ). ``polarization_fitted``: the nominal-polarization test rejected, and
-    the decision is that of the test with each arm's polarization free (which decided
-    ``flagged``); ``nominal_statistic`` is the first test's Λ either way. ``suspect``:
+    ``p_value``: P(χ² ≥ Λ). ``polarization_fitted``: the first test, at the polarization the
+    monitor has learnt (the nominal one until a polarization fit), rejected, and the decision
+    is that of the test with each arm's polarization free; ``nominal_statistic`` is the first
+    test's Λ either way. ``suspect``:
     (user, class name) of the class that looks off, and ``factor_estimate`` its emitted mean
     photon number over the nominal one, relative to the user's other classes (both None unless
     flagged). ``transmittance_a``/``_b``: each arm's fiber transmittance fitted under the null;
@@ -419,6 +446,8 @@ class IntensityMonitor:
             raise ValueError("nothing to monitor: neither user has two classes with light")
         self.threshold = float(stats.chi2.isf(self.false_alarm, self.degrees_of_freedom))
         self._window: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=window_rounds)
+        #: each arm's polarization as last learnt (the nominal one until a polarization fit)
+        self._base = (self.link.unitary_a, self.link.unitary_b)
         # classes that say nothing about the light: both vacuum, or a Z-basis pair with a
         # vacuum, whose coincidences are the other user's light on a dark count (they would
         # take a dark-count surge for a change of intensity)
@@ -436,8 +465,9 @@ class IntensityMonitor:
         return out
 
     def reset(self) -> None:
-        """Forget the window (after a recalibration, say)."""
+        """Forget the window and the polarization learnt (after a recalibration, say)."""
         self._window.clear()
+        self._base = (self.link.unitary_a, self.link.unitary_b)
 
     def expected_detections(self, pairs: np.ndarray, transmittance_a: float,
                             transmittance_b: float) -> np.ndarray:
@@ -489,7 +519,8 @@ class IntensityMonitor:
               round_ids: tuple[int, ...] = ()) -> IntensityCheck | None:
         """The decision for pooled counts: ``pairs`` (K_a, K_b, 2) pulse pairs with matching
         bases and ``detections`` (K_a, K_b, 2) kept Bell detections (ψ⁺ and ψ⁻ summed); None
-        without any detection."""
+        without any detection. A polarization fit updates the polarization the monitor has
+        learnt, from which the next check starts: both users must check the same rounds."""
         shape = (self.mu_a.size, self.mu_b.size, 2)
         n = np.asarray(pairs, dtype=np.float64)
         k = np.asarray(detections, dtype=np.float64)
@@ -505,27 +536,16 @@ class IntensityMonitor:
         total = int(round(float(k.sum())))
         if total == 0:
             return None
-        null = _fit(k, n, self.mu_a, self.mu_b, self.link, free=(False, False), polarization=False)
-        alt = _fit(k, n, self.mu_a, self.mu_b, self.link, free=(True, True), polarization=False,
-                   start=null)
+        fit = functools.partial(_fit, k, n, self.mu_a, self.mu_b, self.link, base=self._base)
+        null = fit(free=(False, False), polarization=False)
+        alt = fit(free=(True, True), polarization=False, start=null)
         nominal = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
         statistic, polarized = nominal, False
         if nominal > self.threshold and self.fit_polarization:
-            fits = [_fit(k, n, self.mu_a, self.mu_b, self.link, free=(False, False),
-                         polarization=True,
-                         start_rotations=r) for r in _POLARIZATION_STARTS]
-            best = max(fits, key=lambda f: f.log_likelihood)  # first of equals: deterministic
-            alt_p = _fit(k, n, self.mu_a, self.mu_b, self.link, free=(True, True),
-                         polarization=True,
-                         start=best)
-            if best.log_likelihood > null.log_likelihood:
-                null = best
-            if alt_p.log_likelihood > alt.log_likelihood:
-                alt = alt_p
-            statistic = max(2.0 * (alt_p.log_likelihood - best.log_likelihood), 0.0)
+            null, alt, statistic = self._polarization_test(fit)
             polarized = True
         flagged = statistic > self.threshold
-        suspect, factor = (self._suspect(k, n, null, alt, polarized) if flagged
+        suspect, factor = (self._suspect(fit, null, alt, polarized) if flagged
                            else (None, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             fa = np.where(self.mu_a > 0, alt.m_a / (self.link.transmittance_a * self.mu_a), np.nan)
@@ -543,14 +563,35 @@ class IntensityMonitor:
             class_factors_b=tuple(float(v) for v in fb),
             polarization_fitted=polarized, nominal_statistic=float(nominal), detections=total)
 
-    def _suspect(self, k: np.ndarray, n: np.ndarray, null: _Fit, alt: _Fit,
+    def _polarization_test(self, fit: functools.partial[_Fit]) -> tuple[_Fit, _Fit, float]:
+        """Null and alternative with each arm's polarization free, and their Λ; the
+        polarization learnt becomes that of the model that decided."""
+        null = fit(free=(False, False), polarization=True, start_rotations=_POLARIZATION_STARTS[0])
+        alt = fit(free=(True, True), polarization=True, start=null)
+        statistic = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
+        if statistic > self.threshold:
+            # look further: a few steps from each other start, the best of them to the end
+            probes = [fit(free=(False, False), polarization=True, start_rotations=start,
+                          max_iterations=_PROBE_ITERATIONS) for start in _POLARIZATION_STARTS[1:]]
+            probe = max(probes, key=lambda f: f.log_likelihood)  # first of equals
+            if probe.log_likelihood > null.log_likelihood:
+                probe = fit(free=(False, False), polarization=True, start=probe)
+                other = fit(free=(True, True), polarization=True, start=probe)
+                # each fit is a point of its model (the alternative nests the null): Λ
+                # compares the best of each
+                null = max((null, probe), key=lambda f: f.log_likelihood)
+                alt = max((alt, other), key=lambda f: f.log_likelihood)
+                statistic = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
+        self._base = (null if statistic <= self.threshold else alt).unitaries
+        return null, alt, statistic
+
+    def _suspect(self, fit: functools.partial[_Fit], null: _Fit, alt: _Fit,
                  polarized: bool) -> tuple[tuple[str, str] | None, float | None]:
         """The user whose classes, freed alone, raise the likelihood more; in that user's
         classes, the one whose light departs most from the others' (docs/calibration.md)."""
         gains = []
         for free in ((True, False), (False, True)):
-            part = _fit(k, n, self.mu_a, self.mu_b, self.link, free=free,
-                        polarization=polarized, start=null)
+            part = fit(free=free, polarization=polarized, start=null)
             gains.append(part.log_likelihood)
         user = 0 if gains[0] >= gains[1] else 1
         m, mu, names, t_nom = ((alt.m_a, self.mu_a, self.names_a, self.link.transmittance_a)

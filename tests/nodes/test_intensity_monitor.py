@@ -353,3 +353,23 @@ def test_bad_observations_and_settings_are_refused_with_a_clear_error():
         IntensityMonitor(LinkModel(0.5, 0.5), (0.4, 0.0), (0.4, 0.0))
     with pytest.raises(ValueError, match="transmittance_a must be in"):
         LinkModel(0.0, 0.5)
+
+
+def test_the_polarization_learnt_carries_over_to_the_next_rounds():
+    """After a rotation on Alice's arm the first check refits the polarization; the next rounds
+    under the same rotation pass the first test at the polarization learnt, and a miscalibration
+    that follows is still flagged and named."""
+    _, link, _, _ = quickstart()
+    u = linear_rotation(0.3) @ link.fiber_a.static_unitary
+    rng = np.random.default_rng(17)
+    monitor = make_monitor()
+    first = monitor.check(expected_pairs(), model_counts(rng, unitary_a=u), (0,))
+    assert first.polarization_fitted and not first.flagged, first.summary()
+    second = monitor.check(expected_pairs(), model_counts(rng, unitary_a=u), (1,))
+    assert not second.polarization_fitted and not second.flagged, second.summary()
+    third = monitor.check(expected_pairs(), model_counts(rng, factors_b=(1.0, 1.3, 1.0),
+                                                        unitary_a=u), (2,))
+    assert third.flagged and third.suspect == ("bob", "nu"), third.summary()
+    monitor.reset()
+    fourth = monitor.check(expected_pairs(), model_counts(rng, unitary_a=u), (3,))
+    assert fourth.polarization_fitted and not fourth.flagged, fourth.summary()
