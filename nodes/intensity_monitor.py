@@ -10,25 +10,28 @@ exact model (docs/physics.md §5) gives it. An arm's transmittance is not truste
 a cut change it), so it is fitted; what a transmittance cannot explain is a change in the *shape*
 of a user's classes, m_i ∝ μ_i. The monitor tests exactly that (docs/calibration.md):
 
-* null: m_a,i = T_a μ_a,i and m_b,j = T_b μ_b,j with T_a, T_b free (and, with
-  ``fit_polarization``, each arm's linear polarization rotation free too);
-* alternative: every non-vacuum class has its own free m;
+* null: m_a,i = T_a μ_a,i and m_b,j = T_b μ_b,j with T_a, T_b free;
+* alternative: every class with light has its own free m;
 * statistic: the likelihood ratio Λ = 2 (ℓ_alt − ℓ_null) of Poisson counts (detections,
-  ψ⁺ and ψ⁻ summed, per class and basis), χ² with (K_a⁺ − 1) + (K_b⁺ − 1) degrees of freedom
-  under the null (Wilks; K⁺ = the non-vacuum classes); flagged when its p-value is below
-  ``false_alarm``.
+  ψ⁺ and ψ⁻ summed, per class and basis; pairs of two vacua and Z-basis pairs with a vacuum
+  left out), χ² with (K_a⁺ − 1) + (K_b⁺ − 1) degrees of freedom under the null (Wilks;
+  K⁺ = a user's classes with light); flagged when its p-value is below ``false_alarm``.
 
-Both fits are Fisher scoring in log-parameters from the nominal point, a few model evaluations
-each; the model is vectorized over classes, bases, bits and click patterns. Every result is a
-deterministic function of the public observations and the public nominal link, so Alice and Bob
-reach the same flag.
+Polarization moves the multi-photon coincidences, differently per class, so the test is first
+made at the polarization the monitor knows (the configured one until it learns another); when it
+rejects, both models are refitted with each arm's polarization free (an SU(2) rotation after
+the known one) and that test decides, its polarization becoming the one known.
 
-Which class is off: the data determine each class's m, never T and μ apart, so with one
-transmittance free a user's classes are known only up to a common factor. The suspect is named
-against the nominal transmittance (the class whose m / (T_nominal μ) is farthest from 1, in log),
-and its factor is relative to the user's other non-vacuum classes (their fitted transmittance).
-With two non-vacuum classes (the three-intensity layout) μ × f and ν × 1/f look alike in the
-counts; docs/calibration.md states this limit.
+The fits are Fisher scoring in log-parameters, each iteration one batched evaluation of the
+model (vectorized over parameter sets, classes, bases, bits and detector sets). Every result is
+a deterministic function of the public observations, the public nominal link and the rounds
+checked before, so Alice and Bob, checking the same rounds, reach the same decision.
+
+Which class is off: the counts fix each class's m, never T and μ apart. The user is the one
+whose classes, freed alone, raise the likelihood more; in that user's classes the suspect departs
+most from the others' median (three or more classes with light), or, with two (the
+three-intensity layout, where μ × f and ν × 1/f look alike), from the nominal transmittance. Its
+factor is relative to the user's other classes. docs/calibration.md states these limits.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ _SUBSETS = np.array([[(t >> k) & 1 for k in range(N_DETECTORS)] for t in range(1
                     dtype=np.float64)  # (16 sets T, 4 detectors)
 _SIGN_Y = np.array([1.0, 1.0, -1.0, -1.0])
 _PORT = np.array([0, 1, 0, 1])  # polarization component each detector sees
-#: Fisher-scoring iterations at most, and the relative change of every parameter that stops it.
+#: Fisher-scoring iterations of a fit at most.
 _MAX_ITERATIONS = 60
 #: The fits stop once a Fisher-scoring step promises, or makes, less than this gain in
 #: log-likelihood (Λ is twice a difference of two: it is then known to about 10⁻², far finer
@@ -226,6 +229,9 @@ class _Fit:
     iterations: int
     rotations: np.ndarray  # (6,) each arm's rotation vector after its base unitary
     unitaries: tuple[np.ndarray, np.ndarray]  # each arm's unitary: the rotation after the base
+    #: how many of the light parameters the counts identify at the starting point: the rank of
+    #: the Fisher information restricted to them
+    identified: int
 
 
 def _log_likelihood(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -295,6 +301,7 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
     probes = np.vstack([np.zeros(n_par), h * np.eye(n_par)])
     lam = evaluate(theta[None])[0]
     ll = float(_log_likelihood(k_used, lam))
+    identified = 0
     iterations = 0
     while iterations < max_iterations:
         iterations += 1
@@ -302,6 +309,9 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
         lam = lams[0]
         jac = ((lams[1:] - lam) / h).T  # (classes, params)
         w = 1.0 / np.maximum(lam, 1e-300)
+        if iterations == 1 and jac.size:
+            light = jac[:, :pa + pb] * np.sqrt(w)[:, None]
+            identified = int(np.linalg.matrix_rank(light, tol=1e-7 * np.abs(light).max()))
         score = jac.T @ ((k_used - lam) * w)
         fisher = jac.T @ (jac * w[:, None])
         moved = False
@@ -329,7 +339,8 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
     rotations = theta[pa + pb:] if polarization else np.zeros(6)
     turns = su2_many(rotations.reshape(2, 3))
     unitaries = (turns[0] @ base_a, turns[1] @ base_b)
-    return _Fit(m_a, m_b, ll, lam_full.reshape(n.shape), iterations, rotations, unitaries)
+    return _Fit(m_a, m_b, ll, lam_full.reshape(n.shape), iterations, rotations, unitaries,
+                identified)
 
 
 def _embed(design: np.ndarray, on: np.ndarray) -> np.ndarray:
@@ -440,11 +451,11 @@ class IntensityMonitor:
         self.false_alarm = float(false_alarm)
         self.window_rounds = window_rounds
         self.fit_polarization = bool(fit_polarization)
+        #: the most degrees of freedom a check can have (all classes seen)
         self.degrees_of_freedom = (max(int((self.mu_a > 0).sum()) - 1, 0)
                                    + max(int((self.mu_b > 0).sum()) - 1, 0))
         if self.degrees_of_freedom == 0:
             raise ValueError("nothing to monitor: neither user has two classes with light")
-        self.threshold = float(stats.chi2.isf(self.false_alarm, self.degrees_of_freedom))
         self._window: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=window_rounds)
         #: each arm's polarization as last learnt (the nominal one until a polarization fit)
         self._base = (self.link.unitary_a, self.link.unitary_b)
@@ -540,11 +551,15 @@ class IntensityMonitor:
         null = fit(free=(False, False), polarization=False)
         alt = fit(free=(True, True), polarization=False, start=null)
         nominal = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
+        # the light parameters the counts identify: a round may lack a class's pairs, and in
+        # the four-intensity layout the signal (Z only) is seen in the (s, s) class alone
+        dof = alt.identified - null.identified
+        threshold = float(stats.chi2.isf(self.false_alarm, dof)) if dof > 0 else math.inf
         statistic, polarized = nominal, False
-        if nominal > self.threshold and self.fit_polarization:
-            null, alt, statistic = self._polarization_test(fit)
+        if nominal > threshold and self.fit_polarization:
+            null, alt, statistic = self._polarization_test(fit, threshold)
             polarized = True
-        flagged = statistic > self.threshold
+        flagged = statistic > threshold
         suspect, factor = (self._suspect(fit, null, alt, polarized) if flagged
                            else (None, None))
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -553,9 +568,9 @@ class IntensityMonitor:
         on_a, on_b = self.mu_a > 0, self.mu_b > 0
         return IntensityCheck(
             round_ids=tuple(int(r) for r in round_ids), flagged=bool(flagged),
-            statistic=float(statistic), threshold=self.threshold,
-            p_value=float(stats.chi2.sf(statistic, self.degrees_of_freedom)),
-            degrees_of_freedom=self.degrees_of_freedom, false_alarm=self.false_alarm,
+            statistic=float(statistic), threshold=threshold,
+            p_value=float(stats.chi2.sf(statistic, dof)) if dof > 0 else 1.0,
+            degrees_of_freedom=dof, false_alarm=self.false_alarm,
             suspect=suspect, factor_estimate=factor,
             transmittance_a=float(null.m_a[on_a][0] / self.mu_a[on_a][0]),
             transmittance_b=float(null.m_b[on_b][0] / self.mu_b[on_b][0]),
@@ -563,13 +578,14 @@ class IntensityMonitor:
             class_factors_b=tuple(float(v) for v in fb),
             polarization_fitted=polarized, nominal_statistic=float(nominal), detections=total)
 
-    def _polarization_test(self, fit: functools.partial[_Fit]) -> tuple[_Fit, _Fit, float]:
+    def _polarization_test(self, fit: functools.partial[_Fit],
+                           threshold: float) -> tuple[_Fit, _Fit, float]:
         """Null and alternative with each arm's polarization free, and their Λ; the
         polarization learnt becomes that of the model that decided."""
         null = fit(free=(False, False), polarization=True, start_rotations=_POLARIZATION_STARTS[0])
         alt = fit(free=(True, True), polarization=True, start=null)
         statistic = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
-        if statistic > self.threshold:
+        if statistic > threshold:
             # look further: a few steps from each other start, the best of them to the end
             probes = [fit(free=(False, False), polarization=True, start_rotations=start,
                           max_iterations=_PROBE_ITERATIONS) for start in _POLARIZATION_STARTS[1:]]
@@ -582,7 +598,7 @@ class IntensityMonitor:
                 null = max((null, probe), key=lambda f: f.log_likelihood)
                 alt = max((alt, other), key=lambda f: f.log_likelihood)
                 statistic = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
-        self._base = (null if statistic <= self.threshold else alt).unitaries
+        self._base = (null if statistic <= threshold else alt).unitaries
         return null, alt, statistic
 
     def _suspect(self, fit: functools.partial[_Fit], null: _Fit, alt: _Fit,
