@@ -27,11 +27,11 @@ model (vectorized over parameter sets, classes, bases, bits and detector sets). 
 a deterministic function of the public observations, the public nominal link and the rounds
 checked before, so Alice and Bob, checking the same rounds, reach the same decision.
 
-Which class is off: the counts fix each class's m, never T and μ apart. The user is the one
-whose classes, freed alone, raise the likelihood more; in that user's classes the suspect departs
-most from the others' median (three or more classes with light), or, with two (the
-three-intensity layout, where μ × f and ν × 1/f look alike), from the nominal transmittance. Its
-factor is relative to the user's other classes. docs/calibration.md states these limits.
+Which class is off: the counts fix each class's m, never T and μ apart. The suspect is the class
+that, alone off its nominal light (one more parameter on the null), explains the counts best; its
+factor is relative to the user's other classes. Where two such models explain the counts equally
+(a three-intensity user's μ × f and ν × 1/f are the same model), the one implying the
+transmittance nearer the nominal is named. docs/calibration.md states these limits.
 """
 
 from __future__ import annotations
@@ -244,21 +244,21 @@ def _log_likelihood(k: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 
 def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model: LinkModel,
-         free: tuple[bool, bool], polarization: bool, start: _Fit | None = None,
+         free: tuple[bool | int, bool | int], polarization: bool, start: _Fit | None = None,
          start_rotations: np.ndarray | None = None,
          base: tuple[np.ndarray, np.ndarray] | None = None,
          max_iterations: int = _MAX_ITERATIONS) -> _Fit:
     """Maximum-likelihood light per class by Fisher scoring from the nominal point.
 
-    Parameters: log factors on the nominal m = T_nominal μ, one per user (``free[user]``
-    False: the user's classes share a transmittance) or one per non-vacuum class; with
+    Parameters: log factors on the nominal m = T_nominal μ: per user, one (``free[user]``
+    False: the user's classes share a transmittance), one per class with light (True), or the
+    shared one and one more for class ``free[user]`` (an int: that class alone is off); with
     ``polarization``, a rotation vector per arm (SU(2), applied after the arm's ``base``
     unitary, by default the nominal rotation).
     """
     base_a, base_b = base if base is not None else (model.unitary_a, model.unitary_b)
     on_a, on_b = mu_a > 0, mu_b > 0
-    des_a = _embed(np.eye(int(on_a.sum())) if free[0] else np.ones((int(on_a.sum()), 1)), on_a)
-    des_b = _embed(np.eye(int(on_b.sum())) if free[1] else np.ones((int(on_b.sum()), 1)), on_b)
+    des_a, des_b = _design(free[0], on_a), _design(free[1], on_b)
     pa, pb = des_a.shape[1], des_b.shape[1]
     n_par = pa + pb + (6 if polarization else 0)
     nom_a, nom_b = model.transmittance_a * mu_a, model.transmittance_b * mu_b
@@ -343,6 +343,18 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
                 identified)
 
 
+def _design(free: bool | int, on: np.ndarray) -> np.ndarray:
+    """A user's design matrix: log m − log(T_nominal μ) = design @ parameters (rows: classes)."""
+    count = int(on.sum())
+    if free is True:
+        return _embed(np.eye(count), on)
+    if free is False:
+        return _embed(np.ones((count, 1)), on)
+    one = np.zeros((on.size, 1))
+    one[free] = 1.0
+    return np.hstack([_embed(np.ones((count, 1)), on), one])
+
+
 def _embed(design: np.ndarray, on: np.ndarray) -> np.ndarray:
     """The design's rows placed at the non-vacuum classes, zeros at the vacuum ones."""
     out = np.zeros((on.size, design.shape[1]))
@@ -397,7 +409,8 @@ class IntensityCheck:
 
     def summary(self) -> str:
         """One line for a log."""
-        rounds = (f"round {self.round_ids[0]}" if len(self.round_ids) == 1 else
+        rounds = ("the counts given" if not self.round_ids else
+                  f"round {self.round_ids[0]}" if len(self.round_ids) == 1 else
                   f"rounds {self.round_ids[0]}-{self.round_ids[-1]}")
         head = (f"intensity monitor, {rounds}: Λ = {self.statistic:.1f} (threshold "
                 f"{self.threshold:.1f}, p = {self.p_value:.2g}, {self.detections} detections)")
@@ -560,7 +573,7 @@ class IntensityMonitor:
             null, alt, statistic = self._polarization_test(fit, threshold)
             polarized = True
         flagged = statistic > threshold
-        suspect, factor = (self._suspect(fit, null, alt, polarized) if flagged
+        suspect, factor = (self._suspect(fit, null, polarized) if flagged
                            else (None, None))
         with np.errstate(divide="ignore", invalid="ignore"):
             fa = np.where(self.mu_a > 0, alt.m_a / (self.link.transmittance_a * self.mu_a), np.nan)
@@ -601,28 +614,36 @@ class IntensityMonitor:
         self._base = (null if statistic <= threshold else alt).unitaries
         return null, alt, statistic
 
-    def _suspect(self, fit: functools.partial[_Fit], null: _Fit, alt: _Fit,
+    def _suspect(self, fit: functools.partial[_Fit], null: _Fit,
                  polarized: bool) -> tuple[tuple[str, str] | None, float | None]:
-        """The user whose classes, freed alone, raise the likelihood more; in that user's
-        classes, the one whose light departs most from the others' (docs/calibration.md)."""
-        gains = []
-        for free in ((True, False), (False, True)):
-            part = fit(free=free, polarization=polarized, start=null)
-            gains.append(part.log_likelihood)
-        user = 0 if gains[0] >= gains[1] else 1
-        m, mu, names, t_nom = ((alt.m_a, self.mu_a, self.names_a, self.link.transmittance_a)
-                               if user == 0 else
-                               (alt.m_b, self.mu_b, self.names_b, self.link.transmittance_b))
-        on = np.flatnonzero(mu > 0)
-        if on.size < 2:
+        """The class that, alone off its nominal light, explains the counts best: the null with
+        one more parameter, that class's factor, fitted for each class with light in turn.
+        Models that explain the counts equally well (within 1/2 in log-likelihood: a
+        three-intensity user's μ × f and ν × 1/f are the same model) are told apart by the
+        transmittance they imply, the one nearer the nominal winning (docs/calibration.md)."""
+        candidates = []  # (log-likelihood, −|log(T/T_nominal)|, user, class, factor)
+        for user, mu, t_nom in ((0, self.mu_a, self.link.transmittance_a),
+                                (1, self.mu_b, self.link.transmittance_b)):
+            on = np.flatnonzero(mu > 0)
+            if on.size < 2:
+                continue
+            for i in on:
+                free: tuple[bool | int, bool | int] = (int(i), False) if user == 0 \
+                    else (False, int(i))
+                part = fit(free=free, polarization=polarized, start=null)
+                m = part.m_a if user == 0 else part.m_b
+                other = on[on != i][0]
+                t_shared = m[other] / mu[other]
+                factor = float(m[i] / (mu[i] * t_shared))
+                candidates.append((part.log_likelihood, -abs(math.log(t_shared / t_nom)), user,
+                                   int(i), factor))
+        if not candidates:
             return None, None
-        log_t = np.log(m[on] / mu[on])  # each class's implied transmittance
-        # the arm's transmittance: the median of the classes' (most classes are right); with
-        # two classes the median cannot pick one, so the nominal transmittance does
-        reference = float(np.median(log_t)) if on.size >= 3 else math.log(t_nom)
-        i = int(np.argmax(np.abs(log_t - reference)))
-        factor = math.exp(float(log_t[i] - np.median(np.delete(log_t, i))))
-        return (USERS[user], names[on[i]]), factor
+        best_ll = max(c[0] for c in candidates)
+        tied = [c for c in candidates if c[0] >= best_ll - 0.5]
+        _, _, user, i, factor = max(tied, key=lambda c: c[1])  # first of equals
+        names = self.names_a if user == 0 else self.names_b
+        return (USERS[user], names[i]), factor
 
 
 __all__ = ["DEFAULT_FALSE_ALARM", "IntensityCheck", "IntensityMonitor", "LinkModel",
