@@ -225,7 +225,6 @@ class _Fit:
     m_a: np.ndarray  # (K_a,) fitted light per class (0 for a vacuum class)
     m_b: np.ndarray
     log_likelihood: float
-    expected: np.ndarray  # (K_a, K_b, 2) expected detections
     iterations: int
     rotations: np.ndarray  # (6,) each arm's rotation vector after its base unitary
     unitaries: tuple[np.ndarray, np.ndarray]  # each arm's unitary: the rotation after the base
@@ -332,15 +331,12 @@ def _fit(k: np.ndarray, n: np.ndarray, mu_a: np.ndarray, mu_b: np.ndarray, model
                 break
         if not moved:
             break
-    lam_full = np.zeros(n.size)
-    lam_full[use] = evaluate(theta[None])[0]
     m_a = nom_a * np.exp(des_a @ theta[:pa])
     m_b = nom_b * np.exp(des_b @ theta[pa:pa + pb])
     rotations = theta[pa + pb:] if polarization else np.zeros(6)
     turns = su2_many(rotations.reshape(2, 3))
     unitaries = (turns[0] @ base_a, turns[1] @ base_b)
-    return _Fit(m_a, m_b, ll, lam_full.reshape(n.shape), iterations, rotations, unitaries,
-                identified)
+    return _Fit(m_a, m_b, ll, iterations, rotations, unitaries, identified)
 
 
 def _design(free: bool | int, on: np.ndarray) -> np.ndarray:
@@ -421,6 +417,20 @@ class IntensityCheck:
                 f"{self.factor_estimate:.3g} × nominal")
 
 
+def _controls(controls: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """The two controllers' unitaries as a (2, 2, 2) array, checked; identities for None."""
+    if controls is None:
+        return np.stack([np.eye(2, dtype=np.complex128)] * 2)
+    try:
+        ctrl = np.array([np.asarray(c, dtype=np.complex128) for c in controls])
+    except (TypeError, ValueError):
+        raise ValueError("controls must be two 2x2 unitaries (Alice's, Bob's)") from None
+    if ctrl.shape != (2, 2, 2) or not np.all(np.isfinite(ctrl)) or not np.allclose(
+            ctrl @ ctrl.conj().transpose(0, 2, 1), np.eye(2), rtol=0.0, atol=1e-9):
+        raise ValueError("controls must be two 2x2 unitaries (Alice's, Bob's)")
+    return ctrl
+
+
 def _intensities(values: Sequence[float], user: str) -> np.ndarray:
     mu = np.asarray(values, dtype=np.float64)
     if mu.ndim != 1 or mu.size == 0 or not np.all(np.isfinite(mu)) or np.any(mu < 0):
@@ -469,7 +479,8 @@ class IntensityMonitor:
                                    + max(int((self.mu_b > 0).sum()) - 1, 0))
         if self.degrees_of_freedom == 0:
             raise ValueError("nothing to monitor: neither user has two classes with light")
-        self._window: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=window_rounds)
+        self._window: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = deque(
+            maxlen=window_rounds)
         #: each arm's polarization as last learnt (the nominal one until a polarization fit)
         self._base = (self.link.unitary_a, self.link.unitary_b)
         # classes that say nothing about the light: both vacuum, or a Z-basis pair with a
@@ -507,17 +518,23 @@ class IntensityMonitor:
         Z-basis pair with a vacuum (dark counts, not light, make its coincidences)."""
         return self._ignored.copy()
 
-    def observe(self, round_id: int, observations: DecoyObservations) -> IntensityCheck | None:
+    def observe(self, round_id: int, observations: DecoyObservations,
+                controls: tuple[np.ndarray, np.ndarray] | None = None) -> IntensityCheck | None:
         """Add a round's observations to the window and check it; None until the window is
-        full, or when the window holds no detection at all (nothing to judge)."""
+        full, while the window mixes rounds sent with different ``controls``, or when it holds
+        no detection at all (nothing to judge). ``controls``: the 2×2 unitaries of Alice's and
+        Bob's polarization controllers for that round (they act before the fiber); None: none."""
         pairs, detections = self._validated(round_id, observations)
-        self._window.append((round_id, pairs, detections))
+        ctrl = _controls(controls)
+        self._window.append((round_id, pairs, detections, ctrl))
         if len(self._window) < self.window_rounds:
             return None
-        ids = tuple(r for r, _, _ in self._window)
-        n = np.sum([p for _, p, _ in self._window], axis=0)
-        k = np.sum([d for _, _, d in self._window], axis=0)
-        return self.check(n, k, ids)
+        if not all(np.allclose(c, ctrl, rtol=0.0, atol=1e-12) for *_, c in self._window):
+            return None
+        ids = tuple(r for r, *_ in self._window)
+        n = np.sum([p for _, p, _, _ in self._window], axis=0)
+        k = np.sum([d for _, _, d, _ in self._window], axis=0)
+        return self.check(n, k, ids, (ctrl[0], ctrl[1]))
 
     def _validated(self, round_id: int,
                    observations: DecoyObservations) -> tuple[np.ndarray, np.ndarray]:
@@ -539,12 +556,14 @@ class IntensityMonitor:
         detections = np.asarray(observations.detections, dtype=np.float64).sum(axis=-1)
         return pairs, detections
 
-    def check(self, pairs: np.ndarray, detections: np.ndarray,
-              round_ids: tuple[int, ...] = ()) -> IntensityCheck | None:
+    def check(self, pairs: np.ndarray, detections: np.ndarray, round_ids: tuple[int, ...] = (),
+              controls: tuple[np.ndarray, np.ndarray] | None = None) -> IntensityCheck | None:
         """The decision for pooled counts: ``pairs`` (K_a, K_b, 2) pulse pairs with matching
         bases and ``detections`` (K_a, K_b, 2) kept Bell detections (ψ⁺ and ψ⁻ summed); None
-        without any detection. A polarization fit updates the polarization the monitor has
-        learnt, from which the next check starts: both users must check the same rounds."""
+        without any detection. ``controls``: as for :meth:`observe`. A polarization fit updates
+        the polarization the monitor has learnt (each fiber's, the controllers' taken out),
+        from which the next check starts: both users must check the same rounds."""
+        ctrl = _controls(controls)
         shape = (self.mu_a.size, self.mu_b.size, 2)
         n = np.asarray(pairs, dtype=np.float64)
         k = np.asarray(detections, dtype=np.float64)
@@ -560,7 +579,8 @@ class IntensityMonitor:
         total = int(round(float(k.sum())))
         if total == 0:
             return None
-        fit = functools.partial(_fit, k, n, self.mu_a, self.mu_b, self.link, base=self._base)
+        fit = functools.partial(_fit, k, n, self.mu_a, self.mu_b, self.link,
+                                base=(self._base[0] @ ctrl[0], self._base[1] @ ctrl[1]))
         null = fit(free=(False, False), polarization=False)
         alt = fit(free=(True, True), polarization=False, start=null)
         nominal = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
@@ -572,6 +592,8 @@ class IntensityMonitor:
         if nominal > threshold and self.fit_polarization:
             null, alt, statistic = self._polarization_test(fit, threshold)
             polarized = True
+            learnt = (null if statistic <= threshold else alt).unitaries
+            self._base = (learnt[0] @ ctrl[0].conj().T, learnt[1] @ ctrl[1].conj().T)
         flagged = statistic > threshold
         suspect, factor = (self._suspect(fit, null, polarized) if flagged
                            else (None, None))
@@ -593,8 +615,7 @@ class IntensityMonitor:
 
     def _polarization_test(self, fit: functools.partial[_Fit],
                            threshold: float) -> tuple[_Fit, _Fit, float]:
-        """Null and alternative with each arm's polarization free, and their Λ; the
-        polarization learnt becomes that of the model that decided."""
+        """Null and alternative with each arm's polarization free, and their Λ."""
         null = fit(free=(False, False), polarization=True, start_rotations=_POLARIZATION_STARTS[0])
         alt = fit(free=(True, True), polarization=True, start=null)
         statistic = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
@@ -611,7 +632,6 @@ class IntensityMonitor:
                 null = max((null, probe), key=lambda f: f.log_likelihood)
                 alt = max((alt, other), key=lambda f: f.log_likelihood)
                 statistic = max(2.0 * (alt.log_likelihood - null.log_likelihood), 0.0)
-        self._base = (null if statistic <= threshold else alt).unitaries
         return null, alt, statistic
 
     def _suspect(self, fit: functools.partial[_Fit], null: _Fit,

@@ -405,3 +405,25 @@ def test_the_four_intensity_layout_names_the_decoy_that_departs_from_the_others(
         if suspects is not None:
             assert check.suspect in suspects, check.summary()
             assert check.factor_estimate == pytest.approx(factor, rel=0.1)
+
+
+def test_the_controllers_setting_is_part_of_the_known_polarization():
+    """Alice's polarization controller turned by 0.3 rad (before her fiber): told the setting,
+    the monitor needs no refit; not told, it refits; a window mixing settings waits."""
+    _, link, _, _ = quickstart()
+    turn = linear_rotation(0.3)
+    counts = model_counts(np.random.default_rng(23),
+                          unitary_a=link.fiber_a.static_unitary @ turn)
+    told = make_monitor().check(expected_pairs(), counts, (0,), (turn, np.eye(2)))
+    assert not told.polarization_fitted and not told.flagged, told.summary()
+    blind = make_monitor().check(expected_pairs(), counts, (0,))
+    assert blind.polarization_fitted and not blind.flagged, blind.summary()
+    obs = DecoyObservations((0.4, 0.1, 0.0), (0.4, 0.1, 0.0), expected_pairs(),
+                            np.stack([counts, np.zeros_like(counts)], axis=-1),
+                            np.zeros((3, 3, 2, 2)))
+    window = make_monitor(window_rounds=2)
+    assert window.observe(0, obs, (np.eye(2), np.eye(2))) is None
+    assert window.observe(1, obs, (turn, np.eye(2))) is None  # two settings in the window
+    assert window.observe(2, obs, (turn, np.eye(2))) is not None
+    with pytest.raises(ValueError, match="controls must be two 2x2 unitaries"):
+        window.observe(3, obs, (2 * turn, np.eye(2)))
