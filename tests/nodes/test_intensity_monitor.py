@@ -19,9 +19,11 @@ import pytest
 from scipy import stats
 
 from channel.analytic import exact_class_statistics
-from channel.fiber import Fiber, linear_rotation, su2
+from channel.fiber import linear_rotation, su2
+from channel.impairments import FaultSchedule
 from channel.link import Link
 from channel.settings import SettingsGenerator, four_intensity_plan
+from channel.timeline import TimelineEntry
 from classical.estimation import DecoyObservations
 from classical.sifting import sent_pairs, sift
 from nodes.intensity_monitor import (
@@ -77,6 +79,12 @@ def model_counts(rng: np.random.Generator, factors_a=(1.0, 1.0, 1.0), factors_b=
                                     model.transmittance_b * bob.plan.mean_photon_numbers
                                     * np.asarray(factors_b), model, unitary_a)
     return rng.poisson(expected_pairs() * probs).astype(np.float64)
+
+
+def with_fault(link: Link, kind: str, target: str, params: dict[str, object]) -> Link:
+    """``link`` with a game-day fault from the round's start on, as nature builds it."""
+    entry = TimelineEntry(0.0, "fault", kind, target, params)
+    return dataclasses.replace(link, faults=FaultSchedule.from_timeline([entry], 1))
 
 
 def emulated_observations(link: Link, frames: int, seed: int, round_id: int = 0
@@ -240,10 +248,11 @@ def test_the_detection_power_at_quick_start_size():
 
 
 def test_an_emulated_miscalibrated_round_is_flagged():
-    """The real sampler, Alice's ν at half its nominal mean photon number (600 frames)."""
+    """The real sampler, the game day's ``intensity_miscalibration`` fault on Alice's ν at half
+    its nominal mean photon number (600 frames)."""
     _, link, _, _ = quickstart()
-    bad = dataclasses.replace(link, source_a=dataclasses.replace(
-        link.source_a, mean_photon_number_factors=(1.0, 0.5, 1.0)))
+    bad = with_fault(link, "intensity_miscalibration", "source/alice",
+                     {"intensity": "nu", "mean_photon_number_factor": 0.5})
     check = make_monitor().observe(0, emulated_observations(bad, 600, 4))
     assert check is not None and check.flagged and check.suspect == ("alice", "nu")
     assert check.factor_estimate == pytest.approx(0.5, rel=0.1)
@@ -253,14 +262,12 @@ def test_an_emulated_miscalibrated_round_is_flagged():
 
 
 def test_three_db_more_loss_on_one_arm_is_not_flagged_and_the_transmittance_refits():
-    """Real sampler, Alice's fiber 3 dB lossier (600 frames): not flagged; the fitted
+    """Real sampler, the game day's ``loss`` fault of 3 dB on Alice's fiber (600 frames): not
+    flagged; the fitted
     transmittance is half the nominal one within z_bound × its Fisher standard error (the
     shared log-transmittance: the information-weighted mean of the classes')."""
     _, link, alice, bob = quickstart()
-    fa = link.fiber_a
-    lossy = dataclasses.replace(link, fiber_a=Fiber(fa.length_km, fa.attenuation_db_per_km,
-                                                     fa.extra_loss_db + 3.0,
-                                                     rotation=fa.rotation))
+    lossy = with_fault(link, "loss", "link/alice-charles", {"extra_db": 3.0})
     monitor = make_monitor()
     check = monitor.observe(0, emulated_observations(lossy, 600, 5))
     assert check is not None and not check.flagged, check.summary()
