@@ -126,10 +126,13 @@ class LinkModel:
         return linear_rotation(self.rotation_b_rad)
 
     @classmethod
-    def from_link(cls, link: Link) -> LinkModel:
+    def from_link(cls, link: Link, coincidence_window_ps: float | None = None) -> LinkModel:
         """The nominal model of ``link``'s configured devices (its faults and drift left out:
         the users do not know them). A fiber's static rotation must be linear (as a scenario's
-        ``rotation_rad`` is)."""
+        ``rotation_rad`` is). With Charles's ``coincidence_window_ps``, the share of Bell
+        coincidences it keeps under the configured timing jitter (docs/physics.md §3, §9): the
+        two clicks of pattern {k, l} differ by N(0, σ_k² + σ_l²), kept with probability
+        erf(W / √(2(σ_k² + σ_l²))), averaged over the four announced patterns."""
         rotations = []
         for fiber in (link.fiber_a, link.fiber_b):
             u = fiber.static_unitary
@@ -142,11 +145,21 @@ class LinkModel:
         gamma = (link.gamma_override if link.gamma_override is not None else
                  float(np.asarray(mode_overlap(residual, link.pulse_rms_ps,
                                                link.detuning_rad_per_ps))[0]))
+        keep = 1.0
+        if coincidence_window_ps is not None:
+            if not coincidence_window_ps > 0:
+                raise ValueError(f"coincidence_window_ps must be > 0, got {coincidence_window_ps}")
+            var = link.relay.jitters_ps ** 2 + (link.clock_a.jitter_ps ** 2
+                                                + link.clock_b.jitter_ps ** 2) / 2
+            shares = [math.erf(coincidence_window_ps / math.sqrt(2 * (var[k] + var[m])))
+                      if var[k] + var[m] > 0 else 1.0
+                      for k, m in ((0, 1), (2, 3), (0, 3), (1, 2))]
+            keep = float(np.mean(shares))
         return cls(link.fiber_a.transmittance, link.fiber_b.transmittance,
                    tuple(link.relay.efficiencies), tuple(link.relay.dark_count_probabilities),
                    rotations[0], rotations[1], gamma,
                    link.source_a.intensity_fluctuation_rel,
-                   link.source_b.intensity_fluctuation_rel)
+                   link.source_b.intensity_fluctuation_rel, keep)
 
 
 @functools.lru_cache(maxsize=16)

@@ -22,6 +22,7 @@ from channel.analytic import exact_class_statistics
 from channel.fiber import linear_rotation, su2
 from channel.impairments import FaultSchedule
 from channel.link import Link
+from channel.relay import RelayOptics
 from channel.settings import SettingsGenerator, four_intensity_plan
 from channel.timeline import TimelineEntry
 from classical.estimation import DecoyObservations
@@ -434,3 +435,17 @@ def test_the_controllers_setting_is_part_of_the_known_polarization():
     assert window.observe(2, obs, (turn, np.eye(2))) is not None
     with pytest.raises(ValueError, match="controls must be two 2x2 unitaries"):
         window.observe(3, obs, (2 * turn, np.eye(2)))
+
+
+def test_the_nominal_model_keeps_the_coincidences_the_window_keeps_under_configured_jitter():
+    """Detectors of 400 ps rms jitter and a 1000 ps window: each pattern's two clicks differ by
+    N(0, 2·400²), kept with probability erf(1000 / 800) (docs/physics.md §9: 7.7 % lost)."""
+    _, link, _, _ = quickstart()
+    jittery = dataclasses.replace(link, relay=RelayOptics(tuple(
+        dataclasses.replace(d, jitter_ps=400.0) for d in link.relay.detectors)))
+    assert LinkModel.from_link(jittery).coincidence_keep == 1.0  # no window given
+    model = LinkModel.from_link(jittery, coincidence_window_ps=1000.0)
+    assert model.coincidence_keep == pytest.approx(math.erf(1000 / 800), rel=1e-12)
+    assert LinkModel.from_link(link, coincidence_window_ps=1000.0).coincidence_keep == 1.0
+    with pytest.raises(ValueError, match="coincidence_window_ps must be > 0"):
+        LinkModel.from_link(link, coincidence_window_ps=0.0)
