@@ -10,6 +10,8 @@ Who sends what (one key round, docs/architecture.md §3):
     Charles → Alice, Bob   Announcement         successful Bell-state slots of the round
     Alice ⇄ Bob            SiftingInfo          own basis and intensity at those slots
     Alice ⇄ Bob            XBasisBits           own X-basis sifted bits (the phase-error test)
+    Alice ⇄ Bob            UnkeyedBits          own key-class bits of a round the pre-check
+                                                stopped (never key: QBER_Z for the calibration)
     Bob → Alice            ReconcileStart       reconciliation method and its public plan
     Bob → Alice            ReconcileRequest     one batch of questions (Cascade: block parities)
     Alice → Bob            ReconcileReply       Alice's answers (bits) for that batch
@@ -78,6 +80,16 @@ class SiftingInfo(Message):
 class XBasisBits(Message):
     KIND: ClassVar[int] = 3
     bits: np.ndarray  # uint8, sender's X-basis sifted bits in sifted order
+
+
+@dataclass(frozen=True)
+class UnkeyedBits(Message):
+    """The sender's key-class sifted bits of a round whose pre-check gave no key: they will
+    never be key, so disclosing them costs nothing, and they measure QBER_Z for the users'
+    calibration loops (``RoundConfig.disclose_unkeyed``)."""
+
+    KIND: ClassVar[int] = 15
+    bits: np.ndarray  # uint8, sender's key-class sifted bits in sifted order
 
 
 @dataclass(frozen=True)
@@ -161,6 +173,6 @@ class RoundAbort(Message):
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls for cls in (RoundStart, EndOfRun, Announcement, SiftingInfo, XBasisBits,
-                              ReconcileStart, ReconcileRequest, ReconcileReply, VerifyRequest,
+                              UnkeyedBits, ReconcileStart, ReconcileRequest, ReconcileReply, VerifyRequest,
                               VerifyResult, Amplify, RoundAbort, Confirm, Committed)
 }

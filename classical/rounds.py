@@ -62,6 +62,7 @@ from classical.messages import (
     ReconcileStart,
     RoundAbort,
     SiftingInfo,
+    UnkeyedBits,
     VerifyRequest,
     VerifyResult,
     XBasisBits,
@@ -176,6 +177,9 @@ class RoundConfig:
     ec_efficiency_prediction: float = DEFAULT_EC_INEFFICIENCY
     decoy_method: Literal["analytic", "lp", "joint"] = DEFAULT_DECOY_METHOD
     key_intensity: tuple[int, int] = (0, 0)
+    #: when the pre-check finds no key, both users disclose the round's key-class bits
+    #: (``UnkeyedBits``) and report the Z errors they show: QBER_Z for the calibration loops
+    disclose_unkeyed: bool = False
 
     def __post_init__(self) -> None:
         # the checks DecoyObservations makes every round, made once here, so that a bad
@@ -494,7 +498,12 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
         key = sifted.bits[sifted.key_mask(key_intensity=cfg.key_intensity)]
         if key.size == 0:
             raise _Abort("too few counts: no key-class detections", notify_peer=False)
-        _precheck(obs, key.size, qber_prior, cfg, observer)
+        try:
+            _precheck(obs, key.size, qber_prior, cfg, observer)
+        except _Abort:
+            if cfg.disclose_unkeyed:  # both users reach the same decision from public data
+                public = _with_z_errors(obs, _disclose_unkeyed(ann, key, peer, observer))
+            raise
         if role == "alice":
             key, corrected, disclosed = _alice_reconcile(ann, key, cfg, peer, observer)
         else:
@@ -514,6 +523,21 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
             with contextlib.suppress(ProtocolError):
                 peer.send(RoundAbort(ann.round_id, reason))
         return RoundOutcome(ann.round_id, None, None, reason, report(), observations=public)
+
+
+def _disclose_unkeyed(ann: Announcement, key: np.ndarray, peer: Peer,
+                      observer: Observer) -> int:
+    """Exchange the key-class bits of a round the pre-check stopped (they will never be key)
+    and count where they differ: the round's Z errors, measured rather than reconciled."""
+    with observer.stage("disclose") as st:
+        peer.send(UnkeyedBits(ann.round_id, key.astype(np.uint8)))
+        other = peer.receive(UnkeyedBits).bits
+        if other.shape != key.shape:
+            raise ProtocolError(f"peer disclosed {other.size} key-class bits, expected "
+                                f"{key.size}")
+        errors = int(np.count_nonzero(other != key))
+        st.set(disclosed_key_bits=int(key.size), disclosed_z_errors=errors)
+        return errors
 
 
 def _bob_reconcile(ann: Announcement, key: np.ndarray, qber_prior: float, cfg: RoundConfig,

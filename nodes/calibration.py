@@ -44,7 +44,7 @@ from channel.controls import IDENTITY, MAX_DELAY_PS, MAX_ROTATION_RAD, SourceCon
 
 #: While searching, the setting itself is measured again after this many trial rounds, so that
 #: trials are judged against a recent cost even when the link changes under the search.
-TRIALS_PER_BASE = 2
+TRIALS_PER_BASE = 3
 #: The loops ``calibration`` switches (the intensity monitor is ``nodes.intensity_monitor``).
 LOOPS = ("polarization", "clock")
 
@@ -98,13 +98,18 @@ class Measurement:
     @classmethod
     def from_report(cls, report: Mapping[str, Any]) -> Measurement | None:
         """From a round's report (``classical.rounds``): None when it has no X bits. QBER_Z only
-        from the bits reconciliation corrected, never the prior a pre-check assumed."""
+        from the bits reconciliation corrected, or the key-class bits a round without key
+        disclosed (``UnkeyedBits``), never the prior a pre-check assumed."""
         n_x, e_x = int(report.get("x_bits") or 0), report.get("qber_x")
         if n_x <= 0 or e_x is None:
             return None
         n_z, corrected = int(report.get("key_bits_raw") or 0), report.get("corrected_bits")
         if n_z > 0 and corrected is not None:
             return cls(float(e_x), n_x, float(corrected) / n_z, n_z)
+        n_d, disclosed = int(report.get("disclosed_key_bits") or 0), report.get(
+            "disclosed_z_errors")
+        if n_d > 0 and disclosed is not None:  # a round without key disclosed its key bits
+            return cls(float(e_x), n_x, float(disclosed) / n_d, n_d)
         return cls(float(e_x), n_x)
 
     def cost(self, with_z: bool) -> tuple[float, float]:
@@ -246,7 +251,7 @@ class Calibrator:
                 if self.searching and self.base_m is not None and self._rose(m, self.base_m):
                     # the link changed under the search (another fault): start the sweep over
                     self.steps = np.array([c.step for c in self.coords])
-                    self._new_sweep(cursor=0)
+                    self._new_sweep(cursor=self._first_direction(m, self.base_m))
                 self.base_m = m
                 if self.reference is None:
                     self.reference = m  # the link as it starts is taken as aligned
@@ -310,14 +315,13 @@ class Calibrator:
                events: list[CalibrationEvent]) -> None:
         self.searching, self.forced, self.base_m = True, False, m
         self.search_rounds = 0
-        self._new_sweep(cursor=self._first_direction(m))
+        self._new_sweep(cursor=self._first_direction(m, self.reference))
         self.steps = np.array([c.step for c in self.coords])
         events.append(CalibrationEvent(round_id, "search", "started", why, self._cost(m)))
 
-    def _first_direction(self, m: Measurement) -> int:
-        """Where a sweep starts: at Bob's delay when QBER_Z was measured and has not risen (a
-        timing offset raises QBER_X only), else at the first coordinate."""
-        ref = self.reference
+    def _first_direction(self, m: Measurement, ref: Measurement | None) -> int:
+        """Where a sweep starts: at Bob's delay when QBER_Z was measured and has not risen
+        since ``ref`` (a timing offset raises QBER_X only), else at the first coordinate."""
         clock = [k for k, c in enumerate(self.coords) if c.loop == "clock"]
         if not clock or ref is None or m.qber_z is None or ref.qber_z is None:
             return 0

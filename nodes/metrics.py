@@ -159,8 +159,8 @@ METRICS: dict[str, MetricSpec] = {
         "`mdiqkd trace show RUN_DIR --round N` for the points beside it"),
     "mdiqkd_calibration_actions_total": MetricSpec(
         "counter", "", ("loop", "action"), USERS,
-        "what the calibration loops did (nodes.calibration): loop polarization, clock or search; "
-        "action started, moved, converged or failed"),
+        "what the calibration loops did (nodes.calibration): loop polarization, clock, search or "
+        "intensity; action started, moved, converged, failed or flagged"),
     "mdiqkd_warm_up_seconds": MetricSpec(
         "gauge", "seconds", (), ALL, "wall time of the node's kernel warm-up"),
 }

@@ -32,6 +32,7 @@ from channel.controls import IDENTITY, SourceControls
 from channel.settings import SettingsGenerator
 from classical.custody import KeyCustody, Settled
 from classical.entropy import OsRandom
+from classical.estimation import DecoyObservations
 from classical.messages import Announcement, EndOfRun, RoundAbort, RoundStart
 from classical.peer import HELD
 from classical.rounds import (
@@ -46,7 +47,8 @@ from classical.rounds import (
 from classical.sifting import check_announcement
 from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
-from nodes.calibration import Calibrator, LoopSettings, Measurement
+from nodes.calibration import CalibrationEvent, Calibrator, LoopSettings, Measurement
+from nodes.intensity_monitor import IntensityMonitor
 from nodes.keystore import KeyStore
 from nodes.link_estimates import round_link_estimates
 from nodes.metrics import user_round_observations
@@ -111,6 +113,8 @@ class UserPlan:
     calibration: LoopSettings | None = None
     #: rounds after whose result the loops search whatever the cost (``calibrate`` actions)
     calibrate_rounds: tuple[int, ...] = ()
+    #: the intensity monitor (the scenario's ``calibration.intensity``; None: none runs)
+    intensity_monitor: IntensityMonitor | None = None
 
 
 class UserNode:
@@ -134,8 +138,9 @@ class UserNode:
         # the calibration loops: both users run the same search on the same public error rates
         # and each applies its own actuators (nodes.calibration)
         self.calibrator = Calibrator(plan.calibration) if plan.calibration else None
+        self.monitor = plan.intensity_monitor
         self.calibration_log = ((ctx.node_dir / "calibration.jsonl").open("a")
-                                if self.calibrator else None)
+                                if self.calibrator or self.monitor else None)
         self._round_controls: dict[int, tuple[SourceControls, SourceControls]] = {}
 
     def _no_room(self, round_id: int) -> str | None:
@@ -202,7 +207,7 @@ class UserNode:
             outcome = RoundOutcome(round_id, None, None, reason, {})
             self.ctx.counters.add("rounds_aborted_total")
             self.ctx.counters.add("rounds_total")
-            self._log(round_id, empty, outcome)
+            self._log(round_id, empty, outcome, self._calibrate(round_id, outcome))
             return outcome
         observer = SpanObserver(self.ctx.tracer, round_id)
         run = run_alice_round if self.plan.role == "alice" else run_bob_round
@@ -234,14 +239,16 @@ class UserNode:
     def _calibrate(self, round_id: int, outcome: RoundOutcome) -> list[dict[str, object]]:
         """What the calibration loops did on reading this round's result, logged to
         ``calibration.jsonl`` with the emulated time it took effect (the next round emitted)."""
-        if self.calibrator is None:
-            return []
-        if round_id in self.plan.calibrate_rounds:
-            self.calibrator.force()
-        planned = self.calibrator.planned.get(round_id)
-        if planned is not None:  # the actuators this round was sent with, for its record
-            self._round_controls[round_id] = self.calibrator.controls(planned[0])
-        events = self.calibrator.observe(round_id, Measurement.from_report(outcome.report))
+        events: list[CalibrationEvent] = []
+        if self.calibrator is not None:
+            if round_id in self.plan.calibrate_rounds:
+                self.calibrator.force()
+            planned = self.calibrator.planned.get(round_id)
+            if planned is not None:  # the actuators this round was sent with, for its record
+                self._round_controls[round_id] = self.calibrator.controls(planned[0])
+            events += self.calibrator.observe(round_id, Measurement.from_report(outcome.report))
+        if self.monitor is not None and outcome.observations is not None:
+            events += self._check_intensities(round_id, outcome.observations)
         records = []
         for e in events:
             self.ctx.counters.add("calibration_actions_total")
@@ -256,6 +263,28 @@ class UserNode:
         if self.calibration_log is not None:
             self.calibration_log.flush()
         return records
+
+    def _check_intensities(self, round_id: int,
+                           observations: DecoyObservations) -> list[CalibrationEvent]:
+        """The intensity monitor on this round's public counts: an event when it flags them. A
+        check that fails on odd counts (the peer's sent counts are its word) is counted and
+        skipped, never the end of the node."""
+        assert self.monitor is not None
+        a, b = self._round_controls.get(round_id, (IDENTITY, IDENTITY))
+        try:
+            check = self.monitor.observe(round_id, observations, (a.unitary, b.unitary))
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as e:
+            self.ctx.counters.add("intensity_checks_failed_total")
+            print(f"{self.plan.role}: intensity monitor skipped round {round_id}: {e}",
+                  flush=True)
+            return []
+        if check is None:
+            return []
+        self.ctx.counters.add("intensity_checks_total")
+        if not check.flagged:
+            return []
+        return [CalibrationEvent(round_id, "intensity", "flagged", check.summary(),
+                                 float(check.statistic))]
 
     def _log(self, round_id: int, ann: Announcement, outcome: RoundOutcome,
              calibration: list[dict[str, object]] | None = None) -> None:
@@ -276,6 +305,7 @@ class UserNode:
             record["controls"] = {"alice_rotation_rad": list(a.rotation_rad),
                                   "bob_rotation_rad": list(b.rotation_rad),
                                   "bob_delay_ps": b.delay_ps}
+        if self.calibration_log is not None:
             record["calibration_actions"] = [e["action"] for e in calibration or ()]
         if outcome.pending:
             self._pending_records[round_id] = record

@@ -57,6 +57,7 @@ from classical.reconcilers import DEFAULT_METHOD, get_reconciler
 from classical.reconciliation import Reconciler
 from classical.rounds import RoundConfig
 from nodes.calibration import LoopSettings
+from nodes.intensity_monitor import IntensityMonitor, LinkModel
 from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
 from orchestration.experiment import (
     FieldProblem,
@@ -328,6 +329,12 @@ class CalibrationModel(_Model):
     trigger_min_rise: float = Field(0.002, ge=0.0, le=1.0)
     accept_sigmas: float = Field(3.0, gt=0.0, le=100.0)
     max_search_rounds: int = Field(60, ge=1, le=100_000)
+    intensity: bool = Field(True, description="the intensity monitor: flag a round whose "
+                            "per-class counts do not fit the nominal intensities")
+    intensity_false_alarm: float = Field(1e-6, gt=0.0, lt=1.0, description="the monitor's "
+                                         "false-alarm probability per check")
+    intensity_window_rounds: int = Field(1, ge=1, le=1000, description="rounds the monitor "
+                                         "pools into one check")
 
     @model_validator(mode="after")
     def _steps_ordered(self) -> CalibrationModel:
@@ -757,7 +764,26 @@ def build_calibration(s: Scenario) -> LoopSettings | None:
     c = s.calibration
     if c is None or not (c.polarization or c.clock):
         return None
-    return LoopSettings(**c.model_dump())
+    return LoopSettings(**c.model_dump(exclude={"intensity", "intensity_false_alarm",
+                                                "intensity_window_rounds"}))
+
+
+def build_intensity_monitor(s: Scenario) -> IntensityMonitor | None:
+    """The users' intensity monitor (``nodes.intensity_monitor``) over the scenario's nominal
+    link, None without a calibration section or with the monitor off. Built from public values
+    only (the link's configured devices; no fault, no seed)."""
+    c = s.calibration
+    if c is None or not c.intensity:
+        return None
+    plans = {u: settings_plan(s, u) for u in ("alice", "bob")}
+    names = {u: [i.name for i in m.source.intensities] for u, m in (("alice", s.alice),
+                                                                    ("bob", s.bob))}
+    model = LinkModel.from_link(build_link(s, drift_seed=0, timeline=()),
+                                coincidence_window_ps=s.relay.coincidence_window_ps)
+    return IntensityMonitor(model, plans["alice"].mean_photon_numbers,
+                            plans["bob"].mean_photon_numbers, names["alice"], names["bob"],
+                            false_alarm=c.intensity_false_alarm,
+                            window_rounds=c.intensity_window_rounds)
 
 
 def build_round_config(s: Scenario) -> RoundConfig:
@@ -769,4 +795,6 @@ def build_round_config(s: Scenario) -> RoundConfig:
                                           epsilon_pa=p.epsilon_pa, epsilon_pe=p.epsilon_pe,
                                           max_qber_z=p.max_qber_z),
                        reconciler=p.reconciler(), decoy_method=p.decoy_method,
-                       key_intensity=(0, 0))
+                       key_intensity=(0, 0),
+                       # the polarization loop needs QBER_Z of rounds that give no key too
+                       disclose_unkeyed=s.calibration is not None and s.calibration.polarization)

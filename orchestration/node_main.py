@@ -125,6 +125,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
     from nodes.transport import classical_max_message_bytes
     from orchestration.config import (
         build_calibration,
+        build_intensity_monitor,
         build_charles_config,
         build_link,
         build_round_config,
@@ -170,7 +171,7 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
                     scenario.clock_rate_hz, secrets.entropy == "os",
                     scenario.runtime is not None and scenario.runtime.pacing == "realtime",
                     secrets.store_full_rounds, build_calibration(scenario),
-                    secrets.calibrate_rounds)
+                    secrets.calibrate_rounds, build_intensity_monitor(scenario))
     return ctx, UserNode(ctx, plan)
 
 

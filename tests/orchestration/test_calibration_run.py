@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import yaml
@@ -77,3 +78,47 @@ def test_the_clock_loop_undoes_a_clock_step_in_a_real_run(tmp_path):
         assert r["controls"]["bob_delay_ps"] == pytest.approx(-OFFSET_PS, abs=20.0), r["controls"]
         assert abs(_x_z(r, healthy)) <= z_bound(len(after)), (r["round"], r["qber_x"])
     assert all(r["controls"]["bob_rotation_rad"] == [0.0, 0.0, 0.0] for r in rounds)
+
+
+@pytest.mark.slow  # one real run of 10 short rounds, about 15 s
+def test_the_intensity_monitor_flags_a_miscalibrated_decoy_in_a_real_run(tmp_path):
+    # Alice's decoy ν emits half its nominal mean photon number from 1 s: every round wholly
+    # after that is flagged, naming her ν; no round before it is (false alarm 10⁻⁶ a round)
+    data = yaml.safe_load(shipped_scenarios()["gameday_calibration"].read_text())
+    data.update(round_frames=200, calibration={"polarization": False, "clock": False},
+                postprocessing={"mode": "asymptotic", "qber_prior": 0.01},
+                authentication={"mode": "hmac"}, runtime={"rounds": 10, "pacing": "fast"},
+                steady_state={"title": "flagged", "probes": [
+                    {"name": "flags", "metric": "calibration_actions", "tolerance": {"min": 1},
+                     "phases": ["during"]},
+                    {"name": "quiet", "metric": "calibration_actions", "tolerance": 0,
+                     "phases": ["before"]}]},
+                method=[{"at": "1s", "name": "weak decoy", "fault": {
+                    "type": "intensity_miscalibration", "target": "source/alice",
+                    "params": {"intensity": "nu", "mean_photon_number_factor": 0.5}}}])
+    scenario = tmp_path / "monitor.yaml"
+    scenario.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", str(scenario), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+
+    alice, bob = _events(out / "alice" / "calibration.jsonl"), _events(
+        out / "bob" / "calibration.jsonl")
+    assert alice == bob
+    round_s = 200 * 2**20 / 1e9
+    faulty = {r for r in range(10) if r * round_s >= 1.0}  # rounds wholly after the fault
+    flagged = {e["round"] for e in bob}
+    assert faulty <= flagged and all(r * round_s + round_s > 1.0 for r in flagged)
+    for e in bob:
+        assert (e["loop"], e["action"]) == ("intensity", "flagged")
+    # with two lit classes the counts fix only the ratio μ/ν of a user's intensities (the arm's
+    # transmittance is refitted), so "ν × 0.5" and "μ × 2" are the same finding: Alice's ratio
+    # doubled. Each wholly faulty round names Alice and one of the two, with its factor
+    # within 5 % (the monitor's Fisher error at these counts is below 1 %)
+    for e in bob:
+        if e["round"] not in faulty:
+            continue
+        m = re.search(r"(\w+)'s class '(\w+)' at about ([0-9.]+)", e["detail"])
+        assert m and m.group(1) == "alice", e["detail"]
+        expected = {"nu": 0.5, "mu": 2.0}[m.group(2)]
+        assert float(m.group(3)) == pytest.approx(expected, rel=0.05), e["detail"]
