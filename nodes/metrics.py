@@ -165,6 +165,11 @@ METRICS: dict[str, MetricSpec] = {
         "gauge", "seconds", (), ALL, "wall time of the node's kernel warm-up"),
 }
 
+#: The (loop, action) pairs of ``mdiqkd_calibration_actions_total`` (``nodes.calibration``,
+#: ``nodes.intensity_monitor``), each exported from 0.
+CALIBRATION_SERIES = (("search", "started"), ("search", "converged"), ("search", "failed"),
+                      ("polarization", "moved"), ("clock", "moved"), ("intensity", "flagged"))
+
 #: Counters (``nodes.transport.Counters``) not mirrored one for one: written as a labelled or
 #: renamed series by the node itself (see ``metrics_json_series``).
 _SPECIAL_COUNTERS = {"rounds_aborted_total", "warm_up_ms", "secure_bits_total",
@@ -456,6 +461,10 @@ class NodeMetrics:
                 self.update(name, 0.0)
         for plain in _INITIAL_COUNTERS.get(self.node, ()):
             self.update(counter_metric_name(plain), 0.0)
+        if self.node in METRICS["mdiqkd_calibration_actions_total"].nodes:
+            for loop, action in CALIBRATION_SERIES:
+                self.update("mdiqkd_calibration_actions_total", 0.0,
+                            {"loop": loop, "action": action})
 
     # --- exposition ----------------------------------------------------------------------------
 

@@ -77,6 +77,10 @@ PANELS: dict[str, tuple[str, list[tuple[str, list[Panel]]]]] = {
             ("Dark counts (background clicks per detector per slot, vacuum class, 1h)",
              "timeseries", "sci", [
                  ("link:mdiqkd_dark_count_probability:1h", "{{link}}")]),
+
+            ("Recent calibrations (1h): searches, moves, intensity flags", "timeseries", "short", [
+                ('sum by (link, loop, action) (increase(mdiqkd_calibration_actions_total'
+                 '{node="alice"}[1h]))', "{{loop}} {{action}}")]),
         ]),
         ("Trouble", [
             ("Aborted rounds by reason (15m)", "timeseries", "short", [

@@ -65,6 +65,10 @@ class RuleParams:
     dark_count_min_detections: int = 3
     dark_count_window: str = "1h"
     dark_count_for: str = "15m"
+    #: a calibration search failed within this window ...
+    calibration_window: str = "1h"
+    #: ... and one converged within this (more recent) window: a ticket
+    calibration_recent: str = "15m"
     #: where ``runbook_url`` points: the repository's runbooks, relative to its root by default
     runbook_base: str = "docs/runbooks"
 
@@ -72,7 +76,8 @@ class RuleParams:
 ALERTS_PAGE = ("MdiqkdNoBellSuccesses", "MdiqkdLinkDown", "MdiqkdQberAboveThreshold",
                "MdiqkdKeyProvisioningBudgetBurn", "MdiqkdQberBudgetBurn")
 ALERTS_TICKET = ("MdiqkdQberRising", "MdiqkdKeyRateBelowSlo", "MdiqkdRoundsAborting",
-                 "MdiqkdAuthenticationFailures", "MdiqkdDarkCountsElevated")
+                 "MdiqkdAuthenticationFailures", "MdiqkdDarkCountsElevated",
+                 "MdiqkdCalibrationFailedButRecovered")
 
 
 def _runbook(p: RuleParams, alert: str) -> str:
@@ -201,6 +206,17 @@ def rule_groups(p: RuleParams = RuleParams()) -> dict[str, Any]:
                f"over {d}, are above {p.dark_count_probability_max:g} (with at least "
                f"{p.dark_count_min_detections} such detections): detectors warming or ageing, "
                "stray light, or light injected at the relay."),
+        _alert(p, "MdiqkdCalibrationFailedButRecovered",
+               f'sum by (link) (increase(mdiqkd_calibration_actions_total{{node="alice", '
+               f'action="failed"}}[{p.calibration_window}])) > 0 and sum by (link) '
+               f'(increase(mdiqkd_calibration_actions_total{{node="alice", '
+               f'action="converged"}}[{p.calibration_recent}])) > 0',
+               "", "ticket",
+               "Calibration failed, then recovered, on link {{ $labels.link }}",
+               f"A calibration search of the users' loops ended failed within "
+               f"{p.calibration_window}, and one converged within {p.calibration_recent}: the "
+               "link is aligned again, but something moved faster or further than the loops "
+               "follow (fiber handling, a clock step, a device drifting)."),
     ]
     assert {a["alert"] for a in alerts} == set(ALERTS_PAGE + ALERTS_TICKET)
     return {"groups": [{"name": "mdiqkd-sli", "rules": sli},

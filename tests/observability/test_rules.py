@@ -133,6 +133,20 @@ CASES = [
       _s("mdiqkd_vacuum_detections_total", "0 0 0 1 2x117", link="c", node="alice")],
      [("10m", "MdiqkdDarkCountsElevated", []),  # above, but not yet for 15 min
       ("40m", "MdiqkdDarkCountsElevated", [{"link": "a"}])]),
+    # a: a search failed at 10 min, another converged at 30 min; b: failed only; c: converged
+    # only. At 35 min a fires; at 5 min nothing has happened; at 80 min a's failure is older
+    # than the 1h window
+    ([_s("mdiqkd_calibration_actions_total", "0x9 1x120", link="a", node="alice",
+         loop="search", action="failed"),
+      _s("mdiqkd_calibration_actions_total", "0x29 1x100", link="a", node="alice",
+         loop="search", action="converged"),
+      _s("mdiqkd_calibration_actions_total", "0x9 1x120", link="b", node="alice",
+         loop="search", action="failed"),
+      _s("mdiqkd_calibration_actions_total", "0x29 1x100", link="c", node="alice",
+         loop="search", action="converged")],
+     [("5m", "MdiqkdCalibrationFailedButRecovered", []),
+      ("35m", "MdiqkdCalibrationFailedButRecovered", [{"link": "a"}]),
+      ("80m", "MdiqkdCalibrationFailedButRecovered", [])]),
 ]
 
 
