@@ -463,8 +463,8 @@ def _segment_status(results: Sequence[WindowResult], empty: str) -> tuple[Status
 
 
 def evaluate_probe(probe: ProbeModel, segs: Sequence[Segment], evidence: Evidence,
-                   clock_rate_hz: float, recovery: list[WindowResult] | None = None
-                   ) -> ProbeResult:
+                   clock_rate_hz: float, recovery: list[WindowResult] | None = None,
+                   during: dict[str, WindowResult] | None = None) -> ProbeResult:
     """The probe in each segment of each phase it lists."""
     results = []
     width = window_slots(probe.window, clock_rate_hz)
@@ -478,7 +478,7 @@ def evaluate_probe(probe: ProbeModel, segs: Sequence[Segment], evidence: Evidenc
                                        note=NO_SUCH_PHASE, **at))
             continue
         if probe.metric == "time_to_recover_s":
-            results.append(_recovery_result(s, a_s, b_s, recovery or []))
+            results.append(_recovery_result(s, a_s, b_s, recovery or [], during))
             continue
         ws = [_window_result(probe, a, b, rs, evidence, clock_rate_hz)
               for a, b, rs in windows(s.rounds, width)]
@@ -489,9 +489,17 @@ def evaluate_probe(probe: ProbeModel, segs: Sequence[Segment], evidence: Evidenc
                        probe.reason, results, width)
 
 
-def _recovery_result(s: Segment, a_s: float, b_s: float, recovery: list[WindowResult]
-                     ) -> PhaseResult:
+def _recovery_result(s: Segment, a_s: float, b_s: float, recovery: list[WindowResult],
+                     during: dict[str, WindowResult] | None = None) -> PhaseResult:
     at = {"start_slot": s.start_slot, "end_slot": s.end_slot}
+    if s.phase == "during" and during is not None and s.name in during:
+        w = during[s.name]
+        if not s.rounds:
+            return PhaseResult(s.phase, s.name, a_s, b_s, "no data", note=s.note, **at)
+        status, note = _segment_status([w], s.note)
+        if status == "no data":
+            note = f"did not recover before {s.name} ended"
+        return PhaseResult(s.phase, s.name, a_s, b_s, status, [w], note, **at)
     if s.phase != "after":
         return PhaseResult(s.phase, s.name, a_s, b_s, "not applicable",
                            note="time to recover is measured after the faults", **at)
@@ -531,6 +539,40 @@ def recovery(probe: ProbeModel, faults: Sequence[Span], rounds: Sequence[Round],
         out.append(WindowResult(f.end_s, good.start_s, [good.index], value, ok, by,
                                 note=f"after {f.name}", start_slot=f.stop_slot,
                                 end_slot=good.start_slot))
+    return out
+
+
+def recovery_during(probe: ProbeModel, segs: Sequence[Segment], others: Sequence[ProbeModel],
+                    evidence: Evidence, clock_rate_hz: float) -> dict[str, WindowResult]:
+    """For each fault's ``during`` segment: the emulated seconds from the fault's start to the
+    start of the first of its rounds from which every round of the segment is healthy (every
+    other probe that must hold ``after``, the recovered state, holds on that round alone;
+    without such probes: not aborted), i.e. how long the link took to recover while the fault
+    lasted, as the
+    calibration loops make it (docs/calibration.md). ``value`` None: the segment's last round is
+    not healthy (it never recovered). Only for a probe that lists ``during`` explicitly."""
+    if "phases" not in probe.model_fields_set or "during" not in probe.phases:
+        return {}
+    checks = [p for p in others if "after" in p.phases and p.metric in ROUND_METRICS]
+    out = {}
+    for s in segs:
+        if s.phase != "during" or not s.exists:
+            continue
+        a_s, b_s = s.start_slot / clock_rate_hz, s.end_slot / clock_rate_hz
+        k = len(s.rounds)
+        while k > 0 and _healthy(s.rounds[k - 1], checks, evidence):
+            k -= 1
+        if k == len(s.rounds):
+            out[s.name] = WindowResult(a_s, b_s, [], None, None,
+                                       note=f"not recovered before {s.name} ended",
+                                       start_slot=s.start_slot, end_slot=s.end_slot)
+            continue
+        good = s.rounds[k]
+        value = max(0, good.start_slot - s.start_slot) / clock_rate_hz
+        ok, by = holds(probe, value)
+        out[s.name] = WindowResult(a_s, a_s + value, [good.index], value, ok, by,
+                                   note=f"during {s.name}", start_slot=s.start_slot,
+                                   end_slot=s.start_slot + max(0, good.start_slot - s.start_slot))
     return out
 
 
@@ -674,9 +716,12 @@ def evaluate(steady_state: SteadyStateModel | None, method: Sequence[MethodEntry
     probes = list(steady_state.probes) if steady_state is not None else []
     results = []
     for p in probes:
-        rec = recovery(p, faults, rounds, [o for o in probes if o is not p], evidence,
-                       run_end_slot, clock_rate_hz) if p.metric == "time_to_recover_s" else None
-        results.append(evaluate_probe(p, segs, evidence, clock_rate_hz, rec))
+        others = [o for o in probes if o is not p]
+        ttr = p.metric == "time_to_recover_s"
+        rec = recovery(p, faults, rounds, others, evidence, run_end_slot,
+                       clock_rate_hz) if ttr else None
+        dur = recovery_during(p, segs, others, evidence, clock_rate_hz) if ttr else None
+        results.append(evaluate_probe(p, segs, evidence, clock_rate_hz, rec, dur))
     deviations = [_deviation(p, r) for p in results for r in p.results if r.status in FAILING]
     end_slot = run_end_slot if stopped_at_slot is None else min(stopped_at_slot, run_end_slot)
     end_s = end_slot / clock_rate_hz

@@ -452,3 +452,31 @@ def test_windows_on_a_large_run_are_found_by_bisection_and_match_a_scan():
     for a, b in [(0, 1), (1, 3), (3, 4), (39_999, 40_000), (7, 7), (40_000, 50_000)]:
         scan = [r.index for r in rounds if r.start_slot < b and r.stop_slot > a]
         assert [r.index for r in overlapping(rounds, a, b)] == scan
+
+
+def test_time_to_recover_during_a_fault_is_how_long_the_link_took_to_heal_inside_it():
+    # the calibration loops' measure: a fault from 2 s to the run's end (rounds of 2 s); rounds
+    # 1 and 2 are bad, 3 and 4 healthy again: recovered 4 s after the fault's start (round 3)
+    ttr = {"name": "ttr", "metric": "time_to_recover_s", "tolerance": {"max": 3},
+           "phases": ["during"]}
+    qz = {**QBER, "phases": ["before", "after"]}  # "after" defines a healthy round
+    records = [rec(0), rec(1, qber_z=0.2), rec(2, qber_z=0.2), rec(3), rec(4)]
+    v = verdict(probes(ttr, qz), records, [fault(2)])
+    r = result(v, "ttr", "during")
+    (w,) = r.windows
+    assert (w.value, w.rounds, w.start_s, w.end_s) == (4.0, [3], 2.0, 6.0)
+    assert r.status == "deviated" and w.by == pytest.approx(1.0)
+    # a relapse counts: healthy, bad, healthy is recovered only from the last healthy stretch
+    relapse = [rec(0), rec(1), rec(2, qber_z=0.2), rec(3), rec(4)]
+    w = result(verdict(probes(ttr, qz), relapse, [fault(2)]), "ttr", "during").windows[0]
+    assert (w.value, w.rounds) == (4.0, [3])
+    # never healthy again before the fault ends: no data, which fails the hypothesis
+    never = verdict(probes(ttr, qz), records[:3], [fault(2)])
+    assert result(never, "ttr", "during").status == "no data" and never.deviated
+    # a probe that does not list "during" keeps the old meaning there: not applicable
+    default = verdict(probes({**ttr, "phases": ["before", "during", "after"]}, qz), records,
+                      [fault(2)])
+    assert result(default, "ttr", "during").status != "not applicable"
+    implicit = {k: v for k, v in ttr.items() if k != "phases"}
+    assert result(verdict(probes(implicit, qz), records, [fault(2)]), "ttr",
+                  "during").status == "not applicable"
