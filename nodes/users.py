@@ -117,6 +117,33 @@ class UserPlan:
     intensity_monitor: IntensityMonitor | None = None
 
 
+#: The largest QBER prior a round passes on (Cascade's blocks shrink with it, so that more
+#: round trips are spent, each costing authentication key).
+MAX_QBER_PRIOR = 0.2
+
+
+def next_qber_prior(report: dict[str, object], configured: float, current: float) -> float:
+    """The QBER_Z estimate the next round starts from (its pre-check and Cascade's blocks),
+    from this round's report: the last *measured* QBER_Z (the final estimate's, or the key bits
+    a round without key disclosed: figures both users hold, so both reach the same next
+    pre-check), floored by the
+    scenario's ``qber_prior`` and capped at ``MAX_QBER_PRIOR``. A round the pre-check stopped
+    without a measurement stopped on the prior itself, so the next round starts again from the
+    configured one: a prior raised by a bad spell must not stop every later round, when the
+    link has healed, before anything is measured."""
+    q: float | None = None
+    n_disclosed, disclosed = report.get("disclosed_key_bits"), report.get("disclosed_z_errors")
+    if report.get("phase") == "final" and isinstance(report.get("qber_z"), float | int):
+        q = float(report["qber_z"])  # type: ignore[arg-type]
+    elif isinstance(n_disclosed, int) and n_disclosed > 0 and isinstance(disclosed, int):
+        q = disclosed / n_disclosed
+    elif report.get("phase") == "precheck" and "reconciler" not in report:
+        return configured  # stopped by the pre-check, on the prior
+    if q is None:
+        return current
+    return float(min(max(q, configured), MAX_QBER_PRIOR))
+
+
 class UserNode:
     def __init__(self, ctx: NodeContext, plan: UserPlan) -> None:
         self.ctx, self.plan = ctx, plan
@@ -224,14 +251,12 @@ class UserNode:
                                    int(outcome.report.get("auth_key_bits_replenished", 0)))
                 span.set_attribute("mdiqkd.stored_bits",
                                    int(outcome.report.get("net_secure_bits", 0)))
-                qber = outcome.report.get("qber_z")
-                if qber:  # next round's Cascade: the last measured QBER, floored by the
-                    # configured estimate (larger blocks mean more round trips, and every
-                    # message costs authentication key)
-                    self.qber_prior = float(min(max(qber, self.plan.qber_prior), 0.2))
             else:
                 self.ctx.counters.add("rounds_aborted_total")
                 span.set_attribute("mdiqkd.abort_reason", outcome.abort_reason or "")
+        # next round's pre-check and Cascade: from this round's public figures, the same on
+        # both sides (both must reach the same pre-check decision)
+        self.qber_prior = next_qber_prior(outcome.report, self.plan.qber_prior, self.qber_prior)
         self.ctx.counters.add("rounds_total")
         self._log(round_id, ann, outcome, self._calibrate(round_id, outcome))
         return outcome

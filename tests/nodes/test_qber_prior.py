@@ -1,0 +1,42 @@
+"""The QBER prior a round passes on to the next (nodes.users.next_qber_prior): only measured
+error rates raise it, and a pre-check that stopped on the prior itself starts the next round
+from the configured one, so a bad spell cannot stop every later round once the link heals."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodes.users import MAX_QBER_PRIOR, next_qber_prior
+
+CONFIGURED = 0.01
+
+
+@pytest.mark.parametrize("report, expected", [
+    ({"phase": "final", "qber_z": 0.03, "key_bits_raw": 1000, "corrected_bits": 30}, 0.03),
+    ({"phase": "final", "qber_z": 0.001}, CONFIGURED),  # floored by the scenario's prior
+    ({"phase": "final", "qber_z": 0.4}, MAX_QBER_PRIOR),  # capped
+    # a round that reconciled, then failed verification: Bob's report has the bits his
+    # Cascade corrected, Alice's not; the prior stays as it was on both sides
+    ({"phase": "precheck", "qber_z": 0.05, "reconciler": "cascade", "key_bits_raw": 1000,
+      "corrected_bits": 40}, 0.07),
+    ({"phase": "precheck", "qber_z": 0.05, "reconciler": "cascade"}, 0.07),
+    # a round the pre-check stopped, that disclosed its key bits (the polarization loop runs)
+    ({"phase": "precheck", "qber_z": 0.05, "disclosed_key_bits": 2000,
+      "disclosed_z_errors": 50}, 0.025),
+    # stopped on the prior itself, nothing measured: start again from the configured prior
+    ({"phase": "precheck", "qber_z": 0.05}, CONFIGURED),
+    # stopped before any estimate (no announcement, a refused sifting): nothing learnt
+    ({}, 0.07),
+    ({"aborted": True, "abort_reason": "no announcement from charles"}, 0.07),
+])
+def test_the_next_prior_comes_from_what_was_measured(report, expected):
+    assert next_qber_prior(report, CONFIGURED, 0.07) == pytest.approx(expected)
+
+
+def test_a_bad_spell_does_not_stop_the_rounds_after_it():
+    # a keyed round at 5 %, then rounds the pre-check stops without a measurement: the second
+    # is back at the configured prior, so a healed link gives key again
+    prior = next_qber_prior({"phase": "final", "qber_z": 0.05}, CONFIGURED, CONFIGURED)
+    assert prior == pytest.approx(0.05)
+    assert next_qber_prior({"phase": "precheck", "qber_z": prior}, CONFIGURED,
+                           prior) == CONFIGURED
