@@ -2,7 +2,8 @@
 format on ``http://HOST:PORT/metrics`` while the node runs (every metric: docs/metrics.md).
 
 Every series carries the labels ``link`` and ``node``; a few carry ``basis``, ``detector``,
-``reason``, ``peer``, or ``loop`` and ``action`` (the calibration loops'), all from small fixed sets (never a key, a bit, a slot or a free-text
+``reason``, ``peer``, ``classes`` (a pair of the scenario's intensity-class names), or ``loop``
+and ``action`` (the calibration loops'), all from small fixed sets (never a key, a bit, a slot or a free-text
 message). Instruments are updated once per round or per batch, never per pulse.
 
 Two kinds of metric:
@@ -25,7 +26,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,6 +158,14 @@ METRICS: dict[str, MetricSpec] = {
         "gauge", "", (), USERS + CHARLES,
         "ID of the last key round logged (users) or announced (Charles): the N of "
         "`mdiqkd trace show RUN_DIR --round N` for the points beside it"),
+    "mdiqkd_decoy_pulse_pairs_total": MetricSpec(
+        "counter", "", ("classes", "basis"), USERS,
+        "pulse pairs sent with matching bases per (Alice's, Bob's) intensity class (classes "
+        "'mu,nu': Alice's mu with Bob's nu), as both users count them in sifting"),
+    "mdiqkd_decoy_detections_total": MetricSpec(
+        "counter", "", ("classes", "basis"), USERS,
+        "Bell detections kept per (Alice's, Bob's) intensity class and basis: the decoy "
+        "counts the estimation reads"),
     "mdiqkd_calibration_actions_total": MetricSpec(
         "counter", "", ("loop", "action"), USERS,
         "what the calibration loops did (nodes.calibration): loop polarization, clock, search or "
@@ -268,6 +277,23 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
     if record.get("aborted"):
         out.append(("mdiqkd_rounds_aborted_total", 1.0,
                     {"reason": abort_class(record.get("abort_reason"))}))
+    return out
+
+
+def class_count_observations(observations: Any, names_a: Sequence[str],
+                             names_b: Sequence[str]) -> list[Update]:
+    """A round's public per-class counts (``classical.estimation.DecoyObservations``) as
+    increments of the decoy-count counters, one series per (Alice's class, Bob's class, basis)."""
+    out: list[Update] = []
+    if observations is None:
+        return out
+    pairs, det = observations.pairs, observations.detections
+    for i, a in enumerate(names_a[:pairs.shape[0]]):
+        for j, b in enumerate(names_b[:pairs.shape[1]]):
+            for k, basis in enumerate(("Z", "X")):
+                labels = {"classes": f"{a},{b}", "basis": basis}
+                out.append(("mdiqkd_decoy_pulse_pairs_total", float(pairs[i, j, k]), labels))
+                out.append(("mdiqkd_decoy_detections_total", float(det[i, j, k].sum()), labels))
     return out
 
 

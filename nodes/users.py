@@ -51,7 +51,7 @@ from nodes.calibration import CalibrationEvent, Calibrator, LoopSettings, Measur
 from nodes.intensity_monitor import IntensityMonitor
 from nodes.keystore import KeyStore
 from nodes.link_estimates import round_link_estimates
-from nodes.metrics import user_round_observations
+from nodes.metrics import class_count_observations, user_round_observations
 from nodes.pacing import Pacer
 from nodes.tracing import SpanObserver, context_from, current_traceparent
 from nodes.transport import PulseBatch, PulseSender
@@ -113,6 +113,8 @@ class UserPlan:
     calibration: LoopSettings | None = None
     #: rounds after whose result the loops search whatever the cost (``calibrate`` actions)
     calibrate_rounds: tuple[int, ...] = ()
+    #: (Alice's, Bob's) intensity-class names, in plan order (public: labels of the decoy counts)
+    class_names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: the intensity monitor (the scenario's ``calibration.intensity``; None: none runs)
     intensity_monitor: IntensityMonitor | None = None
 
@@ -338,6 +340,7 @@ class UserNode:
             self._emitted_unix.pop(round_id, None)
         self._write(record)
         self.ctx.observe(user_round_observations(record))
+        self.ctx.observe(class_count_observations(outcome.observations, *self.plan.class_names))
 
     def _write(self, record: dict[str, object]) -> None:
         self.rounds_log.write(json.dumps(record, default=float) + "\n")

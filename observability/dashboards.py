@@ -133,6 +133,11 @@ PANELS: dict[str, tuple[str, list[tuple[str, list[Panel]]]]] = {
                 ("mdiqkd_relay_click_jitter_seconds", "{{detector}}")]),
             ("Two-photon interference visibility (lower bound)", "timeseries", "percentunit", [
                 ("mdiqkd_visibility_lower_ratio", "{{node}}")]),
+            ("Decoy counts: detections per pulse pair, per class and basis (15m)", "timeseries",
+             "sci", [
+                 ('sum by (classes, basis) (increase(mdiqkd_decoy_detections_total'
+                  '{node="alice"}[15m])) / sum by (classes, basis) (increase('
+                  'mdiqkd_decoy_pulse_pairs_total{node="alice"}[15m]))', "{{classes}} {{basis}}")]),
         ]),
     ]),
 }

@@ -171,7 +171,10 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
                     scenario.clock_rate_hz, secrets.entropy == "os",
                     scenario.runtime is not None and scenario.runtime.pacing == "realtime",
                     secrets.store_full_rounds, build_calibration(scenario),
-                    secrets.calibrate_rounds, build_intensity_monitor(scenario))
+                    secrets.calibrate_rounds,
+                    (tuple(i.name for i in scenario.alice.source.intensities),
+                     tuple(i.name for i in scenario.bob.source.intensities)),
+                    build_intensity_monitor(scenario))
     return ctx, UserNode(ctx, plan)
 
 

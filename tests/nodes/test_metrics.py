@@ -25,7 +25,7 @@ from orchestration.runconfig import HOST, free_ports
 
 #: base units (Prometheus conventions) a metric name may end with, before ``_total``
 UNITS = ("ratio", "seconds", "bits", "hertz", "bits_per_second", "")
-LABELS = {"basis", "detector", "reason", "peer", "loop", "action"}
+LABELS = {"basis", "detector", "reason", "peer", "loop", "action", "classes"}
 
 RECORD = {"round": 3, "emulated_seconds": 3.145728, "announced": 3208435, "aborted": False,
           "abort_reason": None, "secure_bits": 164674, "sifted": 1866155,
@@ -254,3 +254,21 @@ def test_metrics_are_pushed_over_otlp_when_an_endpoint_is_given():
                             attrs = {a.key: a.value.string_value for a in p.attributes}
                             qber[attrs["basis"]] = p.as_double
     assert qber == {"Z": RECORD["qber_z"], "X": RECORD["qber_x"]}
+
+
+def test_decoy_counts_are_the_rounds_public_counts_per_class_pair_and_basis():
+    from nodes.metrics import class_count_observations
+    from tests.metro import shared_metro_20km_round
+
+    _, result = shared_metro_20km_round()
+    obs = result.alice.observations
+    updates = class_count_observations(obs, ("mu", "nu", "omega"), ("mu", "nu", "omega"))
+    pairs = {(u[2]["classes"], u[2]["basis"]): u[1] for u in updates
+             if u[0] == "mdiqkd_decoy_pulse_pairs_total"}
+    dets = {(u[2]["classes"], u[2]["basis"]): u[1] for u in updates
+            if u[0] == "mdiqkd_decoy_detections_total"}
+    assert len(pairs) == len(dets) == 18  # 3 × 3 classes × 2 bases
+    assert pairs["mu,nu", "X"] == obs.pairs[0, 1, 1]
+    assert dets["omega,mu", "Z"] == obs.detections[2, 0, 0].sum()
+    assert sum(dets.values()) == obs.detections.sum() > 0
+    assert class_count_observations(None, ("a",), ("b",)) == []
