@@ -40,8 +40,8 @@ from typing import Any
 
 from orchestration.launchers import NODE_ORDER
 
-#: Ray's guard against starting a multi-node cluster by accident on Windows and macOS; set off
-#: (the private Ray is one node, a test cluster runs on 127.0.0.1).
+#: Set for the private Ray (before Ray is imported): Ray then keeps to 127.0.0.1 (its node
+#: address, and a local address is not rewritten to the host's) rather than the host's address.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 #: The object store of the private Ray: the run moves only configurations and the gathered
 #: node directories through it.
@@ -286,9 +286,10 @@ class RayLauncher:
     # --- Ray itself ---------------------------------------------------------------------------
 
     def _connect(self) -> None:
+        if self.options.address is None:  # read when Ray is imported: before, then
+            os.environ.update(RAY_ENV)
         import ray
 
-        os.environ.update(RAY_ENV)
         if ray.is_initialized():
             return  # the caller's Ray (a test's cluster): used, and left running
         if self.options.address is not None:
