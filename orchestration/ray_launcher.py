@@ -18,9 +18,12 @@ goes with Charles); else a ``STRICT_SPREAD`` placement group of three bundles (A
 Charles with nature) when the cluster has at least three nodes; else one ``STRICT_PACK`` bundle,
 everything on one node.
 
-Endpoints: the driver chooses them (``orchestration.runconfig``), on 127.0.0.1. When the actors
-land on more than one host, each endpoint a node binds is moved to that node's host address,
-on a port the node's host reports free (``spread_endpoints``), before any node starts.
+Endpoints: once the actors run (and before any node starts), each endpoint a node binds gets a
+port its host reports free (``spread_endpoints``; the driver's choice in ``config.json`` could be
+taken meanwhile by a process Ray started). On one host they stay on 127.0.0.1; when the actors
+land on several hosts, each moves to its node's host address (the live control plane, which
+binds on the driver, is then refused). ``config.json`` in the run directory records the
+endpoints the nodes bound.
 """
 
 from __future__ import annotations
@@ -93,22 +96,38 @@ def _binders(run: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
     return out
 
 
-def spread_endpoints(run: dict[str, Any], hosts: dict[str, str],
+def kept_endpoints(run: dict[str, Any]) -> set[tuple[str, ...]]:
+    """The endpoints the driver has already used when the launcher starts (the live control
+    plane's: nature's control socket, and each mailbox a classical fault's proxy forwards to):
+    they cannot be moved."""
+    kept = {("mailboxes", n) for n in run.get("connect") or {}}
+    if run.get("control"):
+        kept.add(("control",))
+    return kept
+
+
+def spread_endpoints(run: dict[str, Any], hosts: dict[str, str | None],
                      ports: dict[str, list[int]]) -> dict[str, Any]:
-    """``run`` (config.json's) with each endpoint a node binds moved to that node's host
-    (``hosts``: node → address) on the next of that host's free ``ports`` (node → ports its
-    host reported free). Refuses what binds on the driver (the live control plane's proxies)."""
-    if run.get("connect") or run.get("control"):
+    """``run`` (config.json's) with each endpoint a node binds moved to the next of the ports
+    its host reported free (``ports``: node → ports), and to that node's host address
+    (``hosts``: node → address; None keeps the endpoint's host, as on one machine). The ports
+    are chosen once the actors run, so that no process Ray starts for them takes one first.
+    Endpoints the driver already uses (``kept_endpoints``) stay; when they would have to move
+    to another host, they are refused."""
+    kept = kept_endpoints(run)
+    if kept and any(h is not None for h in hosts.values()):
         raise ValueError("the live control plane and the classical faults' proxies run on this "
                          "machine and bind 127.0.0.1: across hosts, run without them "
                          "(--no-control, a scenario without classical faults)")
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in run.items()}
     free = {n: list(p) for n, p in ports.items()}
     for path, node in _binders(run):
-        old = run[path[0]] if len(path) == 1 else run[path[0]][path[1]]
-        port = free[node].pop(0)
-        new = (f"tcp://{hosts[node]}:{port}" if str(old).startswith("tcp://")
-               else f"{hosts[node]}:{port}")
+        if path in kept:
+            continue
+        old = str(run[path[0]] if len(path) == 1 else run[path[0]][path[1]])
+        scheme = "tcp://" if old.startswith("tcp://") else ""
+        host = hosts[node] or old.removeprefix(scheme).rsplit(":", 1)[0]
+        new = f"{scheme}{host}:{free[node].pop(0)}"
         if len(path) == 1:
             out[path[0]] = new
         else:
@@ -117,10 +136,11 @@ def spread_endpoints(run: dict[str, Any], hosts: dict[str, str],
 
 
 def endpoint_count(run: dict[str, Any]) -> dict[str, int]:
-    """How many endpoints each node binds."""
+    """How many endpoints each node binds that ``spread_endpoints`` moves."""
     counts = dict.fromkeys(NODE_ORDER, 0)
-    for _, node in _binders(run):
-        counts[node] += 1
+    kept = kept_endpoints(run)
+    for path, node in _binders(run):
+        counts[node] += path not in kept
     return counts
 
 
@@ -334,6 +354,25 @@ class RayLauncher:
     # --- the Launcher protocol ----------------------------------------------------------------
 
     def start(self, run_dir: Path) -> None:
+        """Connect to Ray, place and prepare the four actors, then start the nodes; a Ray that
+        cannot be reached, nodes that cannot be placed, or an actor that cannot be created (the
+        project not installed on a host) end the run with ``RunFailed`` saying so."""
+        from orchestration.run import RunFailed
+
+        try:
+            self._start(run_dir)
+        except RunFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - Ray's errors, said in one line
+            where = self.options.address or "a private Ray on this machine"
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            said = f"Ray backend ({where}): {type(e).__name__}: {lines[0] if lines else ''}"
+            missing = next((x for x in lines if "No module named" in x), None)
+            if missing is not None:
+                said += f"; {missing}: install this mdiqkd on every host of the cluster"
+            raise RunFailed(said) from e
+
+    def _start(self, run_dir: Path) -> None:
         import json
 
         import ray
@@ -352,16 +391,24 @@ class RayLauncher:
         for name, where in zip(NODE_ORDER, prepared, strict=True):
             self.where[name] = {**where, "host": hosts.get(where["node_id"], "?")}
         run = json.loads(config)["run"]
-        if len({w["node_id"] for w in self.where.values()}) > 1 and \
-                len({w["host"] for w in self.where.values()}) > 1:  # several hosts
-            counts = endpoint_count(run)
-            ports = dict(zip(NODE_ORDER, ray.get(
-                [self.actors[n].free_ports.remote(counts[n]) for n in NODE_ORDER]), strict=True))
-            run = spread_endpoints(run, {n: w["host"] for n, w in self.where.items()}, ports)
-            ray.get([a.set_run.remote(run) for a in self.actors.values()])
-            data = json.loads(config)
-            data["run"] = {**run, "run_dir": data["run"]["run_dir"]}
-            (run_dir / "config.json").write_text(json.dumps(data, indent=2))
+        here = hosts.get(ray.get_runtime_context().get_node_id())
+        several = len({w["host"] for w in self.where.values()} | {here}) > 1
+        counts = endpoint_count(run)
+        ports = dict(zip(NODE_ORDER, ray.get(
+            [self.actors[n].free_ports.remote(counts[n]) for n in NODE_ORDER],
+            timeout=CALL_TIMEOUT_S), strict=True))
+        run = spread_endpoints(run, {n: w["host"] if several else None
+                                     for n, w in self.where.items()}, ports)
+        ray.get([a.set_run.remote(run) for a in self.actors.values()], timeout=CALL_TIMEOUT_S)
+        data = json.loads(config)  # the run's record: the endpoints the nodes bound
+        data["run"] = {**run, "run_dir": data["run"]["run_dir"]}
+        (run_dir / "config.json").write_text(json.dumps(data, indent=2))
+        record = {"placement": self.placement, "address": self.options.address,
+                  "nodes": {n: {"ray_node_id": w["node_id"], "host": w["host"]}
+                            for n, w in self.where.items()}}
+        directory = run_dir / "orchestrator"  # orchestration.run.ORCHESTRATOR_DIR
+        directory.mkdir(mode=0o700, exist_ok=True)
+        (directory / "ray.json").write_text(json.dumps(record, indent=2))
         (run_dir / "logs").mkdir(exist_ok=True)
         for name in NODE_ORDER:  # in order, as the local launcher: Alice leads, so she is last
             ray.get(self.actors[name].start.remote(), timeout=CALL_TIMEOUT_S)
@@ -393,8 +440,8 @@ class RayLauncher:
             except RayActorError as e:
                 self.codes[name] = ACTOR_DIED
                 first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
-                self.causes[name] = f"its Ray actor died on host {self.where[name]['host']} " \
-                                    f"({first.strip()})"
+                host = self.where.get(name, {}).get("host", "?")
+                self.causes[name] = f"its Ray actor died on host {host} ({first.strip()})"
                 continue
             if mirrored is not None and self.run_dir is not None:
                 path = self.run_dir / "alice" / "rounds.jsonl"

@@ -66,10 +66,23 @@ def test_each_bound_endpoint_moves_to_its_binders_host():
     assert run["pulses"] == "tcp://127.0.0.1:4"  # the input is left as it was
 
 
-def test_endpoints_bound_on_the_driver_are_refused_across_hosts():
-    run = {**_run_config(), "control": "tcp://127.0.0.1:9"}
+def test_on_one_host_only_the_ports_change():
+    run = _run_config()
+    ports = {n: [9000 + 10 * i + k for k in range(4)] for i, n in enumerate(NODE_ORDER)}
+    out = spread_endpoints(run, dict.fromkeys(NODE_ORDER), ports)
+    assert out["pulses"] == "tcp://127.0.0.1:9000" and out["records"] == "tcp://127.0.0.1:9010"
+    assert out["metrics"]["bob"] == "127.0.0.1:9021"
+
+
+def test_endpoints_the_control_plane_uses_stay_and_are_refused_across_hosts():
+    run = {**_run_config(), "control": "tcp://127.0.0.1:9", "connect": {"bob": "tcp://x:8"}}
+    assert endpoint_count(run) == {"nature": 2, "charles": 3, "bob": 1, "alice": 2}
+    out = spread_endpoints(run, dict.fromkeys(NODE_ORDER), {n: [1, 2, 3] for n in NODE_ORDER})
+    assert out["control"] == run["control"] and out["mailboxes"]["bob"] == "tcp://127.0.0.1:2"
+    assert out["mailboxes"]["alice"] == "tcp://127.0.0.1:1"
     with pytest.raises(ValueError, match="--no-control"):
-        spread_endpoints(run, dict.fromkeys(NODE_ORDER, "10.0.0.1"), {n: [1] * 4 for n in NODE_ORDER})
+        spread_endpoints(run, dict.fromkeys(NODE_ORDER, "10.0.0.1"),
+                         {n: [1] * 4 for n in NODE_ORDER})
 
 
 def _tarball(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> bytes:
@@ -210,3 +223,6 @@ def test_a_killed_node_actor_fails_the_run_naming_it_within_seconds(cluster, tmp
         assert time.monotonic() < deadline, "a node's worker process outlived the run"
         time.sleep(0.2)
     assert ray.util.placement_group_table(launcher._group)["state"] == "REMOVED"
+    for n, w in launcher.where.items():  # the others cleaned up; bob's stays on its host
+        assert Path(w["dir"]).exists() == (n == "bob")
+    shutil.rmtree(launcher.where["bob"]["dir"])
