@@ -65,6 +65,8 @@ class _StopRequest:
         self.flag: threading.Event | None = None
         self.role = "node"
         self.asked_at: float | None = None
+        #: set once the node has closed (``run_node``): the deadline then ends nothing
+        self.closed = threading.Event()
 
     def request(self, reason: str) -> None:
         if self.reason is None:
@@ -76,7 +78,8 @@ class _StopRequest:
             threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
 
     def _deadline(self) -> None:
-        time.sleep(STOP_DEADLINE_S)
+        if self.closed.wait(STOP_DEADLINE_S):
+            return
         _say(f"{self.role}: did not stop within {STOP_DEADLINE_S:g} s of {self.reason}; exiting "
              "(where each thread was, below)")
         with contextlib.suppress(OSError, ValueError):
@@ -266,10 +269,14 @@ def run_node(role: str, run_dir: Path, stop: threading.Event,
 
     def relay() -> None:  # ``stop`` asks the node to stop, like a signal (with its deadline)
         stop.wait()
-        request.request("a stop request")
+        with contextlib.suppress(_Stop):  # asked before the node is built: it stops once built
+            request.request("a stop request")
 
     threading.Thread(target=relay, name="stop-relay", daemon=True).start()
-    return _run_loaded(loaded, request, flag, report_cause)
+    try:
+        return _run_loaded(loaded, request, flag, report_cause)
+    finally:
+        request.closed.set()  # the process goes on (an actor's): the deadline must not end it
 
 
 def _run_loaded(loaded: LoadedNode, request: _StopRequest, flag: threading.Event,

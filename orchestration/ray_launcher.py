@@ -306,8 +306,6 @@ class RayLauncher:
     # --- Ray itself ---------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        if self.options.address is None:  # read when Ray is imported: before, then
-            os.environ.update(RAY_ENV)
         import ray
 
         if ray.is_initialized():
@@ -359,6 +357,8 @@ class RayLauncher:
         project not installed on a host) end the run with ``RunFailed`` saying so."""
         from orchestration.run import RunFailed
 
+        if self.options.address is None:  # read when Ray is imported: before it is, then
+            os.environ.update(RAY_ENV)
         try:
             self._start(run_dir)
         except RunFailed:

@@ -26,6 +26,7 @@ from orchestration.launchers import NODE_ORDER
 from orchestration.ray_launcher import (
     RAY_ENV,
     RayLauncher,
+    RayOptions,
     endpoint_count,
     extract_gathered,
     placement,
@@ -226,3 +227,38 @@ def test_a_killed_node_actor_fails_the_run_naming_it_within_seconds(cluster, tmp
     for n, w in launcher.where.items():  # the others cleaned up; bob's stays on its host
         assert Path(w["dir"]).exists() == (n == "bob")
     shutil.rmtree(launcher.where["bob"]["dir"])
+
+
+def test_an_unknown_backend_is_refused_before_anything_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--backend", "slurm", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "--backend: 'slurm' is not one of local, ray" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unreachable_cluster_fails_the_run_naming_the_address(tmp_path, monkeypatch):
+    """Nothing listens on the address: a clear RunFailed, not Ray's traceback (a port of
+    127.0.0.1 just closed; Ray gives up on it after its own retries)."""
+    pytest.importorskip("ray")
+    import ray
+
+    from orchestration.runconfig import free_ports
+
+    class Refused(ConnectionError):
+        pass
+
+    def unreachable(*args, **kwargs):  # what ray.init raises, without its minute of retries
+        raise Refused(f"Failed to connect to Ray cluster at {kwargs.get('address')}")
+
+    monkeypatch.setattr(ray, "init", unreachable)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # not this module's cluster
+    address = f"127.0.0.1:{free_ports(1)[0]}"
+    scenario = load_scenario(DEFAULT_SCENARIO, {"rounds": 1})
+    with pytest.raises(RunFailed, match=rf"Ray backend \({address}\): Refused: Failed to "
+                                        rf"connect to Ray cluster at {address}"):
+        execute(scenario, prepare_run_dir(scenario, tmp_path / "run"),
+                RayLauncher(RayOptions(address=address)))
