@@ -32,6 +32,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import tarfile
 import tempfile
 import threading
@@ -42,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestration.launchers import NODE_ORDER
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 #: Set for the private Ray (before Ray is imported): Ray then keeps to 127.0.0.1 (its node
 #: address, and a local address is not rewritten to the host's) rather than the host's address.
@@ -287,6 +290,22 @@ class NodeProgram:
         shutil.rmtree(self.local, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _keeping_stop_handlers():  # type: ignore[no-untyped-def]
+    """The process's handlers of SIGINT, SIGTERM and SIGHUP as they were before: ``ray.init``
+    installs its own (which abort the driver), and ``mdiqkd run`` must still stop in order."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            if handler is not None:
+                signal.signal(s, handler)
+
+
 class RayLauncher:
     """The ``Launcher`` of ``orchestration.launchers`` over Ray actors (module docstring)."""
 
@@ -310,6 +329,13 @@ class RayLauncher:
 
         if ray.is_initialized():
             return  # the caller's Ray (a test's cluster): used, and left running
+        with _keeping_stop_handlers():
+            self._init()
+        self._started_ray = True
+
+    def _init(self) -> None:
+        import ray
+
         if self.options.address is not None:
             ray.init(address=self.options.address, include_dashboard=False,
                      log_to_driver=False)
@@ -319,7 +345,6 @@ class RayLauncher:
                      object_store_memory=self.options.object_store_bytes,
                      num_cpus=self.options.num_cpus or max(2, os.cpu_count() or 1),
                      log_to_driver=False)
-        self._started_ray = True
 
     def _strategies(self) -> dict[str, dict[str, Any]]:
         """The actor options that place each node (module docstring)."""
