@@ -12,6 +12,9 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -105,6 +108,65 @@ def test_a_gathered_file_outside_the_run_directory_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not a plain file"):
         extract_gathered(_tarball("alice/link", kind=tarfile.SYMTYPE), tmp_path)
     assert not (tmp_path.parent / "escape").exists()
+
+
+# --- a private Ray, started by `mdiqkd run --backend ray` ---------------------------------------
+
+
+def _private_ray_dirs() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("mdiqkd-ray-*"))
+
+
+def _processes_naming(paths: set[Path]) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            args = (entry / "cmdline").read_bytes() if entry.name.isdigit() else b""
+        except OSError:
+            continue
+        if any(str(p).encode() in args for p in paths) and _alive(int(entry.name)):
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_sigterm_stops_a_run_on_a_private_ray_in_order(tmp_path):
+    """``mdiqkd run --backend ray``: its own Ray on 127.0.0.1; SIGTERM stops the actors in
+    order (Ray's own SIGTERM handler would abort the command), the summary says so, the stores
+    agree, and the private Ray is gone with its directory."""
+    before = _private_ray_dirs()
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestration.cli", "run", "quickstart", "--rounds", "3",
+         "--backend", "ray", "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL, text=True, env=env)
+    deadline = time.monotonic() + 150
+    while not (out / "alice" / "rounds.jsonl").exists():  # mirrored once her first round is
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no round within 150 s"
+        time.sleep(0.2)
+    ours = _private_ray_dirs() - before
+    assert len(ours) == 1
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["interrupted_by"] == "SIGTERM"
+    assert _keys(out / "alice" / "keys.sqlite") == _keys(out / "bob" / "keys.sqlite")
+    ray_json = json.loads((out / "orchestrator" / "ray.json").read_text())
+    assert ray_json["placement"] == "pack" and ray_json["address"] is None
+    assert {w["host"] for w in ray_json["nodes"].values()} == {"127.0.0.1"}
+    for n in NODE_ORDER:
+        assert "stopped by a stop request, closed" in (out / "logs" / f"{n}.log").read_text()
+    deadline = time.monotonic() + 10
+    while _processes_naming(ours):
+        assert time.monotonic() < deadline, f"left running: {_processes_naming(ours)}"
+        time.sleep(0.2)
+    assert not any(p.exists() for p in ours)
 
 
 # --- on a Ray cluster of three nodes on 127.0.0.1 -----------------------------------------------
