@@ -329,9 +329,9 @@ class RayLauncher:
 
         if ray.is_initialized():
             return  # the caller's Ray (a test's cluster): used, and left running
+        self._started_ray = True  # shut down in ``stop``, even if it failed to start
         with _keeping_stop_handlers():
             self._init()
-        self._started_ray = True
 
     def _init(self) -> None:
         import ray
@@ -457,11 +457,15 @@ class RayLauncher:
         running = [n for n in NODE_ORDER if self.codes.get(n) is None and n in self.actors]
         refs = {n: self.actors[n].state.remote("alice/rounds.jsonl" if n == "alice" else None)
                 for n in running}
+        ready = set(ray.wait(list(refs.values()), num_returns=len(refs),
+                             timeout=CALL_TIMEOUT_S)[0]) if refs else set()
         for name, ref in refs.items():
+            if ref not in ready:
+                continue  # busy (or paused): still running
             try:
                 code, cause, mirrored = ray.get(ref, timeout=CALL_TIMEOUT_S)
             except GetTimeoutError:
-                continue  # busy: still running
+                continue
             except RayActorError as e:
                 self.codes[name] = ACTOR_DIED
                 first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
