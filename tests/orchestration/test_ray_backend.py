@@ -202,6 +202,7 @@ def cluster():
             c.add_node(**common, num_cpus=1)
         ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
         c.wait_for_nodes()
+        c.common_node_args = common  # for a test that adds nodes
         yield c
     finally:
         ray._private.utils.write_ray_address = original
@@ -256,13 +257,25 @@ def test_the_nodes_run_on_three_ray_nodes_with_the_local_keys_and_fingerprint(cl
         assert json.loads((ray_dir / n / "metrics.json").read_text())
     assert "stopped by a stop request" in (ray_dir / "logs" / "nature.log").read_text()
     assert not any(_alive(w["pid"]) for w in launcher.where.values())
+    import ray
+
+    assert ray.util.placement_group_table(launcher._group)["state"] == "REMOVED"
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_a_killed_node_actor_fails_the_run_naming_it_within_seconds(cluster, tmp_path):
+    """On three more Ray nodes, each advertising one site's resource (as ``ray start
+    --resources '{"alice": 1}'`` does): each node runs at its site, and nature with Charles.
+    Bob's actor killed mid-run fails the run within seconds, naming him; no node's process
+    is left."""
     import ray
 
+    sites = {}
+    for site in ("alice", "bob", "charles"):
+        sites[site] = cluster.add_node(**cluster.common_node_args, num_cpus=1,
+                                       resources={site: 1}).node_id
+    cluster.wait_for_nodes()
     scenario = load_scenario(DEFAULT_SCENARIO, {"rounds": 3})
     launcher = RayLauncher()
     killed_at: list[float] = []
@@ -279,13 +292,16 @@ def test_a_killed_node_actor_fails_the_run_naming_it_within_seconds(cluster, tmp
     killer.start()
     with pytest.raises(RunFailed, match=r"node bob exited with code -9: its Ray actor died"):
         execute(scenario, prepare_run_dir(scenario, tmp_path / "run"), launcher, timeout_s=180)
+    assert launcher.placement == "resources"
+    assert {n: w["node_id"] for n, w in launcher.where.items()} == {
+        "alice": sites["alice"], "bob": sites["bob"], "charles": sites["charles"],
+        "nature": sites["charles"]}
     failed_after = time.monotonic() - killed_at[0]
     assert failed_after < 15, f"the run failed {failed_after:.1f} s after bob was killed"
     deadline = time.monotonic() + 10
     while any(_alive(w["pid"]) for w in launcher.where.values()):
         assert time.monotonic() < deadline, "a node's worker process outlived the run"
         time.sleep(0.2)
-    assert ray.util.placement_group_table(launcher._group)["state"] == "REMOVED"
     for n, w in launcher.where.items():  # the others cleaned up; bob's stays on its host
         assert Path(w["dir"]).exists() == (n == "bob")
     shutil.rmtree(launcher.where["bob"]["dir"])
