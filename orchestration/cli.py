@@ -537,9 +537,11 @@ def run(
     control: Annotated[bool | None, typer.Option("--control/--no-control", help="Serve the live control plane (`mdiqkd fault`, `mdiqkd status`); default: on for game days.")] = None,
     metrics_linger: Annotated[float, typer.Option(min=0.0, max=4.0, help="Seconds each node keeps serving its metrics endpoint after its last round (for `mdiqkd observe`).")] = 0.0,
     otlp_metrics_endpoint: Annotated[str | None, typer.Option(help="Also push the nodes' metrics over OTLP/HTTP to this URL (…/v1/metrics).")] = None,
+    backend: Annotated[str, typer.Option(help="Where the nodes run: `local` (four processes) or `ray` (four Ray actors; a private Ray on this machine unless --ray-address).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (HOST:PORT, or `auto`) and run the nodes on it (implies --backend ray; README 'Cluster').")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes over ZeroMQ."""
+    """Run a scenario: Alice, Bob, Charles and the channel emulator as four local processes (or Ray actors) over ZeroMQ."""
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -553,6 +555,13 @@ def run(
         prepare_run_dir,
     )
 
+    if backend not in ("local", "ray"):
+        _fail(f"--backend: {backend!r} is not one of local, ray")
+    launcher = None
+    if backend == "ray" or ray_address is not None:  # orchestration.ray_launcher
+        from orchestration.ray_launcher import RayLauncher, RayOptions
+
+        launcher = RayLauncher(RayOptions(address=ray_address))
     overrides: dict[str, Any] = {}
     if seed is not None:
         overrides["seed"] = seed
@@ -613,7 +622,7 @@ def run(
                             emulated=p.emulated_seconds)
 
         try:
-            summary = execute(sc, run_dir, on_progress=show, fingerprint=fingerprint)
+            summary = execute(sc, run_dir, launcher, on_progress=show, fingerprint=fingerprint)
         except RunFailed as e:
             _fail(f"run failed: {e}")
         show_final = summary["rounds"]

@@ -1,4 +1,5 @@
-"""Where nodes run. ``LocalProcessLauncher``: four OS processes on this machine (the default).
+"""Where nodes run. ``LocalProcessLauncher``: four OS processes on this machine (the default);
+``orchestration.ray_launcher.RayLauncher``: four Ray actors (``mdiqkd run --backend ray``).
 
 A launcher starts the node programs for a prepared run directory (nature, the channel emulator;
 Charles; Bob; Alice) and reports their state; the run loop (``orchestration.run``) watches them,

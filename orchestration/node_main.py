@@ -27,9 +27,11 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 # Only the standard library is imported before the signal handlers are in place (main): the
 # project's modules load numba and take seconds, and a SIGTERM in that time must still end the
@@ -63,6 +65,8 @@ class _StopRequest:
         self.flag: threading.Event | None = None
         self.role = "node"
         self.asked_at: float | None = None
+        #: set once the node has closed (``run_node``): the deadline then ends nothing
+        self.closed = threading.Event()
 
     def request(self, reason: str) -> None:
         if self.reason is None:
@@ -74,7 +78,8 @@ class _StopRequest:
             threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
 
     def _deadline(self) -> None:
-        time.sleep(STOP_DEADLINE_S)
+        if self.closed.wait(STOP_DEADLINE_S):
+            return
         _say(f"{self.role}: did not stop within {STOP_DEADLINE_S:g} s of {self.reason}; exiting "
              "(where each thread was, below)")
         with contextlib.suppress(OSError, ValueError):
@@ -118,8 +123,10 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
-def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecrets, tracer):  # type: ignore[no-untyped-def]
-    """The node object of ``role``, built from public configuration and its own secrets only."""
+def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecrets, tracer,  # type: ignore[no-untyped-def]
+               stop: threading.Event | None = None):
+    """The node object of ``role``, built from public configuration and its own secrets only;
+    ``stop`` (a new flag if None) asks it to stop."""
     from nodes.base import Endpoints, NodeContext
     from nodes.records import RoundLayout
     from nodes.transport import classical_max_message_bytes
@@ -137,7 +144,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
     endpoints = Endpoints(run.mailboxes, run.pulses, run.records, run.connect)
     ctx = NodeContext(role, endpoints, secure_links(role, scenario, secrets), tracer,
                       run.run_dir, timeout_s=run.message_timeout_s,
-                      max_message_bytes=classical_max_message_bytes(scenario.round_slots))
+                      max_message_bytes=classical_max_message_bytes(scenario.round_slots),
+                      stop=stop if stop is not None else threading.Event())
     if role == "nature":
         from nodes.nature import ChannelEmulator, NatureNode
         from nodes.transport import PulseLayout
@@ -198,12 +206,15 @@ def _parse(args: list[str]) -> tuple[list[str], dict[str, int]]:
     return positional, options
 
 
-def _report_cause(fd: int | None, text: str) -> None:
+def _last_line(text: str) -> str:
+    return next((x.strip() for x in reversed(text.splitlines()) if x.strip()), text)
+
+
+def _report_cause(fd: int | None, line: str) -> None:
     """The last line of the error that ended the node, on the status pipe the launcher reads (it
     is not on the disk the node's log may have filled)."""
     if fd is None:
         return
-    line = next((x.strip() for x in reversed(text.splitlines()) if x.strip()), text)
     with contextlib.suppress(OSError):  # nobody listens (the launcher is gone)
         os.write(fd, line.encode(errors="replace")[:4096] + b"\n")
 
@@ -215,6 +226,123 @@ def _say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+@dataclass
+class LoadedNode:
+    """What a node reads before it is built: the public run configuration and scenario, its own
+    secrets, and its tracer (with the function that flushes and shuts it down)."""
+
+    role: str
+    run: RunConfig
+    scenario: Scenario
+    secrets: NodeSecrets
+    tracer: Any
+    shutdown: Callable[[], None]
+
+
+def load_node(role: str, run_dir: Path) -> LoadedNode:
+    """Read ``RUN_DIR/config.json`` and ``RUN_DIR/ROLE/secrets.json`` and set up tracing."""
+    from orchestration.config import Scenario
+    from orchestration.runconfig import RunConfig
+    from orchestration.secrets import read_node_secrets
+    from orchestration.telemetry import setup_tracing
+
+    data = json.loads((run_dir / "config.json").read_text())
+    run = RunConfig.model_validate(data["run"])
+    scenario = Scenario.model_validate(data["scenario"])  # no master seed, no timeline
+    secrets = read_node_secrets(run_dir, role)
+    tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
+    return LoadedNode(role, run, scenario, secrets, tracer, shutdown)
+
+
+def run_node(role: str, run_dir: Path, stop: threading.Event,
+             report_cause: Callable[[str], None] | None = None) -> int:
+    """The node program, for a thread of any process (a Ray actor's, ``orchestration.ray``):
+    build the node of ``role`` from ``run_dir`` and run it until its work is done or ``stop``
+    is set, then close it in order (as ``main`` does on a signal). Returns 0, or 1 after a
+    failure, whose traceback goes to stderr and whose last line to ``report_cause``. Installs no
+    signal handler; a stop that does not close within ``STOP_DEADLINE_S`` ends the process, as
+    in ``main``."""
+    request = _StopRequest()
+    request.role = role
+    try:
+        loaded = load_node(role, run_dir)
+    except Exception:  # noqa: BLE001 - report and fail loudly, naming the node
+        _say(f"{role}: failed\n{traceback.format_exc()}")
+        if report_cause is not None:
+            report_cause(_last_line(traceback.format_exc()))
+        return 1
+    flag = threading.Event()
+
+    def relay() -> None:  # ``stop`` asks the node to stop, like a signal (with its deadline)
+        stop.wait()
+        with contextlib.suppress(_Stop):  # asked before the node is built: it stops once built
+            request.request("a stop request")
+
+    threading.Thread(target=relay, name="stop-relay", daemon=True).start()
+    try:
+        return _run_loaded(loaded, request, flag, report_cause)
+    finally:
+        request.closed.set()  # the process goes on (an actor's): the deadline must not end it
+
+
+def _run_loaded(loaded: LoadedNode, request: _StopRequest, flag: threading.Event,
+                report_cause: Callable[[str], None] | None) -> int:
+    """Build and run a loaded node; a stop ``request`` sets ``flag`` from the moment it is
+    built (before, it raises ``_Stop`` where the stop lands, in ``main``'s process)."""
+    from nodes.transport import NodeStopped
+
+    role, run = loaded.role, loaded.run
+
+    def cause(text: str) -> None:
+        if report_cause is not None:
+            report_cause(_last_line(text))
+
+    ctx = node = metrics = None
+    code = 0
+    try:
+        ctx, node = build_node(role, run, loaded.scenario, loaded.secrets, loaded.tracer, flag)
+        if run.metrics.get(role):  # the live metrics endpoint (nodes.metrics)
+            from nodes.metrics import NodeMetrics
+
+            metrics = NodeMetrics(role, run.link, run.otlp_metrics_endpoint)
+            metrics.serve(run.metrics[role])
+            ctx.attach_metrics(metrics)
+        request.run_with(ctx.stop)
+        node.run()
+    except _Stop as e:  # while the node was being built
+        _say(f"{role}: stopped by {e}")
+    except NodeStopped:  # said below, once closed
+        pass
+    except Exception as e:  # noqa: BLE001 - report and fail loudly, naming the node
+        if request.reason is not None and request.flag is None:  # the stop, inside an import
+            _say(f"{role}: stopped by {request.reason} (it interrupted {type(e).__name__})")
+        else:
+            _say(f"{role}: failed\n{traceback.format_exc()}")
+            cause(traceback.format_exc())
+            code = 1
+    finally:
+        if request.flag is None:  # a second signal must not interrupt the closing below
+            request.run_with(ctx.stop if ctx is not None else threading.Event())
+        try:
+            if node is not None:
+                node.close()
+            if ctx is not None:
+                ctx.close()
+        except Exception:  # noqa: BLE001 - e.g. the disk is full: say so, in one place
+            _say(f"{role}: failed while closing\n{traceback.format_exc()}")
+            if code == 0:
+                cause(traceback.format_exc())
+            code = 1
+        finally:
+            if metrics is not None:  # final values stay scrapeable a little longer
+                time.sleep(run.metrics_linger_s)
+                metrics.close()
+            loaded.shutdown()
+    if request.reason is not None and code == 0:
+        _say(f"{role}: stopped by {request.reason}, closed{request.took()} after it")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args, options = _parse(argv if argv is not None else sys.argv[1:])
     parent, status_fd = options.get("parent"), options.get("status-fd")
@@ -224,22 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if parent is not None:
             _watch_parent(parent)
-        from nodes.transport import NodeStopped
-        from orchestration.config import Scenario
-        from orchestration.runconfig import RunConfig
-        from orchestration.secrets import NODES, read_node_secrets
-        from orchestration.telemetry import setup_tracing
+        from orchestration.secrets import NODES
 
         if len(args) != 2 or args[0] not in NODES:
             _say(f"usage: python -m orchestration.node_main {'|'.join(NODES)} RUN_DIR "
                  "[--parent PID] [--status-fd FD]")
             return 2
-        run_dir = Path(args[1])
-        data = json.loads((run_dir / "config.json").read_text())
-        run = RunConfig.model_validate(data["run"])
-        scenario = Scenario.model_validate(data["scenario"])  # no master seed, no timeline
-        secrets = read_node_secrets(run_dir, role)
-        tracer, shutdown = setup_tracing(role, run_dir, scenario.tracing, run.otlp_endpoint)
+        # the node's own modules, loaded while a stop still ends the process at once
+        from nodes.transport import NodeStopped  # noqa: F401
+        loaded = load_node(role, Path(args[1]))
     except _Stop as e:
         _say(f"{role}: stopped by {e} before it started")
         return 0
@@ -251,50 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{role}: stopped by {_stop.reason} before it started (it interrupted "
              f"{type(e).__name__})")
         return 0
-    ctx = node = metrics = None
-    code = 0
-    try:
-        ctx, node = build_node(role, run, scenario, secrets, tracer)
-        if run.metrics.get(role):  # the live metrics endpoint (nodes.metrics)
-            from nodes.metrics import NodeMetrics
-
-            metrics = NodeMetrics(role, run.link, run.otlp_metrics_endpoint)
-            metrics.serve(run.metrics[role])
-            ctx.attach_metrics(metrics)
-        _stop.run_with(ctx.stop)
-        node.run()
-    except _Stop as e:  # while the node was being built
-        _say(f"{role}: stopped by {e}")
-    except NodeStopped:  # said below, once closed
-        pass
-    except Exception as e:  # noqa: BLE001 - report and fail loudly, naming the node
-        if _stop.reason is not None and _stop.flag is None:  # the stop, raised inside an import
-            _say(f"{role}: stopped by {_stop.reason} (it interrupted {type(e).__name__})")
-        else:
-            _say(f"{role}: failed\n{traceback.format_exc()}")
-            _report_cause(status_fd, traceback.format_exc())
-            code = 1
-    finally:
-        if _stop.flag is None:  # a second signal must not interrupt the closing below
-            _stop.run_with(ctx.stop if ctx is not None else threading.Event())
-        try:
-            if node is not None:
-                node.close()
-            if ctx is not None:
-                ctx.close()
-        except Exception:  # noqa: BLE001 - e.g. the disk is full: say so, in one place
-            _say(f"{role}: failed while closing\n{traceback.format_exc()}")
-            if code == 0:
-                _report_cause(status_fd, traceback.format_exc())
-            code = 1
-        finally:
-            if metrics is not None:  # final values stay scrapeable a little longer
-                time.sleep(run.metrics_linger_s)
-                metrics.close()
-            shutdown()
-    if _stop.reason is not None and code == 0:
-        _say(f"{role}: stopped by {_stop.reason}, closed{_stop.took()} after it")
-    return code
+    return _run_loaded(loaded, _stop, threading.Event(),
+                       lambda line: _report_cause(status_fd, line))
 
 
 if __name__ == "__main__":

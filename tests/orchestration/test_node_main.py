@@ -9,6 +9,8 @@ tests raise the stop the same way, in process, at both stages of start-up.
 from __future__ import annotations
 
 import signal
+import threading
+import time
 
 import pytest
 
@@ -67,3 +69,32 @@ def test_an_import_error_without_a_stop_still_fails_the_node(fresh_stop, run_dir
     monkeypatch.setattr(node_main, "build_node", broken)
     assert node_main.main(["charles", str(run_dir)]) == 1
     assert "charles: failed" in capsys.readouterr().err
+
+
+def test_run_node_closes_in_order_when_its_flag_is_set_and_the_deadline_ends_nothing(
+        run_dir, monkeypatch, capsys):
+    """``run_node`` (an actor's thread runs it): its stop flag stops the node as a signal stops
+    a process, and once it has closed, the stop's deadline (which ends a process that did not
+    close in time) does nothing: the process, an actor's, goes on."""
+    exits: list[int] = []
+    monkeypatch.setattr(node_main, "STOP_DEADLINE_S", 3.0)  # longer than charles's close
+    monkeypatch.setattr(node_main.os, "_exit", exits.append)
+    stop = threading.Event()
+    stop.set()
+    started = time.monotonic()
+    assert node_main.run_node("charles", run_dir, stop) == 0
+    assert time.monotonic() - started < 3.0, "charles took longer than the deadline to close"
+    time.sleep(3.5 - (time.monotonic() - started))  # past the deadline
+    assert exits == []
+    err = capsys.readouterr().err
+    assert "charles: stopped by a stop request, closed in" in err and "failed" not in err
+
+
+def test_run_node_reports_a_failure_with_its_cause(run_dir, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such detector")
+
+    monkeypatch.setattr(node_main, "build_node", broken)
+    causes: list[str] = []
+    assert node_main.run_node("charles", run_dir, threading.Event(), causes.append) == 1
+    assert causes == ["RuntimeError: no such detector"]
