@@ -293,7 +293,7 @@ def _with_z_errors(obs: DecoyObservations, errors: float) -> DecoyObservations:
     key = (*obs.key_intensity, 0)
     total = det[key].sum()
     share = det[key] / total if total > 0 else np.array([0.5, 0.5])
-    err[key] = np.minimum(det[key], errors * share)
+    err[key] = np.clip(errors * share, 0.0, det[key])
     return DecoyObservations(obs.intensities_a, obs.intensities_b, obs.pairs, det, err,
                              obs.key_intensity)
 
@@ -535,6 +535,8 @@ def _disclose_unkeyed(ann: Announcement, key: np.ndarray, peer: Peer,
         if other.shape != key.shape:
             raise ProtocolError(f"peer disclosed {other.size} key-class bits, expected "
                                 f"{key.size}")
+        if other.size and (int(other.max()) > 1 or int(other.min()) < 0):
+            raise ProtocolError("peer disclosed key-class bits that are not 0 or 1")
         errors = int(np.count_nonzero(other != key))
         st.set(disclosed_key_bits=int(key.size), disclosed_z_errors=errors)
         return errors
@@ -613,4 +615,8 @@ def _alice_reconcile(ann: Announcement, key: np.ndarray, cfg: RoundConfig, peer:
         st.set(matched=bool(outcome.matched), tag_bits=int(msg.tag_bits))
         if not outcome.matched:
             raise _Abort("verification failed: reconciled keys differ", notify_peer=False)
-    return key, int(msg.corrected_bits), ledger.disclosed_bits
+    corrected = msg.corrected_bits  # Bob's count: it sets QBER_Z in Alice's final estimate
+    if isinstance(corrected, bool) or not isinstance(corrected, int) or not (
+            0 <= corrected <= key.size):
+        raise ProtocolError(f"peer reports {corrected!r} corrected bits of a {key.size}-bit key")
+    return key, corrected, ledger.disclosed_bits

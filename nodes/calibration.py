@@ -101,15 +101,19 @@ class Measurement:
         from the bits reconciliation corrected, or the key-class bits a round without key
         disclosed (``UnkeyedBits``), never the prior a pre-check assumed."""
         n_x, e_x = int(report.get("x_bits") or 0), report.get("qber_x")
-        if n_x <= 0 or e_x is None:
+        if n_x <= 0 or e_x is None or not 0.0 <= float(e_x) <= 1.0:
             return None
         n_z, corrected = int(report.get("key_bits_raw") or 0), report.get("corrected_bits")
-        if n_z > 0 and corrected is not None:
+        # the corrected count only once the final estimate ran, which both users reach with the
+        # same count (Bob's reconciliation stage also holds it, Alice's does not: a round that
+        # failed verification would set the two searches apart)
+        if report.get("phase") == "final" and n_z > 0 and corrected is not None \
+                and 0 <= corrected <= n_z:
             return cls(float(e_x), n_x, float(corrected) / n_z, n_z)
         n_d, disclosed = int(report.get("disclosed_key_bits") or 0), report.get(
             "disclosed_z_errors")
-        if n_d > 0 and disclosed is not None:  # a round without key disclosed its key bits
-            return cls(float(e_x), n_x, float(disclosed) / n_d, n_d)
+        if n_d > 0 and disclosed is not None and 0 <= disclosed <= n_d:
+            return cls(float(e_x), n_x, float(disclosed) / n_d, n_d)  # a round without key
         return cls(float(e_x), n_x)
 
     def cost(self, with_z: bool) -> tuple[float, float]:
@@ -236,8 +240,9 @@ class Calibrator:
     # --- what each round's result teaches -------------------------------------------------------
 
     def force(self) -> None:
-        """Start a search at the next result, whatever the cost (a ``calibrate`` action)."""
-        self.forced = True
+        """Start a search at the next result, whatever the cost (a ``calibrate`` action); none
+        while a search runs (the action is then already done)."""
+        self.forced = not self.searching
 
     def observe(self, round_id: int, m: Measurement | None) -> list[CalibrationEvent]:
         """Take round ``round_id``'s result (None: it gave no usable error rates); what the loops

@@ -53,12 +53,14 @@ def vacuum_counts(observations: Any) -> dict[str, float]:
 
 def dark_count_probability(detections: float, pairs: float) -> float | None:
     """p̂ per detector per slot from the vacuum class's Bell detections and pulse pairs (None
-    without pairs); 1/2 when the yield reaches its largest value 1/4."""
-    if not pairs > 0:
-        return None
-    if detections < 0 or detections > pairs:
-        raise ValueError(f"need 0 <= detections <= pairs, got {detections} and {pairs}")
-    root = math.sqrt(detections / pairs)  # √Y₀₀ = 2 p (1 − p)
+    without pairs, or for negative or non-finite counts); 1/2 when the yield reaches its
+    largest value 1/4 (or more: detections above the expected pairs)."""
+    if not (pairs > 0 and math.isfinite(pairs)) or not (detections >= 0
+                                                        and math.isfinite(detections)):
+        return None  # no pairs, or counts no honest round gives (a peer's word): no estimate
+    # pairs is an expected count (from both users' sent counts), so detections may exceed it
+    # by chance or by a peer's or the relay's doing: the yield is then saturated
+    root = math.sqrt(min(detections / pairs, 1.0))  # √Y₀₀ = 2 p (1 − p)
     if root >= 0.5:
         return 0.5
     return root / (1.0 + math.sqrt(1.0 - 2.0 * root))

@@ -135,8 +135,12 @@ def next_qber_prior(report: dict[str, object], configured: float, current: float
     link has healed, before anything is measured."""
     q: float | None = None
     n_disclosed, disclosed = report.get("disclosed_key_bits"), report.get("disclosed_z_errors")
-    if report.get("phase") == "final" and isinstance(report.get("qber_z"), float | int):
-        q = float(report["qber_z"])  # type: ignore[arg-type]
+    n_key, corrected = report.get("key_bits_raw"), report.get("corrected_bits")
+    if report.get("phase") == "final" and isinstance(n_key, int) and n_key > 0 \
+            and isinstance(corrected, int) and 0 <= corrected <= n_key:
+        # the bits reconciliation corrected (a final estimate that aborted keeps the
+        # pre-check's qber_z, the prior itself, in the report: not a measurement)
+        q = corrected / n_key
     elif isinstance(n_disclosed, int) and n_disclosed > 0 and isinstance(disclosed, int):
         q = disclosed / n_disclosed
     elif report.get("phase") == "precheck" and "reconciler" not in report:
@@ -273,7 +277,12 @@ class UserNode:
             planned = self.calibrator.planned.get(round_id)
             if planned is not None:  # the actuators this round was sent with, for its record
                 self._round_controls[round_id] = self.calibrator.controls(planned[0])
-            events += self.calibrator.observe(round_id, Measurement.from_report(outcome.report))
+            try:
+                events += self.calibrator.observe(round_id,
+                                                  Measurement.from_report(outcome.report))
+            except (ValueError, TypeError, ArithmeticError) as e:  # the report holds the peer's
+                self.ctx.counters.add("calibration_errors_total")  # figures: never the node
+                print(f"{self.plan.role}: calibration skipped round {round_id}: {e}", flush=True)
         if self.monitor is not None and outcome.observations is not None:
             events += self._check_intensities(round_id, outcome.observations)
         records = []
@@ -340,7 +349,12 @@ class UserNode:
             self._emitted_unix.pop(round_id, None)
         self._write(record)
         self.ctx.observe(user_round_observations(record))
-        self.ctx.observe(class_count_observations(outcome.observations, *self.plan.class_names))
+        try:
+            self.ctx.observe(class_count_observations(outcome.observations,
+                                                      *self.plan.class_names))
+        except (ValueError, TypeError, IndexError) as e:  # counts partly the peer's word
+            print(f"{self.plan.role}: decoy counts of round {round_id} not exported: {e}",
+                  flush=True)
 
     def _write(self, record: dict[str, object]) -> None:
         self.rounds_log.write(json.dumps(record, default=float) + "\n")

@@ -622,7 +622,7 @@ def run(
                             emulated=p.emulated_seconds)
 
         try:
-            summary = execute(sc, run_dir, launcher, on_progress=show, fingerprint=fingerprint)
+            summary = execute(sc, run_dir, launcher=launcher, on_progress=show, fingerprint=fingerprint)
         except RunFailed as e:
             _fail(f"run failed: {e}")
         show_final = summary["rounds"]

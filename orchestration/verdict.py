@@ -320,8 +320,19 @@ def measure(probe: ProbeModel, rounds: Sequence[Round], evidence: Evidence) -> M
         return _run_total(metric, rounds, seconds, evidence)
     if metric == "qber_z":
         # measured after reconciliation only: the pre-check's qber_z is the scenario's prior
+        # and from the bits reconciliation corrected where the record has them: a final
+        # estimate that aborted keeps the pre-check's qber_z, the prior, in its record
         final = [r for r in rounds if r.record.get("phase") == "final"]
-        return _pooled(final, "qber_z", "key_bits_raw")
+        pairs = [(r.record["corrected_bits"], r.record.get("key_bits_raw") or 0)
+                 if r.record.get("corrected_bits") is not None
+                 else ((r.record.get("qber_z") or 0.0) * (r.record.get("key_bits_raw") or 0),
+                       r.record.get("key_bits_raw") or 0)
+                 for r in final if r.record.get("qber_z") is not None
+                 or r.record.get("corrected_bits") is not None]
+        bits = sum(n for _, n in pairs)
+        if bits > 0:
+            return Measured(sum(e for e, _ in pairs) / bits)
+        return Measured(None, "no round of the window measured it")
     if metric == "qber_x":
         return _pooled(rounds, "qber_x", "x_bits")
     if metric == "visibility":  # a lower bound (nodes.link_estimates)
@@ -545,7 +556,8 @@ def recovery(probe: ProbeModel, faults: Sequence[Span], rounds: Sequence[Round],
 def recovery_during(probe: ProbeModel, segs: Sequence[Segment], others: Sequence[ProbeModel],
                     evidence: Evidence, clock_rate_hz: float) -> dict[str, WindowResult]:
     """For each fault's ``during`` segment: the emulated seconds from the fault's start to the
-    start of the first of its rounds from which every round of the segment is healthy (every
+    start of the first of its rounds from which every round of the segment, up to where another
+    fault starts, is healthy (every
     other probe that must hold ``after``, the recovered state, holds on that round alone;
     without such probes: not aborted), i.e. how long the link took to recover while the fault
     lasted, as the
@@ -559,15 +571,19 @@ def recovery_during(probe: ProbeModel, segs: Sequence[Segment], others: Sequence
         if s.phase != "during" or not s.exists:
             continue
         a_s, b_s = s.start_slot / clock_rate_hz, s.end_slot / clock_rate_hz
-        k = len(s.rounds)
-        while k > 0 and _healthy(s.rounds[k - 1], checks, evidence):
+        # rounds from where another fault starts say nothing of this one's recovery
+        cut = min((o.start_slot for o in segs if o.phase == "during" and o.exists
+                   and o.start_slot > s.start_slot), default=s.end_slot)
+        mine = [r for r in s.rounds if r.start_slot < cut]
+        k = len(mine)
+        while k > 0 and _healthy(mine[k - 1], checks, evidence):
             k -= 1
-        if k == len(s.rounds):
+        if k == len(mine):
             out[s.name] = WindowResult(a_s, b_s, [], None, None,
                                        note=f"not recovered before {s.name} ended",
                                        start_slot=s.start_slot, end_slot=s.end_slot)
             continue
-        good = s.rounds[k]
+        good = mine[k]
         value = max(0, good.start_slot - s.start_slot) / clock_rate_hz
         ok, by = holds(probe, value)
         out[s.name] = WindowResult(a_s, a_s + value, [good.index], value, ok, by,

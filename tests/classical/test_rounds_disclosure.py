@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from classical.pipeline import run_key_round
 from orchestration.inmemory import round_config
 from tests.metro import shared_metro
@@ -41,3 +43,30 @@ def test_without_the_loop_nothing_is_disclosed():
     assert stopped.alice.aborted and stopped.bob.aborted
     assert "disclosed_z_errors" not in stopped.alice.report
     assert stopped.alice.abort_reason == _round(True, 0.3).alice.abort_reason
+
+
+class _LyingBob:
+    """Bob's reconciler, reporting ``corrected`` corrected bits whatever it corrected."""
+
+    def __init__(self, real, corrected):
+        self.real, self.corrected = real, corrected
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def bob(self, *args, **kwargs):
+        return dataclasses.replace(self.real.bob(*args, **kwargs), corrected_bits=self.corrected)
+
+
+@pytest.mark.parametrize("corrected", [-1, 10**9])
+def test_alice_refuses_a_corrected_count_no_key_can_have(corrected):
+    # Bob's VerifyRequest.corrected_bits sets QBER_Z in Alice's final estimate and her
+    # calibration: a negative count, or more than the key's bits, ends the round with a
+    # protocol error, never the node (it used to raise out of the round: negative errors)
+    users, emulated = shared_metro()
+    cfg = round_config(*users)
+    cfg = dataclasses.replace(cfg, reconciler=_LyingBob(cfg.reconciler, corrected))
+    result = run_key_round(emulated.announcement, emulated.alice, emulated.bob, cfg, 3,
+                           qber_prior=0.01)
+    assert result.alice.aborted and "corrected bits" in result.alice.abort_reason
+    assert result.alice.key is None and result.bob.key is None

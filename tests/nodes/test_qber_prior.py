@@ -13,8 +13,11 @@ CONFIGURED = 0.01
 
 @pytest.mark.parametrize("report, expected", [
     ({"phase": "final", "qber_z": 0.03, "key_bits_raw": 1000, "corrected_bits": 30}, 0.03),
-    ({"phase": "final", "qber_z": 0.001}, CONFIGURED),  # floored by the scenario's prior
-    ({"phase": "final", "qber_z": 0.4}, MAX_QBER_PRIOR),  # capped
+    ({"phase": "final", "key_bits_raw": 1000, "corrected_bits": 1}, CONFIGURED),  # floored
+    ({"phase": "final", "key_bits_raw": 1000, "corrected_bits": 400}, MAX_QBER_PRIOR),  # capped
+    # a final estimate that aborted keeps the pre-check's qber_z (the prior): the corrected
+    # count is the measurement
+    ({"phase": "final", "qber_z": 0.005, "key_bits_raw": 1000, "corrected_bits": 20}, 0.02),
     # a round that reconciled, then failed verification: Bob's report has the bits his
     # Cascade corrected, Alice's not; the prior stays as it was on both sides
     ({"phase": "precheck", "qber_z": 0.05, "reconciler": "cascade", "key_bits_raw": 1000,
@@ -36,7 +39,8 @@ def test_the_next_prior_comes_from_what_was_measured(report, expected):
 def test_a_bad_spell_does_not_stop_the_rounds_after_it():
     # a keyed round at 5 %, then rounds the pre-check stops without a measurement: the second
     # is back at the configured prior, so a healed link gives key again
-    prior = next_qber_prior({"phase": "final", "qber_z": 0.05}, CONFIGURED, CONFIGURED)
+    prior = next_qber_prior({"phase": "final", "qber_z": 0.05, "key_bits_raw": 100,
+                             "corrected_bits": 5}, CONFIGURED, CONFIGURED)
     assert prior == pytest.approx(0.05)
     assert next_qber_prior({"phase": "precheck", "qber_z": prior}, CONFIGURED,
                            prior) == CONFIGURED

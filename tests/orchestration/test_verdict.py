@@ -480,3 +480,24 @@ def test_time_to_recover_during_a_fault_is_how_long_the_link_took_to_heal_inside
     implicit = {k: v for k, v in ttr.items() if k != "phases"}
     assert result(verdict(probes(implicit, qz), records, [fault(2)]), "ttr",
                   "during").status == "not applicable"
+
+
+def test_recovery_during_a_fault_stops_where_the_next_fault_starts():
+    # rotation from 2 s; a second fault from 8 s makes rounds 4.. bad again: the first fault's
+    # recovery is judged on its rounds before 8 s only (round 2 at 4 s: 2 s after its start)
+    ttr = {"name": "ttr", "metric": "time_to_recover_s", "tolerance": {"max": 3},
+           "phases": ["during"]}
+    qz = {**QBER, "phases": ["before", "after"]}
+    records = [rec(0), rec(1, qber_z=0.2), rec(2), rec(3), rec(4, qber_z=0.2), rec(5)]
+    v = verdict(probes(ttr, qz), records, [fault(2, "first"), fault(8, "second")])
+    firsts = [r for p in v.probes if p.name == "ttr" for r in p.results
+              if r.segment == "first"]
+    (w,) = firsts[0].windows
+    assert (w.value, w.rounds) == (2.0, [2])
+
+
+def test_qber_z_of_a_final_round_is_the_corrected_count_not_the_prior():
+    # a final estimate that aborted keeps the pre-check's qber_z (the prior) in its record
+    records = [rec(0, qber_z=0.01, corrected_bits=50, key_bits_raw=1000)]
+    v = verdict(probes({**QBER, "tolerance": [0, 0.03]}), records)
+    assert v.probes[0].results[0].windows[0].value == pytest.approx(0.05)
