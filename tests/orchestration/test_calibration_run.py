@@ -38,23 +38,31 @@ def _x_z(a: dict, b: dict) -> float:
                                                                  1 / b["x_bits"]))
 
 
-@pytest.mark.slow  # one real run of 28 short rounds, about 25 s
-def test_the_clock_loop_undoes_a_clock_step_in_a_real_run(tmp_path):
+def _short_run(tmp_path, name: str, rounds: int, calibration: dict, probes: list,
+               fault: dict):
+    """The calibration game day's link cut to short rounds (0.2 emulated s, asymptotic, HMAC),
+    one fault from 1 s, run by ``mdiqkd run``: the run directory."""
     data = yaml.safe_load(shipped_scenarios()["gameday_calibration"].read_text())
-    data.update(round_frames=200, calibration={"polarization": False, "clock": True},
+    data.update(round_frames=200, calibration=calibration,
                 postprocessing={"mode": "asymptotic", "qber_prior": 0.01},
-                authentication={"mode": "hmac"}, runtime={"rounds": 28, "pacing": "fast"},
-                steady_state={"title": "the loop acts", "probes": [
-                    {"name": "acts", "metric": "calibration_actions", "tolerance": {"min": 1},
-                     "phases": ["during"]}]},
-                method=[{"at": "1s", "name": "clock step", "fault": {
-                    "type": "clock_offset", "target": "source/bob",
-                    "params": {"offset_ps": OFFSET_PS}}}])
-    scenario = tmp_path / "clock.yaml"
+                authentication={"mode": "hmac"}, runtime={"rounds": rounds, "pacing": "fast"},
+                steady_state={"title": name, "probes": probes},
+                method=[{"at": "1s", "name": name, "fault": fault}])
+    scenario = tmp_path / f"{name.replace(' ', '-')}.yaml"
     scenario.write_text(yaml.safe_dump(data))
     out = tmp_path / "run"
     result = runner.invoke(app, ["run", str(scenario), "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.slow  # one real run of 28 short rounds, about 25 s
+def test_the_clock_loop_undoes_a_clock_step_in_a_real_run(tmp_path):
+    out = _short_run(tmp_path, "clock step", 28, {"polarization": False, "clock": True},
+                     [{"name": "acts", "metric": "calibration_actions", "tolerance": {"min": 1},
+                       "phases": ["during"]}],
+                     {"type": "clock_offset", "target": "source/bob",
+                      "params": {"offset_ps": OFFSET_PS}})
 
     alice, bob = _events(out / "alice" / "calibration.jsonl"), _events(
         out / "bob" / "calibration.jsonl")
@@ -90,23 +98,13 @@ def test_the_clock_loop_undoes_a_clock_step_in_a_real_run(tmp_path):
 def test_the_intensity_monitor_flags_a_miscalibrated_decoy_in_a_real_run(tmp_path):
     # Alice's decoy ν emits half its nominal mean photon number from 1 s: every round wholly
     # after that is flagged, naming her ν; no round before it is (false alarm 10⁻⁶ a round)
-    data = yaml.safe_load(shipped_scenarios()["gameday_calibration"].read_text())
-    data.update(round_frames=200, calibration={"polarization": False, "clock": False},
-                postprocessing={"mode": "asymptotic", "qber_prior": 0.01},
-                authentication={"mode": "hmac"}, runtime={"rounds": 10, "pacing": "fast"},
-                steady_state={"title": "flagged", "probes": [
-                    {"name": "flags", "metric": "calibration_actions", "tolerance": {"min": 1},
-                     "phases": ["during"]},
-                    {"name": "quiet", "metric": "calibration_actions", "tolerance": 0,
-                     "phases": ["before"]}]},
-                method=[{"at": "1s", "name": "weak decoy", "fault": {
-                    "type": "intensity_miscalibration", "target": "source/alice",
-                    "params": {"intensity": "nu", "mean_photon_number_factor": 0.5}}}])
-    scenario = tmp_path / "monitor.yaml"
-    scenario.write_text(yaml.safe_dump(data))
-    out = tmp_path / "run"
-    result = runner.invoke(app, ["run", str(scenario), "--out", str(out), "--json"])
-    assert result.exit_code == 0, result.output
+    out = _short_run(tmp_path, "weak decoy", 10, {"polarization": False, "clock": False},
+                     [{"name": "flags", "metric": "calibration_actions",
+                       "tolerance": {"min": 1}, "phases": ["during"]},
+                      {"name": "quiet", "metric": "calibration_actions", "tolerance": 0,
+                       "phases": ["before"]}],
+                     {"type": "intensity_miscalibration", "target": "source/alice",
+                      "params": {"intensity": "nu", "mean_photon_number_factor": 0.5}})
 
     alice, bob = _events(out / "alice" / "calibration.jsonl"), _events(
         out / "bob" / "calibration.jsonl")
