@@ -173,6 +173,7 @@ class RoundAbort(Message):
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls for cls in (RoundStart, EndOfRun, Announcement, SiftingInfo, XBasisBits,
-                              UnkeyedBits, ReconcileStart, ReconcileRequest, ReconcileReply, VerifyRequest,
-                              VerifyResult, Amplify, RoundAbort, Confirm, Committed)
+                              UnkeyedBits, ReconcileStart, ReconcileRequest, ReconcileReply,
+                              VerifyRequest, VerifyResult, Amplify, RoundAbort, Confirm,
+                              Committed)
 }

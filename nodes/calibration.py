@@ -16,13 +16,14 @@ search starts when the cost J = QBER_Z + QBER_X of the current setting rises abo
 (the cost when the link was last aligned) by ``trigger_sigmas`` standard errors; each round then
 tries one coordinate one step up or down and keeps the setting if it lowers J by
 ``accept_sigmas`` standard errors (every ``TRIALS_PER_BASE`` trial rounds, a round measures the
-current setting again, so trials are judged against a recent cost, and a cost that rose under the
-search, another fault, starts its sweep over); a sweep of every direction with no gain halves the steps; steps
-below their minimum, or a cost back within ``accept_sigmas`` of the reference, end the search
-(converged: J is the new reference), and a search that reads ``max_search_rounds`` trial results
-ends as failed (the best setting found is kept, its cost the new reference). Every decision is a pure
-function of the public error rates, which both users hold, so both run the same controller and
-each applies its own coordinates; neither sends the other a message for it.
+current setting again, so trials are judged against a recent cost, and a cost that rose under
+the search, another fault, starts its sweep over); a sweep of every direction with no gain
+halves the steps; steps below their minimum, or a cost back within ``accept_sigmas`` of the
+reference, end the search (converged: J is the new reference), and a search that reads
+``max_search_rounds`` trial results ends as failed (the best setting found is kept, its cost the
+new reference). Every decision is a pure function of the public error rates, which both users
+hold, so both run the same controller and each applies its own coordinates; neither sends the
+other a message for it.
 
 A round's setting is fixed when its pulses are emitted, and its error rates are known only once
 it has been post-processed, one or two rounds later (the users pipeline emission,
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from channel.controls import IDENTITY, MAX_DELAY_PS, MAX_ROTATION_RAD, SourceControls
+from channel.controls import MAX_DELAY_PS, MAX_ROTATION_RAD, SourceControls
 
 #: While searching, the setting itself is measured again after this many trial rounds, so that
 #: trials are judged against a recent cost even when the link changes under the search.

@@ -3,8 +3,8 @@ format on ``http://HOST:PORT/metrics`` while the node runs (every metric: docs/m
 
 Every series carries the labels ``link`` and ``node``; a few carry ``basis``, ``detector``,
 ``reason``, ``peer``, ``classes`` (a pair of the scenario's intensity-class names), or ``loop``
-and ``action`` (the calibration loops'), all from small fixed sets (never a key, a bit, a slot or a free-text
-message). Instruments are updated once per round or per batch, never per pulse.
+and ``action`` (the calibration loops'), all from small fixed sets (never a key, a bit, a slot
+or a free-text message). Instruments are updated once per round or per batch, never per pulse.
 
 Two kinds of metric:
 

@@ -132,8 +132,8 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
     from nodes.transport import classical_max_message_bytes
     from orchestration.config import (
         build_calibration,
-        build_intensity_monitor,
         build_charles_config,
+        build_intensity_monitor,
         build_link,
         build_round_config,
         build_settings,
