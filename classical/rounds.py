@@ -501,7 +501,9 @@ def _run(role: Role, ann: Announcement, local: LocalView, cfg: RoundConfig, peer
         try:
             _precheck(obs, key.size, qber_prior, cfg, observer)
         except _Abort:
-            if cfg.disclose_unkeyed:  # both users reach the same decision from public data
+            # both users reach the same decision: the same public counts, and the same prior
+            # (nodes.users.next_qber_prior); if not, the peer's next message ends the round
+            if cfg.disclose_unkeyed:
                 public = _with_z_errors(obs, _disclose_unkeyed(ann, key, peer, observer))
             raise
         if role == "alice":

@@ -128,11 +128,10 @@ def next_qber_prior(report: dict[str, object], configured: float, current: float
     """The QBER_Z estimate the next round starts from (its pre-check and Cascade's blocks),
     from this round's report: the last *measured* QBER_Z (the final estimate's, or the key bits
     a round without key disclosed: figures both users hold, so both reach the same next
-    pre-check), floored by the
-    scenario's ``qber_prior`` and capped at ``MAX_QBER_PRIOR``. A round the pre-check stopped
-    without a measurement stopped on the prior itself, so the next round starts again from the
-    configured one: a prior raised by a bad spell must not stop every later round, when the
-    link has healed, before anything is measured."""
+    pre-check), floored by the scenario's ``qber_prior`` and capped at ``MAX_QBER_PRIOR``. A
+    round the pre-check stopped without a measurement stopped on the prior itself, so the next
+    round starts again from the configured one: a prior raised by a bad spell must not stop
+    every later round, when the link has healed, before anything is measured."""
     q: float | None = None
     n_disclosed, disclosed = report.get("disclosed_key_bits"), report.get("disclosed_z_errors")
     n_key, corrected = report.get("key_bits_raw"), report.get("corrected_bits")

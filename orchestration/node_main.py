@@ -364,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     except _Stop as e:
         _say(f"{role}: stopped by {e} before it started")
         return 0
-    except Exception as e:
+    except BaseException as e:  # noqa: BLE001 - only a stop's, re-raised otherwise
         if _stop.reason is None:
             raise
         # the stop's _Stop was raised inside an import and came out as another error (numpy's C
-        # extension turns it into an ImportError): it is still the stop
+        # extension turns it into an ImportError; pydantic-core's Rust, caught in importing
+        # datetime's C API, into a pyo3 PanicException, a BaseException): it is still the stop
         _say(f"{role}: stopped by {_stop.reason} before it started (it interrupted "
              f"{type(e).__name__})")
         return 0
