@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.optimize import linprog
 
 DEFAULT_CUTOFF = 6
 
@@ -117,6 +116,10 @@ def _solve(c: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray,
            b_eq: np.ndarray | None = None, tolerance: float | None = None) -> float | None:
     options = ({} if tolerance is None else
                {"primal_feasibility_tolerance": tolerance, "dual_feasibility_tolerance": tolerance})
+    # scipy is imported here, not with the module: every node imports this module, few rounds
+    # use the LP, and scipy.optimize is a third of a node's start-up time
+    from scipy.optimize import linprog
+
     res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs",
                   options=options)
     return float(res.fun) if res.status == 0 else None

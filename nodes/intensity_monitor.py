@@ -43,7 +43,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from channel.analytic import _i0_minus_one, clipped_normal_rule
 from channel.clock import mode_overlap, slot_alignment
@@ -600,6 +599,10 @@ class IntensityMonitor:
         # the light parameters the counts identify: a round may lack a class's pairs, and in
         # the four-intensity layout the signal (Z only) is seen in the (s, s) class alone
         dof = alt.identified - null.identified
+        # scipy.stats here, not with the module: every user node imports this module, only a
+        # running monitor needs the χ² quantiles, and scipy.stats costs ~0.4 s of a start-up
+        from scipy import stats
+
         threshold = float(stats.chi2.isf(self.false_alarm, dof)) if dof > 0 else math.inf
         statistic, polarized = nominal, False
         if nominal > threshold and self.fit_polarization:
