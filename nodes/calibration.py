@@ -35,6 +35,7 @@ really had.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,21 @@ from channel.controls import MAX_DELAY_PS, MAX_ROTATION_RAD, SourceControls
 TRIALS_PER_BASE = 3
 #: The loops ``calibration`` switches (the intensity monitor is ``nodes.intensity_monitor``).
 LOOPS = ("polarization", "clock")
+
+
+#: (smallest step, first step) of each search coordinate: a search halves the first step down to
+#: the smallest, so the smallest must not exceed the first.
+STEP_PAIRS = (("polarization_min_step_rad", "polarization_step_rad"),
+              ("delay_min_step_ps", "delay_step_ps"))
+
+
+def step_order_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(field, what is wrong) for the first smallest step above its first step, else None; the
+    one rule both ``LoopSettings`` and the scenario's ``calibration`` section apply."""
+    for smallest, first in STEP_PAIRS:
+        if values[smallest] > values[first]:
+            return smallest, f"must not exceed {first}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,11 +87,9 @@ class LoopSettings:
                      "delay_min_step_ps", "trigger_sigmas", "accept_sigmas"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"calibration {name} must be > 0")
-        if self.polarization_min_step_rad > self.polarization_step_rad:
-            raise ValueError("calibration polarization_min_step_rad must not exceed "
-                             "polarization_step_rad")
-        if self.delay_min_step_ps > self.delay_step_ps:
-            raise ValueError("calibration delay_min_step_ps must not exceed delay_step_ps")
+        problem = step_order_problem(vars(self))
+        if problem is not None:
+            raise ValueError(f"calibration {problem[0]} {problem[1]}")
         if not self.trigger_min_rise >= 0:
             raise ValueError("calibration trigger_min_rise must be >= 0")
         if self.max_search_rounds < 1:
@@ -84,6 +98,32 @@ class LoopSettings:
     @property
     def enabled(self) -> bool:
         return self.polarization or self.clock
+
+
+def _count(value: object) -> int | None:
+    """``value`` if it is a whole count (an integer, not a bool), else None."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def measured_qber_z(report: Mapping[str, Any]) -> tuple[float, int] | None:
+    """A round's measured QBER_Z and the number of bits it was measured on, from its report
+    (``classical.rounds``) and from figures both users hold, so that both users' searches and
+    next pre-checks agree: the bits reconciliation corrected, once the final estimate ran (Bob's
+    reconciliation stage also holds that count and Alice's does not, so a round that failed
+    verification would set the two apart; a final estimate that aborted keeps the pre-check's
+    ``qber_z``, the prior itself, which is not a measurement), or else the key-class bits a round
+    without key disclosed (``UnkeyedBits``). None when the round measured neither."""
+    n_key, corrected = _count(report.get("key_bits_raw")), _count(report.get("corrected_bits"))
+    if report.get("phase") == "final" and n_key and corrected is not None \
+            and 0 <= corrected <= n_key:
+        return corrected / n_key, n_key
+    n_disclosed = _count(report.get("disclosed_key_bits"))
+    disclosed = _count(report.get("disclosed_z_errors"))
+    if n_disclosed and disclosed is not None and 0 <= disclosed <= n_disclosed:
+        return disclosed / n_disclosed, n_disclosed
+    return None
 
 
 @dataclass(frozen=True)
@@ -104,18 +144,8 @@ class Measurement:
         n_x, e_x = int(report.get("x_bits") or 0), report.get("qber_x")
         if n_x <= 0 or e_x is None or not 0.0 <= float(e_x) <= 1.0:
             return None
-        n_z, corrected = int(report.get("key_bits_raw") or 0), report.get("corrected_bits")
-        # the corrected count only once the final estimate ran, which both users reach with the
-        # same count (Bob's reconciliation stage also holds it, Alice's does not: a round that
-        # failed verification would set the two searches apart)
-        if report.get("phase") == "final" and n_z > 0 and corrected is not None \
-                and 0 <= corrected <= n_z:
-            return cls(float(e_x), n_x, float(corrected) / n_z, n_z)
-        n_d, disclosed = int(report.get("disclosed_key_bits") or 0), report.get(
-            "disclosed_z_errors")
-        if n_d > 0 and disclosed is not None and 0 <= disclosed <= n_d:
-            return cls(float(e_x), n_x, float(disclosed) / n_d, n_d)  # a round without key
-        return cls(float(e_x), n_x)
+        z = measured_qber_z(report)
+        return cls(float(e_x), n_x) if z is None else cls(float(e_x), n_x, z[0], z[1])
 
     def cost(self, with_z: bool) -> tuple[float, float]:
         """(J, its variance): QBER_X, plus QBER_Z when ``with_z``."""

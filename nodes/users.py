@@ -47,7 +47,13 @@ from classical.rounds import (
 from classical.sifting import check_announcement
 from classical.warmup import warm_up_hashing, warm_up_reconciliation
 from nodes.base import STOPPING_LINGER_MS, NodeContext
-from nodes.calibration import CalibrationEvent, Calibrator, LoopSettings, Measurement
+from nodes.calibration import (
+    CalibrationEvent,
+    Calibrator,
+    LoopSettings,
+    Measurement,
+    measured_qber_z,
+)
 from nodes.intensity_monitor import IntensityMonitor
 from nodes.keystore import KeyStore
 from nodes.link_estimates import round_link_estimates
@@ -132,21 +138,12 @@ def next_qber_prior(report: dict[str, object], configured: float, current: float
     round the pre-check stopped without a measurement stopped on the prior itself, so the next
     round starts again from the configured one: a prior raised by a bad spell must not stop
     every later round, when the link has healed, before anything is measured."""
-    q: float | None = None
-    n_disclosed, disclosed = report.get("disclosed_key_bits"), report.get("disclosed_z_errors")
-    n_key, corrected = report.get("key_bits_raw"), report.get("corrected_bits")
-    if report.get("phase") == "final" and isinstance(n_key, int) and n_key > 0 \
-            and isinstance(corrected, int) and 0 <= corrected <= n_key:
-        # the bits reconciliation corrected (a final estimate that aborted keeps the
-        # pre-check's qber_z, the prior itself, in the report: not a measurement)
-        q = corrected / n_key
-    elif isinstance(n_disclosed, int) and n_disclosed > 0 and isinstance(disclosed, int):
-        q = disclosed / n_disclosed
-    elif report.get("phase") == "precheck" and "reconciler" not in report:
+    measured = measured_qber_z(report)
+    if measured is not None:
+        return float(min(max(measured[0], configured), MAX_QBER_PRIOR))
+    if report.get("phase") == "precheck" and "reconciler" not in report:
         return configured  # stopped by the pre-check, on the prior
-    if q is None:
-        return current
-    return float(min(max(q, configured), MAX_QBER_PRIOR))
+    return current
 
 
 class UserNode:

@@ -56,7 +56,7 @@ from classical.estimation import (
 from classical.reconcilers import DEFAULT_METHOD, get_reconciler
 from classical.reconciliation import Reconciler
 from classical.rounds import RoundConfig
-from nodes.calibration import LoopSettings
+from nodes.calibration import LoopSettings, step_order_problem
 from nodes.intensity_monitor import IntensityMonitor, LinkModel
 from nodes.relay_software import DEFAULT_COINCIDENCE_WINDOW_PS, CharlesConfig
 from orchestration.experiment import (
@@ -338,11 +338,9 @@ class CalibrationModel(_Model):
 
     @model_validator(mode="after")
     def _steps_ordered(self) -> CalibrationModel:
-        if self.polarization_min_step_rad > self.polarization_step_rad:
-            raise FieldProblem(("polarization_min_step_rad",), "must not exceed "
-                               "polarization_step_rad")
-        if self.delay_min_step_ps > self.delay_step_ps:
-            raise FieldProblem(("delay_min_step_ps",), "must not exceed delay_step_ps")
+        problem = step_order_problem(self.model_dump())
+        if problem is not None:
+            raise FieldProblem((problem[0],), problem[1])
         return self
 
 

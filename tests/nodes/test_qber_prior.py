@@ -4,8 +4,10 @@ from the configured one, so a bad spell cannot stop every later round once the l
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from nodes.calibration import Measurement, measured_qber_z
 from nodes.users import MAX_QBER_PRIOR, next_qber_prior
 
 CONFIGURED = 0.01
@@ -44,3 +46,24 @@ def test_a_bad_spell_does_not_stop_the_rounds_after_it():
     assert prior == pytest.approx(0.05)
     assert next_qber_prior({"phase": "precheck", "qber_z": prior}, CONFIGURED,
                            prior) == CONFIGURED
+
+
+@pytest.mark.parametrize("report", [
+    {"phase": "final", "key_bits_raw": np.int64(1000), "corrected_bits": np.int64(30)},
+    {"phase": "precheck", "disclosed_key_bits": 2000, "disclosed_z_errors": 50},
+    {"phase": "precheck", "disclosed_key_bits": 2000, "disclosed_z_errors": 2001},  # refused
+    {"phase": "final", "key_bits_raw": 1000, "corrected_bits": True},  # a bool is no count
+    {"phase": "final", "key_bits_raw": 1000, "corrected_bits": 30.0},  # nor is a float
+    {"phase": "precheck", "qber_z": 0.05},
+])
+def test_the_next_prior_and_the_calibration_read_the_same_measurement(report):
+    # one rule (nodes.calibration.measured_qber_z) for both: the two users' searches and
+    # pre-checks move together only if each reads a round the same way
+    measured = measured_qber_z(report)
+    m = Measurement.from_report({**report, "x_bits": 100, "qber_x": 0.2})
+    assert m is not None
+    if measured is None:
+        assert m.qber_z is None and m.n_z == 0
+    else:
+        assert (m.qber_z, m.n_z) == measured
+        assert next_qber_prior(report, 0.001, 0.07) == pytest.approx(measured[0])

@@ -674,3 +674,21 @@ def test_the_relays_and_a_fibers_intercept_resend_may_not_overlap():
     with pytest.raises(ScenarioError, match="overlap; the emulator does not run both"):
         load_scenario(DEFAULT_SCENARIO, {"method": [eve, charles]})
     load_scenario(DEFAULT_SCENARIO, {"method": [{**eve, "duration": "0.5s"}, charles]})
+
+
+@pytest.mark.parametrize("smallest, first, value", [
+    ("polarization_min_step_rad", "polarization_step_rad", 0.3),
+    ("delay_min_step_ps", "delay_step_ps", 50.0),
+])
+def test_a_calibration_step_below_its_smallest_is_refused_in_the_file_and_the_node(
+        tmp_path, smallest, first, value):
+    from nodes.calibration import LoopSettings
+
+    data = yaml.safe_load(EXAMPLE_TEXT)
+    data["calibration"] = {smallest: value}
+    with pytest.raises(ScenarioError, match=rf"calibration\.{smallest}: must not exceed {first}"):
+        load_scenario(_write(tmp_path, data))
+    with pytest.raises(ValueError, match=f"calibration {smallest} must not exceed {first}"):
+        LoopSettings(**{smallest: value})
+    data["calibration"] = {smallest: value, first: value}  # equal is a search of one step size
+    load_scenario(_write(tmp_path, data))
