@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -55,6 +56,27 @@ def _why_not() -> str | None:
     return None
 
 
+def _pids(namespaces: list[str]) -> list[int]:
+    pids: list[int] = []
+    for ns in namespaces:
+        pids += [int(p) for p in _ip("netns", "pids", ns, check=False).stdout.split()]
+    return pids
+
+
+def _clear(namespaces: list[str]) -> None:
+    """End every process in these namespaces (SIGTERM, then SIGKILL), then delete them: their
+    veth pairs and bridge go with them."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        for pid in _pids(namespaces):
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while _pids(namespaces) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    for ns in reversed(namespaces):
+        _ip("netns", "del", ns, check=False)
+
+
 class Hosts:
     """Three namespaces h1..h3 (each ``eth0`` with its address, ``lo`` up) on a bridge in a
     fourth; their names carry this process's id. ``close`` kills every process left in them
@@ -89,23 +111,8 @@ class Hosts:
             for sub in ("home", "tmp", "ray"):
                 (self.dir / host / sub).mkdir(parents=True)
 
-    def pids(self) -> list[int]:
-        pids: list[int] = []
-        for ns in self.made:
-            out = _ip("netns", "pids", ns, check=False).stdout
-            pids += [int(p) for p in out.split()]
-        return pids
-
     def close(self) -> None:
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
-            for pid in self.pids():
-                with contextlib.suppress(ProcessLookupError):  # ended meanwhile
-                    os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while self.pids() and time.monotonic() < deadline:
-                time.sleep(0.2)
-        for ns in reversed(self.made):
-            _ip("netns", "del", ns, check=False)
+        _clear(self.made)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def env(self, host: str) -> dict[str, str]:
@@ -135,11 +142,25 @@ class Hosts:
                         f"\n{(err or '')[-4000:]}")
 
 
+def _stale_namespaces() -> list[str]:
+    """Namespaces an earlier run of this test left (its process killed before its finalizer
+    ran): named as ``Hosts`` names them, after a process that is gone."""
+    out = _ip("netns", "list", check=False).stdout
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    stale = []
+    for name in names:
+        m = re.fullmatch(r"mdq(\d+)-(br|h1|h2|h3)", name)
+        if m and not Path(f"/proc/{m.group(1)}").exists():
+            stale.append(name)
+    return stale
+
+
 @pytest.fixture
 def hosts():
     why = _why_not()
     if why is not None:
         pytest.skip(why)
+    _clear(_stale_namespaces())  # an earlier run's, killed before its finalizer ran
     h = Hosts()
     try:
         h.make()
