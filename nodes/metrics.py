@@ -56,6 +56,12 @@ OTLP_INTERVAL_S = 5.0
 
 #: Histogram buckets of the key-provisioning latency (seconds of wall time).
 LATENCY_BUCKETS_S = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+#: Histogram buckets of one post-processing stage of a round (seconds of wall time): from a
+#: verification's ~1 ms to a large round's sifting or reconciliation of tens of seconds.
+STAGE_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+#: The ``stage`` label values of ``mdiqkd_round_stage_duration_seconds``: the stages of a key
+#: round (``classical.rounds``; the spans of its trace have the same names).
+ROUND_STAGES = ("sift", "disclose", "estimate", "reconcile", "verify", "amplify", "commit")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class MetricSpec:
     labels: tuple[str, ...]  # beyond link and node
     nodes: tuple[str, ...]
     help: str
+    buckets: tuple[float, ...] = LATENCY_BUCKETS_S  # a histogram's bucket boundaries
 
 
 USERS, CHARLES, NATURE = ("alice", "bob"), ("charles",), ("nature",)
@@ -110,6 +117,10 @@ METRICS: dict[str, MetricSpec] = {
     "mdiqkd_key_provisioning_latency_seconds": MetricSpec(
         "histogram", "seconds", (), USERS,
         "wall time from the emission of a round's first pulse to its key being stored"),
+    "mdiqkd_round_stage_duration_seconds": MetricSpec(
+        "histogram", "seconds", ("stage",), USERS,
+        "wall time of one post-processing stage of a key round (stage: "
+        f"{', '.join(ROUND_STAGES)}; the spans of the round's trace)", STAGE_BUCKETS_S),
     "mdiqkd_auth_key_consumed_bits_total": MetricSpec(
         "counter", "bits", ("peer",), USERS,
         "pre-shared authentication key consumed on the link with a peer (Wegman-Carter)"),
@@ -269,6 +280,12 @@ def user_round_observations(record: dict[str, Any]) -> list[Update]:
     if dark is not None and seconds and "start_slot" in record and "stop_slot" in record:
         clock_rate_hz = (int(record["stop_slot"]) - int(record["start_slot"])) / seconds
         out.append(("mdiqkd_dark_count_rate_hertz", N_DETECTORS * dark * clock_rate_hz, {}))
+    timings = record.get("timings_s")
+    if isinstance(timings, dict):
+        for stage in ROUND_STAGES:
+            v = _number(timings, stage)
+            if v is not None and v >= 0:
+                out.append(("mdiqkd_round_stage_duration_seconds", v, {"stage": stage}))
     bits = float(record.get("secure_bits") or 0)
     out.append(("mdiqkd_round_secure_key_bits", bits, {}))
     seconds = _number(record, "emulated_seconds")
@@ -398,7 +415,8 @@ class NodeMetrics:
             else:
                 inst = self.meter.create_histogram(
                     name, description=description,
-                    explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_S))
+                    explicit_bucket_boundaries_advisory=list(
+                        spec.buckets if spec is not None else LATENCY_BUCKETS_S))
             self._instruments[name] = inst
             return inst
 

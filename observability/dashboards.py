@@ -10,11 +10,13 @@ Import); each asks for a Prometheus data source (the variable ``datasource``), s
 * ``oncall``: per-link QBER per basis, Bell rate, detector click rates, dark counts, aborted
   rounds by reason, authentication failures, firing alerts;
 * ``debug``: error-correction leakage, round trips, authentication key consumed, frames
-  rejected, key-provisioning latency, finite-key bounds, coincidences, warm-up times, the
-  relay's click-time offset and jitter per detector, the visibility lower bound.
+  rejected, key-provisioning latency, the round stages' durations, finite-key bounds,
+  coincidences, warm-up times, the relay's click-time offset and jitter per detector, the
+  visibility lower bound, decoy counts per class.
 
-The per-stage durations of a round are in its trace, not in a metric: ``mdiqkd trace show
-RUN_DIR --round N`` (the round number is in ``rounds.jsonl``).
+The stage durations come from the same clock as the stage spans of the rounds' traces; one
+round's stages, with their attributes, are in its trace: ``mdiqkd trace show RUN_DIR --round N``
+(the round number is in ``rounds.jsonl``).
 """
 
 from __future__ import annotations
@@ -112,6 +114,13 @@ PANELS: dict[str, tuple[str, list[tuple[str, list[Panel]]]]] = {
                 ("histogram_quantile(0.95, sum by (le, node) "
                  "(rate(mdiqkd_key_provisioning_latency_seconds_bucket[15m])))",
                  "p95 {{node}}")]),
+            ("Round stages: mean and p95 wall time (15m)", "timeseries", "s", [
+                ("sum by (node, stage) (rate(mdiqkd_round_stage_duration_seconds_sum[15m])) / "
+                 "sum by (node, stage) (rate(mdiqkd_round_stage_duration_seconds_count[15m]))",
+                 "mean {{node}} {{stage}}"),
+                ("histogram_quantile(0.95, sum by (le, node, stage) "
+                 "(rate(mdiqkd_round_stage_duration_seconds_bucket[15m])))",
+                 "p95 {{node}} {{stage}}")]),
         ]),
         ("Channels", [
             ("Authentication key consumed (bits per wall second)", "timeseries", "short", [

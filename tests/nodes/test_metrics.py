@@ -25,7 +25,7 @@ from orchestration.runconfig import HOST, free_ports
 
 #: base units (Prometheus conventions) a metric name may end with, before ``_total``
 UNITS = ("ratio", "seconds", "bits", "hertz", "bits_per_second", "")
-LABELS = {"basis", "detector", "reason", "peer", "loop", "action", "classes"}
+LABELS = {"basis", "detector", "reason", "peer", "loop", "action", "classes", "stage"}
 
 RECORD = {"round": 3, "emulated_seconds": 3.145728, "announced": 3208435, "aborted": False,
           "abort_reason": None, "secure_bits": 164674, "sifted": 1866155,
@@ -108,6 +108,28 @@ def test_a_round_record_sets_qber_key_bits_and_rate_exactly():
     assert "mdiqkd_rounds_aborted_total" not in parse_exposition(m.exposition())
     text = m.exposition()
     assert RECORD["key_id"] not in text  # a key's ID is never a label or a value
+
+
+def test_each_stage_of_a_round_is_one_observation_of_the_stage_histogram():
+    # the record's timings_s (the same clock as the stage spans): one observation per stage,
+    # in the stage's own buckets (a 1 ms verification and a 10 s sifting apart)
+    m = NodeMetrics("alice")
+    timings = {"sift": 0.592756, "estimate": 0.563875, "reconcile": 0.296833,
+               "verify": 0.001097, "amplify": 0.017783, "commit": 0.029844}
+    m.apply(user_round_observations({**RECORD, "timings_s": timings}))
+    m.apply(user_round_observations({**RECORD, "timings_s": {"sift": 7.5, "future": 1.0,
+                                                             "verify": -1.0}}))
+    series = parse_exposition(m.exposition())
+    counts = {lab["stage"]: v for lab, v in series["mdiqkd_round_stage_duration_seconds_count"]}
+    sums = {lab["stage"]: v for lab, v in series["mdiqkd_round_stage_duration_seconds_sum"]}
+    assert counts == {**dict.fromkeys(timings, 1.0), "sift": 2.0}  # no unknown, no negative
+    assert sums == pytest.approx({**timings, "sift": timings["sift"] + 7.5}, rel=1e-12)
+    verify = {float(lab["le"]): v for lab, v in series["mdiqkd_round_stage_duration_seconds_bucket"]
+              if lab["stage"] == "verify"}
+    assert verify[0.001] == 0 and verify[0.005] == 1  # 1.097 ms lies in (1 ms, 5 ms]
+    sift = {float(lab["le"]): v for lab, v in series["mdiqkd_round_stage_duration_seconds_bucket"]
+            if lab["stage"] == "sift"}
+    assert (sift[0.5], sift[1.0], sift[5.0], sift[10.0]) == (0, 1, 1, 2)
 
 
 def test_an_aborted_round_counts_by_reason_and_a_superseding_line_counts_once():

@@ -48,7 +48,8 @@ def test_every_panel_is_importable_and_queries_the_datasource_variable(name):
 def _known_names() -> set[str]:
     recorded = {r["record"] for g in rule_groups()["groups"] for r in g["rules"]
                 if "record" in r}
-    histograms = {f"{n}_bucket" for n, s in METRICS.items() if s.kind == "histogram"}
+    histograms = {f"{n}_{part}" for n, s in METRICS.items() if s.kind == "histogram"
+                  for part in ("bucket", "sum", "count")}
     return set(METRICS) | recorded | histograms | {"ALERTS", "up"}
 
 

@@ -30,9 +30,11 @@ from orchestration.faults import MailboxProxy, Mutation
 from orchestration.run import execute, prepare_run_dir
 from orchestration.runconfig import HOST, free_ports
 from tests.leakage_count import HEADER_BYTES, TAG_BYTES, disclosed, open_frame
+from tests.short_rounds import short_round_overrides
 
 KIND_OFFSET = HEADER_BYTES + 1  # after the codec's version byte
-ONE_ROUND = {"rounds": 1}  # the quick start's round: about 1.6e5 secure bits
+#: one short round (tests/short_rounds.py): about 2e5 secure bits
+ONE_ROUND = {**short_round_overrides(), "rounds": 1}
 
 
 def _execute_behind_proxies(scenario, run_dir: Path, mutations: dict[str, Mutation],

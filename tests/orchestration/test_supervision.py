@@ -14,41 +14,28 @@ import signal
 import subprocess
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
-import yaml
 
 from nodes.keystore import KeyStore
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.run import RunFailed, execute, new_run_dir, prepare_run_dir
+from tests.short_rounds import write_short_round_scenario
 
 pytestmark = pytest.mark.slow
 
-#: The run is long enough (100 short rounds, a minute) that every stop lands mid-run.
+#: The run is long enough (100 short rounds, tests/short_rounds.py: a minute) that every stop
+#: lands mid-run.
 ROUNDS = 100
 #: The acceptance bound: every node is gone this long after the command was stopped.
 NODES_GONE_S = 5.0
 
 
-def _short_rounds(directory: Path) -> Path:
-    """The quick start with 2 km arms and 300-frame rounds: each round still gives a key
-    (~2·10⁵ bits) but takes a tenth of the quick start's wall time, so the stops below land
-    after two stored keys a few seconds after the nodes start."""
-    scenario = yaml.safe_load((files("scenarios") / "quickstart.yaml").read_text())
-    scenario["round_frames"] = 300
-    for user in ("alice", "bob"):
-        scenario[user]["arm"]["length_km"] = 2
-    path = directory / "short-rounds.yaml"
-    path.write_text(yaml.safe_dump(scenario))
-    return path
-
-
 def _start(out: Path, *, new_session: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "orchestration.cli", "run", str(_short_rounds(out.parent)),
-         "--rounds", str(ROUNDS), "--out", str(out)],
+        [sys.executable, "-m", "orchestration.cli", "run",
+         str(write_short_round_scenario(out.parent)), "--rounds", str(ROUNDS), "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
         start_new_session=new_session)
 
