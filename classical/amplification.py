@@ -522,8 +522,14 @@ def _tiled_middle_product(M, seed_at, key_at, out_at, work_at, K, row_blocks, co
 def _plan(n: int, m: int) -> tuple[int, int]:
     """Choose the block size ``K = leaf * 2**levels`` words minimising estimated leaf work.
 
-    Cost model: ``row_blocks * col_blocks * 3**levels * leaf**2`` carry-less products, which
+    Cost model: ``row_blocks * col_blocks * 3**levels * leaf * (leaf + 1)`` carry-less products
+    (a leaf of ``L`` words computes ``L + 1`` product words of ``L`` products each), which
     penalises padding (too large K) and the linear-in-blocks overhead of small K alike.
+    Candidates: leaves of ``_LEAF_STEP`` to ``_LEAF_MAX_WORDS`` words in steps of ``_LEAF_STEP``,
+    doubled ``levels`` times only where :func:`_middle_product_acc` splits ``K`` back down to
+    that leaf (``levels == 0`` or ``2 * leaf > _LEAF_MAX_WORDS``), and no further than the first
+    ``K`` that covers the ``m`` output bits (beyond it a doubling costs at least 1.5 times more).
+    Returns ``(K, levels)`` of the cheapest; ties go to the smaller leaf, then the fewer levels.
     """
     leaves = [w for w in range(_LEAF_STEP, _LEAF_MAX_WORDS + 1, _LEAF_STEP)]
     need_words = max(1, -(-m // 64))
