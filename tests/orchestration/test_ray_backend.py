@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from nodes.keystore import KeyStore
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.launchers import NODE_ORDER
 from orchestration.ray_launcher import (
@@ -36,6 +35,7 @@ from orchestration.ray_launcher import (
     spread_endpoints,
 )
 from orchestration.run import RunFailed, execute, prepare_run_dir
+from tests.stores import store_keys
 
 # --- without Ray ---------------------------------------------------------------------------------
 
@@ -156,7 +156,7 @@ def test_sigterm_stops_a_run_on_a_private_ray_in_order(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["interrupted_by"] == "SIGTERM"
-    assert _keys(out / "alice" / "keys.sqlite") == _keys(out / "bob" / "keys.sqlite")
+    assert store_keys(out / "alice" / "keys.sqlite") == store_keys(out / "bob" / "keys.sqlite")
     ray_json = json.loads((out / "orchestrator" / "ray.json").read_text())
     assert ray_json["placement"] == "pack" and ray_json["address"] is None
     assert {w["host"] for w in ray_json["nodes"].values()} == {"127.0.0.1"}
@@ -226,14 +226,6 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
-def _keys(path: Path) -> dict:
-    store = KeyStore(path)
-    try:
-        return {k: bits.tobytes() for k, _, bits in store.items()}
-    finally:
-        store.close()
-
-
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_the_nodes_run_on_three_ray_nodes_with_the_local_keys_and_fingerprint(cluster, tmp_path):
@@ -250,8 +242,9 @@ def test_the_nodes_run_on_three_ray_nodes_with_the_local_keys_and_fingerprint(cl
     assert on_ray["keys_match"] is True and on_ray["secure_bits"] > 0
     assert on_ray["determinism_fingerprint"] == local["determinism_fingerprint"]
     ray_dir = tmp_path / "ray"
-    assert _keys(ray_dir / "alice" / "keys.sqlite") == _keys(ray_dir / "bob" / "keys.sqlite") \
-        == _keys(tmp_path / "local" / "alice" / "keys.sqlite")
+    assert store_keys(ray_dir / "alice" / "keys.sqlite") \
+        == store_keys(ray_dir / "bob" / "keys.sqlite") \
+        == store_keys(tmp_path / "local" / "alice" / "keys.sqlite")
     for n in NODE_ORDER:  # each node's outputs, gathered from its host through Ray
         assert (ray_dir / "traces" / f"{n}.jsonl").stat().st_size > 0
         assert json.loads((ray_dir / n / "metrics.json").read_text())

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from nodes.keystore import KeyStore
 from orchestration.launchers import NODE_ORDER
 from orchestration.ray_launcher import RAY_ENV
+from tests.stores import store_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "10.213.77"
@@ -179,14 +179,6 @@ def _ray_start(hosts: Hosts, host: str, hide: Path | None, *args: str) -> None:
     assert done.returncode == 0, f"ray start on {host}:\n{done.stdout}\n{done.stderr}"
 
 
-def _keys(path: Path) -> dict:
-    store = KeyStore(path)
-    try:
-        return {k: bits.tobytes() for k, _, bits in store.items()}
-    finally:
-        store.close()
-
-
 def _mdiqkd(out: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "orchestration.cli", "run", "quickstart", "--rounds",
             str(ROUNDS), "--fingerprint", "--no-control", "--json", "--out", str(out), *args]
@@ -256,7 +248,8 @@ def test_a_link_runs_across_three_hosts_in_network_namespaces(hosts, local_run, 
         assert json.loads((run / node / "metrics.json").read_text())
         assert (run / "logs" / f"{node}.log").is_file()
     assert "stopped by a stop request" in (run / "logs" / "nature.log").read_text()
-    assert _keys(run / "alice" / "keys.sqlite") == _keys(run / "bob" / "keys.sqlite") != {}
+    alice_keys = store_keys(run / "alice" / "keys.sqlite")
+    assert alice_keys == store_keys(run / "bob" / "keys.sqlite") != {}
     for host in ("h2", "h3"):  # the node programs removed their directories on their hosts
         assert not list((hosts.dir / host / "tmp").glob("mdiqkd-*"))
     # and the run directory was out of Alice's and Bob's hosts' sight: each process there sees
@@ -278,7 +271,7 @@ def test_a_link_runs_across_three_hosts_in_network_namespaces(hosts, local_run, 
     out, err = local.communicate(timeout=300)
     assert local.returncode == 0, err[-4000:]
     assert summary["determinism_fingerprint"] == json.loads(out)["determinism_fingerprint"]
-    assert _keys(run / "alice" / "keys.sqlite") == _keys(local_dir / "alice" / "keys.sqlite")
+    assert alice_keys == store_keys(local_dir / "alice" / "keys.sqlite")
     print(f"the run across the namespaces took {took:.1f} s; the test "
           f"{time.monotonic() - t0:.1f} s")
 
