@@ -282,6 +282,20 @@ class WegmanCarterAuthenticator:
                              f"{self._next_pad_seq - 1})")
         return held[1]
 
+    def skip_to(self, seq: int) -> None:
+        """Resume this direction at ``seq`` (a restarted session, ``nodes.session``): the pads of
+        every sequence number below it are drawn and spent unused, so that neither end can ever
+        use them again, and ``key_bytes_through`` counts them as consumed on both ends alike.
+        Raises ``ValueError`` for a ``seq`` below one already tagged, ``KeyPoolExhausted`` when
+        the pool cannot cover the pads skipped."""
+        if seq < self._next_tag_seq:
+            raise ValueError(f"cannot resume at seq {seq}: seq {self._next_tag_seq - 1} was "
+                             "tagged already")
+        while self._next_pad_seq < seq:
+            self._pad(self._next_pad_seq)
+            self._slide_window(self._next_pad_seq - 1)
+        self._next_tag_seq = seq
+
     def _slide_window(self, seq: int) -> None:
         oldest = seq + 1 - self._replay_window
         while self._oldest_kept_seq < oldest:

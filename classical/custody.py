@@ -22,15 +22,30 @@ however late.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
 from classical.secure import Repayment, SecureLink
 
 Role = Literal["alice", "bob"]
+
+
+class Ledger(Protocol):
+    """Where a node keeps its custody durably (``nodes.keystore.KeyStore``), so that a node
+    restarted after a crash resumes it: the key it holds pending, and each key committed with
+    the bytes its head paid into the A→B and B→A pools (which a restarted node appends to its
+    pools again, in order). ``commit`` is one transaction: key, refills and pending end."""
+
+    def hold(self, key_id: str, round_id: int, bits: np.ndarray, repayment: str) -> None: ...
+
+    def commit(self, key_id: str, round_id: int, bits: np.ndarray,
+               refills: tuple[bytes, bytes]) -> None: ...
+
+    def discard(self, key_id: str) -> None: ...
 Deliver = Callable[[str, int, np.ndarray], None]
 """(key ID, round, net key bits) → stores the key: called once per committed key with bits."""
 Room = Callable[[int], str | None]
@@ -63,8 +78,9 @@ class KeyCustody:
     def __init__(self, role: Role, link: SecureLink | None = None,
                  deliver: Deliver | None = None,
                  on_settled: Callable[[Settled], None] | None = None,
-                 room: Room | None = None) -> None:
+                 room: Room | None = None, ledger: Ledger | None = None) -> None:
         self.role, self.link = role, link
+        self._ledger = ledger
         self._deliver = deliver
         self._room = room
         self._on_settled = on_settled
@@ -94,19 +110,32 @@ class KeyCustody:
     def hold(self, key: PendingKey) -> None:
         if self.pending is not None:
             raise RuntimeError(f"{self.role} already holds pending key {self.pending.key_id}")
+        if self._ledger is not None and self.role == "bob":  # before his Confirm is sent
+            self._ledger.hold(key.key_id, key.round_id, key.key, repayment_text(key.repayment))
         self.pending = key
+
+    def restore(self, pending: PendingKey | None, last_committed: str) -> None:
+        """A restarted node's custody, as its ledger recorded it."""
+        self.pending, self.last_committed = pending, last_committed
 
     def commit(self, key_id: str) -> Settled:
         p = self._take(key_id)
         net, used = (self.link.settle(p.key, p.repayment, self.role) if self.link is not None
                      else (p.key, 0))
-        if net.size and self._deliver is not None:
+        if self._ledger is not None:  # the key, the pools' refills, the pending state: at once
+            ab = 8 * p.repayment.split(int(p.key.size))[0] if used else 0
+            self._ledger.commit(p.key_id, p.round_id, net,
+                                (np.packbits(p.key[:ab]).tobytes(),
+                                 np.packbits(p.key[ab:used]).tobytes()))
+        elif net.size and self._deliver is not None:
             self._deliver(p.key_id, p.round_id, net)
         self.last_committed = p.key_id
         return self._settled(Settled(p.round_id, p.key_id, True, int(net.size), used))
 
     def discard(self, key_id: str, reason: str) -> Settled:
         p = self._take(key_id)
+        if self._ledger is not None:
+            self._ledger.discard(p.key_id)
         return self._settled(Settled(p.round_id, p.key_id, False, reason=reason))
 
     def resolve(self, alice_last_committed: str) -> Settled | None:
@@ -130,3 +159,13 @@ class KeyCustody:
         if self._on_settled is not None:
             self._on_settled(s)
         return s
+
+
+def repayment_text(r: Repayment) -> str:
+    """A repayment as the ledger keeps it."""
+    return json.dumps([r.a_to_b_seq, r.b_to_a_seq, r.a_to_b_bytes, r.b_to_a_bytes])
+
+
+def repayment_from_text(text: str) -> Repayment:
+    a, b, c, d = (int(x) for x in json.loads(text))
+    return Repayment(a, b, c, d)

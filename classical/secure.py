@@ -8,6 +8,7 @@ parses the payload (``classical.codec``), so a forged or replayed frame is never
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -76,18 +77,42 @@ class SecureLink:
     opener: Opener
     rejected: dict[str, int] = field(default_factory=dict)
     keys: LinkKeys | None = None  # the pools behind a Wegman–Carter link (None for HMAC)
+    #: called after every frame sealed (before it can be sent) and every frame accepted: a
+    #: node records its progress there durably (``nodes.session``), so that a restarted node
+    #: never seals a sequence number, and so never uses a one-time pad, twice
+    on_progress: Callable[[], None] | None = None
 
     def pack(self, message: Message, traceparent: str | None = None) -> bytes:
-        return self.sealer.seal(encode(message, traceparent))
+        frame = self.sealer.seal(encode(message, traceparent))
+        if self.on_progress is not None:
+            self.on_progress()
+        return frame
 
     def unpack(self, frame: bytes) -> tuple[Message, str | None]:
         """Authenticate, check order, then decode; a rejected frame is counted and re-raised."""
         try:
-            return self.opener.open(frame, decode=decode).payload
+            out = self.opener.open(frame, decode=decode).payload
         except REJECTED_FRAME_ERRORS as e:
             name = type(e).__name__
             self.rejected[name] = self.rejected.get(name, 0) + 1
             raise
+        if self.on_progress is not None:
+            self.on_progress()
+        return out
+
+    def resume(self, out_seq: int, in_seq: int) -> None:
+        """Start a restarted session: seal from ``out_seq`` and accept from ``in_seq`` on, the
+        pads of the sequence numbers skipped spent on both ends (Wegman–Carter: see
+        ``WegmanCarterAuthenticator.skip_to``). Frames of the earlier session are then replays."""
+        for auth, seq in ((self.sealer._authenticator, out_seq),  # noqa: SLF001 - owned here
+                          (self.opener._authenticator, in_seq)):  # noqa: SLF001
+            if isinstance(auth, WegmanCarterAuthenticator):
+                auth.skip_to(seq)
+        if out_seq < self.sealer.next_seq:
+            raise ValueError(f"cannot seal from seq {out_seq}: seq {self.sealer.next_seq - 1} "
+                             "was sealed already")
+        self.sealer.next_seq = out_seq
+        self.opener.expected_seq = max(self.opener.expected_seq, in_seq)
 
     @property
     def last_sealed(self) -> int:

@@ -52,6 +52,8 @@ class NodeContext:
     counters: Counters = field(default_factory=Counters)
     #: live metrics (``nodes.metrics.NodeMetrics``), once ``attach_metrics`` is called
     metrics: Any = None
+    #: the durable session progress (``nodes.session.Progress``) when the link can restart
+    progress: Any = None
 
     def __post_init__(self) -> None:
         self.zmq = zmq.Context()
@@ -116,4 +118,6 @@ class NodeContext:
             o.close(linger_ms)
         if self.mailbox is not None:
             self.mailbox.close()
+        if self.progress is not None:
+            self.progress.close()
         self.zmq.term()

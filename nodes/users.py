@@ -59,6 +59,7 @@ from nodes.keystore import KeyStore
 from nodes.link_estimates import round_link_estimates
 from nodes.metrics import class_count_observations, user_round_observations
 from nodes.pacing import Pacer
+from nodes.session import custody_from_ledger
 from nodes.tracing import SpanObserver, context_from, current_traceparent
 from nodes.transport import PulseBatch, PulseSender
 
@@ -123,6 +124,9 @@ class UserPlan:
     class_names: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
     #: the intensity monitor (the scenario's ``calibration.intensity``; None: none runs)
     intensity_monitor: IntensityMonitor | None = None
+    #: the first round of this session: 0, or where a restarted link resumes
+    #: (``orchestration.runconfig.Resume``; rounds before it were emitted in an earlier session)
+    first_round: int = 0
 
 
 #: The largest QBER prior a round passes on (Cascade's blocks shrink with it, so that more
@@ -161,7 +165,8 @@ class UserNode:
         self._pending_records: dict[int, dict[str, object]] = {}  # logged while key pending
         # the two-phase commit (classical.custody): keys reach the store only once committed
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
-                                  self._on_settled, self._no_room)
+                                  self._on_settled, self._no_room, ledger=self.store)
+        self._restore_custody()
         self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
         self.pacer = Pacer(plan.realtime, plan.clock_rate_hz, ctx.stop)
         # the calibration loops: both users run the same search on the same public error rates
@@ -171,6 +176,36 @@ class UserNode:
         self.calibration_log = ((ctx.node_dir / "calibration.jsonl").open("a")
                                 if self.calibrator or self.monitor else None)
         self._round_controls: dict[int, tuple[SourceControls, SourceControls]] = {}
+
+    def _restore_custody(self) -> None:
+        """Where the key custody stood when this node last ran (its ledger, the key store): the
+        last key committed and, for Bob, the key he had confirmed and not yet settled, which
+        Alice's next word settles as for any key pending (``classical.custody``)."""
+        pending, last_committed = custody_from_ledger(self.store)
+        if pending is not None:  # its round's record says pending: the settlement supersedes it
+            self._pending_records[pending.round_id] = {"round": pending.round_id,
+                                                       "key_id": pending.key_id,
+                                                       "held_across_restart": True}
+        self.custody.restore(pending, last_committed)
+
+    def _log_lost_rounds(self) -> None:
+        """A restarted session: the rounds between the last this user recorded and the one the
+        link resumes at were emitted (or not) before the restart and give no key; each gets a
+        record that says so, so that every round of the run is accounted for."""
+        first = self.plan.first_round
+        done = -1
+        with contextlib.suppress(OSError, ValueError):
+            for line in (self.ctx.node_dir / "rounds.jsonl").read_text().splitlines():
+                if line.strip():
+                    done = max(done, int(json.loads(line).get("round", -1)))
+        for r in range(done + 1, first):
+            start, stop = self._round_range(r)
+            self._write({"round": r, "start_slot": start, "stop_slot": stop,
+                         "emulated_seconds": (stop - start) / self.plan.clock_rate_hz,
+                         "announced": 0, "aborted": True,
+                         "abort_reason": "lost to a restart of the link (a node died)",
+                         "key_id": None, "secure_bits": 0, "net_secure_bits": 0,
+                         "restart": True})
 
     def _no_room(self, round_id: int) -> str | None:
         """Why the key store cannot take this round's key (a game day's ``full`` fault)."""
@@ -189,6 +224,9 @@ class UserNode:
         gen, plan = self.plan.settings, self.plan
         first = round_id * plan.round_frames
         self.pacer.wait_for(first * gen.frame_size)  # realtime: not before the round's time
+        progress = getattr(self.ctx, "progress", None)
+        if progress is not None:  # durably, before any pulse of the round leaves
+            progress.emitted(round_id)
         self._round_started[round_id] = (time.perf_counter(), time.time())
         self._emitted_unix[round_id] = self._round_started[round_id][1]
         with self.ctx.tracer.start_as_current_span("emit", kind=SpanKind.PRODUCER) as span:
@@ -392,6 +430,8 @@ class UserNode:
     def run(self) -> None:
         # A first run compiles the post-processing kernels, split between the users so that they
         # compile in parallel while the relay measures the first round (classical.warmup).
+        if self.plan.first_round:
+            self._log_lost_rounds()
         if self.plan.role == "alice":
             self.ctx.warm_up(warm_up_hashing)
             self._run_alice()
@@ -422,10 +462,11 @@ class UserNode:
                 self.emit(r)
             started[r] = span
 
+        first = self.plan.first_round
         try:
-            for r in range(self.plan.rounds):
-                if r == 0:
-                    start(0)
+            for r in range(first, self.plan.rounds):
+                if r == first:
+                    start(first)
                 if r + 1 < self.plan.rounds:
                     start(r + 1)  # the source keeps sending while round r is distilled
                 self._finish_round(r, started.pop(r))
@@ -451,7 +492,7 @@ class UserNode:
     def _run_bob(self) -> None:
         alice = self.ctx.peers["alice"]
         started: dict[int, Span] = {}
-        next_round = 0  # the first round Bob has not started
+        next_round = self.plan.first_round  # the first round Bob has not started
 
         def start(round_id: int, msg: RoundStart | None) -> None:
             expected = self._round_range(round_id)
@@ -504,11 +545,13 @@ class UserNode:
             return None
 
         end: EndOfRun | None = None
-        alice.round_id = 0
+        alice.round_id = self.plan.first_round
         first = next_message(RoundStart, EndOfRun, hold_current=True)
         if isinstance(first, EndOfRun):
+            self._ended = True
+            self.custody.resolve(first.committed)
             return
-        start_through(1 if first is HELD else first.round_id,
+        start_through(self.plan.first_round + 1 if first is HELD else first.round_id,
                       first if isinstance(first, RoundStart) else None)
         try:
             while started:

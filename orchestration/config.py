@@ -465,10 +465,12 @@ class Scenario(_Model):
             if e.fault is not None and e.fault.type not in implemented_faults:
                 refused.append(f"method.{k}.fault.type: fault {e.fault.type} ({e.name!r}) is "
                                "not injected by the emulator yet")
-            if e.fault is not None and e.fault.type == "kill" and e.duration is not None:
-                refused.append(f"method.{k}.duration: a killed node is not restarted yet "
-                               f"({e.name!r}); leave out the duration (the run then fails, "
-                               "naming the node)")
+            restarts = self.runtime is not None and self.runtime.restart
+            if (e.fault is not None and e.fault.type == "kill" and e.duration is not None
+                    and not restarts):
+                refused.append(f"method.{k}.duration: a killed node is restarted only when the "
+                               f"link restarts ({e.name!r}): set runtime.restart: true, or "
+                               "leave out the duration (the run then fails, naming the node)")
             if e.fault is not None and e.fault.type == "pause" and e.duration is None:
                 refused.append(f"method.{k}.duration: a pause needs a duration (wall-clock "
                                f"seconds the node stays stopped; {e.name!r})")

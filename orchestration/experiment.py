@@ -458,6 +458,11 @@ class RuntimeModel(_Model):
     announcement_timeout: Duration | None = Field(
         None, description="wall-clock time the users wait for Charles's announcement of a "
         "round (default 300s); it must exceed the time nature takes to measure a round")
+    restart: bool = Field(False, description="when a node program dies, stop the others in "
+                          "order and restart the link at the next round that no user has "
+                          "emitted (no half-stored and no mismatched key; docs/architecture.md)")
+    max_restarts: int = Field(3, ge=1, le=100, description="restarts allowed in one run (with "
+                              "restart: true); the run fails, naming the node, past them")
 
     @model_validator(mode="after")
     def _duration_or_rounds(self) -> RuntimeModel:

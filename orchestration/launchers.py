@@ -67,12 +67,15 @@ class LocalProcessLauncher:
     python: str = sys.executable
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     status: dict[str, _StatusPipe] = field(default_factory=dict)
+    #: ``start`` may follow ``stop`` on the same run directory (a link restart,
+    #: ``orchestration.supervision``): each node's directory, ledger included, stays where it is
+    restartable: bool = True
 
     def start(self, run_dir: Path) -> None:
         logs = run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         for name in NODE_ORDER:
-            log = (logs / f"{name}.log").open("wb")
+            log = (logs / f"{name}.log").open("ab")  # a restarted link appends
             status = self.status[name] = _StatusPipe()
             # -P: the working directory does not go on sys.path, so a folder of the same name
             # there cannot shadow the installed package (user-site installs still work); -u:

@@ -8,7 +8,9 @@ emulator how far it has sampled (its control socket, ``orchestration.control``) 
   continues it (SIGCONT): a paused node does not emulate time, so its pause can only be measured
   on the wall clock. Its peers wait for it; past ``runtime.message_timeout`` they abort the round.
 * ``kill`` ends the process (SIGKILL); the run then fails, naming the node, as any node's death
-  does. A restart (a ``kill`` with a ``duration``) is not supported: the scenario is refused.
+  does, unless the scenario sets ``runtime.restart: true``: the link then restarts
+  (``orchestration.supervision``), after the fault's ``duration`` (wall-clock seconds) when it
+  has one. A ``kill`` with a ``duration`` and without ``runtime.restart`` is refused.
 
 Processes are always continued when the run ends, so the launcher's orderly stop reaches them.
 """

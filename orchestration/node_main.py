@@ -146,6 +146,12 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
                       run.run_dir, timeout_s=run.message_timeout_s,
                       max_message_bytes=classical_max_message_bytes(scenario.round_slots),
                       stop=stop if stop is not None else threading.Event())
+    resume = run.resume
+    if scenario.runtime is not None and scenario.runtime.restart:
+        _start_session(role, ctx, resume)
+    elif resume is not None:
+        raise ValueError("config.json resumes a session, but the scenario does not restart "
+                         "(runtime.restart)")
     if role == "nature":
         from nodes.nature import ChannelEmulator, NatureNode
         from nodes.transport import PulseLayout
@@ -157,6 +163,9 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
         emulator = ChannelEmulator(link, plans, _required(secrets.nature_seed, "nature"), layout,
                                    timeline=tuple(secrets.fault_timeline),
                                    control_token=secrets.control_token)
+        if resume is not None:  # the rounds before were emitted in an earlier session
+            emulator.next_round = resume.round
+            emulator.sampled_until_frame = resume.round * scenario.round_frames
         return ctx, NatureNode(ctx, emulator, run.records, run.control)
     if role == "charles":
         from nodes.charles import CharlesNode
@@ -182,8 +191,31 @@ def build_node(role: str, run: RunConfig, scenario: Scenario, secrets: NodeSecre
                     secrets.calibrate_rounds,
                     (tuple(i.name for i in scenario.alice.source.intensities),
                      tuple(i.name for i in scenario.bob.source.intensities)),
-                    build_intensity_monitor(scenario))
+                    build_intensity_monitor(scenario),
+                    0 if resume is None else resume.round)
     return ctx, UserNode(ctx, plan)
+
+
+def _start_session(role: str, ctx: Any, resume: Any) -> None:
+    """A link that restarts (``runtime.restart``): the node records its progress durably from
+    its first frame (``nodes.session``); a restarted one first resumes its links past
+    everything used before (a user's pools rebuilt from its ledger first)."""
+    from nodes.keystore import KeyStore
+    from nodes.session import Progress, read_progress, replay_refills, resume_links
+
+    if not ctx.links:  # nature: nothing to resume but the round (build_node)
+        return
+    if resume is not None:
+        own = read_progress(ctx.node_dir, list(ctx.links))
+        if role in ("alice", "bob"):
+            store = KeyStore(ctx.node_dir / "keys.sqlite")
+            try:
+                replay_refills(ctx.links["bob" if role == "alice" else "alice"], role,
+                               store.commits())
+            finally:
+                store.close()
+        resume_links(role, ctx.links, resume.seqs, own)
+    ctx.progress = Progress(ctx.node_dir, ctx.links)
 
 
 def _required(value: int | None, role: str) -> int:

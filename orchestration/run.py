@@ -49,6 +49,7 @@ from orchestration.node_faults import NODE_FAULTS, NodeFaultWatcher
 from orchestration.report import write_report
 from orchestration.runconfig import HOST, MAX_METRICS_LINGER_S, free_ports, local_run_config
 from orchestration.secrets import node_secrets, read_node_secrets, write_node_secrets
+from orchestration.supervision import RESTARTS_FILE, LinkRestarter
 from orchestration.verdict import evaluate, settled_deviations
 
 
@@ -322,7 +323,16 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
                 watcher = NodeFaultWatcher(node_faults, getattr(launcher, "processes", {}),
                                            lambda: live.now_s(0.0))
                 watcher.start()
-            _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0)
+            restarter = None
+            if scenario.runtime is not None and scenario.runtime.restart:
+                if not getattr(launcher, "restartable", False):
+                    raise RunFailed("runtime.restart: this backend cannot restart a link yet "
+                                    "(its nodes' ledgers live in actors that do not survive "
+                                    "the restart); run it with the local backend")
+                restarter = LinkRestarter(run_dir, launcher, scenario.runtime.max_restarts,
+                                          _kill_downtime(watcher),
+                                          getattr(launcher, "node_progress", None))
+            _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0, restarter)
         except RunInterrupted as e:
             interrupted = e.signal_name
             _ignoring_stop_signals()
@@ -358,10 +368,34 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
     return summary
 
 
+def _kill_downtime(watcher: NodeFaultWatcher | None) -> Callable[[str], float]:
+    """How long a node killed by a ``kill`` fault stays down before the link restarts: the
+    fault's duration (wall-clock seconds, as for ``pause``), each kill counted once; 0 for a
+    node that died by itself."""
+    used: set[int] = set()
+
+    def downtime(node: str) -> float:
+        if watcher is None:
+            return 0.0
+        for i, done in enumerate(watcher.done):
+            if i in used or done.get("action") != "killed" or done["target"] != f"node/{node}":
+                continue
+            used.add(i)
+            fault = next((f for f in watcher.faults if f.name == done["name"]), None)
+            if fault is not None and fault.end_s < float("inf"):
+                return max(0.0, fault.end_s - fault.start_s - (time.time() - done["unix"]))
+            return 0.0
+        return 0.0
+
+    return downtime
+
+
 def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
-           on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float) -> None:
-    """Poll the nodes until the protocol nodes are done; RunFailed when one fails, FailFast
-    when the scenario asks for it and a probe has deviated for good before the last round.
+           on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float,
+           restarter: LinkRestarter | None = None) -> None:
+    """Poll the nodes until the protocol nodes are done; RunFailed when one fails (unless the
+    link restarts: ``orchestration.supervision``), FailFast when the scenario asks for it and a
+    probe has deviated for good before the last round.
 
     The rounds are read after the nodes' exit codes, so a run whose nodes are done has all its
     rounds read and judged, round by round, before it counts as completed: the round that
@@ -375,6 +409,14 @@ def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
         if failed:
             name, code = next(iter(failed.items()))
             cause = launcher.cause(name) if hasattr(launcher, "cause") else ""
+            if restarter is not None and restarter.can_restart():
+                resume = restarter.restart(name, code, cause)
+                print(f"node {name} exited with code {code}"
+                      + (f" ({cause})" if cause else "")
+                      + f"; the link restarted at round {resume.round} "
+                      f"(restart {resume.restart} of at most {restarter.max_restarts})",
+                      flush=True)
+                continue
             raise RunFailed(node_failure(name, code, run_dir / "logs" / f"{name}.log", cause))
         if on_progress is not None or fail_fast:
             rows = _read_jsonl(run_dir / "alice" / "rounds.jsonl")
@@ -479,6 +521,9 @@ def summarise(scenario: Scenario, run_dir: Path, wall_seconds: float,
     }
     if interrupted is not None:
         summary["interrupted_by"] = interrupted
+    restarts_path = run_dir / RESTARTS_FILE
+    if restarts_path.exists():  # the link restarted after a node died (runtime.restart)
+        summary["restarts"] = json.loads(restarts_path.read_text())
     if fingerprint and keys_match:
         h = hashlib.sha256()
         for key_id in sorted(keys_a):

@@ -19,6 +19,18 @@ HOST = "127.0.0.1"
 MAX_METRICS_LINGER_S = 4.0
 
 
+class Resume(BaseModel):
+    """A restarted link's session (``orchestration.run``, ``nodes.session``): the round it
+    resumes at, the sequence number each direction ``"a->b"`` resumes from, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int = Field(ge=0)
+    seqs: dict[str, int] = {}
+    restart: int = Field(1, ge=1)
+    reason: str = ""
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -44,6 +56,8 @@ class RunConfig(BaseModel):
     link: str = "alice-bob"
     #: also push the metrics over OTLP/HTTP to this URL (``mdiqkd run --otlp-metrics-endpoint``)
     otlp_metrics_endpoint: str | None = None
+    #: set when the link restarts after a node died (``runtime.restart``): where it resumes
+    resume: Resume | None = None
 
 
 #: Ports this process has handed out: a port is only reserved by its address in a config until

@@ -76,7 +76,7 @@ def test_a_kill_ends_the_process(sleeper):
 
 @pytest.mark.parametrize(("entry", "needle"), [
     ({"at": "1s", "name": "down", "duration": "1s",
-      "fault": {"type": "kill", "target": "node/bob"}}, "a killed node is not restarted yet"),
+      "fault": {"type": "kill", "target": "node/bob"}}, "set runtime.restart: true"),
     ({"at": "1s", "name": "freeze", "fault": {"type": "pause", "target": "node/bob"}},
      "a pause needs a duration"),
 ])
