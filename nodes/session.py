@@ -93,7 +93,13 @@ def read_progress(node_dir: Path, peers: list[str] | None = None) -> NodeProgres
     path = Path(node_dir) / PROGRESS_FILE
     if not path.exists():
         return None
-    data = path.read_bytes()
+    return parse_progress(path.read_bytes(), peers)
+
+
+def parse_progress(data: bytes, peers: list[str] | None = None) -> NodeProgress:
+    """The bytes of a progress file (``read_progress``)."""
+    if len(data) < _HEAD.size:
+        raise ValueError(f"a progress file of {len(data)} bytes holds no round")
     (emitted,) = _HEAD.unpack_from(data, 0)
     names = sorted(peers or [])
     sealed, accepted = {}, {}

@@ -206,6 +206,26 @@ class NodeProgram:
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "dir": str(self.local)}
 
+    def adopt(self, local: str) -> dict[str, Any]:
+        """A re-created actor (a link restart) takes over the directory of the node it replaces,
+        which its predecessor left on this host: ledger, progress and logs. Refused when the
+        directory is not here (the actor was placed on another host)."""
+        import ray
+
+        path = Path(local)
+        if not (path / self.role / "secrets.json").is_file():
+            raise RuntimeError(f"{self.role}'s directory {local} is not on this host: its "
+                               "ledger cannot be resumed here")
+        shutil.rmtree(self.local, ignore_errors=True)
+        self.local = path
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "dir": str(self.local)}
+
+    def read(self, relative: str) -> bytes | None:
+        """A file of the node's directory (its progress file, for a restart), or None."""
+        path = self.local / relative
+        return path.read_bytes() if path.is_file() else None
+
     def free_ports(self, n: int) -> list[int]:
         """``n`` ports free on this host's addresses now."""
         import socket
@@ -249,6 +269,9 @@ class NodeProgram:
 
         def cause(line: str) -> None:
             self.cause = line
+
+        # a fresh start (also the second in this actor, when the link restarts)
+        self.stop_flag, self.code, self.cause = threading.Event(), None, ""
 
         def run() -> None:
             try:
@@ -321,6 +344,10 @@ class RayLauncher:
         self._started_ray = False
         self._temp_dir: str | None = None
         self._gathered: set[str] = set()
+        self._strategies_by_node: dict[str, dict[str, Any]] = {}
+
+    #: ``halt`` and ``resume`` restart the link on the same actors (``orchestration.supervision``)
+    restartable = True
 
     # --- Ray itself ---------------------------------------------------------------------------
 
@@ -404,8 +431,8 @@ class RayLauncher:
 
         self.run_dir = run_dir
         self._connect()
-        strategies = self._strategies()
-        remote = ray.remote(max_concurrency=4, max_restarts=0, max_task_retries=0)(NodeProgram)
+        strategies = self._strategies_by_node = self._strategies()
+        remote = _remote()
         config = (run_dir / "config.json").read_bytes()
         for name in NODE_ORDER:
             self.actors[name] = remote.options(name=None, **strategies[name]).remote(name)
@@ -497,6 +524,69 @@ class RayLauncher:
         extract_gathered(data, self.run_dir)
         self._gathered.add(name)
 
+    # --- a link restart (orchestration.supervision) -------------------------------------------
+
+    def halt(self, grace_s: float = 5.0) -> None:
+        """Stop the nodes still running, in order, and keep the actors and their directories:
+        the link restarts on them (``resume``). A node that does not stop in time is killed
+        with its actor, which ``resume`` re-creates."""
+        import ray
+
+        for name, actor in self.actors.items():
+            if self.codes.get(name) is None:
+                actor.stop.remote()
+        deadline = time.monotonic() + grace_s
+        while any(c is None for c in self.poll().values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for name, code in self.codes.items():
+            if code is None:
+                with contextlib.suppress(Exception):
+                    ray.kill(self.actors[name], no_restart=True)
+                self.codes[name] = ACTOR_DIED
+        self._recreate_dead()
+
+    def _recreate_dead(self) -> None:
+        """A dead node's actor re-created where its placement puts it (the same host: its site
+        resource or its placement-group bundle), in its predecessor's directory."""
+        import ray
+
+        for name in NODE_ORDER:
+            if self.codes.get(name) != ACTOR_DIED:
+                continue
+            actor = _remote().options(name=None, **self._strategies_by_node[name]).remote(name)
+            where = ray.get(actor.adopt.remote(self.where[name]["dir"]),
+                            timeout=PLACEMENT_TIMEOUT_S)
+            hosts = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+            self.actors[name] = actor
+            self.where[name] = {**where, "host": hosts.get(where["node_id"], "?")}
+            self.codes[name] = 0  # re-created; its node is started by ``resume``
+
+    def node_progress(self, node: str) -> Any:
+        """A node's progress file (``nodes.session``), read through its actor."""
+        import ray
+
+        from nodes.session import parse_progress
+        from orchestration.supervision import PEERS
+
+        data = ray.get(self.actors[node].read.remote(f"{node}/session.progress"),
+                       timeout=CALL_TIMEOUT_S)
+        return None if data is None else parse_progress(data, PEERS[node])
+
+    def resume(self, run_dir: Path) -> None:
+        """Start the link again on its actors (``halt`` re-created the dead ones), every node
+        with the run configuration and its ``resume`` section."""
+        import json
+
+        import ray
+
+        run = json.loads((run_dir / "config.json").read_text())["run"]
+        ray.get([a.set_run.remote(run) for a in self.actors.values()], timeout=CALL_TIMEOUT_S)
+        self._gathered.clear()
+        for name in NODE_ORDER:  # Alice last, as at the first start
+            ray.get(self.actors[name].start.remote(), timeout=CALL_TIMEOUT_S)
+            self.codes[name] = None
+            self.causes.pop(name, None)
+
     def stop(self, grace_s: float = 5.0) -> None:
         """Ask every node still running to stop; wait up to ``grace_s``; gather every node's
         directory into the run directory; kill the actors (and stop the private Ray)."""
@@ -531,3 +621,11 @@ class RayLauncher:
                 if self._temp_dir is not None:
                     shutil.rmtree(self._temp_dir, ignore_errors=True)
 
+
+
+def _remote() -> Any:
+    """``NodeProgram`` as a Ray actor class. Ray does not restart it by itself: a link restart
+    is one for all and must resume every node together (``RayLauncher.resume``)."""
+    import ray
+
+    return ray.remote(max_concurrency=4, max_restarts=0, max_task_retries=0)(NodeProgram)

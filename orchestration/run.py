@@ -326,9 +326,7 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             restarter = None
             if scenario.runtime is not None and scenario.runtime.restart:
                 if not getattr(launcher, "restartable", False):
-                    raise RunFailed("runtime.restart: this backend cannot restart a link yet "
-                                    "(its nodes' ledgers live in actors that do not survive "
-                                    "the restart); run it with the local backend")
+                    raise RunFailed("runtime.restart: this launcher cannot restart a link")
                 restarter = LinkRestarter(run_dir, launcher, scenario.runtime.max_restarts,
                                           _kill_downtime(watcher),
                                           getattr(launcher, "node_progress", None))

@@ -46,9 +46,9 @@ RESTARTS_FILE = "restarts.json"
 @dataclass
 class LinkRestarter:
     """Restarts the link of ``run_dir`` through ``launcher`` up to ``max_restarts`` times.
-    ``downtime_s(node)``: how long the dead node stays down first (a ``kill`` fault's duration;
-    0 for a crash). ``progress(node)``: the node's progress file (default: read from its
-    directory in the run directory)."""
+    ``downtime_s(node)``: how much longer the dead node stays down (what is left of a ``kill``
+    fault's duration; 0 for a crash). ``progress(node)``: the node's progress file (default:
+    read from its directory in the run directory)."""
 
     run_dir: Path
     launcher: Launcher
@@ -69,8 +69,8 @@ class LinkRestarter:
         """Stop the rest of the link in order, wait out the node's downtime, and start the link
         again where it resumes; returns where."""
         died_unix = time.time()
-        self.launcher.stop()
-        down = self.downtime_s(node) - (time.time() - died_unix)
+        getattr(self.launcher, "halt", self.launcher.stop)()
+        down = self.downtime_s(node)  # what is left of it: it counts from the kill
         if down > 0:
             time.sleep(down)
         progress = {n: self._progress(n) for n in PEERS}
@@ -85,5 +85,5 @@ class LinkRestarter:
                               "died_at_unix": died_unix, "restarted_at_unix": time.time(),
                               "resume_round": resume.round})
         (self.run_dir / RESTARTS_FILE).write_text(json.dumps(self.restarts, indent=2))
-        self.launcher.start(self.run_dir)
+        getattr(self.launcher, "resume", self.launcher.start)(self.run_dir)
         return resume

@@ -35,6 +35,7 @@ from orchestration.ray_launcher import (
     spread_endpoints,
 )
 from orchestration.run import RunFailed, execute, prepare_run_dir
+from tests.short_rounds import short_round_overrides
 from tests.stores import store_keys
 
 # --- without Ray ---------------------------------------------------------------------------------
@@ -298,6 +299,56 @@ def test_a_killed_node_actor_fails_the_run_naming_it_within_seconds(cluster, tmp
     for n, w in launcher.where.items():  # the others cleaned up; bob's stays on its host
         assert Path(w["dir"]).exists() == (n == "bob")
     shutil.rmtree(launcher.where["bob"]["dir"])
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_killed_node_actor_is_recreated_on_its_host_and_the_link_resumes(cluster, tmp_path):
+    """With ``runtime.restart``, Bob's actor killed after the first round is re-created on the
+    same Ray node, in his directory there (ledger, progress); the link resumes at a round no
+    user emitted, keys flow again, and the two stores hold the same keys."""
+    import ray
+
+    scenario = load_scenario(DEFAULT_SCENARIO, {
+        **short_round_overrides(), "rounds": 6,
+        "runtime": {"restart": True, "max_restarts": 1, "message_timeout": "20s"}})
+    run_dir = prepare_run_dir(scenario, tmp_path / "run")
+    launcher = RayLauncher()
+    before: dict[str, str] = {}
+
+    def kill_bob() -> None:  # once Alice has recorded a round
+        deadline = time.monotonic() + 120
+        rounds = run_dir / "alice" / "rounds.jsonl"
+        while time.monotonic() < deadline and not (rounds.exists() and rounds.read_text()):
+            time.sleep(0.1)
+        before.update(node=launcher.where["bob"]["node_id"], pid=launcher.where["bob"]["pid"])
+        ray.kill(launcher.actors["bob"], no_restart=True)
+
+    killer = threading.Thread(target=kill_bob, daemon=True)
+    killer.start()
+    summary = execute(scenario, run_dir, launcher, timeout_s=240)
+    killer.join()
+    [restart] = summary["restarts"]
+    assert restart["node"] == "bob" and "its Ray actor died" in restart["cause"]
+    assert launcher.where["bob"]["node_id"] == before["node"]  # back on its own host
+    assert launcher.where["bob"]["pid"] != before["pid"]  # in a new actor
+    final = {r["round"]: r for r in _jsonl(run_dir / "alice" / "rounds.jsonl")}
+    assert sorted(final) == list(range(6))
+    resumed = restart["resume_round"]
+    assert 0 < resumed < 6
+    assert all(final[r]["secure_bits"] > 0 for r in range(resumed, 6))  # keys flow again
+    assert summary["keys_match"] is True
+    assert store_keys(run_dir / "alice" / "keys.sqlite") \
+        == store_keys(run_dir / "bob" / "keys.sqlite")
+    deadline = time.monotonic() + 10
+    while any(_alive(w["pid"]) for w in launcher.where.values()):
+        assert time.monotonic() < deadline, "a node's worker process outlived the run"
+        time.sleep(0.2)
+    assert not any(Path(w["dir"]).exists() for w in launcher.where.values())
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def test_an_unknown_backend_is_refused_before_anything_runs(tmp_path):
