@@ -183,21 +183,31 @@ class UserNode:
         Alice's next word settles as for any key pending (``classical.custody``)."""
         pending, last_committed = custody_from_ledger(self.store)
         if pending is not None:  # its round's record says pending: the settlement supersedes it
-            self._pending_records[pending.round_id] = {"round": pending.round_id,
-                                                       "key_id": pending.key_id,
-                                                       "held_across_restart": True}
+            record = {"round": pending.round_id, "key_id": pending.key_id}
+            for row in self._own_records():
+                if row.get("round") == pending.round_id:
+                    record = row
+            self._pending_records[pending.round_id] = {**record, "held_across_restart": True}
         self.custody.restore(pending, last_committed)
+
+    def _own_records(self) -> list[dict[str, object]]:
+        """This user's round records so far (a restarted node's, from its earlier sessions)."""
+        rows = []
+        with contextlib.suppress(OSError):
+            for line in (self.ctx.node_dir / "rounds.jsonl").read_text().splitlines():
+                with contextlib.suppress(ValueError):
+                    row = json.loads(line)
+                    if isinstance(row, dict):
+                        rows.append(row)
+        return rows
 
     def _log_lost_rounds(self) -> None:
         """A restarted session: the rounds between the last this user recorded and the one the
         link resumes at were emitted (or not) before the restart and give no key; each gets a
         record that says so, so that every round of the run is accounted for."""
         first = self.plan.first_round
-        done = -1
-        with contextlib.suppress(OSError, ValueError):
-            for line in (self.ctx.node_dir / "rounds.jsonl").read_text().splitlines():
-                if line.strip():
-                    done = max(done, int(json.loads(line).get("round", -1)))
+        done = max((int(r["round"]) for r in self._own_records()
+                    if isinstance(r.get("round"), int)), default=-1)
         for r in range(done + 1, first):
             start, stop = self._round_range(r)
             self._write({"round": r, "start_slot": start, "stop_slot": stop,
