@@ -19,7 +19,9 @@ import classical.estimation as est
 from classical.decoy import OMEGA, single_photon_error_upper, single_photon_yield_lower
 from classical.estimation import (
     Abort,
+    BlockEstimate,
     DecoyObservations,
+    Estimate,
     SecurityParameters,
     _qber_x,
     binary_entropy,
@@ -212,6 +214,54 @@ def test_the_yield_abort_carries_its_method_and_blocks() -> None:
     assert isinstance(result, Abort) and result.method == "asymptotic-lp"
     assert result.reason.startswith("single-photon yield lower bound <= 0")
     assert len(result.per_block) == 2
+
+
+def _z_yield_not_positive_x_yield_positive() -> DecoyObservations:
+    """The Z-basis (ν, ν) class detects a quarter of its expected counts: the analytic Z-basis
+    bound Y11_Z^L (coefficient of Q_νν ≈ 163) drops below 0, the X-basis one is untouched."""
+    obs = _three()
+    det, err = obs.detections.copy(), obs.errors.copy()
+    det[NU, NU, Z] /= 4
+    err[NU, NU, Z] /= 4
+    return _with(obs, det, err)
+
+
+@pytest.mark.parametrize("leakage", [0.0, (0.0, 0.0)])
+def test_a_positive_x_basis_yield_bound_alone_averts_the_yield_abort(leakage) -> None:
+    """The yield abort needs Y11^L ≤ 0 in both bases (of every block); with Y11_Z^L ≤ 0 <
+    Y11_X^L the key comes from the X-basis bound: S11 = N_μμ p11 Y11_X^L."""
+    obs = _z_yield_not_positive_x_yield_positive()
+    bounds = decoy_bounds(obs, "asymptotic", merge_bell_states=np.ndim(leakage) == 0,
+                          decoy_method="analytic")
+    assert len(bounds) == np.size(leakage)
+    p11 = (0.4 * math.exp(-0.4)) ** 2
+    for b in bounds:
+        assert b.y11_z_lower <= 0 < b.y11_x_lower, b
+        assert b.s11_z_lower == pytest.approx(obs.pairs[MU, MU, Z] * p11 * b.y11_x_lower)
+    result = estimate(obs, leakage, "asymptotic", decoy_method="analytic")
+    assert not (isinstance(result, Abort) and result.reason.startswith("single-photon yield"))
+    lengths = [math.floor(b.s11_z_lower * (1 - binary_entropy(b.phase_error_upper)))
+               for b in bounds]
+    assert all(n > 0 for n in lengths)
+    s11 = sum(b.s11_z_lower for b in bounds)
+    det, err = obs.detections, obs.errors
+    assert result == Estimate(
+        method="asymptotic", secure_length=sum(lengths), s11_z_lower=s11,
+        e11_x_upper=sum(b.s11_z_lower * b.e11_x_upper for b in bounds) / s11,
+        qber_z=float(err[MU, MU, Z].sum()) / float(det[MU, MU, Z].sum()),
+        qber_x=float(err[MU, MU, X].sum()) / float(det[MU, MU, X].sum()),
+        n_z=round(float(det[MU, MU, Z].sum())), leakage_bits=0.0,
+        per_block=tuple(BlockEstimate(b, 0.0, n) for b, n in zip(bounds, lengths, strict=True)))
+
+
+def test_with_a_positive_x_basis_yield_bound_too_much_leakage_aborts_on_the_length() -> None:
+    obs = _z_yield_not_positive_x_yield_positive()
+    (b,) = decoy_bounds(obs, "asymptotic", merge_bell_states=True, decoy_method="analytic")
+    assert b.y11_z_lower <= 0 < b.y11_x_lower, b
+    length = math.floor(b.s11_z_lower * (1 - binary_entropy(b.phase_error_upper)) - 1e12)
+    result = estimate(obs, 1e12, "asymptotic", decoy_method="analytic")
+    assert result == Abort(f"secure length <= 0 (psi+-: {length})", "asymptotic",
+                           (BlockEstimate(b, 1e12, length),))
 
 
 def test_the_secure_length_abort_carries_its_method_and_blocks() -> None:
