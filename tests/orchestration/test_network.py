@@ -9,6 +9,7 @@ seed.
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -265,3 +266,50 @@ def test_a_four_link_network_on_three_ray_nodes_matches_each_link_run_alone(tmp_
     t = out["totals"]
     assert t["secure_bits"] == sum(s["secure_bits"] for s in runs.values())
     assert t["completed"] == 4 and t["keys_match"] is True
+
+
+def test_a_stop_signal_stops_every_link_in_order_and_the_command_says_so(tmp_path,
+                                                                        monkeypatch):
+    """SIGTERM reaches the command (main thread) while the links run in threads: each link's
+    ``execute`` is asked to stop, and the command exits 128 + 15."""
+    import os
+    import signal
+
+    path = _network(tmp_path, [{"name": "a", "scenario": "short-rounds.yaml"},
+                               {"name": "b", "scenario": "short-rounds.yaml"}])
+    asked = []
+
+    def fake(scenario, run_dir, launcher, on_progress, fingerprint, stop_requested):
+        if run_dir.name == "a":
+            os.kill(os.getpid(), signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while stop_requested() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        asked.append((run_dir.name, stop_requested()))
+        return {"rounds": 0, "aborted": 0, "secure_bits": 0, "key_rate_bps_emulated": 0.0,
+                "qber": {"Z": None, "X": None}, "keys_match": False, "interrupted": True,
+                "interrupted_by": stop_requested(), "abort_reasons": [],
+                "emulated_seconds": 0.0, "wall_seconds": 1.0}
+
+    monkeypatch.setattr(network_run, "execute", fake)
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert sorted(asked) == [("a", "SIGTERM"), ("b", "SIGTERM")]
+    assert "interrupted (SIGTERM): every link stopped in order" in result.output
+    out = json.loads((tmp_path / "run" / "network.json").read_text())
+    assert out["interrupted_by"] == "SIGTERM" and out["totals"]["interrupted"] == 2
+    assert signal.getsignal(signal.SIGTERM) is not network_run._stop_signals_recorded
+
+
+def test_a_stop_request_interrupts_the_watch_of_one_run(tmp_path):
+    """``execute(stop_requested=...)``: the run loop stops as on that signal."""
+    from orchestration.run import RunInterrupted, _watch
+
+    class Running:
+        def poll(self):
+            return dict.fromkeys(("alice", "bob", "charles", "nature"))
+
+    scenario = load_scenario(DEFAULT_SCENARIO)
+    with pytest.raises(RunInterrupted) as e:
+        _watch(scenario, tmp_path, Running(), None, 60.0, time.monotonic(), lambda: "SIGINT")
+    assert e.value.signal_name == "SIGINT"
