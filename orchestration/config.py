@@ -85,12 +85,12 @@ def shipped_scenarios() -> dict[str, Traversable]:
     """
     found = (p for p in resources.files("scenarios").iterdir() if p.name.endswith(".yaml"))
     return {p.name.removesuffix(".yaml"): p for p in sorted(found, key=lambda p: p.name)
-            if not _is_network_text(p.read_text())}
+            if not is_network_data(yaml.safe_load(p.read_text()))}
 
 
-def _is_network_text(text: str) -> bool:
-    """A network scenario's file: a mapping with ``links`` (``orchestration.network``)."""
-    data = yaml.safe_load(text)
+def is_network_data(data: Any) -> bool:
+    """A parsed scenario file is a network of links (``orchestration.network``) when it is a
+    mapping with ``links``."""
     return isinstance(data, dict) and "links" in data
 
 
@@ -640,7 +640,8 @@ def load_scenario(path: Path | Traversable,
     except RecursionError:
         raise ScenarioError(f"{path}: nested too deeply") from None
     except ValidationError as e:
-        raise ScenarioError("; ".join(_problems(e, path.name, root, overrides or {}))) from None
+        raise ScenarioError("; ".join(validation_problems(e, path.name, root,
+                                                          overrides or {}))) from None
 
 
 def validation_problems(e: ValidationError, name: str, root: yaml.Node | None,
@@ -688,10 +689,6 @@ def validation_problems(e: ValidationError, name: str, root: yaml.Node | None,
         field = ".".join(str(p) for p in loc) or "(top level)"
         problems.append(f"{where}: {field}: {message}")
     return problems
-
-
-#: The name the loaders in this module and elsewhere used before it was public.
-_problems = validation_problems
 
 
 def line_of(root: yaml.Node | None, loc: tuple[Any, ...], key: bool = False) -> int | None:

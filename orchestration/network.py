@@ -21,19 +21,28 @@ from dataclasses import dataclass, field
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from channel.rng import derive_seed
 from orchestration.config import (
     MAX_SEED,
     Scenario,
     ScenarioError,
-    _Model,
+    is_network_data,
     line_of,
     read_scenario_yaml,
+    refuse_booleans,
     resolve_scenario,
     shipped_scenarios,
     validation_problems,
@@ -47,6 +56,23 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: The sites of a link: where its node programs run (nature sits with the relay, Charles).
 ROLES = ("alice", "bob", "charles")
 SITE_ROLE = {"alice": "alice", "bob": "bob", "charles": "charles", "nature": "charles"}
+
+
+class _Model(BaseModel):
+    # as a link scenario's models: unknown fields, NaN and booleans for numbers refused
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_booleans(value, info, {n: _number_type(f.annotation) for n, f in
+                                             cls.model_fields.items()})
+
+
+def _number_type(annotation: Any) -> Any:
+    """``int`` or ``float`` for a field of that type, optional or not; else the annotation."""
+    return next((a for a in (get_args(annotation) or (annotation,)) if a in (int, float)),
+                annotation)
 
 
 class SitesModel(_Model):
@@ -126,11 +152,6 @@ class Network:
     def sites(self) -> list[str]:
         """Every site, in order of first appearance."""
         return list(dict.fromkeys(s for link in self.links for s in link.sites.values()))
-
-
-def is_network_data(data: Any) -> bool:
-    """A parsed file is a network scenario when it is a mapping with ``links``."""
-    return isinstance(data, dict) and "links" in data
 
 
 def is_network_file(path: Path | Traversable) -> bool:

@@ -95,6 +95,8 @@ def test_errors_name_the_file_line_and_field_with_a_close_name(tmp_path):
                                {"name": "a", "scenario": "short-rounds.yaml"}])
     assert _error(path) == ("net.yaml:6: links.1.name: link name 'a' is used twice (each link "
                             "has its own run sub-directory)")
+    path = _network(tmp_path, [{"name": "a", "scenario": "short-rounds.yaml", "seed": True}])
+    assert _error(path) == "net.yaml:6: links.0.seed: must be a number, got true"
     path = _network(tmp_path, [{"name": "../up", "scenario": "short-rounds.yaml"}])
     assert _error(path).startswith("net.yaml:4: links.0.name: String should match pattern")
 
