@@ -439,21 +439,32 @@ app.add_typer(scenario_app, name="scenario")
 def scenario_list(as_json: JsonOpt = False) -> None:
     """List the shipped scenarios: name, title, tags, rounds and emulated time per round."""
     from orchestration.config import DEFAULT_SCENARIO_NAME, load_scenario, shipped_scenarios
+    from orchestration.network import load_network, shipped_networks
 
     rows = []
     for name, resource in shipped_scenarios().items():
         sc = load_scenario(resource)
         rows.append({"name": name, "default": name == DEFAULT_SCENARIO_NAME, "title": sc.title,
+                     "kind": "link", "links": 1,
                      "tags": list(sc.tags or []), "rounds": sc.run_rounds,
                      "emulated_s_per_round": sc.emulated_seconds_per_round,
                      "path": str(resource)})
+    for name, resource in shipped_networks().items():  # rounds: of its longest link
+        net = load_network(resource)
+        scs = [link.scenario for link in net.links]
+        rows.append({"name": name, "default": False, "title": net.title, "kind": "network",
+                     "links": len(net.links), "tags": list(net.tags),
+                     "rounds": max(sc.run_rounds for sc in scs),
+                     "emulated_s_per_round": max(sc.emulated_seconds_per_round for sc in scs),
+                     "path": str(resource)})
     table = Table(title="shipped scenarios (run one with `mdiqkd run NAME`)")
-    for c in ("name", "title", "tags", "rounds", "emulated_s_per_round"):
-        table.add_column(c, justify="right" if c in ("rounds", "emulated_s_per_round") else "left")
+    numeric = ("links", "rounds", "emulated_s_per_round")
+    for c in ("name", "title", "tags", *numeric):
+        table.add_column(c, justify="right" if c in numeric else "left")
     for r in rows:
         name = f"{r['name']} (default)" if r["default"] else r["name"]
         table.add_row(Text(name), Text(r["title"]), Text(", ".join(r["tags"])),
-                      _fmt(r["rounds"]), _fmt(r["emulated_s_per_round"]))
+                      _fmt(r["links"]), _fmt(r["rounds"]), _fmt(r["emulated_s_per_round"]))
     _emit({"scenarios": rows}, as_json, table)
 
 
@@ -463,12 +474,20 @@ def scenario_validate(
     as_json: JsonOpt = False,
 ) -> None:
     """Check scenario files without running them: one line per file, `ok` or the first problems (FILE:LINE: field: message); exit 1 if any is invalid."""
-    from orchestration.config import ScenarioError, load_scenario, resolve_scenario
+    from orchestration.config import ScenarioError, load_scenario
+    from orchestration.network import is_network_file, load_network, resolve_any
 
     results = []
     for ref in files:
         try:
-            resource = resolve_scenario(ref)
+            resource = resolve_any(ref)
+            if is_network_file(resource):  # the network file and every link's scenario
+                net = load_network(resource)
+                results.append({"file": ref, "ok": True, "title": net.title,
+                                "links": len(net.links), "warnings": [
+                                    f"link {link.name}: {w}" for link in net.links
+                                    for w in _unmeasured_probes(link.scenario)]})
+                continue
             sc = load_scenario(resource)
         except ScenarioError as e:
             message = _one_line(str(e))
@@ -516,11 +535,15 @@ def scenario_show(
     name: Annotated[str, typer.Argument(help="A shipped scenario's name, or a scenario file.")],
 ) -> None:
     """Print a scenario's YAML (copy a shipped one to start your own: `mdiqkd scenario show quickstart > mine.yaml`)."""
-    from orchestration.config import ScenarioError, load_scenario, resolve_scenario
+    from orchestration.config import ScenarioError, load_scenario
+    from orchestration.network import is_network_file, load_network, resolve_any
 
     try:
-        resource = resolve_scenario(name)
-        load_scenario(resource)
+        resource = resolve_any(name)
+        if is_network_file(resource):
+            load_network(resource)
+        else:
+            load_scenario(resource)
     except ScenarioError as e:
         _fail(str(e))
     typer.echo(resource.read_text(), nl=False)
@@ -567,8 +590,17 @@ def run(
         overrides["seed"] = seed
     if rounds is not None:
         overrides["rounds"] = rounds
+    from orchestration.network import is_network_file, resolve_any
+
     try:
-        sc = load_scenario(resolve_scenario(scenario), overrides)
+        resource = resolve_any(scenario) if scenario is not None else resolve_scenario(None)
+        if is_network_file(resource):  # a network of links: orchestration.network_run
+            _run_network(resource, out, seed, rounds, backend, ray_address, as_json,
+                         otlp_endpoint=otlp_endpoint, control=control,
+                         metrics_linger_s=metrics_linger,
+                         otlp_metrics_endpoint=otlp_metrics_endpoint)
+            return
+        sc = load_scenario(resource, overrides)
     except ScenarioError as e:
         _fail(str(e))
     if rounds is not None and sc.runtime is not None and (
@@ -676,6 +708,105 @@ def run(
 
 #: `mdiqkd run`'s exit status when the run completed but its steady-state hypothesis failed.
 HYPOTHESIS_FAILED = 3
+
+
+def _run_network(resource: Any, out: Path | None, seed: int | None, rounds: int | None,
+                 backend: str, ray_address: str | None, as_json: bool, **prepare: Any) -> None:
+    """`mdiqkd run NETWORK`: every link at once (orchestration.network_run), one progress line
+    per link, then the network's table; exit 1 naming each link that failed or whose keys
+    differ, 128 + the signal's number when stopped by one."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from orchestration.network import load_network
+    from orchestration.network_run import run_network
+    from orchestration.run import RunFailed, implemented_actions, implemented_faults, new_run_dir
+
+    net = load_network(resource, {"seed": seed} if seed is not None else {},
+                       {"rounds": rounds} if rounds is not None else {})
+    for link in net.links:
+        sc = link.scenario
+        if rounds is not None and sc.runtime is not None and (
+                sc.runtime.duration is not None or sc.runtime.rounds is not None):
+            _fail(f"--rounds: link {link.name} sets its length in runtime; edit that, or leave "
+                  "out --rounds")
+        refused = sc.refused_game_day_parts(implemented_faults(), implemented_actions())
+        if refused:
+            _fail(f"link {link.name}: {'; '.join(refused)}: this scenario cannot run as written")
+        for warning in _unmeasured_probes(sc):
+            err_console.print(Text(f"warning: link {link.name}: {warning}"), highlight=False,
+                              soft_wrap=True)
+    options = None
+    if backend == "ray" or ray_address is not None:
+        from orchestration.ray_launcher import RayOptions
+
+        backend, options = "ray", RayOptions(address=ray_address)
+    run_dir = out or new_run_dir()
+    err_console.print(Text(net.title, style="bold") + Text(
+        f" → {run_dir} ({len(net.links)} links, {backend})"), highlight=False, soft_wrap=True)
+    width = max(len(link.name) for link in net.links)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+            "{task.completed}/{task.total} rounds · {task.fields[bits]} key bits · "
+            "{task.fields[emulated]:.1f} s emulated"), TimeElapsedColumn(),
+            console=err_console, transient=as_json) as progress:
+        tasks = {link.name: progress.add_task(link.name.ljust(width),
+                                              total=link.scenario.for_run().rounds, bits=0,
+                                              emulated=0.0) for link in net.links}
+
+        def show(name, p):  # type: ignore[no-untyped-def]
+            progress.update(tasks[name], completed=p.rounds_done, bits=p.secure_bits,
+                            emulated=p.emulated_seconds)
+
+        try:
+            summary = run_network(net, run_dir, backend, options, on_progress=show, **prepare)
+        except FileExistsError as e:
+            _fail(str(e))
+        except OSError as e:
+            _fail(f"--out: cannot create {run_dir} ({e.strerror or e})")
+        except RunFailed as e:
+            _fail(f"network failed: {e}")
+        for r in summary["links"]:
+            if r["rounds"] is not None:
+                progress.update(tasks[r["name"]], completed=r["rounds"])
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        table = Table(title=Text(f"network summary ({run_dir / 'network.json'})"))
+        for c in ("link", "status", "rounds", "aborted", "secure_bits", "key_rate_bps_emulated",
+                  "qber Z / X", "keys_match"):
+            table.add_column(c, justify="left" if c in ("link", "status") else "right")
+        for r in summary["links"]:
+            table.add_row(Text(r["name"]), Text(r["status"]), _fmt(r["rounds"]),
+                          _fmt(r["aborted"]), _fmt(r["secure_bits"]),
+                          _fmt(r["key_rate_bps_emulated"]),
+                          Text(" / ").join(_fmt(v) for v in r["qber"].values()),
+                          _fmt(r["keys_match"]))
+        t = summary["totals"]
+        table.add_row(Text("total", style="bold"), Text(f"{t['completed']}/{t['links']} done"),
+                      _fmt(t["rounds"]), _fmt(t["aborted"]), _fmt(t["secure_bits"]),
+                      _fmt(t["key_rate_bps_emulated"]), Text(""), _fmt(t["keys_match"]))
+        console.print(table)
+        console.print(Text(f"{t['secure_bits_per_wall_second']:.4g} secure bits per wall second "
+                           f"over {t['wall_seconds']:.1f} s"), highlight=False, soft_wrap=True)
+    bad = False
+    for r in summary["links"]:
+        if r["status"] == "failed":
+            bad = True
+            err_console.print(Text(f"link {r['name']} failed: ", style="bold red") + Text(
+                _one_line(r["error"] or "")), highlight=False, soft_wrap=True)
+        elif r["status"] == "completed" and not r["keys_match"] and r["secure_bits"] == 0 \
+                and (r["aborted"] or 0) < (r["rounds"] or 0):
+            bad = True
+            err_console.print(Text(f"link {r['name']}: the users' stored keys differ; summary "
+                                   f"in {run_dir / r['run_dir'] / 'summary.json'}"),
+                              highlight=False, soft_wrap=True)
+    if summary["interrupted_by"] is not None:
+        name = summary["interrupted_by"]
+        err_console.print(Text(f"interrupted ({name}): every link stopped in order; network "
+                               f"summary in {run_dir / 'network.json'}"), highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(code=128 + int(getattr(signal, name)))
+    if bad:
+        raise typer.Exit(code=1)
 
 _STATUS_STYLE = {"held": "green", "deviated": "bold red", "no data": "red",
                  "not measured": "yellow", "not applicable": "dim"}

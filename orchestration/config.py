@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -78,12 +78,20 @@ DEFAULT_SCENARIO_NAME = "quickstart"
 
 
 def shipped_scenarios() -> dict[str, Traversable]:
-    """The scenarios installed with the package (``scenarios/*.yaml``), by name (file stem).
+    """The link scenarios installed with the package (``scenarios/*.yaml``), by name (file
+    stem); network scenarios (a top-level ``links:``, ``orchestration.network``) are not.
 
     Found through ``importlib.resources``, so an installed wheel and a checkout behave alike.
     """
     found = (p for p in resources.files("scenarios").iterdir() if p.name.endswith(".yaml"))
-    return {p.name.removesuffix(".yaml"): p for p in sorted(found, key=lambda p: p.name)}
+    return {p.name.removesuffix(".yaml"): p for p in sorted(found, key=lambda p: p.name)
+            if not is_network_data(yaml.safe_load(p.read_text()))}
+
+
+def is_network_data(data: Any) -> bool:
+    """A parsed scenario file is a network of links (``orchestration.network``) when it is a
+    mapping with ``links``."""
+    return isinstance(data, dict) and "links" in data
 
 
 DEFAULT_SCENARIO: Traversable = resources.files("scenarios") / f"{DEFAULT_SCENARIO_NAME}.yaml"
@@ -575,9 +583,9 @@ def _key_line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return _line_of(node, loc)
 
 
-def _unknown_field(loc: tuple[Any, ...]) -> str:
+def _unknown_field(loc: tuple[Any, ...], root_model: type[BaseModel] | None = None) -> str:
     """An unknown field's message, with the closest known name of its model."""
-    model = model_at(Scenario, loc[:-1])
+    model = model_at(root_model or Scenario, loc[:-1])
     if model is None or not loc:
         return "unknown field"
     return unknown("field", loc[-1], list(model.model_fields))
@@ -590,9 +598,9 @@ _PLAIN_MESSAGES = {"model_type": "must be a mapping of fields",
                    "dict_type": "must be a mapping", "list_type": "must be a list"}
 
 
-def load_scenario(path: Path | Traversable,
-                  overrides: dict[str, Any] | None = None) -> Scenario:
-    """Read and validate a scenario file (a path, or a shipped scenario's resource)."""
+def read_scenario_yaml(path: Path | Traversable) -> tuple[Any, yaml.Node | None]:
+    """A scenario file's data and its YAML node tree (for the lines of errors), parsed once;
+    ``ScenarioError`` for a file that cannot be read, is too large, or is not YAML."""
     if isinstance(path, str):
         path = Path(path)
     try:
@@ -617,6 +625,15 @@ def load_scenario(path: Path | Traversable,
         raise ScenarioError(f"{path}: not valid YAML: {e}") from None
     except RecursionError:
         raise ScenarioError(f"{path}: not valid YAML: nested too deeply") from None
+    return data, root
+
+
+def load_scenario(path: Path | Traversable,
+                  overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario file (a path, or a shipped scenario's resource)."""
+    if isinstance(path, str):
+        path = Path(path)
+    data, root = read_scenario_yaml(path)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a scenario must be a mapping of fields")
     data.update(overrides or {})
@@ -625,14 +642,18 @@ def load_scenario(path: Path | Traversable,
     except RecursionError:
         raise ScenarioError(f"{path}: nested too deeply") from None
     except ValidationError as e:
-        raise ScenarioError("; ".join(_problems(e, path.name, root, overrides or {}))) from None
+        raise ScenarioError("; ".join(validation_problems(e, path.name, root,
+                                                          overrides or {}))) from None
 
 
-def _problems(e: ValidationError, name: str, root: yaml.Node | None,
-              overrides: dict[str, Any]) -> list[str]:
-    """Each error as ``FILE:LINE: field.path: message`` (``--option: message`` for an override).
-    A missing field that a misspelt one next to it stands for is reported once, as the
-    misspelling."""
+def validation_problems(e: ValidationError, name: str, root: yaml.Node | None,
+                        overrides: dict[str, Any], model: type[BaseModel] | None = None,
+                        override_where: Callable[[tuple[Any, ...], bool], str] | None = None,
+                        ) -> list[str]:
+    """Each error of validating ``model`` (default: ``Scenario``) as ``FILE:LINE: field.path:
+    message`` (``--option: message`` for an override, or ``override_where(loc, unknown)`` when
+    given: where an override was written). A missing field that a misspelt one next to it stands
+    for is reported once, as the misspelling."""
     found = []
     for err in e.errors():
         loc = tuple(p for p in err["loc"] if not str(p).startswith("function-"))
@@ -642,7 +663,7 @@ def _problems(e: ValidationError, name: str, root: yaml.Node | None,
         message = err["msg"].removeprefix("Value error, ")
         extra = err["type"] == "extra_forbidden" or message == "Extra inputs are not permitted"
         if extra:
-            message = _unknown_field(loc)
+            message = _unknown_field(loc, model or Scenario)
         elif err["type"] == "literal_error":
             message += did_you_mean(err.get("input"), re.findall(
                 r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
@@ -658,6 +679,9 @@ def _problems(e: ValidationError, name: str, root: yaml.Node | None,
     for loc, kind, extra, message in found:
         if kind == "missing" and loc and (loc[:-1], str(loc[-1])) in misspelt:
             continue
+        if loc and loc[0] in overrides and override_where is not None:
+            problems.append(f"{override_where(loc, extra)}: {message}")
+            continue
         if loc and loc[0] in overrides:
             # a command-line override: name the option, not the file
             problems.append(f"--{str(loc[0]).replace('_', '-')}: {message}")
@@ -667,6 +691,12 @@ def _problems(e: ValidationError, name: str, root: yaml.Node | None,
         field = ".".join(str(p) for p in loc) or "(top level)"
         problems.append(f"{where}: {field}: {message}")
     return problems
+
+
+def line_of(root: yaml.Node | None, loc: tuple[Any, ...], key: bool = False) -> int | None:
+    """The line of the field at ``loc`` in a parsed file (``key``: of its key, for an unknown
+    field's name), or of its nearest enclosing entry."""
+    return _key_line_of(root, loc) if key else _line_of(root, loc)
 
 
 # --- building plain values --------------------------------------------------------------------

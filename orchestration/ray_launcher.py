@@ -314,7 +314,7 @@ class NodeProgram:
 
 
 @contextlib.contextmanager
-def _keeping_stop_handlers():  # type: ignore[no-untyped-def]
+def keeping_stop_handlers():  # type: ignore[no-untyped-def]
     """The process's handlers of SIGINT, SIGTERM and SIGHUP as they were before: ``ray.init``
     installs its own (which abort the driver), and ``mdiqkd run`` must still stop in order."""
     if threading.current_thread() is not threading.main_thread():
@@ -329,11 +329,65 @@ def _keeping_stop_handlers():  # type: ignore[no-untyped-def]
                 signal.signal(s, handler)
 
 
-class RayLauncher:
-    """The ``Launcher`` of ``orchestration.launchers`` over Ray actors (module docstring)."""
+def init_ray(options: RayOptions) -> str | None:
+    """Start the private Ray of ``options`` (``address`` None) or join its cluster; returns the
+    private Ray's temporary directory (None when joining). The process's stop handlers stay."""
+    import ray
 
-    def __init__(self, options: RayOptions | None = None) -> None:
+    with keeping_stop_handlers():
+        if options.address is not None:
+            ray.init(address=options.address, include_dashboard=False, log_to_driver=False)
+            return None
+        temp_dir = tempfile.mkdtemp(prefix="mdiqkd-ray-", dir="/tmp")
+        try:
+            ray.init(address="local", _temp_dir=temp_dir, include_dashboard=False,
+                     object_store_memory=options.object_store_bytes,
+                     num_cpus=options.num_cpus or max(2, os.cpu_count() or 1),
+                     log_to_driver=False)
+        except BaseException:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            raise
+        return temp_dir
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where the caller has decided each node program goes (a network's placement,
+    ``orchestration.network``): ``label`` for the run's record, and each node's actor options
+    (``num_cpus`` and a scheduling strategy or resources). Any placement group in them is the
+    caller's: the launcher does not remove it."""
+
+    label: str
+    actor_options: dict[str, dict[str, Any]]
+
+
+class PortBook:
+    """The ports the actors of concurrent runs have chosen, by Ray node: so that two runs on one
+    host never pick the same port between choosing and binding it (the actors choose in separate
+    processes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken: set[tuple[str, int]] = set()
+
+    def take(self, node_id: str, ports: list[int]) -> list[int]:
+        """The ports of ``ports`` not yet taken on ``node_id``, now taken."""
+        with self._lock:
+            fresh = [p for p in ports if (node_id, p) not in self._taken]
+            self._taken.update((node_id, p) for p in fresh)
+            return fresh
+
+
+class RayLauncher:
+    """The ``Launcher`` of ``orchestration.launchers`` over Ray actors (module docstring).
+    ``placed``: the caller's placement instead of the launcher's own; ``ports``: the ports
+    concurrent runs' actors took (``PortBook``)."""
+
+    def __init__(self, options: RayOptions | None = None, placed: Placed | None = None,
+                 ports: PortBook | None = None) -> None:
         self.options = options or RayOptions()
+        self.placed = placed
+        self.ports = ports
         self.actors: dict[str, Any] = {}
         self.where: dict[str, dict[str, Any]] = {}  # node → node_id, pid, dir, host
         self.codes: dict[str, int | None] = {}
@@ -357,21 +411,7 @@ class RayLauncher:
         if ray.is_initialized():
             return  # the caller's Ray (a test's cluster): used, and left running
         self._started_ray = True  # shut down in ``stop``, even if it failed to start
-        with _keeping_stop_handlers():
-            self._init()
-
-    def _init(self) -> None:
-        import ray
-
-        if self.options.address is not None:
-            ray.init(address=self.options.address, include_dashboard=False,
-                     log_to_driver=False)
-        else:
-            self._temp_dir = tempfile.mkdtemp(prefix="mdiqkd-ray-", dir="/tmp")
-            ray.init(address="local", _temp_dir=self._temp_dir, include_dashboard=False,
-                     object_store_memory=self.options.object_store_bytes,
-                     num_cpus=self.options.num_cpus or max(2, os.cpu_count() or 1),
-                     log_to_driver=False)
+        self._temp_dir = init_ray(self.options)
 
     def _strategies(self) -> dict[str, dict[str, Any]]:
         """The actor options that place each node (module docstring)."""
@@ -379,6 +419,9 @@ class RayLauncher:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+        if self.placed is not None:
+            self.placement = self.placed.label
+            return self.placed.actor_options
         cpus = self.options.node_cpus
         alive = [n for n in ray.nodes() if n.get("Alive")]
         self.placement = placement(ray.cluster_resources(), len(alive))
@@ -445,10 +488,7 @@ class RayLauncher:
         run = json.loads(config)["run"]
         here = hosts.get(ray.get_runtime_context().get_node_id())
         several = len({w["host"] for w in self.where.values()} | {here}) > 1
-        counts = endpoint_count(run)
-        ports = dict(zip(NODE_ORDER, ray.get(
-            [self.actors[n].free_ports.remote(counts[n]) for n in NODE_ORDER],
-            timeout=CALL_TIMEOUT_S), strict=True))
+        ports = self._free_ports(endpoint_count(run))
         run = spread_endpoints(run, {n: w["host"] if several else None
                                      for n, w in self.where.items()}, ports)
         ray.get([a.set_run.remote(run) for a in self.actors.values()], timeout=CALL_TIMEOUT_S)
@@ -465,6 +505,24 @@ class RayLauncher:
         for name in NODE_ORDER:  # in order, as the local launcher: Alice leads, so she is last
             ray.get(self.actors[name].start.remote(), timeout=CALL_TIMEOUT_S)
             self.codes[name] = None
+
+    def _free_ports(self, counts: dict[str, int]) -> dict[str, list[int]]:
+        """Ports each node's host reports free, none another run of the ``PortBook`` took."""
+        import ray
+
+        ports: dict[str, list[int]] = {n: [] for n in NODE_ORDER}
+        for _ in range(20):
+            short = [n for n in NODE_ORDER if len(ports[n]) < counts[n]]
+            if not short:
+                return ports
+            found = ray.get([self.actors[n].free_ports.remote(counts[n] - len(ports[n]))
+                             for n in short], timeout=CALL_TIMEOUT_S)
+            for name, got in zip(short, found, strict=True):
+                got = [p for p in got if p not in ports[name]]
+                if self.ports is not None:
+                    got = self.ports.take(self.where[name]["node_id"], got)
+                ports[name] += got
+        raise RuntimeError("no free ports the other runs had not taken")
 
     @property
     def processes(self) -> dict[str, int]:

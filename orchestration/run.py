@@ -295,14 +295,17 @@ def node_failure(name: str, code: int, log: Path, cause: str = "") -> str:
 
 def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             on_progress: Callable[[Progress], None] | None = None,
-            timeout_s: float | None = None, fingerprint: bool = False) -> dict[str, Any]:
+            timeout_s: float | None = None, fingerprint: bool = False,
+            stop_requested: Callable[[], str | None] | None = None) -> dict[str, Any]:
     """Launch the nodes on a prepared run directory and wait; returns the summary.
 
     SIGINT, SIGTERM or SIGHUP stop the run in order: the nodes are asked to stop (each settles
     its key commit and closes its key store), and the summary of what was delivered so far is
     written with ``"interrupted": true`` and returned. ``journal.json`` is written in every
     case, a failed run's too, and then ``report.html`` (``orchestration.report``). The run
-    does ``scenario.run_rounds`` rounds."""
+    does ``scenario.run_rounds`` rounds. ``stop_requested``: asked while the nodes run; a name
+    (a signal's) it returns stops the run in order as that signal would (a run in another thread
+    than the main one, as a network's links, takes no signals itself)."""
     scenario = scenario.for_run()
     launcher = launcher or LocalProcessLauncher()
     timeout_s = timeout_s or 120.0 + 300.0 * scenario.rounds
@@ -330,7 +333,8 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
                 restarter = LinkRestarter(run_dir, launcher, scenario.runtime.max_restarts,
                                           _kill_downtime(watcher),
                                           getattr(launcher, "node_progress", None))
-            _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0, restarter)
+            _watch(scenario, run_dir, launcher, on_progress, timeout_s, t0, stop_requested,
+                   restarter)
         except RunInterrupted as e:
             interrupted = e.signal_name
             _ignoring_stop_signals()
@@ -390,6 +394,7 @@ def _kill_downtime(watcher: NodeFaultWatcher | None) -> Callable[[str], float]:
 
 def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
            on_progress: Callable[[Progress], None] | None, timeout_s: float, t0: float,
+           stop_requested: Callable[[], str | None] | None = None,
            restarter: LinkRestarter | None = None) -> None:
     """Poll the nodes until the protocol nodes are done; RunFailed when one fails (unless the
     link restarts: ``orchestration.supervision``), FailFast when the scenario asks for it and a
@@ -426,6 +431,9 @@ def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
                 judged = _fail_fast_check(scenario, rows, judged)
         if all(codes.get(n) == 0 for n in PROTOCOL_NODES):
             return  # nature is stopped after (it serves until then) and writes its metrics
+        requested = stop_requested() if stop_requested is not None else None
+        if requested:
+            raise RunInterrupted(requested)
         if time.monotonic() - t0 > timeout_s:
             running = [n for n, c in codes.items() if c is None]
             raise RunFailed(f"run did not finish within {timeout_s:.0f} s; still running: "

@@ -26,7 +26,6 @@ import pytest
 from orchestration.config import DEFAULT_SCENARIO, load_scenario
 from orchestration.launchers import NODE_ORDER
 from orchestration.ray_launcher import (
-    RAY_ENV,
     RayLauncher,
     RayOptions,
     endpoint_count,
@@ -35,6 +34,7 @@ from orchestration.ray_launcher import (
     spread_endpoints,
 )
 from orchestration.run import RunFailed, execute, prepare_run_dir
+from tests.ray_cluster import private_cluster
 from tests.short_rounds import short_round_overrides
 from tests.stores import store_keys
 
@@ -177,45 +177,8 @@ def test_sigterm_stops_a_run_on_a_private_ray_in_order(tmp_path):
 def cluster():
     """A private Ray: a head with no CPU (it places nothing) and three worker nodes of one CPU
     and a small object store each, all on 127.0.0.1; the test process is its driver."""
-    saved = {k: os.environ.get(k) for k in (*RAY_ENV, "RAY_ADDRESS")}
-    os.environ.update(RAY_ENV)  # read when Ray is imported (and by its processes)
-    os.environ.pop("RAY_ADDRESS", None)  # never another cluster
-    ray = pytest.importorskip("ray")
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    assert not ray.is_initialized()
-    # the same, should Ray have been imported before this fixture: 127.0.0.1 stays 127.0.0.1
-    # (else Ray rewrites a local address to the host's)
-    enable_cluster = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    temp = tempfile.mkdtemp(prefix="mdiqkd-rt-", dir="/tmp")  # short: Ray's socket paths
-    common = {"node_ip_address": "127.0.0.1", "object_store_memory": 80 << 20,
-              "temp_dir": temp}
-    # Cluster writes its address to /tmp/ray/ray_current_cluster for ``ray.init("auto")``
-    # elsewhere on the machine to find: not this one's
-    original = ray._private.utils.write_ray_address
-    ray._private.utils.write_ray_address = lambda *args, **kwargs: None
-    c = Cluster()
-    try:
-        c.add_node(**common, num_cpus=0, include_dashboard=False)
-        for _ in range(3):
-            c.add_node(**common, num_cpus=1)
-        ray.init(address=c.address, include_dashboard=False, log_to_driver=False)
-        c.wait_for_nodes()
-        c.common_node_args = common  # for a test that adds nodes
+    with private_cluster() as c:
         yield c
-    finally:
-        ray._private.utils.write_ray_address = original
-        ray_constants.ENABLE_RAY_CLUSTER = enable_cluster
-        ray.shutdown()
-        c.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _alive(pid: int) -> bool:
