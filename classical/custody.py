@@ -86,6 +86,7 @@ class KeyCustody:
         self._on_settled = on_settled
         self.pending: PendingKey | None = None
         self.last_committed = ""
+        self.pending_at_stop = ""  # the key ``stop_holding`` left in the ledger
 
     # --- the repayment a key states and checks -----------------------------------------------
 
@@ -113,6 +114,17 @@ class KeyCustody:
         if self._ledger is not None and self.role == "bob":  # before his Confirm is sent
             self._ledger.hold(key.key_id, key.round_id, key.key, repayment_text(key.repayment))
         self.pending = key
+
+    def stop_holding(self) -> bool:
+        """Bob stops while he holds a key Alice has not said she committed. With a ledger (a
+        link that restarts) the key is only dropped from memory and stays pending in the ledger:
+        Alice may have committed it just before she died, and the next session's first word
+        from her settles it (``restore``). Without one it must be discarded (returns False).
+        Nothing is delivered either way."""
+        if self._ledger is None or self.pending is None:
+            return False
+        self.pending_at_stop, self.pending = self.pending.key_id, None
+        return True
 
     def restore(self, pending: PendingKey | None, last_committed: str) -> None:
         """A restarted node's custody, as its ledger recorded it."""

@@ -1,7 +1,8 @@
 """Durable key store (SQLite): final keys by ID, written only after both users verified them.
 
-It is also the user's durable ledger of the two-phase commit (``classical.custody.Ledger``), so
-that a restarted node resumes exactly where its key custody stood: ``commits`` lists every key
+On a link that restarts (``runtime.restart``) it is also the user's durable ledger of the
+two-phase commit (``classical.custody.Ledger``), so that a restarted node resumes exactly where
+its key custody stood: ``commits`` lists every key
 committed, in order, with the authentication key its head paid back into each pool (the bytes
 appended to the pools, which a restarted node replays), and ``pending`` holds the key Bob has
 confirmed but not yet settled. A commit writes the key, its refills and the end of its pending
@@ -43,6 +44,8 @@ class KeyStore:
         _create_owner_only(self.path)
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # a deleted row (a pending key discarded) is overwritten, not left in free pages
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute("CREATE TABLE IF NOT EXISTS keys (key_id TEXT PRIMARY KEY, "
                          "round_id INTEGER NOT NULL, bits INTEGER NOT NULL, "
                          "packed BLOB NOT NULL, "

@@ -93,7 +93,10 @@ def read_progress(node_dir: Path, peers: list[str] | None = None) -> NodeProgres
     path = Path(node_dir) / PROGRESS_FILE
     if not path.exists():
         return None
-    return parse_progress(path.read_bytes(), peers)
+    data = path.read_bytes()
+    # empty: the node died between creating the file and its first write, before it sealed
+    # anything or emitted a round (``Progress`` writes before either)
+    return parse_progress(data, peers) if data else None
 
 
 def parse_progress(data: bytes, peers: list[str] | None = None) -> NodeProgress:

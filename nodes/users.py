@@ -165,8 +165,11 @@ class UserNode:
         self._pending_records: dict[int, dict[str, object]] = {}  # logged while key pending
         # the two-phase commit (classical.custody): keys reach the store only once committed
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
-                                  self._on_settled, self._no_room, ledger=self.store)
-        self._restore_custody()
+                                  self._on_settled, self._no_room,
+                                  # a link that restarts keeps its custody in the key store
+                                  ledger=self.store if getattr(ctx, "progress", None) else None)
+        if getattr(ctx, "progress", None) is not None:
+            self._restore_custody()
         self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
         self.pacer = Pacer(plan.realtime, plan.clock_rate_hz, ctx.stop)
         # the calibration loops: both users run the same search on the same public error rates
@@ -612,8 +615,13 @@ class UserNode:
         elif self.custody.pending is not None and not self._ended:
             self._settle_after_stop(STOP_GRACE_S)
         if self.custody.pending is not None:  # never learnt whether Alice committed it
-            self.custody.discard(self.custody.pending.key_id,
-                                 "node stopped before Alice said whether she committed it")
+            if self.custody.stop_holding():  # a restart's next session settles it
+                print(f"bob: key {self.custody.pending_at_stop} stays pending in the ledger "
+                      "for the link's next session (Alice has not said whether she committed "
+                      "it)", flush=True)
+            else:
+                self.custody.discard(self.custody.pending.key_id,
+                                     "node stopped before Alice said whether she committed it")
         self.ctx.write_metrics({"secure_bits_stored": self.store.total_bits()})
         self.rounds_log.close()
         if self.calibration_log is not None:

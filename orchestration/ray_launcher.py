@@ -600,6 +600,7 @@ class RayLauncher:
             if code is None:
                 with contextlib.suppress(Exception):
                     ray.kill(self.actors[name], no_restart=True)
+                _wait_dead(self.actors[name])  # it must send nothing once its progress is read
                 self.codes[name] = ACTOR_DIED
         self._recreate_dead()
 
@@ -611,9 +612,18 @@ class RayLauncher:
         for name in NODE_ORDER:
             if self.codes.get(name) != ACTOR_DIED:
                 continue
+            from orchestration.run import RunFailed
+
             actor = _remote().options(name=None, **self._strategies_by_node[name]).remote(name)
-            where = ray.get(actor.adopt.remote(self.where[name]["dir"]),
-                            timeout=PLACEMENT_TIMEOUT_S)
+            try:
+                where = ray.get(actor.adopt.remote(self.where[name]["dir"]),
+                                timeout=PLACEMENT_TIMEOUT_S)
+            except Exception as e:  # noqa: BLE001 - its host gone, or placed elsewhere
+                with contextlib.suppress(Exception):
+                    ray.kill(actor, no_restart=True)
+                first = next((x for x in str(e).splitlines() if x.strip()), type(e).__name__)
+                raise RunFailed(f"node {name} could not be restarted on host "
+                                f"{self.where[name].get('host', '?')}: {first.strip()}") from e
             hosts = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
             self.actors[name] = actor
             self.where[name] = {**where, "host": hosts.get(where["node_id"], "?")}
@@ -687,3 +697,20 @@ def _remote() -> Any:
     import ray
 
     return ray.remote(max_concurrency=4, max_restarts=0, max_task_retries=0)(NodeProgram)
+
+
+def _wait_dead(actor: Any, timeout_s: float = 10.0) -> None:
+    """Until a killed actor answers no more (Ray reports it dead once its worker is gone)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.state.remote(), timeout=1.0)
+        except RayActorError:
+            return
+        except Exception:  # noqa: BLE001 - no answer yet: ask again
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("a killed node actor did not end within 10 s")

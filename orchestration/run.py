@@ -323,7 +323,7 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
             launcher.start(run_dir)
             if node_faults:
                 assert live is not None
-                watcher = NodeFaultWatcher(node_faults, getattr(launcher, "processes", {}),
+                watcher = NodeFaultWatcher(node_faults, _LiveProcesses(launcher),
                                            lambda: live.now_s(0.0))
                 watcher.start()
             restarter = None
@@ -368,6 +368,17 @@ def execute(scenario: Scenario, run_dir: Path, launcher: Launcher | None = None,
                   summary=summary, fail_fast=judged is not None, live=live_entries)
     write_report(run_dir)
     return summary
+
+
+class _LiveProcesses:
+    """The launcher's node processes as they are when a fault acts (a link restart replaces
+    them; the Ray launcher's are computed on each look)."""
+
+    def __init__(self, launcher: Launcher) -> None:
+        self.launcher = launcher
+
+    def get(self, name: str) -> Any:
+        return getattr(self.launcher, "processes", {}).get(name)
 
 
 def _kill_downtime(watcher: NodeFaultWatcher | None) -> Callable[[str], float]:

@@ -158,10 +158,14 @@ def _restarted(tmp_path, ab, ba):
     return links
 
 
-def test_bob_killed_after_confirming_settles_alices_key_when_the_link_restarts(tmp_path):
-    """The one window in which a user dies holding a key the other has committed: Bob has sent
-    Confirm, Alice committed and her Committed never reached him. His ledger keeps the key
-    pending across the restart; Alice's next Amplify names it, and he commits it then."""
+@pytest.mark.parametrize("killed", ["bob", "alice"])
+def test_a_key_alice_committed_and_bob_holds_is_settled_when_the_link_restarts(tmp_path,
+                                                                              killed):
+    """The window in which the stores could part: Bob has sent Confirm, Alice committed and her
+    Committed never reached him. Bob killed there: his ledger keeps the key pending across the
+    restart. Alice killed there: Bob, halted as a survivor, hears nothing from her and stops
+    holding the key, but leaves it pending in his ledger (a discard would lose the key Alice
+    stored). Either way Alice's next Amplify names it, and Bob commits it then."""
     ab, ba = _pools()
     links = dict(zip(("alice", "bob"), _links(ab, ba), strict=True))
     for role, peer in (("alice", "bob"), ("bob", "alice")):
@@ -177,8 +181,13 @@ def test_bob_killed_after_confirming_settles_alices_key_when_the_link_restarts(t
     stores = {r: KeyStore(tmp_path / r / "keys.sqlite") for r in ("alice", "bob")}
     assert [k for k, *_ in stores["alice"].commits()] == [key1]
     assert stores["bob"].commits() == [] and stores["bob"].pending()[0] == key1
+    if killed == "alice":  # Bob is halted: UserNode.close, without a word from the dead Alice
+        held = KeyCustody("bob", links["bob"], ledger=stores["bob"])
+        held.restore(*custody_from_ledger(stores["bob"]))
+        assert held.stop_holding() and held.pending is None
+        assert stores["bob"].pending()[0] == key1  # still pending in the ledger
 
-    # Bob's process dies; the link restarts with everything rebuilt from disk
+    # the link restarts with everything rebuilt from disk
     links = _restarted(tmp_path, ab, ba)
     second = _round(links, tmp_path, {"alice": 3, "bob": 4})
     assert second["alice"].committed and second["bob"].committed, (
@@ -194,3 +203,18 @@ def test_bob_killed_after_confirming_settles_alices_key_when_the_link_restarts(t
     ka, kb = links["alice"].keys, links["bob"].keys
     assert ka.outgoing.replenished_bytes == kb.incoming.replenished_bytes > 0
     assert ka.incoming.replenished_bytes == kb.outgoing.replenished_bytes
+
+
+def test_without_a_ledger_a_stopping_bob_must_discard_his_pending_key():
+    custody = KeyCustody("bob")  # a link that does not restart
+    custody.hold(PendingKey(1, "r1-k", np.ones(8, np.uint8), Repayment()))
+    assert custody.stop_holding() is False and custody.pending is not None
+
+
+def test_a_progress_file_left_empty_by_a_kill_reads_as_no_progress(tmp_path):
+    (tmp_path / "session.progress").write_bytes(b"")  # created, not yet written: nothing sent
+    assert read_progress(tmp_path, ["alice", "bob"]) is None
+    ab, ba = _pools()
+    alice, _ = _links(ab, ba)
+    Progress(tmp_path, {"bob": alice}).close()  # the restarted node starts over it
+    assert read_progress(tmp_path, ["bob"]).sealed == {"bob": -1}

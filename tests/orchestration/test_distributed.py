@@ -107,7 +107,9 @@ def test_one_trace_per_round_spans_all_four_nodes(quickstart_run):
 
 def test_the_next_round_is_emitted_before_this_round_is_distilled(quickstart_run):
     """Rounds overlap: both users emit round 1 before they start sifting round 0, and nature
-    measures round 1 while they distill round 0."""
+    measures round 1 before they have distilled round 0 (it may finish before their sifting
+    starts, when the relay's announcement of round 0 is the slower: only the overlap with the
+    whole distillation is certain)."""
     _, run_dir, _ = quickstart_run
     spans = load_spans(run_dir)
 
@@ -119,9 +121,9 @@ def test_the_next_round_is_emitted_before_this_round_is_distilled(quickstart_run
 
     for user in ("alice", "bob"):
         assert one(user, "emit", 1).end <= one(user, "sift", 0).start
-    sift_0 = one("alice", "sift", 0)
+    stored_0 = one("alice", "store", 0)
     measuring_1 = [s for s in spans if s.name == "measure" and s.attributes["mdiqkd.round"] == 1]
-    assert max(s.end for s in measuring_1) > sift_0.start
+    assert min(s.start for s in measuring_1) < stored_0.end
 
 
 def test_spans_carry_no_key_material(quickstart_run):
