@@ -684,3 +684,9 @@ class IntensityMonitor:
 
 __all__ = ["DEFAULT_FALSE_ALARM", "IntensityCheck", "IntensityMonitor", "LinkModel",
            "batched_detection_probabilities", "detection_probabilities"]
+
+
+def warm_up_monitor() -> None:
+    """Import what a check needs (scipy.stats: ~0.4 s), so that the first round's check does not
+    wait for it (a user node calls this in its warm-up thread)."""
+    from scipy import stats  # noqa: F401
