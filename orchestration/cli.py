@@ -902,8 +902,9 @@ def observe(
     prom = start_prometheus(run_dir, port, config)
     try:
         prom.wait_ready()
-        typer.echo(f"prometheus: {prom.url} (data in {run_dir / 'prometheus' / 'data'}); "
-                   "Ctrl-C stops it")
+        targets = prom.wait_targets()
+        typer.echo(f"prometheus: {prom.url} (data in {run_dir / 'prometheus' / 'data'}), "
+                   f"scraping {len(targets)} targets; Ctrl-C stops it")
         prom.process.wait()
     except RuntimeError as e:
         _fail(str(e))

@@ -9,6 +9,7 @@ name) besides the nodes' own ``link`` and ``node`` labels. docs/metrics.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -120,6 +121,19 @@ class Prometheus:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"prometheus not ready after {timeout_s:.0f} s; its log: {self.log}")
+
+    def wait_targets(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Until Prometheus has taken its targets from the configuration (it applies them a few
+        seconds after it is ready: before, nothing is scraped); returns them."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(urllib.error.URLError, OSError, RuntimeError):
+                targets = self.targets()
+                if targets:
+                    return targets
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus has no scrape target after {timeout_s:.0f} s; its log: "
+                           f"{self.log}")
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self.process.poll() is None:
