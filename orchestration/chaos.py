@@ -51,15 +51,22 @@ def clear_faults(run_dir: str, name: str | None = None) -> list[dict[str, Any]]:
     return _client(run_dir).call("POST", "/faults/clear", {"name": name})["ended"]
 
 
-def metric(run_dir: str, name: str) -> float | int | None:
-    """The run's current value of ``name`` (one of ``METRICS``); None before any round."""
+def metric(run_dir: str, name: str) -> float | int:
+    """The run's current value of ``name`` (one of ``METRICS``): for ``qber_z`` and ``qber_x``
+    the most recent round that measured it (a round that aborted before its estimate measures
+    neither). Raises ``ValueError`` while nothing has measured it (no round yet): Chaos Toolkit
+    then records the probe as failed, which a tolerance cannot be checked against."""
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r} (one of {', '.join(METRICS)})")
     status = _client(run_dir).call("GET", "/status")
     if name in ("qber_z", "qber_x"):
-        last = status["last_round"] or {}
-        return last.get(name)
-    return status[name]
+        measured = (status.get("last_measured") or {}).get(name)
+        value = None if measured is None else measured["value"]
+    else:
+        value = status[name]
+    if value is None:
+        raise ValueError(f"no round has measured {name} yet")
+    return value
 
 
 def active_faults(run_dir: str) -> list[str]:

@@ -297,6 +297,10 @@ def status(run_dir: Path, scenario: Scenario, faults: LiveFaults | None) -> dict
         "last_round": None if not rows else {
             k: last.get(k) for k in ("round", "qber_z", "qber_x", "secure_bits", "aborted",
                                      "abort_reason", "announced", "emulated_seconds")},
+        # the most recent round that measured each error rate (an aborted round may not have)
+        "last_measured": {k: next(({"round": r["round"], "value": r[k]} for r in reversed(rows)
+                                   if r.get(k) is not None), None)
+                          for k in ("qber_z", "qber_x")},
         "secure_bits": bits,
         "secure_key_rate_bps": bits / done_s if done_s else None,
         "aborted_rounds": sum(1 for r in rows if r.get("aborted")),

@@ -44,6 +44,29 @@ def test_probes_refuse_an_unknown_metric_and_a_run_without_a_control_plane(tmp_p
         chaos.metric(str(tmp_path), "qber_z")
 
 
+def test_a_qber_probe_reads_the_last_round_that_measured_it_and_fails_before_any(tmp_path,
+                                                                                monkeypatch):
+    """A round that aborts before its estimate measures no error rate: the probe reads the
+    latest round that did, and, while none has, fails (an exception Chaos Toolkit records as a
+    failed probe) instead of returning None, which no tolerance can be checked against."""
+    from orchestration import control
+
+    scenario = load_scenario(shipped_scenarios()["gameday_fiber_cut"])
+    rows = [{"round": 0, "stop_slot": 10, "qber_z": 0.004, "qber_x": 0.3, "secure_bits": 5},
+            {"round": 1, "stop_slot": 20, "qber_z": None, "aborted": True, "secure_bits": 0}]
+    seen: list = []
+    monkeypatch.setattr(control, "read_rounds", lambda _dir: seen)
+    monkeypatch.setattr(chaos, "_client", lambda _dir: type("C", (), {"call": staticmethod(
+        lambda method, path, body=None: control.status(tmp_path, scenario, None))})())
+    with pytest.raises(ValueError, match="no round has measured qber_z yet"):
+        chaos.metric(str(tmp_path), "qber_z")
+    seen.extend(rows)
+    assert chaos.metric(str(tmp_path), "qber_z") == 0.004  # round 1 aborted unmeasured
+    assert chaos.metric(str(tmp_path), "qber_x") == 0.3
+    assert control.status(tmp_path, scenario, None)["last_measured"]["qber_z"] == {
+        "round": 0, "value": 0.004}
+
+
 @pytest.mark.slow  # a real game day and a real `chaos run`, about a minute
 def test_chaos_run_of_the_example_experiment_passes_against_a_live_emulation(tmp_path):
     chaos_bin = shutil.which("chaos") or os.path.join(os.path.dirname(sys.executable), "chaos")
