@@ -590,6 +590,22 @@ def run(
         overrides["seed"] = seed
     if rounds is not None:
         overrides["rounds"] = rounds
+    if otlp_metrics_endpoint is not None:
+        from orchestration.telemetry import otlp_endpoint_problem
+
+        problem = otlp_endpoint_problem(otlp_metrics_endpoint)
+        if problem is not None and problem[0] == "invalid":
+            _fail(f"--otlp-metrics-endpoint: {otlp_metrics_endpoint!r}: {problem[1]}")
+    if otlp_endpoint is not None:
+        from orchestration.telemetry import otlp_endpoint_problem
+
+        problem = otlp_endpoint_problem(otlp_endpoint)
+        if problem is not None and problem[0] == "invalid":
+            _fail(f"--otlp-endpoint: {otlp_endpoint!r}: {problem[1]}")
+        if problem is not None:  # said once here, not only in every node's log
+            err_console.print(Text(f"warning: --otlp-endpoint {otlp_endpoint}: {problem[1]}; "
+                                   "spans are still written to traces/"), highlight=False,
+                              soft_wrap=True)
     from orchestration.network import is_network_file, resolve_any
 
     try:
@@ -616,22 +632,6 @@ def run(
         err_console.print(Text(f"warning: {scenario}: {warning}"), highlight=False,
                           soft_wrap=True)
     sc = sc.for_run()
-    if otlp_metrics_endpoint is not None:
-        from orchestration.telemetry import otlp_endpoint_problem
-
-        problem = otlp_endpoint_problem(otlp_metrics_endpoint)
-        if problem is not None and problem[0] == "invalid":
-            _fail(f"--otlp-metrics-endpoint: {otlp_metrics_endpoint!r}: {problem[1]}")
-    if otlp_endpoint is not None:
-        from orchestration.telemetry import otlp_endpoint_problem
-
-        problem = otlp_endpoint_problem(otlp_endpoint)
-        if problem is not None and problem[0] == "invalid":
-            _fail(f"--otlp-endpoint: {otlp_endpoint!r}: {problem[1]}")
-        if problem is not None:  # said once here, not only in every node's log
-            err_console.print(Text(f"warning: --otlp-endpoint {otlp_endpoint}: {problem[1]}; "
-                                   "spans are still written to traces/"), highlight=False,
-                              soft_wrap=True)
     try:
         out = out or new_run_dir()  # unique, even for runs started in the same second
         run_dir = prepare_run_dir(sc, out, otlp_endpoint, control=control,
@@ -718,7 +718,7 @@ def _run_network(resource: Any, out: Path | None, seed: int | None, rounds: int 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from orchestration.network import load_network
-    from orchestration.network_run import run_network
+    from orchestration.network_run import LINKS_DIR, run_network
     from orchestration.run import RunFailed, implemented_actions, implemented_faults, new_run_dir
 
     net = load_network(resource, {"seed": seed} if seed is not None else {},
@@ -805,8 +805,15 @@ def _run_network(resource: Any, out: Path | None, seed: int | None, rounds: int 
                                f"summary in {run_dir / 'network.json'}"), highlight=False,
                           soft_wrap=True)
         raise typer.Exit(code=128 + int(getattr(signal, name)))
+    deviated = [r["name"] for r in summary["links"] if r.get("deviated")]
+    for name in deviated:
+        err_console.print(Text(f"link {name}: the steady-state hypothesis failed; journal in "
+                               f"{run_dir / LINKS_DIR / name / 'journal.json'}",
+                               style="bold red"), highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(code=1)
+    if deviated:
+        raise typer.Exit(code=HYPOTHESIS_FAILED)
 
 _STATUS_STYLE = {"held": "green", "deviated": "bold red", "no data": "red",
                  "not measured": "yellow", "not applicable": "dim"}

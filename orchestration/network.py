@@ -186,6 +186,15 @@ def resolve_any(ref: str | Path | None) -> Traversable:
         raise e from None
 
 
+def _inside(base: Path | Traversable, ref: str) -> bool:
+    """``ref`` names a file in the network file's directory or below it (or a shipped name)."""
+    if Path(ref).is_absolute():
+        return False
+    if not isinstance(base, Path):  # a shipped network: its links are shipped names
+        return ".." not in Path(ref).parts
+    return (base / ref).resolve().is_relative_to(base.resolve())
+
+
 def _link_file(base: Path | Traversable, ref: str) -> Path | Traversable | None:
     """A link's scenario file: relative to the network file's directory, else shipped."""
     candidate = base / ref
@@ -230,13 +239,21 @@ def _load_link(name: str, root: yaml.Node | None, k: int, link: LinkModel,
         line = line_of(root, loc, key)
         return f"{name}:{line}" if line else name
 
+    if not _inside(base, link.scenario):  # never read a file elsewhere on the machine
+        raise ScenarioError(
+            f"{where((*at, 'scenario'))}: links.{k}.scenario: {link.scenario!r} is outside the "
+            "network file's directory: give a path inside it, or a shipped scenario's name")
     ref = _link_file(base, link.scenario)
     if ref is None:
         raise ScenarioError(
             f"{where((*at, 'scenario'))}: links.{k}.scenario: {link.scenario!r} is neither a "
             f"file beside the network file nor a shipped scenario (shipped: "
             f"{', '.join(shipped_scenarios())})")
-    data, link_root = read_scenario_yaml(ref)
+    try:
+        data, link_root = read_scenario_yaml(ref)
+    except ScenarioError as e:  # the link's own file: said with the network's line and link
+        raise ScenarioError(f"{where((*at, 'scenario'))}: links.{k}.scenario ({link.name}): "
+                            f"{e}") from None
     if is_network_data(data):
         raise ScenarioError(f"{where((*at, 'scenario'))}: links.{k}.scenario: "
                             f"{link.scenario} is a network, not a link scenario")

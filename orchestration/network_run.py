@@ -163,9 +163,10 @@ def private_ray_cpus(network: Network, node_cpus: float) -> int:
 
 
 def link_record(link: NetworkLink, status: str, summary: dict[str, Any] | None,
-                error: str | None = None, ray_nodes: dict[str, str] | None = None
-                ) -> dict[str, Any]:
-    """One link's line of ``network.json`` (docs/run-directory.md)."""
+                error: str | None = None, ray_nodes: dict[str, str] | None = None,
+                deviated: bool | None = None) -> dict[str, Any]:
+    """One link's line of ``network.json`` (docs/run-directory.md); ``deviated``: its game
+    day's steady-state hypothesis failed (its ``journal.json``; None without a verdict)."""
     s = summary or {}
     return {"name": link.name, "status": status, "error": error, "sites": link.sites,
             "seed": link.seed, "scenario": link.source,
@@ -179,7 +180,19 @@ def link_record(link: NetworkLink, status: str, summary: dict[str, Any] | None,
             "keys_match": s.get("keys_match"),
             "determinism_fingerprint": s.get("determinism_fingerprint"),
             "wall_seconds": s.get("wall_seconds"),
+            "interrupted_by": s.get("interrupted_by"),
+            "deviated": deviated,
             "ray_nodes": ray_nodes}
+
+
+def _deviated(link_dir: Path) -> bool | None:
+    """Whether a link's steady-state hypothesis failed, from its ``journal.json`` (None: no
+    verdict, e.g. a link that failed before writing one)."""
+    try:
+        value = json.loads((link_dir / "journal.json").read_text()).get("deviated")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None
 
 
 def network_totals(links: list[dict[str, Any]], wall_seconds: float) -> dict[str, Any]:
@@ -198,6 +211,7 @@ def network_totals(links: list[dict[str, Any]], wall_seconds: float) -> dict[str
             "completed": sum(r["status"] == "completed" for r in links),
             "interrupted": sum(r["status"] == "interrupted" for r in links),
             "failed": sum(r["status"] == "failed" for r in links),
+            "deviated": sum(r.get("deviated") is True for r in links),
             "rounds": total("rounds"), "aborted": total("aborted"), "secure_bits": secure,
             "key_rate_bps_emulated": sum(r["key_rate_bps_emulated"] or 0.0 for r in links),
             "keys_match": all(r["keys_match"] is True for r in links),
@@ -241,7 +255,7 @@ def run_network(network: Network, run_dir: Path, backend: str = "local",
     dirs = {}
     for link in network.links:  # one after another: the ports each takes are distinct
         dirs[link.name] = prepare_run_dir(link.scenario, run_dir / LINKS_DIR / link.name,
-                                          **prepare)
+                                          link=link.name, **prepare)
     t0 = time.monotonic()
     requested: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -264,7 +278,8 @@ def run_network(network: Network, run_dir: Path, backend: str = "local",
         status, summary, error = results[link.name]
         launcher = launchers.get(link.name)
         nodes = {n: w["node_id"] for n, w in launcher.where.items()} if launcher else None
-        records.append(link_record(link, status, summary, error, nodes))
+        records.append(link_record(link, status, summary, error, nodes,
+                                   _deviated(dirs[link.name])))
     out = {"format": "mdiqkd-network/1", "title": network.title, "seed": network.seed,
            "backend": backend, "placement": placement.record() if placement else None,
            "interrupted_by": requested[0] if requested else None,

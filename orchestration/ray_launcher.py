@@ -362,19 +362,19 @@ class Placed:
 
 
 class PortBook:
-    """The ports the actors of concurrent runs have chosen, by Ray node: so that two runs on one
-    host never pick the same port between choosing and binding it (the actors choose in separate
-    processes)."""
+    """The ports the actors of concurrent runs have chosen, by host: so that two runs on one host
+    never pick the same port between choosing and binding it (the actors choose in separate
+    processes, and several Ray nodes may share a host)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._taken: set[tuple[str, int]] = set()
 
-    def take(self, node_id: str, ports: list[int]) -> list[int]:
-        """The ports of ``ports`` not yet taken on ``node_id``, now taken."""
+    def take(self, host: str, ports: list[int]) -> list[int]:
+        """The ports of ``ports`` not yet taken on ``host``, now taken."""
         with self._lock:
-            fresh = [p for p in ports if (node_id, p) not in self._taken]
-            self._taken.update((node_id, p) for p in fresh)
+            fresh = [p for p in ports if (host, p) not in self._taken]
+            self._taken.update((host, p) for p in fresh)
             return fresh
 
 
@@ -520,7 +520,8 @@ class RayLauncher:
             for name, got in zip(short, found, strict=True):
                 got = [p for p in got if p not in ports[name]]
                 if self.ports is not None:
-                    got = self.ports.take(self.where[name]["node_id"], got)
+                    # by host: several Ray nodes on one host (a test's cluster) share its ports
+                    got = self.ports.take(self.where[name]["host"], got)
                 ports[name] += got
         raise RuntimeError("no free ports the other runs had not taken")
 

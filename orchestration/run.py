@@ -29,6 +29,7 @@ import secrets as os_secrets
 import signal
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -132,7 +133,7 @@ def new_run_dir(root: Path = Path("runs")) -> Path:
 
 def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = None,
                     control: bool | None = None, metrics_linger_s: float = 0.0,
-                    otlp_metrics_endpoint: str | None = None) -> Path:
+                    otlp_metrics_endpoint: str | None = None, link: str | None = None) -> Path:
     """Create the run directory with ``config.json`` (what every node reads: the scenario with
     the rounds the run does, ``Scenario.for_run``, as ``node_view`` shows it), each node's secrets
     (nature's hold the fault timeline) and the operators' record of the whole scenario."""
@@ -146,6 +147,8 @@ def prepare_run_dir(scenario: Scenario, out: Path, otlp_endpoint: str | None = N
                          f"{MAX_METRICS_LINGER_S}] s")
     run.metrics_linger_s = metrics_linger_s  # the nodes' metrics endpoints: nodes.metrics
     run.otlp_metrics_endpoint = otlp_metrics_endpoint
+    if link is not None:  # the ``link`` label of every series (a network's link name)
+        run.link = link
     control = has_control_plane(scenario) if control is None else control
     nodes = ["alice", "bob", "charles"] if control else receivers(scenario_edge_faults(scenario))
     if control:  # nature's end of the live control plane (orchestration.control)
@@ -428,8 +431,8 @@ def _watch(scenario: Scenario, run_dir: Path, launcher: Launcher,
                 print(f"node {name} exited with code {code}"
                       + (f" ({cause})" if cause else "")
                       + f"; the link restarted at round {resume.round} "
-                      f"(restart {resume.restart} of at most {restarter.max_restarts})",
-                      flush=True)
+                      f"(restart {resume.restart} of at most {restarter.max_restarts}; "
+                      f"{run_dir})", file=sys.stderr, flush=True)
                 continue
             raise RunFailed(node_failure(name, code, run_dir / "logs" / f"{name}.log", cause))
         if on_progress is not None or fail_fast:

@@ -315,3 +315,73 @@ def test_a_stop_request_interrupts_the_watch_of_one_run(tmp_path):
     with pytest.raises(RunInterrupted) as e:
         _watch(scenario, tmp_path, Running(), None, 60.0, time.monotonic(), lambda: "SIGINT")
     assert e.value.signal_name == "SIGINT"
+
+
+# --- found by a hostile review ----------------------------------------------------------------
+
+
+def _fake_summary(interrupted: str | None = None) -> dict:
+    return {"rounds": 2, "aborted": 0, "secure_bits": 7, "key_rate_bps_emulated": 1.0,
+            "qber": {"Z": 0.01, "X": 0.2}, "keys_match": True,
+            "interrupted": interrupted is not None, "interrupted_by": interrupted,
+            "determinism_fingerprint": "f", "abort_reasons": [], "emulated_seconds": 7.0,
+            "wall_seconds": 1.0}
+
+
+def test_a_network_refuses_an_invalid_otlp_endpoint_as_a_single_run_does(tmp_path,
+                                                                       monkeypatch):
+    path = _network(tmp_path, [{"name": "a", "scenario": "short-rounds.yaml"}])
+    monkeypatch.setattr(network_run, "execute", lambda *a, **k: _fake_summary())
+    for option in ("--otlp-endpoint", "--otlp-metrics-endpoint"):
+        result = runner.invoke(app, ["run", str(path), option, "ftp://x",
+                                     "--out", str(tmp_path / option)])
+        assert result.exit_code == 2, result.output
+        assert f"{option}: 'ftp://x'" in result.output
+        assert not (tmp_path / option).exists()
+
+
+def test_a_link_whose_hypothesis_deviated_makes_the_network_exit_3_naming_it(tmp_path,
+                                                                            monkeypatch):
+    path = _network(tmp_path, [{"name": "a", "scenario": "short-rounds.yaml"},
+                               {"name": "b", "scenario": "short-rounds.yaml"}])
+
+    def fake(scenario, run_dir, *args, **kwargs):  # link a's game day deviates, with fail_fast
+        deviated = run_dir.name == "a"
+        (run_dir / "journal.json").write_text(json.dumps({"deviated": deviated}))
+        return _fake_summary("fail_fast" if deviated else None)
+
+    monkeypatch.setattr(network_run, "execute", fake)
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 3, result.output
+    assert "link a: the steady-state hypothesis failed" in result.output
+    assert "link b:" not in result.output
+    out = json.loads((tmp_path / "run" / "network.json").read_text())
+    links = {r["name"]: r for r in out["links"]}
+    assert links["a"]["deviated"] is True and links["a"]["interrupted_by"] == "fail_fast"
+    assert links["b"]["deviated"] is False and out["totals"]["deviated"] == 1
+
+
+def test_each_link_labels_its_metrics_with_its_own_name(tmp_path, monkeypatch):
+    path = _network(tmp_path, [{"name": "a", "scenario": "short-rounds.yaml"},
+                               {"name": "b", "scenario": "short-rounds.yaml"}])
+    monkeypatch.setattr(network_run, "execute", lambda *a, **k: _fake_summary())
+    assert runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "run")]).exit_code == 0
+    for name in ("a", "b"):
+        config = json.loads((tmp_path / "run" / "links" / name / "config.json").read_text())
+        assert config["run"]["link"] == name
+
+
+@pytest.mark.parametrize("where", ["absolute", "parent"])
+def test_a_link_scenario_outside_the_network_directory_is_refused_unread(tmp_path, where):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "x.yaml").write_text('token: "abc-SECRET\n')  # not even valid YAML
+    inner = tmp_path / "net"
+    inner.mkdir()
+    ref = str(outside / "x.yaml") if where == "absolute" else "../elsewhere/x.yaml"
+    path = _network(inner, [{"name": "a", "scenario": ref}])
+    result = runner.invoke(app, ["scenario", "validate", str(path)])
+    assert result.exit_code == 1
+    assert "abc-SECRET" not in result.output
+    assert "links.0.scenario" in result.output and "outside the network file's directory" \
+        in result.output
