@@ -164,11 +164,12 @@ class UserNode:
         self._emitted_unix: dict[int, float] = {}  # until the round's key is stored or lost
         self._pending_records: dict[int, dict[str, object]] = {}  # logged while key pending
         # the two-phase commit (classical.custody): keys reach the store only once committed
+        # a link that restarts (it records its progress) keeps its custody in the key store
+        restartable = getattr(ctx, "progress", None) is not None
         self.custody = KeyCustody(plan.role, ctx.links[self.peer_name], self._deliver,
                                   self._on_settled, self._no_room,
-                                  # a link that restarts keeps its custody in the key store
-                                  ledger=self.store if getattr(ctx, "progress", None) else None)
-        if getattr(ctx, "progress", None) is not None:
+                                  ledger=self.store if restartable else None)
+        if restartable:
             self._restore_custody()
         self._ended = False  # Alice: EndOfRun sent; Bob: EndOfRun received
         self.pacer = Pacer(plan.realtime, plan.clock_rate_hz, ctx.stop)

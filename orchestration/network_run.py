@@ -29,8 +29,6 @@ import contextlib
 import json
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -40,7 +38,13 @@ from typing import Any
 
 from orchestration.launchers import NODE_ORDER
 from orchestration.network import SITE_ROLE, Network, NetworkLink
-from orchestration.run import STOP_SIGNALS, Progress, RunFailed, execute, prepare_run_dir
+from orchestration.run import (
+    Progress,
+    RunFailed,
+    execute,
+    prepare_run_dir,
+    stop_signals_handled,
+)
 
 #: The sub-directory of a network's run directory that holds one run directory per link.
 LINKS_DIR = "links"
@@ -223,24 +227,6 @@ def network_totals(links: list[dict[str, Any]], wall_seconds: float) -> dict[str
 # --- running -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _stop_signals_recorded(requested: list[str]):  # type: ignore[no-untyped-def]
-    """In the main thread: a stop signal is recorded (every link then stops in order)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def record(signum: int, frame: Any) -> None:
-        requested.append(signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, record) for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def run_network(network: Network, run_dir: Path, backend: str = "local",
                 ray_options: Any = None,
                 on_progress: Callable[[str, Progress], None] | None = None,
@@ -270,7 +256,8 @@ def run_network(network: Network, run_dir: Path, backend: str = "local",
             ports = PortBook()
             launchers = {link.name: RayLauncher(ray_options, placement.placed[link.name], ports)
                          for link in network.links}
-        stack.enter_context(_stop_signals_recorded(requested))
+        # a stop signal is recorded; every link then stops in order
+        stack.enter_context(stop_signals_handled(requested.append))
         results = _run_links(network, dirs, launchers, on_progress, requested)
     wall = time.monotonic() - t0
     records = []

@@ -583,6 +583,16 @@ class RayLauncher:
         extract_gathered(data, self.run_dir)
         self._gathered.add(name)
 
+    def _ask_to_stop(self, grace_s: float) -> None:
+        """Ask every node still running to stop (each closes in order) and wait up to
+        ``grace_s`` for them."""
+        for name, actor in self.actors.items():
+            if self.codes.get(name) is None:
+                actor.stop.remote()
+        deadline = time.monotonic() + grace_s
+        while any(c is None for c in self.poll().values()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     # --- a link restart (orchestration.supervision) -------------------------------------------
 
     def halt(self, grace_s: float = 5.0) -> None:
@@ -591,12 +601,7 @@ class RayLauncher:
         with its actor, which ``resume`` re-creates."""
         import ray
 
-        for name, actor in self.actors.items():
-            if self.codes.get(name) is None:
-                actor.stop.remote()
-        deadline = time.monotonic() + grace_s
-        while any(c is None for c in self.poll().values()) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        self._ask_to_stop(grace_s)
         for name, code in self.codes.items():
             if code is None:
                 with contextlib.suppress(Exception):
@@ -662,12 +667,7 @@ class RayLauncher:
         import ray
 
         try:
-            for name, actor in self.actors.items():
-                if self.codes.get(name) is None:
-                    actor.stop.remote()
-            deadline = time.monotonic() + grace_s
-            while any(c is None for c in self.poll().values()) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            self._ask_to_stop(grace_s)
             for name in self.actors:
                 if self.codes.get(name) != ACTOR_DIED:
                     self._gathered.discard(name)  # again: the final files

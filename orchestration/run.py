@@ -83,22 +83,31 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _stop_signals_interrupt():  # type: ignore[no-untyped-def]
-    """While the nodes run, a stop signal raises ``RunInterrupted`` (in the main thread only:
-    elsewhere Python cannot take signals, and the caller's own handling stays)."""
+def stop_signals_handled(on_stop: Callable[[str], None]):  # type: ignore[no-untyped-def]
+    """While inside, SIGINT, SIGTERM and SIGHUP call ``on_stop`` with the signal's name; the
+    handlers before are put back after. In the main thread only: elsewhere Python cannot take
+    signals, and the caller's own handling stays."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def interrupt(signum: int, frame: Any) -> None:
-        raise RunInterrupted(signal.Signals(signum).name)
+    def handle(signum: int, frame: Any) -> None:
+        on_stop(signal.Signals(signum).name)
 
-    previous = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
+    previous = {s: signal.signal(s, handle) for s in STOP_SIGNALS}
     try:
         yield
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def _stop_signals_interrupt():  # type: ignore[no-untyped-def]
+    """While the nodes run, a stop signal raises ``RunInterrupted``."""
+    def interrupt(name: str) -> None:
+        raise RunInterrupted(name)
+
+    return stop_signals_handled(interrupt)
 
 
 def _ignoring_stop_signals() -> None:
